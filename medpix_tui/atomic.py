@@ -1,0 +1,71 @@
+"""Write files and folders so that a reader sees the old version or the new one, never half.
+
+Everything is written under a temporary name in the destination's folder, flushed, then
+renamed into place; an existing destination is replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import InputError, OutputExistsError
+
+
+def check_destination(path: Path, force: bool) -> None:
+    """Refuse a destination that exists (without ``force``) or whose folder is missing."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists (use --force to overwrite)")
+    if not path.parent.is_dir():
+        raise InputError(f"folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"folder is not writable: {path.parent}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
+    path = Path(path)
+    check_destination(path, force)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds."""
+    path = Path(path)
+    check_destination(path, force)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.rename(path, old / "x")
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,226 @@
+"""``query``, ``show``, ``export`` and ``sql``: the data commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from ..progress import rich_progress
+from ..query import field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
+from ..store import CASES, COLLECTIONS, IMAGES, REPORTS, Store
+
+bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
+                             help="Bundle folder or archive (default: the global --bundle, $MEDPIX_BUNDLE, or bundle/medpix-2.0).")
+mongo_option = click.option("--mongo-uri", default=None, envvar="MEDPIX_MONGO_URI",
+                            help="Query a MongoDB server instead of the bundle's embedded store (mongodb://host/...).")
+
+
+def open_bundle_from(ctx: click.Context, bundle_path: str | None) -> Any:
+    """The bundle named here, on the root command, or the default one (built when missing)."""
+    from ..bundle import resolve_bundle
+
+    return resolve_bundle(bundle_path or (ctx.obj or {}).get("bundle"), progress=rich_progress())
+
+
+def store_from(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None) -> Store:
+    """A MongoDB server when ``--mongo-uri`` is given, else the bundle's store."""
+    if mongo_uri:
+        return Store.connect(mongo_uri)
+    return open_bundle_from(ctx, bundle_path).store
+
+
+def build_filter(store: Store, fields: tuple[str, ...], filter_json: str | None, split: str | None) -> dict[str, Any]:
+    """AND together ``--field`` pairs, a ``--filter`` and a ``--split``."""
+    clauses = []
+    if fields:
+        clauses.append(field_filter(parse_field_args(fields)))
+    if filter_json:
+        clauses.append(parse_filter(filter_json))
+    if split:
+        clauses.append(store.split_filter(split))
+    clauses = [c for c in clauses if c]
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _summary(collection: str, doc: dict[str, Any]) -> tuple[str, ...]:
+    if collection == CASES:
+        case = doc.get("Case") or {}
+        return doc.get("U_id", ""), str(len(doc.get("TAC") or [])), str(len(doc.get("MRI") or [])), str(case.get("Title", ""))
+    desc = doc.get("Description") or {}
+    return (doc.get("image", ""), doc.get("U_id", ""), doc.get("Type", ""), str(desc.get("Plane") or ""),
+            str(doc.get("Location Category", "")), str(desc.get("Caption") or "")[:80])
+
+
+def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    headers = ("Case", "CT", "MR", "Title") if collection == CASES else ("Image", "Case", "Type", "Plane", "Location", "Caption")
+    table = Table(*(("Score",) if scores else ()), *headers, title=f"{len(docs)} result(s)", title_justify="left")
+    for i, doc in enumerate(docs):
+        table.add_row(*((f"{scores[i]:.2f}",) if scores else ()), *_summary(collection, doc))
+    Console().print(table)
+
+
+@click.command()
+@bundle_option
+@mongo_option
+@click.option("--collection", "-c", type=click.Choice(COLLECTIONS), default=IMAGES, show_default=True)
+@click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX",
+              help="Match a dotted field with a case-insensitive regex; repeat to AND (the authors' GUI query).")
+@click.option("--filter", "filter_json", metavar="JSON", help='A read-only MongoDB filter, e.g. \'{"Type": "MR"}\'.')
+@click.option("--keyword", "-k", metavar="WORDS", help="Ranked keyword search over caption, case and topic (images).")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]), help="Only the authors' split.")
+@click.option("--sort", metavar="FIELDS", help="Comma-separated dotted fields, '-' for descending.")
+@click.option("--skip", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=0, help="At most this many results (0: all).")
+@click.option("--fields-out", "projection", metavar="FIELDS", help="Only these dotted fields in the output.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def query(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, collection: str, fields: tuple[str, ...],
+          filter_json: str | None, keyword: str | None, split: str | None, sort: str | None, skip: int, limit: int,
+          projection: str | None, as_json: bool) -> None:
+    """Query a collection: field regexes, a JSON filter, keywords, or all together.
+
+    \b
+    Examples:
+      medpix-tui query -c Image_Descriptions --field Description.Caption=glioma --json
+      medpix-tui query -c Clinical_Reports --field Case.Title=fracture --field Topic.Category=trauma
+      medpix-tui query --filter '{"Type": "MR", "Location Category": "Head"}' --limit 5
+      medpix-tui query --keyword "ring enhancing lesion" --split test
+    """
+    store = store_from(ctx, bundle_path, mongo_uri)
+    flt = build_filter(store, fields, filter_json, split)
+    paths = parse_projection(projection)
+    scores = None
+    if keyword:
+        if collection == CASES:
+            raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
+        hits = store.keyword_search(keyword, flt=flt, limit=(skip + limit) if limit else 0)[skip:]
+        scores = [s for s, _ in hits]
+        docs = [d for _, d in hits]
+        if collection == REPORTS:
+            docs = [store.get_report(d["image"]) or d for d in docs]
+        if paths:
+            from ..query import project
+
+            docs = [project(d, paths) for d in docs]
+    else:
+        docs = store.find(collection, flt, sort=parse_sort(sort), skip=skip, limit=limit, projection=paths)
+    if as_json:
+        click.echo(json.dumps(docs, ensure_ascii=False, indent=1))
+    elif paths:
+        for doc in docs:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+    else:
+        _print_table(collection, docs, scores)
+
+
+@click.command()
+@click.argument("item_id")
+@bundle_option
+@mongo_option
+@click.option("--json", "as_json", is_flag=True, help="Print the document(s) as JSON instead.")
+@click.pass_context
+def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: str | None, as_json: bool) -> None:
+    """Show a case (MPX1009) or an image (MPX1009_synpic46283) as the MedPix page would."""
+    from rich.console import Console
+
+    from ..render import case_page, image_page
+
+    store = store_from(ctx, bundle_path, mongo_uri)
+    case = store.get_case(item_id)
+    if case is not None:
+        images = store.images_of_case(item_id)
+        if as_json:
+            click.echo(json.dumps({"case": case, "images": images}, ensure_ascii=False, indent=1))
+        else:
+            Console().print(case_page(case, images, store.split_of(item_id)))
+        return
+    image = store.get_image(item_id)
+    if image is None:
+        raise InputError(f"no case or image with id {item_id!r}")
+    owner = store.get_case(image["U_id"])
+    if as_json:
+        click.echo(json.dumps({"image": image, "case": owner}, ensure_ascii=False, indent=1))
+    else:
+        Console().print(image_page(image, owner))
+
+
+@click.command()
+@bundle_option
+@mongo_option
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "csv", "imagefolder", "json"]), default="parquet", show_default=True)
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Folder to create (a file for --format json).")
+@click.option("--label", type=click.Choice(["modality", "location"]), default="modality", show_default=True,
+              help="Class folders of an imagefolder export.")
+@click.option("--collection", "-c", type=click.Choice(COLLECTIONS), default=IMAGES, show_default=True)
+@click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX", help="Export only matching documents.")
+@click.option("--filter", "filter_json", metavar="JSON", help="Export only documents matching this filter.")
+@click.option("--split", type=click.Choice(["train", "dev", "test"]))
+@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path, label: str, collection: str,
+           fields: tuple[str, ...], filter_json: str | None, split: str | None, force: bool) -> None:
+    """Export the bundle, or a query's results, for analysis or training.
+
+    \b
+    parquet      images/cases/image_reports.parquet (flattened columns + nested structs)
+    jsonl        descriptions_<split>.jsonl and data_<split>.jsonl, as in the release
+    csv          images.csv and cases.csv
+    imagefolder  <split>/<label>/<image>.png, for torchvision's ImageFolder
+    json         one JSON array of image documents
+    """
+    from ..export import Selection
+    from ..export import export as run_export
+
+    bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
+    store = Store.connect(mongo_uri) if mongo_uri else bundle.store
+    flt = build_filter(store, fields, filter_json, split)
+    selection = Selection.from_query(store, collection, flt) if flt else None
+    written = run_export(store, out, fmt, selection=selection, label=label,
+                         image_path=bundle.image_path if bundle else None, force=force, progress=rich_progress())
+    click.echo(f"wrote {len(written)} file(s) to {out}")
+
+
+@click.command()
+@click.argument("statement")
+@bundle_option
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str) -> None:
+    """Run SQL (DuckDB) over the bundle's Parquet: tables images, cases, image_reports.
+
+    \b
+    Example:
+      medpix-tui sql "SELECT location_category, modality, count(*) n FROM images GROUP BY ALL ORDER BY n DESC"
+    """
+    from ..sql import connect, run_sql
+
+    bundle = open_bundle_from(ctx, bundle_path)
+    columns, rows = run_sql(connect(bundle.parquet_dir), statement)
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=str, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns, title=f"{len(rows)} row(s)", title_justify="left")
+        for row in rows:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        Console().print(table)
+
+
+COMMANDS = [query, show, export, sql]

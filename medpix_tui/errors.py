@@ -1,0 +1,59 @@
+"""User-facing errors: each carries the one line a person reads and the exit status.
+
+The CLI and the TUI catch :class:`MedpixError` and show ``str(err)``; anything else is
+a bug. Exit statuses follow the issue: 2 for bad input, 1 for a failed check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MedpixError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code: int = 1
+
+
+class InputError(MedpixError):
+    """Bad input from the user (a file, an argument, a query)."""
+
+    exit_code = 2
+
+
+class QueryError(InputError):
+    """A query that is malformed or asks for something not allowed."""
+
+
+class BundleError(MedpixError):
+    """A bundle that is missing, incomplete, tampered with or unreadable."""
+
+    exit_code = 2
+
+
+class OutputExistsError(InputError):
+    """An output already exists and ``--force`` was not given."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem: where it is (file, record, field) and what is wrong."""
+
+    file: str
+    record: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = ":".join(p for p in (self.file, self.record, self.field) if p)
+        return f"{where}: {self.message}"
+
+
+class ValidationError(InputError):
+    """A source folder that fails validation; lists every problem at once."""
+
+    def __init__(self, problems: list[Problem], limit: int = 20) -> None:
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems[:limit])
+        more = f"; ... and {len(problems) - limit} more" if len(problems) > limit else ""
+        super().__init__(f"invalid source: {len(problems)} problem(s): {shown}{more}")

@@ -1,0 +1,244 @@
+"""Queries as users write them, checked before they reach any engine.
+
+Three kinds of query, all compiled to one validated MongoDB-style filter:
+
+* the authors' GUI query: ``{dotted.path: regex}`` pairs, each a case-insensitive regex,
+  all ANDed (:func:`field_filter`);
+* a raw JSON filter restricted to read-only operators (:func:`validate_filter`);
+* a ranked keyword search (:mod:`medpix_tui.search`).
+
+Regexes are compiled here with the ``regex`` module so that a catastrophic pattern hits a
+time limit instead of hanging the process (:class:`RegexMatcher`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import regex
+
+from .errors import QueryError
+
+#: Operators a filter may use: all read-only, none runs code on the server.
+ALLOWED_OPERATORS = frozenset({
+    "$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$regex", "$options",
+    "$and", "$or", "$nor", "$not", "$exists", "$size", "$all", "$elemMatch",
+})
+LOGICAL = ("$and", "$or", "$nor")
+REGEX_OPTIONS = frozenset("imsx")
+MAX_PATTERN = 1000
+MAX_DEPTH = 20
+MAX_LIMIT = 100_000
+#: Seconds all regex matching of one query may take before it is refused.
+REGEX_TIME_LIMIT = 2.0
+_FIELD_PATH = re.compile(r"^[^$.\s][^$]*$")
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str) or not _FIELD_PATH.match(path) or ".." in path or path.endswith("."):
+        raise QueryError(f"invalid field path {str(path)[:60]!r}: use dotted names such as Description.Caption")
+    return path
+
+
+def compile_regex(pattern: object, options: object = "") -> regex.Pattern:
+    """Compile a user regex with MongoDB options; one clear error when it is invalid."""
+    if not isinstance(pattern, str):
+        raise QueryError(f"$regex must be a string, got {type(pattern).__name__}")
+    if not isinstance(options, str) or not set(options) <= REGEX_OPTIONS:
+        raise QueryError(f"invalid $options {str(options)[:20]!r}: use letters from 'imsx'")
+    if len(pattern) > MAX_PATTERN:
+        raise QueryError(f"regex too long ({len(pattern)} characters, limit {MAX_PATTERN})")
+    flags = regex.V0
+    for letter, flag in (("i", regex.IGNORECASE), ("m", regex.MULTILINE), ("s", regex.DOTALL), ("x", regex.VERBOSE)):
+        if letter in options:
+            flags |= flag
+    try:
+        compiled = regex.compile(pattern, flags)
+        re.compile(pattern)  # a pattern must also mean the same to Python's re and to MongoDB
+    except (regex.error, re.error) as exc:
+        raise QueryError(f"invalid regex {pattern[:60]!r}: {exc}") from None
+    return compiled
+
+
+def _check_operand(op: str, value: Any, depth: int) -> None:
+    if op in ("$in", "$nin", "$all") and not isinstance(value, list):
+        raise QueryError(f"{op} needs a list, got {type(value).__name__}")
+    if op == "$size" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise QueryError("$size needs a non-negative integer")
+    if op == "$exists" and not isinstance(value, (bool, int)):
+        raise QueryError("$exists needs true or false")
+    if op in ("$eq", "$ne", "$in", "$nin", "$all", "$gt", "$gte", "$lt", "$lte"):
+        _check_plain(value, depth + 1)
+    if op == "$elemMatch":
+        if not isinstance(value, dict):
+            raise QueryError("$elemMatch needs an object")
+        _validate(value, depth + 1, in_elem_match=True)
+    if op == "$not":
+        if isinstance(value, dict):
+            _validate_operators(value, depth + 1)
+        else:
+            raise QueryError("$not needs an operator object such as {\"$regex\": \"...\"}")
+
+
+def _validate_operators(spec: dict, depth: int) -> None:
+    """``spec`` is the value of a field condition that starts with operators."""
+    for op, value in spec.items():
+        if not isinstance(op, str) or not op.startswith("$"):
+            raise QueryError(f"cannot mix operators and plain fields in one condition ({str(op)[:40]!r})")
+        if op not in ALLOWED_OPERATORS or op in LOGICAL:
+            raise QueryError(f"operator {op} is not allowed (read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))})")
+        _check_operand(op, value, depth)
+    if "$options" in spec and "$regex" not in spec:
+        raise QueryError("$options needs $regex")
+    if "$regex" in spec:
+        compile_regex(spec["$regex"], spec.get("$options", ""))
+
+
+def _validate(flt: Any, depth: int = 0, in_elem_match: bool = False) -> None:
+    if depth > MAX_DEPTH:
+        raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(flt, dict):
+        raise QueryError(f"a filter must be a JSON object, got {type(flt).__name__}")
+    for key, value in flt.items():
+        if not isinstance(key, str):
+            raise QueryError("filter keys must be strings")
+        if key.startswith("$"):
+            if key in LOGICAL:
+                if not isinstance(value, list) or not value:
+                    raise QueryError(f"{key} needs a non-empty list of filters")
+                for sub in value:
+                    _validate(sub, depth + 1)
+            elif in_elem_match and key in ALLOWED_OPERATORS:
+                _check_operand(key, value, depth)
+                if key == "$regex":
+                    compile_regex(value, flt.get("$options", ""))
+            else:
+                raise QueryError(f"operator {key} is not allowed (read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))})")
+            continue
+        _check_path(key)
+        if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("$") for k in value):
+            _validate_operators(value, depth + 1)
+        else:
+            _check_plain(value, depth + 1)
+
+
+def _check_plain(value: Any, depth: int) -> None:
+    """An embedded document used for equality may not hide operators in nested keys."""
+    if depth > MAX_DEPTH:
+        raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and k.startswith("$"):
+                raise QueryError(f"operator {k} is not allowed inside an embedded document")
+            _check_plain(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_plain(v, depth + 1)
+
+
+def validate_filter(flt: Any) -> dict[str, Any]:
+    """Return ``flt`` if it is a read-only filter; otherwise raise :class:`QueryError`."""
+    _validate(flt)
+    return flt
+
+
+def parse_filter(text: str) -> dict[str, Any]:
+    """Parse and validate a JSON filter typed by a user."""
+    try:
+        flt = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise QueryError(f"filter is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return validate_filter(flt)
+
+
+def field_filter(fields: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The authors' GUI query: each field matched as a case-insensitive regex, all ANDed."""
+    pairs = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
+    clauses = []
+    for path, pattern in pairs:
+        _check_path(path)
+        compile_regex(pattern, "i")
+        clauses.append({path: {"$regex": pattern, "$options": "i"}})
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def parse_field_args(args: Iterable[str]) -> list[tuple[str, str]]:
+    """Parse ``PATH=REGEX`` command-line pairs."""
+    pairs = []
+    for arg in args:
+        path, sep, pattern = arg.partition("=")
+        if not sep or not path:
+            raise QueryError(f"--field needs PATH=REGEX, got {arg!r}")
+        pairs.append((path.strip(), pattern))
+    return pairs
+
+
+def parse_sort(text: str | None) -> list[tuple[str, int]]:
+    """``"Description.Age,-image"`` -> ``[("Description.Age", 1), ("image", -1)]``."""
+    if not text:
+        return []
+    keys = []
+    for part in text.split(","):
+        part = part.strip()
+        direction = -1 if part.startswith("-") else 1
+        keys.append((_check_path(part.lstrip("+-")), direction))
+    return keys
+
+
+def parse_projection(text: str | None) -> list[str] | None:
+    """``"image,Description.Caption"`` -> a list of dotted paths to keep."""
+    if not text:
+        return None
+    return [_check_path(p.strip()) for p in text.split(",") if p.strip()]
+
+
+def check_window(skip: int, limit: int) -> None:
+    """Reject negative skips and limits beyond what any screen or export needs."""
+    if skip < 0 or limit < 0:
+        raise QueryError("skip and limit must be zero or positive")
+    if limit > MAX_LIMIT:
+        raise QueryError(f"limit too large ({limit}, at most {MAX_LIMIT}; use 0 for all)")
+
+
+@dataclass
+class RegexMatcher:
+    """Matches one regex against field values under a shared deadline."""
+
+    pattern: regex.Pattern
+    deadline: float
+
+    def search(self, value: str) -> bool:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise QueryError(f"regex {self.pattern.pattern[:60]!r} took longer than {REGEX_TIME_LIMIT:g} s; simplify it")
+        try:
+            return self.pattern.search(value, timeout=remaining) is not None
+        except TimeoutError:
+            raise QueryError(f"regex {self.pattern.pattern[:60]!r} took longer than {REGEX_TIME_LIMIT:g} s; simplify it") from None
+
+
+def project(doc: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:
+    """Keep only ``paths`` (dotted) of ``doc``, as MongoDB's inclusion projection does."""
+    if not paths:
+        return doc
+    out: dict[str, Any] = {}
+    for path in paths:
+        src: Any = doc
+        parts = path.split(".")
+        for part in parts:
+            if not isinstance(src, dict) or part not in src:
+                break
+            src = src[part]
+        else:
+            dst = out
+            for part in parts[:-1]:
+                dst = dst.setdefault(part, {})
+            dst[parts[-1]] = src
+    return out
