@@ -32,7 +32,10 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
     """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     check_destination(path, force)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -53,7 +56,10 @@ def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     check_destination(path, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
         yield tmp
         if path.exists():

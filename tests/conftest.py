@@ -1,0 +1,34 @@
+"""Shared fixtures: the real MedPix 2.0 release and one bundle built from it per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from medpix_tui.bundle import Bundle, build_bundle, default_source_path, open_bundle
+
+SOURCE = Path(os.environ.get("MEDPIX_SOURCE") or default_source_path())
+
+
+@pytest.fixture(scope="session")
+def source_dir() -> Path:
+    """The real release beside the checkout (CI has it too)."""
+    if not (SOURCE / "Case_topic.json").exists():
+        pytest.fail(f"MedPix 2.0 release not found at {SOURCE} (set MEDPIX_SOURCE)")
+    return SOURCE
+
+
+@pytest.fixture(scope="session")
+def real_bundle_path(source_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle built once per session from the real release."""
+    out = tmp_path_factory.mktemp("bundles") / "medpix-2.0"
+    build_bundle(source_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_bundle(real_bundle_path: Path) -> Bundle:
+    """The session bundle, opened read-only."""
+    return open_bundle(real_bundle_path)

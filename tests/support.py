@@ -1,0 +1,56 @@
+"""Helpers for tests: tiny source folders written from scratch, and snapshots of folders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def tiny_case(uid: str, ct: list[str], mr: list[str]) -> dict[str, Any]:
+    """A case document in the release's schema (made-up text)."""
+    return {"U_id": uid, "TAC": ct, "MRI": mr,
+            "Case": {"Title": f"Test case {uid}", "History": "made-up history", "Findings": "made-up findings",
+                     "Case Diagnosis": "made-up diagnosis"},
+            "Topic": {"Title": "Made-up topic", "Disease Discussion": "made-up discussion", "ACR Code": "1.2", "Category": "Test"}}
+
+
+def tiny_image(uid: str, name: str, modality: str, caption: str = "made-up caption") -> dict[str, Any]:
+    """An image document in the release's schema (made-up text)."""
+    return {"Type": modality, "U_id": uid, "image": name,
+            "Description": {"ACR Codes": "1.2", "Age": "40", "Caption": caption, "Figure Part": None,
+                            "Modality": f"{modality} - test", "Plane": "Axial", "Sex": "female"},
+            "Location": "Brain", "Location Category": "Head"}
+
+
+def write_source(root: Path, cases: list[Any] | None = None, images: list[Any] | None = None,
+                 splits: dict[str, list[str]] | None = None, write_images: bool = True) -> Path:
+    """Write a small valid source folder (2 cases, 3 images) or the documents given."""
+    if cases is None:
+        cases = [tiny_case("T1", ["T1_a"], ["T1_b"]), tiny_case("T2", ["T2_a"], [])]
+    if images is None:
+        images = [tiny_image("T1", "T1_a", "CT", "ring enhancing lesion"), tiny_image("T1", "T1_b", "MR"),
+                  tiny_image("T2", "T2_a", "CT", "fracture of the femur")]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Case_topic.json").write_text(json.dumps(cases))
+    (root / "Descriptions.json").write_text(json.dumps(images))
+    if splits is not None:
+        (root / "splitted_dataset").mkdir(exist_ok=True)
+        (root / "splitted_dataset" / "uid_list.json").write_text(json.dumps(splits))
+    (root / "images").mkdir(exist_ok=True)
+    if write_images:
+        for i, doc in enumerate(images):
+            if isinstance(doc, dict) and isinstance(doc.get("image"), str) and "/" not in doc["image"]:
+                Image.new("L", (16, 16), color=i * 40 % 255).save(root / "images" / f"{doc['image']}.png")
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """relative path -> sha256 for every file under ``root`` (to prove nothing changed)."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

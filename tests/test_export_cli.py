@@ -1,0 +1,116 @@
+"""Exports round-trip the release, and the CLI invocations other tools rely on work as written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from medpix_tui.cli import main
+from medpix_tui.export import Selection, export
+from medpix_tui.source import load_source
+from tests.support import tree_digest
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_round_trip_source_store_jsonl(real_bundle, source_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "jsonl"
+    export(real_bundle.store, out, "jsonl")
+    release = load_source(source_dir, check_images=False)
+    for split in ("train", "dev", "test"):
+        got = sorted(_jsonl(out / f"descriptions_{split}.jsonl"), key=lambda d: d["image"])
+        want = sorted((d for d in release.images if release.splits[d["U_id"]] == split), key=lambda d: d["image"])
+        assert got == want and len(got) == {"train": 1653, "dev": 197, "test": 200}[split]
+        shipped = sorted(_jsonl(source_dir / "splitted_dataset" / f"descriptions_{split}.jsonl"), key=lambda d: d["image"])
+        assert got == shipped, "same documents as the authors' own split files"
+        cases = sorted(_jsonl(out / f"data_{split}.jsonl"), key=lambda d: d["U_id"])
+        assert cases == sorted((c for c in release.cases if release.splits[c["U_id"]] == split), key=lambda d: d["U_id"])
+
+
+def test_parquet_export_has_columns_and_structs(real_bundle, tmp_path: Path) -> None:
+    out = tmp_path / "pq"
+    export(real_bundle.store, out, "parquet")
+    images = pq.read_table(out / "images.parquet")
+    assert images.num_rows == 2050
+    assert {"image", "u_id", "modality", "caption", "age", "location_category", "split", "Description"} <= set(images.column_names)
+    assert str(images.schema.field("Description").type).startswith("struct")
+    assert pq.read_table(out / "cases.parquet").num_rows == 671
+    assert pq.read_table(out / "image_reports.parquet").num_rows == 2050
+    row = images.slice(0, 1).to_pylist()[0]
+    assert row["Description"]["Caption"] == row["caption"]
+
+
+def test_query_results_to_imagefolder_and_csv(real_bundle, tmp_path: Path) -> None:
+    sel = Selection.from_query(real_bundle.store, "Image_Descriptions", {"Location Category": "Thorax"})
+    files = export(real_bundle.store, tmp_path / "tree", "imagefolder", selection=sel, label="modality",
+                   image_path=real_bundle.image_path)
+    assert len(files) == 334
+    assert {p.parent.name for p in files} == {"CT", "MR"} and {p.parent.parent.name for p in files} == {"train", "dev", "test"}
+    export(real_bundle.store, tmp_path / "csv", "csv", selection=sel)
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "csv" / "images.csv").read_text())))
+    assert len(rows) == 334 and all(r["location_category"] == "Thorax" for r in rows)
+
+
+def test_export_never_overwrites_without_force(real_bundle_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 2 and "already exists (use --force" in result.output
+    assert tree_digest(out) == {"keep.txt": tree_digest(out)["keep.txt"]}
+    missing = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(tmp_path / "no" / "x")])
+    assert missing.exit_code == 2 and "folder does not exist" in missing.output
+    forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out), "--force",
+                                  "--field", "Type=^MR$"])
+    assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "images.csv"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary leftovers"
+
+
+def test_exact_invocations(real_bundle_path: Path) -> None:
+    runner = CliRunner()
+    b = str(real_bundle_path)
+    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Image_Descriptions", "--field", "Description.Caption=glioma",
+                             "--field", "Type=MR", "--json"])
+    docs = json.loads(r.output)
+    assert r.exit_code == 0 and docs and all(d["Type"] == "MR" and "glioma" in d["Description"]["Caption"].lower() for d in docs)
+    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Clinical_Reports", "--filter", '{"MRI": {"$size": 0}}', "--json"])
+    assert r.exit_code == 0 and all(d["MRI"] == [] for d in json.loads(r.output))
+    r = runner.invoke(main, ["sql", "--bundle", b, "SELECT modality, count(*) AS n FROM images GROUP BY 1 ORDER BY 1", "--format", "csv"])
+    assert r.exit_code == 0 and r.output.splitlines() == ["modality,n", "CT,1062", "MR,988"]
+    r = runner.invoke(main, ["bundle", "verify", b])
+    assert r.exit_code == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["query", "--filter", '{"$where": "1"}'], "operator $where is not allowed"),
+    (["query", "--filter", "{not json"], "filter is not valid JSON"),
+    (["query", "--field", "Description.Caption=("], "invalid regex"),
+    (["query", "--field", "nofield"], "--field needs PATH=REGEX"),
+    (["query", "--limit", "999999999"], "limit too large"),
+    (["query", "--keyword", "!!!"], "keyword search needs at least one word"),
+    (["sql", "SELEC nonsense"], "SQL error"),
+    (["show", "MPX_NOPE"], "no case or image with id 'MPX_NOPE'"),
+    (["export", "--format", "imagefolder", "--out", "/proc/forbidden"], "cannot write in /proc"),
+])
+def test_bad_cli_input_is_one_line(real_bundle_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, [*args[:1], "--bundle", str(real_bundle_path), *args[1:]])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_show_case_and_image(real_bundle_path: Path) -> None:
+    runner = CliRunner()
+    case = runner.invoke(main, ["show", "--bundle", str(real_bundle_path), "MPX1009"])
+    assert case.exit_code == 0 and "History" in case.output and "MPX1009_synpic46283" in case.output and "Topic" in case.output
+    image = runner.invoke(main, ["show", "--bundle", str(real_bundle_path), "MPX1009_synpic46283", "--json"])
+    assert json.loads(image.output)["image"]["U_id"] == "MPX1009"
