@@ -1,0 +1,43 @@
+"""``medpix-tui add-case``: grow a source folder with a lab's own case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..add_case import add_case
+
+
+@click.command("add-case")
+@click.argument("case_json", metavar="CASE.json", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", "images_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder holding <image>.png for every image document.")
+@click.option("--source", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Source folder to add to (Case_topic.json, Descriptions.json, images/).")
+def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
+    """Add a new case, its image documents and its PNG files to a source folder.
+
+    The case is checked as `bundle build` checks a source (schema, ids, joins, images
+    that decode) and its ids must not exist yet. On any problem one error is printed and
+    the folder is left unchanged. Run `medpix-tui bundle build` afterwards to include it.
+
+    \b
+    CASE.json holds one object, with documents shaped as in the release:
+      {"case":   {"U_id": "LAB0001", "TAC": ["LAB0001_img1"], "MRI": [],
+                  "Case":  {"Title": "...", "History": "...", "Findings": "..."},
+                  "Topic": {"Title": "...", "Disease Discussion": "...", "ACR Code": "..."}},
+       "images": [{"Type": "CT", "U_id": "LAB0001", "image": "LAB0001_img1",
+                   "Description": {"ACR Codes": "...", "Age": "54", "Caption": "...",
+                                   "Figure Part": null, "Modality": "CT w/contrast (IV)",
+                                   "Plane": "Axial", "Sex": "female"},
+                   "Location": "Gastrointestinal", "Location Category": "Abdomen"}]}
+    The case object alone, with an "images" key holding the image documents, is accepted
+    too. --images holds LAB0001_img1.png.
+    """
+    summary = add_case(case_json, images_dir, source)
+    click.echo(f"added case {summary.uid} with {len(summary.images)} image(s) ({summary.ct} CT, {summary.mr} MR) "
+               f"to {summary.source}")
+
+
+COMMANDS = [add_case_cmd]

@@ -1,0 +1,5 @@
+"""``python -m tools.scraper``."""
+
+from .cli import main
+
+main()

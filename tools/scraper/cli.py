@@ -1,0 +1,113 @@
+"""``python -m tools.scraper``: harvest MedPix cases into a source folder that ``bundle build`` accepts."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from medpix_tui.errors import MedpixError
+from medpix_tui.progress import rich_progress
+
+from . import openi
+from .cache import ResponseCache
+from .client import DEFAULT_USER_AGENT, Fetcher
+from .curation import REVIEW_FILE, Curator
+from .harvest import Report, run
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, so lines land above rich's live progress bar."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("tools.scraper")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--id", "ids", multiple=True, metavar="MPX1009[,MPX1024...]",
+              help="Case id(s): each is searched on Open-i and only its own images kept. Repeatable.")
+@click.option("--query", help="An Open-i query: every MedPix image it finds is harvested.")
+@click.option("--overview", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A release's images_overview.csv: refresh exactly those images (no Open-i search).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Source folder to write (Case_topic.json, Descriptions.json, images/...).")
+@click.option("--force", is_flag=True, help="Replace --out when it exists.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+              help="Raw response cache, reused by reruns [default: <out>.cache beside --out].")
+@click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Requests per second, all hosts together; 0 means no limit.")
+@click.option("--retries", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Retries on 429, 5xx, timeouts and connection errors.")
+@click.option("--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds before the first retry; doubles each time (a longer Retry-After wins).")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+              help="Seconds to wait for each response.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many Open-i records per query.")
+@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, help="Open-i server.")
+@click.option("--coll", default=openi.DEFAULT_COLLECTION, show_default=True, help="Open-i collection.")
+@click.option("--overrides", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help=f"A reviewed {REVIEW_FILE} (columns image,decision): keep/drop by image or case id.")
+@click.option("--keep", multiple=True, metavar="ID", help="Keep this image (or case) despite the curation rules.")
+@click.option("--drop", multiple=True, metavar="ID", help="Drop this image (or case).")
+@click.option("--contact", help="An e-mail or URL added to the User-Agent so site operators can reach you.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log every curation drop.")
+def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Path, force: bool,
+         cache: Path | None, rate: float, retries: int, backoff: float, timeout: float, limit: int | None,
+         openi_base: str, coll: str, overrides: tuple[Path, ...], keep: tuple[str, ...], drop: tuple[str, ...],
+         contact: str | None, verbose: bool) -> None:
+    """Harvest MedPix cases (Open-i records, MedPix case pages, images) into a MedPix 2.0 source folder.
+
+    Give exactly one of --id, --query or --overview. The folder is built beside --out and
+    moved into place only once it validates; flagged images are listed in
+    OUT/curation_review.csv (edit its decision column and pass it back with --overrides).
+    An interrupted run resumes from the cache: rerun the same command.
+
+    \b
+    Examples:
+      python -m tools.scraper --id MPX1009,MPX1024 --out /tmp/mine
+      python -m tools.scraper --overview ../shared/medpix-2.0/images_overview.csv --out /tmp/refresh
+      python -m tools.scraper --query glioma --limit 200 --out /tmp/glioma --contact me@lab.org
+    """
+    case_ids = [i.strip() for item in ids for i in item.split(",") if i.strip()]
+    if sum(bool(x) for x in (case_ids, query, overview)) != 1:
+        raise click.UsageError("give exactly one of --id, --query or --overview")
+    _setup_logging(verbose)
+    agent = f"{DEFAULT_USER_AGENT[:-1]}; {contact})" if contact else DEFAULT_USER_AGENT
+    fetcher = Fetcher(ResponseCache(cache or out.parent / f"{out.name}.cache"), rate=rate, retries=retries,
+                      backoff=backoff, timeout=timeout, user_agent=agent)
+    report = Report()
+    try:
+        curator = Curator.from_options(overrides, keep, drop)
+        run(out, fetcher, ids=case_ids, query=query, overview=overview, base=openi_base, coll=coll, limit=limit,
+            curator=curator, force=force, progress=rich_progress(), report=report)
+    except MedpixError as exc:
+        _summary(report, fetcher, out)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _summary(report, fetcher, out)
+        click.echo("interrupted: nothing written; rerun the same command to resume from the cache", err=True)
+        sys.exit(130)
+    _summary(report, fetcher, out)
+    click.echo(f"review: flagged images are listed in {out / REVIEW_FILE}")
+
+
+def _summary(report: Report, fetcher: Fetcher, out: Path) -> None:
+    for line in report.lines(fetcher.stats, out):
+        click.echo(line)

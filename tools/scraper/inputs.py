@@ -1,0 +1,132 @@
+"""What to harvest: a list of image references from case ids, an Open-i query, or a release's overview CSV.
+
+Every input becomes :class:`ImageRef` values: the image's id and case id, where its PNG
+is, and the MedPix case page that describes it. Duplicated image ids are dropped (the
+first wins) with one log line each.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+from medpix_tui.errors import InputError
+from medpix_tui.progress import Progress, silent
+from medpix_tui.source import is_plain_id
+
+from . import openi
+from .client import FetchError, Fetcher
+
+log = logging.getLogger(__name__)
+
+OVERVIEW_FILE = "images_overview.csv"
+OVERVIEW_COLUMNS = ("Type", "U_id", "ID_Image", "Img_Large", "URL_Article_image")
+#: The overview's ``Type`` values and the release's ``Type`` they stand for.
+OVERVIEW_TYPES = {"TAC": "CT", "MRI": "MR"}
+_CASE_ID = re.compile(r"^MPX\d+$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image to harvest and where its pieces are."""
+
+    image: str                    # "MPX1009_synpic46283": file name and Descriptions ``image``
+    uid: str                      # "MPX1009": the case id
+    image_url: str                # absolute URL of the PNG
+    page_url: str | None          # the MedPix case page describing it
+    type_hint: str | None = None  # CT or MR when the input says so
+    caption: str | None = None    # Open-i's caption, a fallback for the page's
+    title: str | None = None      # Open-i's title, a fallback for the case title
+    abstract: str | None = None   # Open-i's abstract HTML, a fallback for case fields
+
+
+def dedupe(refs: Iterable[ImageRef]) -> list[ImageRef]:
+    """Refs with each image id once (the first); logs every duplicate."""
+    seen: set[str] = set()
+    unique: list[ImageRef] = []
+    for ref in refs:
+        if ref.image in seen:
+            log.warning("duplicate image id %s in the input; keeping the first", ref.image)
+            continue
+        seen.add(ref.image)
+        unique.append(ref)
+    return unique
+
+
+def refs_from_overview(path: Path) -> list[ImageRef]:
+    """Refs from an ``images_overview.csv`` (``Type,U_id,ID_Image,Img_Large,URL_Article_image``)."""
+    try:
+        text = Path(path).read_text("utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in OVERVIEW_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    refs = []
+    for line, row in enumerate(reader, start=2):
+        image, uid, url = (row["ID_Image"] or "").strip(), (row["U_id"] or "").strip(), (row["Img_Large"] or "").strip()
+        if not (is_plain_id(image) and is_plain_id(uid) and urlparse(url).scheme in ("http", "https")):
+            log.warning("%s line %d: skipped (needs a plain ID_Image and U_id and an http(s) Img_Large)", path, line)
+            continue
+        refs.append(ImageRef(image, uid, url, (row["URL_Article_image"] or "").strip() or None,
+                             OVERVIEW_TYPES.get((row["Type"] or "").strip().upper())))
+    return dedupe(refs)
+
+
+def ref_from_record(record: dict[str, Any], base: str) -> ImageRef | None:
+    """The ref an Open-i record describes, or None when it lacks an image path or a usable id."""
+    large = record.get("imgLarge")
+    if not isinstance(large, str) or not large.strip():
+        return None
+    image = PurePosixPath(urlparse(large).path).stem
+    if not is_plain_id(image) and isinstance(record.get("uid"), str):
+        image = record["uid"]
+    uid = image.split("_", 1)[0]
+    if not (is_plain_id(image) and "_" in image and is_plain_id(uid)):
+        return None
+    image_url = large if urlparse(large).scheme else urljoin(base.rstrip("/") + "/", large.lstrip("/"))
+    info = record.get("image") if isinstance(record.get("image"), dict) else {}
+    page = record.get("fulltext_html_url")
+
+    def text(value: object) -> str | None:
+        return value.strip() or None if isinstance(value, str) else None
+
+    return ImageRef(image, uid, image_url, page if isinstance(page, str) and page.startswith("http") else None,
+                    caption=text(info.get("caption")), title=text(record.get("title")),
+                    abstract=text(record.get("abstract")))
+
+
+def refs_from_openi(fetcher: Fetcher, queries: list[str], *, base: str = openi.DEFAULT_BASE,
+                    coll: str = openi.DEFAULT_COLLECTION, page_size: int = openi.MAX_PAGE,
+                    limit: int | None = None, progress: Progress = silent,
+                    on_failure: Callable[[str, str], None] = lambda ident, reason: None) -> list[ImageRef]:
+    """Refs for each query; a query that is a case id (``MPX1009``) keeps only that case's images."""
+    refs: list[ImageRef] = []
+    with progress("Searching Open-i", len(queries)) as advance:
+        for query in queries:
+            wanted = query.upper() if _CASE_ID.match(query) else None
+            found = 0
+            try:
+                for i, record in enumerate(openi.search(fetcher, query, base=base, coll=coll,
+                                                        page_size=page_size, limit=limit)):
+                    ref = ref_from_record(record, base)
+                    if ref is None:
+                        log.warning("Open-i query %r record #%d: no usable imgLarge/uid; skipped", query, i + 1)
+                    elif wanted is None or ref.uid.upper() == wanted:
+                        refs.append(ref)
+                        found += 1
+            except (FetchError, openi.OpeniError) as exc:
+                on_failure(query, str(exc))
+            else:
+                if not found:
+                    on_failure(query, "Open-i returned no MedPix image for it")
+            advance(1)
+    return dedupe(refs)
