@@ -16,6 +16,13 @@ from pathlib import Path
 from .errors import InputError, OutputExistsError
 
 
+def umask_mode(mode: int = 0o777) -> int:
+    """``mode`` less the process umask: what ``open``/``mkdir`` would give (mkstemp/mkdtemp give 0600/0700)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mode & ~mask
+
+
 def check_destination(path: Path, force: bool) -> None:
     """Refuse a destination that exists (without ``force``) or whose folder is missing."""
     path = Path(path)
@@ -39,6 +46,7 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, umask_mode(0o666))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -61,6 +69,7 @@ def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
     except OSError as exc:
         raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
+        os.chmod(tmp, umask_mode())
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

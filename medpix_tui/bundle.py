@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, SourceData, load_source, sha256_file
@@ -53,9 +54,16 @@ def repo_root() -> Path:
 
 
 def default_bundle_path() -> Path:
-    """``$MEDPIX_BUNDLE``, else ``bundle/medpix-2.0`` in the checkout."""
+    """``$MEDPIX_BUNDLE``, else ``bundle/medpix-2.0`` in the checkout (or the user data folder
+    when the package is installed outside a checkout)."""
     env = os.environ.get("MEDPIX_BUNDLE")
-    return Path(env) if env else repo_root() / "bundle" / DEFAULT_NAME
+    if env:
+        return Path(env)
+    if (repo_root() / "pyproject.toml").exists():
+        return repo_root() / "bundle" / DEFAULT_NAME
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("medpix-tui")) / DEFAULT_NAME
 
 
 def default_source_path() -> Path:
@@ -132,6 +140,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     except OSError as exc:
         raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
     try:
+        os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the bundle from other users
         started = time.perf_counter()
         store = Store.open_mongita(tmp / STORE_DIR, writable=True)
         try:
@@ -256,8 +265,12 @@ def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
     sum_file = present.pop(MANIFEST_SUM, None)
     if sum_file is None:
         report.missing.append(MANIFEST_SUM)
-    elif sum_file.read_text(errors="replace").split(" ")[0] != sha256_file(root / MANIFEST):
-        report.changed.append(MANIFEST)
+    else:
+        digest = sha256_file(root / MANIFEST)
+        if sum_file.read_text(errors="replace").split(" ")[0] != digest:
+            report.changed.append(MANIFEST)
+        elif sum_file.read_bytes() != f"{digest}  {MANIFEST}\n".encode():  # the digest holds, the rest was edited
+            report.changed.append(MANIFEST_SUM)
     report.missing += sorted(set(expected) - set(present))
     report.added = sorted(set(present) - set(expected))
     with progress("Verifying", len(expected)) as advance:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +59,10 @@ def compile_regex(pattern: object, options: object = "") -> regex.Pattern:
         if letter in options:
             flags |= flag
     try:
-        compiled = regex.compile(pattern, flags)
-        re.compile(pattern)  # a pattern must also mean the same to Python's re and to MongoDB
+        with warnings.catch_warnings():  # re's FutureWarnings ("possible nested set") are not for users
+            warnings.simplefilter("ignore")
+            compiled = regex.compile(pattern, flags)
+            re.compile(pattern)  # a pattern must also mean the same to Python's re and to MongoDB
     except (regex.error, re.error) as exc:
         raise QueryError(f"invalid regex {pattern[:60]!r}: {exc}") from None
     return compiled
@@ -117,6 +120,8 @@ def _validate(flt: Any, depth: int = 0, in_elem_match: bool = False) -> None:
                 _check_operand(key, value, depth)
                 if key == "$regex":
                     compile_regex(value, flt.get("$options", ""))
+                if key == "$options" and "$regex" not in flt:
+                    raise QueryError("$options needs $regex")
             else:
                 raise QueryError(f"operator {key} is not allowed (read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))})")
             continue

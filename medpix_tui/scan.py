@@ -21,9 +21,21 @@ from typing import Any
 from mongomock import filtering
 from sentinels import NOTHING
 
+from .errors import QueryError
 from .query import REGEX_TIME_LIMIT, RegexMatcher, compile_regex
 
 _FLAG = "__medpix_regex_"
+
+
+class _Matcher(filtering._Filterer):
+    """mongomock's matcher, with MongoDB's ``$size`` (arrays only: mongomock counts a non-empty scalar as size 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._operator_map["$size"] = lambda value, size: isinstance(value, (list, tuple)) and len(value) == size
+
+
+_MATCHER = _Matcher()
 
 
 def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
@@ -88,6 +100,9 @@ class Snapshot:
             return list(idx)
         flags: list[tuple[str, str, RegexMatcher]] = []
         rewritten = _rewrite({"$and": residual} if len(residual) > 1 else residual[0], flags, deadline, count())
+        if _untimed_regex(rewritten):
+            raise QueryError("$regex inside $elemMatch, or inside $not beside other operators, is not supported here: "
+                             "{field: {\"$regex\": ...}} already matches any element of an array")
         out = []
         for i in idx:
             doc = self.docs[i]
@@ -95,7 +110,7 @@ class Snapshot:
                 doc = dict(doc)
                 for key, path, matcher in flags:
                     doc[key] = any(isinstance(v, str) and matcher.search(v) for v in values_at(doc, path))
-            if filtering.filter_applies(rewritten, doc):
+            if _MATCHER.apply(rewritten, doc):
                 out.append(i)
         return out
 
@@ -148,6 +163,15 @@ def _regex_leaf(clause: dict[str, Any], deadline: float) -> tuple[str, RegexMatc
     matcher = RegexMatcher(compile_regex(cond["$regex"], cond.get("$options", "")), deadline)
     rest = {k: v for k, v in cond.items() if k not in ("$regex", "$options")}
     return path, matcher, False, ({path: rest} if rest else None)
+
+
+def _untimed_regex(flt: Any) -> bool:
+    """True when a ``$regex`` is left that mongomock would run with ``re``, without a time limit."""
+    if isinstance(flt, dict):
+        return "$regex" in flt or any(_untimed_regex(v) for v in flt.values())
+    if isinstance(flt, list):
+        return any(_untimed_regex(v) for v in flt)
+    return False
 
 
 def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:

@@ -88,6 +88,8 @@ def _read_json(path: Path, label: str, problems: list[Problem]) -> Any:
         problems.append(Problem(label, "", "", f"not UTF-8 text (byte {exc.start})"))
     except json.JSONDecodeError as exc:
         problems.append(Problem(label, "", "", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
+    except RecursionError:
+        problems.append(Problem(label, "", "", "invalid JSON: nested too deeply"))
     except OSError as exc:
         problems.append(Problem(label, "", "", f"cannot read: {exc.strerror}"))
     return None
@@ -222,7 +224,7 @@ def _read_splits(root: Path, problems: list[Problem]) -> dict[str, str | None]:
         return {}
     data = _read_json(path, SPLIT_FILE, problems)
     splits: dict[str, str | None] = {}
-    if data is None:
+    if data is None and any(p.file == SPLIT_FILE for p in problems):
         return splits
     if not isinstance(data, dict):
         problems.append(Problem(SPLIT_FILE, "", "", "must be an object of split name -> list of U_id"))
@@ -255,8 +257,8 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
     images = _read_json(root / IMAGES_FILE, IMAGES_FILE, problems)
     splits = _read_splits(root, problems)
     for data, label in ((cases, CASES_FILE), (images, IMAGES_FILE)):
-        if data is not None and not isinstance(data, list):
-            problems.append(Problem(label, "", "", f"must be a JSON array, got {type(data).__name__}"))
+        if not isinstance(data, list) and not any(p.file == label for p in problems):  # JSON null too
+            problems.append(Problem(label, "", "", f"must be a JSON array, got {'null' if data is None else type(data).__name__}"))
     if problems:
         raise ValidationError(problems)
     for i, doc in enumerate(cases):

@@ -183,6 +183,10 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
     from ..export import export as run_export
 
     bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
+    if bundle is not None:
+        root, target = bundle.root.resolve(), out.resolve()
+        if target == root or root in target.parents or target in root.parents:
+            raise InputError(f"refusing to write {out}: it overlaps the bundle {bundle.root}, which is read-only")
     store = Store.connect(mongo_uri) if mongo_uri else bundle.store
     flt = build_filter(store, fields, filter_json, split)
     selection = Selection.from_query(store, collection, flt) if flt else None

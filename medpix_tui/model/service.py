@@ -1,0 +1,105 @@
+"""The model's features over one bundle, for the CLI and the TUI alike.
+
+:class:`BundleModel` loads each part on first use and keeps it: the image encoder
+(fast), the bundle's embeddings, and the text tower (slow; only text search needs it).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..errors import BundleError, InputError
+from ..progress import Progress, silent
+from .checkpoint import is_checkpoint, read_metadata
+from .encoder import ImageEncoder, load_image_encoder
+from .prompts import PAPER_ACCURACY, TASKS, truth_of
+from .similarity import EmbeddingIndex, load_index, top_cases, top_images
+from .text import TextTower, load_text_tower
+
+
+class BundleModel:
+    """Classification, evaluation, similar images and text search over a bundle."""
+
+    def __init__(self, bundle: Any) -> None:
+        if not is_checkpoint(bundle.model_dir):
+            raise BundleError(f"the bundle at {bundle.root} has no model checkpoint (rebuild it with one)")
+        self.bundle = bundle
+
+    @cached_property
+    def encoder(self) -> ImageEncoder:
+        return load_image_encoder(self.bundle.model_dir)
+
+    @cached_property
+    def index(self) -> EmbeddingIndex:
+        return load_index(self.bundle.embeddings_dir)
+
+    @cached_property
+    def text_tower(self) -> TextTower:
+        return load_text_tower(self.bundle.model_dir)
+
+    @cached_property
+    def docs(self) -> dict[str, dict[str, Any]]:
+        """Image documents by image id."""
+        return {d["image"]: d for d in self.bundle.images()}
+
+    def classify(self, path: Path) -> dict[str, Any]:
+        """Modality and location of one image file, with probabilities."""
+        return {"file": str(path), **self.encoder.classify_files([Path(path)])[0]}
+
+    def evaluate(self, split: str, progress: Progress = silent) -> dict[str, Any]:
+        """Zero-shot accuracy with the paper's prompts on one split of the bundle's images."""
+        from .evaluate import evaluate_files
+
+        docs = [d for d in self.docs.values() if self.bundle.split_of(d["U_id"]) == split]
+        if not docs:
+            raise InputError(f"the bundle has no images in split {split!r}")
+        result = evaluate_files(self.encoder, split, [self.bundle.image_path(d["image"]) for d in docs],
+                                [truth_of(d) for d in docs], progress)
+        return {**result, "model": self.encoder.name,
+                "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
+                "claimed": read_metadata(self.bundle.model_dir).get("evaluation", {}).get(split)}
+
+    def _image_row(self, image_id: str, score: float) -> dict[str, Any]:
+        doc = self.docs.get(image_id, {})
+        return {"image": image_id, "case": doc.get("U_id"), "score": round(score, 4),
+                "modality": doc.get("Type"), "location": doc.get("Location Category")}
+
+    def _case_rows(self, query: Any, k: int, exclude: set[str]) -> list[dict[str, Any]]:
+        case_of = {name: doc["U_id"] for name, doc in self.docs.items()}
+        rows = top_cases(query, self.index, case_of, k, exclude)
+        for row in rows:
+            case = self.bundle.store.get_case(row["case"]) or {}
+            row["title"] = ((case.get("Case") or {}).get("Title") or "").strip()
+        return rows
+
+    def similar(self, target: str, k: int = 5) -> dict[str, Any]:
+        """The ``k`` images and cases most similar to a bundle image id or an image file."""
+        if k < 1:
+            raise InputError("k must be at least 1")
+        if target in self.docs:
+            query = self.index.row(target)
+            own_case = self.docs[target]["U_id"]
+            images = top_images(query, self.index, k, exclude={target})
+            cases = self._case_rows(query, k, exclude={own_case})
+            kind = "image"
+        elif Path(target).exists():
+            query = self.encoder.encode_files([Path(target)])[0]
+            images = top_images(query, self.index, k)
+            cases = self._case_rows(query, k, exclude=set())
+            kind = "file"
+        else:
+            raise InputError(f"{target!r} is neither an image id of the bundle nor a file")
+        return {"query": target, "kind": kind, "images": [self._image_row(i, s) for i, s in images], "cases": cases}
+
+    def search(self, text: str, k: int = 10) -> dict[str, Any]:
+        """The ``k`` images (and cases) whose embeddings best match a text, by cosine."""
+        if not text.strip():
+            raise InputError("the search text is empty")
+        if k < 1:
+            raise InputError("k must be at least 1")
+        query = self.text_tower.encode([text])[0]
+        images = top_images(query, self.index, k)
+        return {"query": text, "images": [self._image_row(i, s) for i, s in images],
+                "cases": self._case_rows(query, k, exclude=set())}

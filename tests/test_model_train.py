@@ -1,0 +1,166 @@
+"""Training pipeline smoke test on CPU with a tiny config: pack, train, resume, export, load.
+
+The checkpoint it exports is then the subject of the library tests: the inference tower
+matches open_clip's, the zero-shot head matches the text tower on the prompts, and the
+embeddings written for a bundle rank an image first for itself.
+"""
+
+from __future__ import annotations
+
+import json
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medpix_tui.model import write_embeddings
+from medpix_tui.model.checkpoint import CONFIG_FILE, HEAD_FILE, METADATA_FILE, TOKENIZER_FILES, WEIGHTS_FILE
+from medpix_tui.model.encoder import load_image_encoder
+from medpix_tui.model.prompts import paper_prompts
+from medpix_tui.model.similarity import load_index, top_images
+from medpix_tui.model.text import load_text_tower
+from medpix_tui.source import LOCATION_CATEGORIES
+from tests.support import tiny_case, tiny_image, write_source
+from tools.train.data import augment, read_pack
+from tools.train.export import export
+from tools.train.pack import build_pack
+from tools.train.train import BEST, LAST, METRICS, build_model, train
+
+SIZE = 32
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 7,
+    "model_cfg": {"embed_dim": 16, "vision_cfg": {"image_size": SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+                  "text_cfg": {"hf_model_name": "x", "hf_tokenizer_name": "x", "hf_proj_type": "mlp",
+                               "hf_pooler_type": "mean_pooler", "context_length": 32}},
+    "preprocess": {"mean": 0.2, "std": 0.25},
+    "train": {"device": "cpu", "threads": 1, "epochs": 2, "batch_size": 4, "lr": 0.01, "weight_decay": 0.05,
+              "warmup_epochs": 1, "label_smoothing": 0.1, "loss_weights": {"caption": 0.5, "modality": 1.0, "location": 1.0},
+              "augment": {"rotate_deg": 10, "scale": 1.1, "shift": 0.05, "flip": 0.5, "gamma": 1.2, "contrast": 0.1,
+                          "brightness": 0.05},
+              "max_minutes": 0},
+}
+
+
+def tiny_source(root: Path) -> Path:
+    """Ten cases of two images (CT bright disc, MR ring), all five locations, three splits."""
+    cases, images = [], []
+    for i in range(10):
+        uid = f"M{i}"
+        cases.append(tiny_case(uid, [f"{uid}_ct"], [f"{uid}_mr"]))
+        for modality in ("CT", "MR"):
+            doc = tiny_image(uid, f"{uid}_{modality.lower()}", modality, f"made-up {modality} caption {i}")
+            doc["Location Category"] = LOCATION_CATEGORIES[i % 5]
+            images.append(doc)
+    splits = {"train": [f"M{i}" for i in range(6)], "dev": ["M6", "M7"], "test": ["M8", "M9"]}
+    write_source(root, cases, images, splits, write_images=False)
+    yy, xx = np.mgrid[:48, :40]
+    r = np.hypot(yy - 24, xx - 20)
+    for i, doc in enumerate(images):
+        picture = (r < 12 + i % 5) * 220 if doc["Type"] == "CT" else ((r > 8) & (r < 14 + i % 5)) * 160
+        Image.fromarray(picture.astype(np.uint8)).save(root / "images" / f"{doc['image']}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("train")
+    source = tiny_source(root / "source")
+    build_pack(source, SIZE, root / "pack", context_length=32, log=lambda *_: None)
+    pack = read_pack(root / "pack")
+    train(deepcopy(TINY), pack, root / "run", log=lambda *_: None)
+    export(root / "run", pack, root / "model")
+    return {"root": root, "source": source, "pack": root / "pack", "run": root / "run", "model": root / "model"}
+
+
+def test_pack_holds_pictures_labels_and_text_features(work: dict[str, Path]) -> None:
+    pack = read_pack(work["pack"])
+    assert pack.pictures.shape == (20, SIZE, SIZE) and pack.pictures.dtype == np.uint8
+    assert pack.features.shape == (20 + 7, 384)
+    assert [len(pack.indices(s)) for s in ("train", "dev", "test")] == [12, 4, 4]
+    assert pack.meta["prompts"]["location"]["texts"] == paper_prompts()["location"]["texts"]
+    assert list(pack.labels("modality")[:2]) == [0, 1]
+
+
+def test_augment_is_seeded_and_bounded(work: dict[str, Path]) -> None:
+    pictures = torch.from_numpy(read_pack(work["pack"]).pictures[:4])
+    a = augment(pictures, torch.Generator().manual_seed(1), TINY["train"]["augment"])
+    b = augment(pictures, torch.Generator().manual_seed(1), TINY["train"]["augment"])
+    assert a.shape == (4, 1, SIZE, SIZE) and torch.equal(a, b)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_training_logs_every_epoch(work: dict[str, Path]) -> None:
+    lines = [json.loads(x) for x in (work["run"] / METRICS).read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert all(np.isfinite(x["train_loss"]) and 0 <= x["dev_score"] <= 1 for x in lines)
+    assert (work["run"] / LAST).exists() and (work["run"] / BEST).exists()
+
+
+def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    pack = read_pack(work["pack"])
+    cut = deepcopy(TINY)
+    cut["train"]["max_minutes"] = 1e-9  # stop after the first epoch
+    out = work["root"] / "resumed"
+    assert train(cut, pack, out, log=lambda *_: None)["stopped_early"]
+    assert len((out / METRICS).read_text().splitlines()) == 1
+    run = train(deepcopy(TINY), pack, out, log=lambda *_: None)
+    assert run["epochs_done"] == 2
+    resumed, straight = load_file(str(out / BEST)), load_file(str(work["run"] / BEST))
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
+
+
+def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> None:
+    model = work["model"]
+    for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", *TOKENIZER_FILES):
+        assert (model / name).is_file(), name
+    config = json.loads((model / CONFIG_FILE).read_text())
+    assert config["model_cfg"]["text_cfg"]["hf_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config["preprocess_cfg"]["size"] == SIZE
+    meta = json.loads((model / METADATA_FILE).read_text())
+    test = meta["evaluation"]["test"]
+    assert test["n"] == 4 and test["modality"]["confusion"]["classes"] == ["CT", "MR"]
+    assert sum(map(sum, test["location"]["confusion"]["matrix"])) == 4
+    assert meta["paper"] == {"modality_accuracy": 0.88, "location_accuracy": 0.522}
+
+
+def test_inference_tower_matches_open_clip(work: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    pack = read_pack(work["pack"])
+    reference = build_model(TINY, pack.text_dir)
+    reference.load_state_dict(load_file(str(work["run"] / BEST)), strict=False)
+    reference.eval()
+    encoder = load_image_encoder(work["model"])
+    x = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.tower(x), reference.visual(x), rtol=1e-4, atol=1e-5)
+
+
+def test_zero_shot_head_is_the_text_tower_on_the_prompts(work: dict[str, Path]) -> None:
+    encoder = load_image_encoder(work["model"])
+    text = load_text_tower(work["model"])
+    for task, spec in paper_prompts().items():
+        np.testing.assert_allclose(text.encode(spec["texts"]), encoder.head.embeddings[task], atol=1e-4)
+        assert encoder.head.classes[task] == tuple(spec["classes"])
+    probs = encoder.head.probabilities(encoder.encode_arrays(read_pack(work["pack"]).pictures))
+    np.testing.assert_allclose(probs["location"].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_write_embeddings_for_a_bundle(work: dict[str, Path]) -> None:
+    images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
+    info = write_embeddings(work["model"], images, work["root"] / "embeddings")
+    assert info["name"] == "tiny" and info["dim"] == 16 and info["count"] == 20 and len(info["weights_sha256"]) == 64
+    index = load_index(work["root"] / "embeddings")
+    assert index.ids == [name for name, _ in images]
+    exact = load_image_encoder(work["model"]).encode_files([path for _, path in images])
+    np.testing.assert_allclose(index.vectors, exact, atol=2e-3)  # float16 on disk
+    assert dict(top_images(index.row("M3_mr"), index, 20))["M3_mr"] == pytest.approx(1.0, abs=2e-3)

@@ -1,0 +1,90 @@
+"""Export a run's best weights as the shipped checkpoint, then measure it once on test.
+
+    python -m tools.train.export --run runs/h100 --pack .pack/medpix-192 --out bundle/model
+
+The figures written into ``medpix_model.json`` come from loading the exported folder
+with the library (:func:`medpix_tui.model.encoder.load_image_encoder`), exactly as
+``medpix-tui eval`` and the shipped-checkpoint test do, on the pack's pictures, which
+are the library's own preprocessing of the source PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medpix_tui.model.checkpoint import TEXT_MODEL_ID, TEXT_PACKAGE, TEXT_WEIGHTS_FILE, write_checkpoint, write_metadata
+from medpix_tui.model.encoder import load_image_encoder
+from medpix_tui.model.evaluate import evaluate_pictures
+from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
+
+from .data import Pack, read_pack
+from .train import BEST, RUN, build_model, prompt_embeddings
+
+FORMAT = 1
+
+
+def open_clip_config(cfg: dict[str, Any], size: int) -> dict[str, Any]:
+    """open_clip's ``open_clip_config.json``: the model config and its preprocessing."""
+    model_cfg = deepcopy(cfg["model_cfg"])
+    model_cfg["text_cfg"].update(hf_model_name=TEXT_MODEL_ID, hf_tokenizer_name=TEXT_MODEL_ID)
+    pre = cfg["preprocess"]
+    return {"model_cfg": model_cfg,
+            "preprocess_cfg": {"size": size, "mode": "RGB", "mean": [pre["mean"]] * 3, "std": [pre["std"]] * 3,
+                               "interpolation": "bicubic", "resize_mode": "longest", "fill_color": 0}}
+
+
+def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
+    """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
+    from safetensors.torch import load_file
+
+    run = json.loads((run_dir / RUN).read_text(encoding="utf-8"))
+    cfg = run.pop("config")
+    model = build_model(cfg, pack.text_dir)
+    state = load_file(str(run_dir / BEST))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("text.transformer.") for k in missing):
+        raise SystemExit(f"error: {run_dir / BEST} does not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    with torch.no_grad():
+        head = prompt_embeddings(model, torch.from_numpy(pack.features).float(), pack)
+    prompts = {task: {k: v for k, v in spec.items() if k != "rows"} for task, spec in pack.meta["prompts"].items()}
+    n_image = sum(v.numel() for k, v in state.items() if k.startswith("visual.") and "num_batches" not in k)
+    metadata: dict[str, Any] = {
+        "name": cfg["name"], "format": FORMAT,
+        "image_tower": {"architecture": "open_clip ModifiedResNet", "parameters": n_image,
+                        "image_size": pack.meta["size"], "embed_dim": cfg["model_cfg"]["embed_dim"]},
+        "text_tower": {"model": TEXT_MODEL_ID, "package": TEXT_PACKAGE, "file": TEXT_WEIGHTS_FILE,
+                       "sha256": pack.meta["text_tower_sha256"], "frozen": True},
+        "training": run | {"config": cfg}, "source_digests": pack.meta["source_digests"],
+        "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
+    }
+    write_checkpoint(out_dir, config=open_clip_config(cfg, pack.meta["size"]), state=state, head=head,
+                     prompts=prompts, metadata=metadata, tokenizer_dir=pack.text_dir)
+    encoder = load_image_encoder(out_dir)
+    metadata["evaluation"] = {}
+    for split in ("dev", "test"):
+        rows = pack.indices(split)
+        metadata["evaluation"][split] = evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows))
+    write_metadata(out_dir, metadata)
+    test = metadata["evaluation"]["test"]
+    return {"checkpoint": str(out_dir), "best_epoch": run["best_epoch"], "n": test["n"],
+            "test_modality_accuracy": test["modality_accuracy"], "test_location_accuracy": test["location_accuracy"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="run folder of tools.train.train")
+    parser.add_argument("--pack", type=Path, required=True, help="the pack the run trained on")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
+    args = parser.parse_args()
+    print(json.dumps(export(args.run, read_pack(args.pack), args.out)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Build the training pack: everything the trainer reads, compact enough to travel.
+
+The device takes at most 64 MiB a call and has neither the dataset nor the text tower's
+weights, so the pack holds the model's square pictures (PNG, in one zip), the labels and
+split of every image, and the frozen MiniLM's pooled features of every training text and
+of the paper's prompts. Pictures come from :func:`medpix_tui.model.preprocess.load_square`,
+the very function classification uses, so the pack matches what the model sees later.
+
+    python -m tools.train.pack --source ../shared/medpix-2.0 --size 128 --out .pack/medpix-128
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medpix_tui.model.checkpoint import TEXT_WEIGHTS_FILE, TOKENIZER_FILES, text_weights_path
+from medpix_tui.model.preprocess import load_many
+from medpix_tui.model.prompts import paper_prompts, truth_of
+from medpix_tui.source import load_source, sha256_file
+
+PACK_FILE = "pack.json"
+PICTURES_FILE = "pictures.zip"
+FEATURES_FILE = "text_features.npy"
+TEXT_DIR = "text"
+FORMAT = 1
+
+
+def training_text(doc: dict[str, Any]) -> str:
+    """The text an image is paired with: modality, plane, location and caption."""
+    desc = doc.get("Description") or {}
+    parts = [desc.get("Modality"), desc.get("Plane"), doc.get("Location"), desc.get("Caption")]
+    return ". ".join(" ".join(str(p).split()) for p in parts if p and str(p).strip())
+
+
+def build_pack(source: Path, size: int, out: Path, context_length: int = 128, log=print) -> dict[str, Any]:
+    """Write a pack for pictures of ``size`` pixels into ``out`` (which must not exist)."""
+    from medpix_tui.model.text import package_text_tower
+
+    start = time.time()
+    src = load_source(source, check_images=False)
+    docs = [d for d in src.images if src.splits.get(d["U_id"])]
+    out.mkdir(parents=True)
+    log(f"pictures: {len(docs)} at {size}px")
+    pictures = load_many([src.image_path(d["image"]) for d in docs], size)
+    with zipfile.ZipFile(out / PICTURES_FILE, "w", zipfile.ZIP_STORED) as zf:
+        for doc, pic in zip(docs, pictures):
+            buf = io.BytesIO()
+            Image.fromarray(pic).save(buf, "PNG", optimize=True)
+            zf.writestr(f"{doc['image']}.png", buf.getvalue())
+    log(f"text features ({time.time() - start:.0f}s)")
+    prompts = paper_prompts()
+    prompt_texts = [t for spec in prompts.values() for t in spec["texts"]]
+    tower = package_text_tower(context_length)
+    features = tower.pooled([training_text(d) for d in docs] + prompt_texts)
+    np.save(out / FEATURES_FILE, features.astype(np.float32))
+    (out / TEXT_DIR).mkdir()
+    package_dir = text_weights_path().parent
+    for name in (*TOKENIZER_FILES, "config.json"):
+        shutil.copyfile(package_dir / name, out / TEXT_DIR / name)
+    row = len(docs)
+    for spec in prompts.values():
+        spec["rows"] = list(range(row, row + len(spec["texts"])))
+        row += len(spec["texts"])
+    meta = {
+        "format": FORMAT, "size": size, "context_length": context_length,
+        "source_digests": src.digests, "text_tower_sha256": sha256_file(package_dir / TEXT_WEIGHTS_FILE),
+        "prompts": prompts,
+        "items": [{"image": d["image"], "U_id": d["U_id"], "split": src.splits[d["U_id"]], **truth_of(d)} for d in docs],
+    }
+    (out / PACK_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    log(f"pack written to {out} in {time.time() - start:.0f}s")
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
+    parser.add_argument("--size", type=int, required=True, help="picture side in pixels (the model's image_size)")
+    parser.add_argument("--out", type=Path, required=True, help="pack folder to create (keep it under .pack/)")
+    parser.add_argument("--context-length", type=int, default=128, help="text tokens kept per training text")
+    args = parser.parse_args()
+    if args.out.exists():
+        raise SystemExit(f"error: {args.out} already exists")
+    build_pack(args.source, args.size, args.out, args.context_length)
+
+
+if __name__ == "__main__":
+    main()

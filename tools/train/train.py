@@ -1,0 +1,250 @@
+"""Train the MedPix CLIP model on a pack: seeded, logged, resumable, exported at the end.
+
+    python -m tools.train.train --config tools/train/configs/h100.json --pack .pack/medpix-192 --out runs/h100
+
+The image tower (open_clip ModifiedResNet) is trained from scratch; the text tower is
+all-MiniLM-L6-v2, frozen, so its pooled features come precomputed in the pack and only
+its projection is trained. The loss adds three cross-entropies over cosine logits:
+image-caption contrastive (CLIP's), and image against the paper's modality prompts and
+location prompts, so the paper's zero-shot prompts are what the model learns to match.
+Only the train split is trained on; dev picks the best epoch; test is read once, by the
+export. Every epoch appends a line to ``metrics.jsonl`` and saves ``last.pt``; running the
+same command again resumes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from medpix_tui.model.prompts import TASKS
+
+from .data import Pack, augment, read_pack
+
+LAST = "last.pt"
+BEST = "best.safetensors"
+METRICS = "metrics.jsonl"
+RUN = "run.json"
+TRAINABLE = ("visual.", "text.proj.", "logit_scale")
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """A training config (JSON): name, seed, model_cfg, preprocess, train."""
+    cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    missing = [k for k in ("name", "seed", "model_cfg", "preprocess", "train") if k not in cfg]
+    if missing:
+        raise SystemExit(f"error: config {path} lacks {', '.join(missing)}")
+    return cfg
+
+
+def config_digest(cfg: dict[str, Any]) -> str:
+    """What a resumed run must share with the run it resumes (the time budget may change)."""
+    math_only = deepcopy(cfg)
+    math_only["train"].pop("max_minutes", None)
+    return hashlib.sha256(json.dumps(math_only, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_model(cfg: dict[str, Any], text_dir: Path) -> torch.nn.Module:
+    """open_clip's CustomTextCLIP; its MiniLM is built from config only (features are cached)."""
+    from medpix_tui.model._compat import open_clip
+
+    oc = open_clip()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_cfg = deepcopy(cfg["model_cfg"])
+    model_cfg["text_cfg"].update(hf_model_name=str(text_dir), hf_tokenizer_name=str(text_dir), hf_model_pretrained=False)
+    model = oc.CustomTextCLIP(**model_cfg)
+    for name, param in model.named_parameters():
+        param.requires_grad = name.startswith(TRAINABLE)
+    return model
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes (weights and batch-norm statistics), by open_clip name."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINABLE)}
+
+
+def normalize(x: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+    """(B, 1, S, S) in [0, 1] to the tower's 3-channel normalised input."""
+    pre = cfg["preprocess"]
+    return ((x - pre["mean"]) / pre["std"]).expand(-1, 3, -1, -1)
+
+
+def prompt_embeddings(model: torch.nn.Module, features: torch.Tensor, pack: Pack) -> dict[str, torch.Tensor]:
+    rows = {task: pack.meta["prompts"][task]["rows"] for task in TASKS}
+    return {task: F.normalize(model.text.proj(features[r]), dim=-1) for task, r in rows.items()}
+
+
+@torch.no_grad()
+def dev_accuracy(model: torch.nn.Module, cfg: dict[str, Any], pack: Pack, pictures: torch.Tensor,
+                 features: torch.Tensor, labels: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, float]:
+    """Zero-shot accuracy of each task on some rows (used for model selection on dev)."""
+    model.eval()
+    prompts = prompt_embeddings(model, features, pack)
+    correct = {task: 0 for task in TASKS}
+    for start in range(0, len(rows), 256):
+        idx = rows[start:start + 256]
+        img = F.normalize(model.visual(normalize(pictures[idx].float().unsqueeze(1) / 255.0, cfg)), dim=-1)
+        for task in TASKS:
+            correct[task] += int(((img @ prompts[task].T).argmax(1) == labels[task][idx]).sum())
+    return {task: correct[task] / max(len(rows), 1) for task in TASKS}
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(train_cfg: dict[str, Any]) -> torch.device:
+    want = train_cfg.get("device", "auto")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)
+
+
+def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, Any]:
+    """Train (or resume) into ``out``; returns the run summary also written to ``run.json``."""
+    tc = cfg["train"]
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(tc)
+    if device.type == "cpu":
+        torch.set_num_threads(int(tc.get("threads", 2)))
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    seed_everything(cfg["seed"])
+    if pack.meta["size"] != cfg["model_cfg"]["vision_cfg"]["image_size"]:
+        raise SystemExit(f"error: pack pictures are {pack.meta['size']}px, the config wants "
+                         f"{cfg['model_cfg']['vision_cfg']['image_size']}px")
+    model = build_model(cfg, pack.text_dir).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    pictures = torch.from_numpy(pack.pictures).to(device)
+    features = torch.from_numpy(pack.features).float().to(device)
+    labels = {task: torch.from_numpy(pack.labels(task)).to(device) for task in TASKS}
+    train_rows = torch.from_numpy(pack.indices("train"))
+    dev_rows = torch.from_numpy(pack.indices("dev")).to(device)
+    batch = min(int(tc["batch_size"]), len(train_rows))
+    steps_per_epoch = len(train_rows) // batch
+    total = steps_per_epoch * int(tc["epochs"])
+    warmup = int(tc.get("warmup_epochs", 1) * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.98))
+    weights = tc["loss_weights"]
+    amp = device.type == "cuda" and tc.get("amp") == "bf16"
+    digest = config_digest(cfg)
+    run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": str(device), "epochs_done": 0,
+                           "best_epoch": None, "best_dev": None, "best_score": -1.0, "seconds": 0.0, "stopped_early": False}
+    if (out / LAST).exists():
+        state = torch.load(out / LAST, map_location=device, weights_only=False)
+        if state["run"]["config_digest"] != digest:
+            raise SystemExit(f"error: {out / LAST} belongs to another config; use a new --out")
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        run = state["run"]
+        log(f"resuming after epoch {run['epochs_done']}")
+    started = time.time() - run["seconds"]
+    invoked = time.time()  # max_minutes bounds this invocation, so a resumed run gets its own budget
+    for epoch in range(run["epochs_done"], int(tc["epochs"])):
+        epoch_start = time.time()
+        gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
+        order = train_rows[torch.randperm(len(train_rows), generator=gen)].to(device)
+        model.train()
+        sums = {"loss": 0.0, "caption": 0.0, **{t: 0.0 for t in TASKS}}
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, warmup, tc["lr"])
+            idx = order[i * batch:(i + 1) * batch]
+            x = normalize(augment(pictures[idx], gen, tc["augment"]), cfg)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                img = F.normalize(model.visual(x).float(), dim=-1)
+                cap = F.normalize(model.text.proj(features[idx]).float(), dim=-1)
+                prompts = prompt_embeddings(model, features, pack)
+            scale = model.logit_scale.exp().clamp(max=100.0)
+            target = torch.arange(len(idx), device=device)
+            logits = scale * img @ cap.T
+            parts = {"caption": (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2}
+            for task in TASKS:
+                parts[task] = F.cross_entropy(scale * img @ prompts[task].float().T, labels[task][idx],
+                                              label_smoothing=tc.get("label_smoothing", 0.0))
+            loss = sum(weights[k] * v for k, v in parts.items())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sums["loss"] += float(loss.detach())
+            for k, v in parts.items():
+                sums[k] += float(v.detach())
+        dev = dev_accuracy(model, cfg, pack, pictures, features, labels, dev_rows)
+        score = sum(dev.values()) / len(dev)
+        improved = score > run["best_score"]
+        if improved:
+            from safetensors.torch import save_file
+
+            save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(model).items()}, str(out / BEST))
+            run.update(best_epoch=epoch + 1, best_dev=dev, best_score=score)
+        run.update(epochs_done=epoch + 1, seconds=round(time.time() - started, 1))
+        record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": opt.param_groups[0]["lr"],
+                  **{f"train_{k}": round(v / steps_per_epoch, 4) for k, v in sums.items()},
+                  **{f"dev_{t}_accuracy": round(a, 4) for t, a in dev.items()}, "dev_score": round(score, 4),
+                  "logit_scale": round(float(model.logit_scale.detach().exp()), 2), "best": improved,
+                  "epoch_seconds": round(time.time() - epoch_start, 1), "seconds": run["seconds"]}
+        with open(out / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        log(json.dumps(record))
+        tmp = out / (LAST + ".tmp")
+        torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run}, tmp)
+        os.replace(tmp, out / LAST)
+        budget = float(tc.get("max_minutes", 0)) * 60
+        if budget and epoch + 1 < int(tc["epochs"]) and time.time() - invoked + (time.time() - epoch_start) > budget:
+            run["stopped_early"] = True
+            log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
+            break
+    (out / RUN).write_text(json.dumps({**run, "config": cfg}, indent=2) + "\n", encoding="utf-8")
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="training config JSON")
+    parser.add_argument("--pack", type=Path, required=True, help="pack folder from tools.train.pack")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (metrics, last.pt, best weights)")
+    parser.add_argument("--export", type=Path, default=None, help="write the checkpoint here (default: OUT/model)")
+    parser.add_argument("--no-export", action="store_true", help="train only")
+    args = parser.parse_args()
+    cfg = load_config(args.config)
+    pack = read_pack(args.pack)
+    train(cfg, pack, args.out)
+    if not args.no_export:
+        from .export import export
+
+        summary = export(args.out, pack, args.export or args.out / "model")
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
