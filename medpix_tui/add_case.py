@@ -46,6 +46,8 @@ def read_case_file(path: Path) -> tuple[Any, list[Any]]:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: must be a JSON object, got {type(data).__name__}")
     if "case" in data:

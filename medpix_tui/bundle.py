@@ -129,6 +129,9 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists (use --force to replace it)")
     source = load_source(source_dir, progress=progress)
+    src, target = source.root.resolve(), out.resolve()
+    if target == src or target in src.parents or src in target.parents:  # --force would delete the source
+        raise InputError(f"refusing to build into {out}: it overlaps the source folder {source.root}")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")

@@ -12,15 +12,26 @@ from .errors import BundleError, QueryError
 TABLES = ("images", "cases", "image_reports")
 
 
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def connect(parquet_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one view per Parquet table (the bundle is never written)."""
-    con = duckdb.connect(":memory:")
+    """An in-memory DuckDB with one view per Parquet table, confined to the bundle's Parquet.
+
+    Statements can read only that folder and write no file at all: ``read_text('/etc/...')``
+    or ``COPY ... TO`` fail, and the confinement cannot be switched off from SQL.
+    """
+    folder = Path(parquet_dir).resolve()
     for name in TABLES:
-        path = Path(parquet_dir) / f"{name}.parquet"
-        if not path.is_file():
-            raise BundleError(f"bundle has no {path.name} (rebuild it with 'medpix-tui bundle build')")
-        quoted = str(path).replace("'", "''")
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{quoted}')")
+        if not (folder / f"{name}.parquet").is_file():
+            raise BundleError(f"bundle has no {name}.parquet (rebuild it with 'medpix-tui bundle build')")
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET allowed_directories = [{_quote(str(folder) + '/')}]")
+    con.execute("SET enable_external_access = false")
+    for name in TABLES:
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(str(folder / (name + '.parquet')))})")
+    con.execute("SET lock_configuration = true")
     return con
 
 
