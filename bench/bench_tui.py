@@ -1,0 +1,191 @@
+"""Figures for the terminal UI: start time, keystroke latency, memory after reading 100 cases.
+
+Run from the checkout::
+
+    python bench/bench_tui.py [--bundle PATH] [--runs 7]
+
+* start: wall time from spawning ``python`` to the first screen being usable (the results
+  table filled and the search box focused), headless, median of ``--runs``; printed beside
+  a bare Textual app (one Label) started the same way in the same run;
+* keystroke: from a key pressed in the search box to the table showing that query's result
+  on screen, keys 0.2 s apart (a 60 words-a-minute typist), median over the letters of a
+  few words;
+* RSS: resident memory after opening 100 different cases one after another from the
+  results table (Enter, wait for the image, Escape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("glioma", "fracture", "hemorrhage", "pneumonia", "cyst")
+READY = b"READY\n"
+GAP = 0.2
+
+
+def _signal_ready() -> None:
+    os.write(1, READY)  # fd 1 directly: Textual redirects sys.stdout while it runs
+
+
+def child_bare() -> None:
+    """A bare Textual app: ready once its first screen is mounted and refreshed."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import Label
+
+    class Bare(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Label("hello")
+
+        def on_mount(self) -> None:
+            self.call_after_refresh(self._report_ready)
+
+        def _report_ready(self) -> None:
+            _signal_ready()
+            self.exit()
+
+    Bare().run(headless=True, size=(100, 32))
+
+
+def child_medpix(bundle: str) -> None:
+    """The app as ``medpix-tui`` starts it: ready when the first results are in the table."""
+    import textual_image.renderable  # noqa: F401 - as run_tui does before the app starts
+
+    from medpix_tui.tui.app import MedpixApp
+    from medpix_tui.tui.screens.search import SearchScreen
+
+    class Timed(MedpixApp):
+        def on_search_screen_results_shown(self, _: SearchScreen.ResultsShown) -> None:
+            self.call_after_refresh(self._report_ready)
+
+        def _report_ready(self) -> None:
+            _signal_ready()
+            self.exit()
+
+    Timed(bundle, history_path=None).run(headless=True, size=(100, 32))
+
+
+def time_start(args: list[str], runs: int) -> list[float]:
+    """Seconds from spawn to READY, for ``runs`` fresh processes."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, cwd=ROOT)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        elapsed = time.perf_counter() - started
+        proc.wait(timeout=60)
+        if line != READY:
+            raise SystemExit(f"child {args} did not get ready (exit {proc.returncode})")
+        times.append(elapsed)
+    return times
+
+
+async def interactive(bundle: str) -> tuple[list[float], float, float, int]:
+    """Keystroke latencies, then RSS (MiB) before and after opening 100 cases."""
+    from medpix_tui.tui.app import MedpixApp
+    from medpix_tui.tui.screens.case import CaseScreen
+    from medpix_tui.tui.screens.search import SearchScreen
+    from medpix_tui.tui.widgets.image_view import ImageView
+    from medpix_tui.tui.widgets.results import ResultsTable
+
+    shown: asyncio.Queue[Any] = asyncio.Queue()
+
+    class Probe(MedpixApp):
+        def on_search_screen_results_shown(self, message: SearchScreen.ResultsShown) -> None:
+            shown.put_nowait((time.perf_counter(), message.result.request.keywords))
+
+        def on_image_view_loaded(self, message: ImageView.Loaded) -> None:
+            shown.put_nowait((time.perf_counter(), message.path))
+
+    async def until(predicate: Any) -> float:
+        """When the app reported what ``predicate`` accepts (not when this coroutine saw it)."""
+        while True:
+            at, item = await asyncio.wait_for(shown.get(), 30)
+            if predicate(item):
+                return at
+
+    app = Probe(bundle, image_renderer="halfcell", history_path=None)
+    latencies: list[float] = []
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(lambda keywords: keywords == "")
+        await app.workers.wait_for_complete()
+        for word in WORDS:
+            for i in range(1, len(word) + 1):
+                await app.workers.wait_for_complete()
+                await pilot.pause(GAP)  # a 60 words-a-minute typist: about 5 keys a second
+                started = time.perf_counter()
+                await pilot.press(word[i - 1])
+                latencies.append(await until(lambda keywords, text=word[:i]: keywords == text) - started)
+            await app.workers.wait_for_complete()
+            await pilot.press(*["backspace"] * len(word))
+            await until(lambda keywords: keywords == "")
+        await app.workers.wait_for_complete()
+        before = rss_mib()
+        screen = app.screen
+        table = screen.query_one(ResultsTable)
+        rows, seen = [], set()
+        for row, doc in enumerate(app.result.images):
+            if doc["U_id"] not in seen:
+                seen.add(doc["U_id"])
+                rows.append(row)
+        opened = 0
+        table.focus()
+        for row in rows[:100]:
+            table.move_cursor(row=row, animate=False)
+            await pilot.pause()
+            await pilot.press("enter")
+            await until(lambda item: isinstance(item, Path))
+            assert isinstance(app.screen, CaseScreen)
+            await pilot.press("escape")
+            opened += 1
+        await app.workers.wait_for_complete()
+        after = rss_mib()
+    return latencies, before, after, opened
+
+
+def rss_mib() -> float:
+    """Resident set size of this process (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", help="bundle folder (default: the default bundle, built on first use)")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--child", choices=("bare", "medpix"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "bare":
+        return child_bare()
+    if args.child == "medpix":
+        return child_medpix(args.bundle)
+
+    from medpix_tui.bundle import resolve_bundle
+
+    bundle = str(resolve_bundle(args.bundle).root)
+    print(f"bundle: {bundle}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
+    bare = time_start(["--child", "bare"], args.runs)
+    medpix = time_start(["--child", "medpix", "--bundle", bundle], args.runs)
+    print(f"start, bare Textual app      median {statistics.median(bare):.3f} s  (min {min(bare):.3f}, {args.runs} runs)")
+    print(f"start, medpix-tui to results median {statistics.median(medpix):.3f} s  (min {min(medpix):.3f}, {args.runs} runs)"
+          f"  target <= 1.5 s")
+    latencies, before, after, opened = asyncio.run(interactive(bundle))
+    ms = [t * 1000 for t in latencies]
+    print(f"keystroke -> table           median {statistics.median(ms):.0f} ms  (p90 {sorted(ms)[int(len(ms) * 0.9)]:.0f} ms,"
+          f" {len(ms)} keys)  target <= 150 ms")
+    print(f"RSS after {opened} cases         {after:.0f} MiB  (before {before:.0f} MiB)  target <= 400 MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""A case, read as on a MedPix case page: the image with its legend, the case and the topic.
+
+The screen walks a list of result images: next and previous move through the results,
+the strip moves through the images of the case on show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from ..app import medpix
+from ..saving import SaveOption, save_interactively
+from ..widgets.doc_pane import DocPane
+from ..widgets.image_strip import ImageStrip
+from ..widgets.image_view import ImageView
+
+CASE_SECTIONS = (
+    ("History", "History"), ("Exam", "Exam"), ("Findings", "Findings"),
+    ("Differential Diagnosis", "Differential Diagnosis"), ("Case Diagnosis", "Case Diagnosis"),
+    ("Diagnosis By", "Diagnosis By"), ("Treatment & Follow Up", "Treatment & Follow Up"), ("Discussion", "Discussion"),
+)
+TOPIC_SECTIONS = (
+    ("Disease Discussion", "Disease Discussion"), ("ACR Code", "ACR Code"), ("Category", "Category"),
+    ("Keywords", "Keywords"), ("Reference", "Reference"),
+)
+
+
+def image_legend(doc: dict[str, Any]) -> Content:
+    """Modality, plane, age and sex first (they must stay visible), then where, then the caption."""
+    desc = doc.get("Description") or {}
+    age = f"{desc['Age']} y" if desc.get("Age") not in (None, "") else ""
+    facts = [desc.get("Modality") or doc.get("Type"), desc.get("Plane"), age, desc.get("Sex")]
+    where = [" / ".join(v for v in (doc.get("Location Category"), doc.get("Location")) if v),
+             f"ACR {desc['ACR Codes']}" if desc.get("ACR Codes") else "",
+             f"Figure {desc['Figure Part']}" if desc.get("Figure Part") else "", doc["image"]]
+    return Content.assemble(
+        (" · ".join(str(f) for f in facts if f), "bold"), "\n",
+        (" · ".join(w for w in where if w), "dim"), "\n",
+        desc.get("Caption") or "(no caption)",
+    )
+
+
+class CaseScreen(Screen[None]):
+    """One result at a time, with its whole case."""
+
+    CSS_PATH = "case.tcss"
+    BINDINGS = [
+        Binding("escape", "back", "Back", tooltip="Return to the results"),
+        Binding("n", "step(1)", "Next", tooltip="Next result"),
+        Binding("p", "step(-1)", "Previous", tooltip="Previous result"),
+        Binding("right_square_bracket", "image(1)", "Next image", key_display="]", tooltip="Next image of this case"),
+        Binding("left_square_bracket", "image(-1)", "Prev image", key_display="[", tooltip="Previous image of this case"),
+        Binding("f", "fullscreen", "Full screen", tooltip="Show the image on the whole screen"),
+        Binding("t", "toggle_pane", "Case/Topic", tooltip="Switch between the case and its topic"),
+        Binding("s", "save", "Save", tooltip="Save the image document, the case or the topic as JSON"),
+    ]
+
+    def __init__(self, names: list[str], index: int) -> None:
+        super().__init__()
+        self.names = names
+        self.index = index
+        self.image: dict[str, Any] | None = None
+        self.case: dict[str, Any] | None = None
+        self.case_images: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="case-body"):
+            with Vertical(id="case-left"):
+                yield ImageView(medpix(self).image_class, id="case-image")
+                yield Static(id="legend")
+                yield ImageStrip(id="strip")
+            with TabbedContent(id="case-panes"):
+                with TabPane("Case", id="pane-case"):
+                    yield DocPane(CASE_SECTIONS, id="case-doc")
+                with TabPane("Topic", id="pane-topic"):
+                    yield DocPane(TOPIC_SECTIONS, id="topic-doc")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#case-doc", DocPane).focus()
+        self._fetch(self.names[self.index])
+
+    @work(thread=True, exclusive=True, group="case")
+    def _fetch(self, name: str) -> None:
+        worker = get_current_worker()
+        store = medpix(self).store
+        with medpix(self).store_lock:
+            image = store.get_image(name)
+            uid = image["U_id"] if image else None
+            same_case = self.case is not None and uid == self.case.get("U_id")
+            case = self.case if same_case else (store.get_case(uid) if uid else None)
+            images = self.case_images if same_case else (store.images_of_case(uid) if uid else [])
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show, name, image, case, images)
+
+    def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None, images: list[dict[str, Any]]) -> None:
+        if name != self.names[self.index]:
+            return
+        new_case = case is not self.case or case is None
+        self.case, self.case_images = case, images or ([image] if image else [])
+        body = (case or {}).get("Case") or {}
+        topic = (case or {}).get("Topic") or {}
+        uid = (image or {}).get("U_id", "?")
+        self.title = f"{uid} · result {self.index + 1} of {len(self.names)}"
+        self.sub_title = body.get("Title") or "case not found"
+        if new_case:  # the next result from the same case keeps the reader's place in the text
+            self.query_one("#case-doc", DocPane).show(body.get("Title", ""), body)
+            self.query_one("#topic-doc", DocPane).show(topic.get("Title", ""), topic)
+        self._show_image(image, name)
+
+    def _show_image(self, image: dict[str, Any] | None, name: str) -> None:
+        self.image = image
+        legend = self.query_one("#legend", Static)
+        view = self.query_one("#case-image", ImageView)
+        if image is None:
+            legend.update(Content(f"{name}: no such image in this bundle"))
+            view.show(None)
+            return
+        legend.update(image_legend(image))
+        self.query_one(ImageStrip).set_images(self.case_images, image["image"])
+        view.show(medpix(self).bundle.image_path(image["image"]))
+
+    # -- actions -------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_step(self, delta: int) -> None:
+        """Move to the next or previous result (stops at either end)."""
+        index = self.index + delta
+        if not 0 <= index < len(self.names):
+            self.notify("No more results that way", severity="warning", timeout=2)
+            return
+        self.index = index
+        self._fetch(self.names[index])
+
+    def action_image(self, delta: int) -> None:
+        """Move through the images of the case on show (wrapping around)."""
+        if self.image is None or not self.case_images:
+            return
+        names = [d["image"] for d in self.case_images]
+        position = names.index(self.image["image"]) if self.image["image"] in names else 0
+        self._show_image(self.case_images[(position + delta) % len(names)], names[0])
+
+    @on(ImageStrip.Chosen)
+    def _chosen(self, event: ImageStrip.Chosen) -> None:
+        if self.image is not None and event.name != self.image["image"]:
+            doc = next((d for d in self.case_images if d["image"] == event.name), None)
+            if doc is not None:
+                self._show_image(doc, event.name)
+
+    def action_toggle_pane(self) -> None:
+        panes = self.query_one(TabbedContent)
+        panes.active = "pane-topic" if panes.active == "pane-case" else "pane-case"
+        self.query_one("#topic-doc" if panes.active == "pane-topic" else "#case-doc", DocPane).focus()
+
+    def action_fullscreen(self) -> None:
+        from .image import ImageScreen
+
+        if self.image is None:
+            self.notify("No image to show", severity="warning")
+            return
+        names = [d["image"] for d in self.case_images]
+        self.app.push_screen(ImageScreen(self.case_images, names.index(self.image["image"]) if self.image["image"] in names else 0))
+
+    @work(exclusive=True, group="save")
+    async def action_save(self) -> None:
+        """Save the image document, the case or the topic as JSON."""
+        if self.image is None:
+            self.notify("Nothing to save", severity="warning")
+            return
+        await save_interactively(medpix(self), "Save from this case", _save_options(self.image, self.case))
+
+
+def _save_options(image: dict[str, Any], case: dict[str, Any] | None) -> list[SaveOption]:
+    from ...export import write_documents
+
+    def writer(doc: dict[str, Any]):  # noqa: ANN202 - a closure per document
+        return lambda path, force: write_documents(doc, Path(path), fmt="json", force=force)
+
+    options = [SaveOption("Image document (JSON)", f"{image['image']}.json", writer(image))]
+    if case is not None:
+        uid = case["U_id"]
+        options.append(SaveOption("Case (JSON)", f"{uid}.json", writer(case)))
+        options.append(SaveOption("Topic (JSON)", f"{uid}-topic.json", writer({"U_id": uid, "Topic": case.get("Topic") or {}})))
+    return options

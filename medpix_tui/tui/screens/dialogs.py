@@ -1,0 +1,99 @@
+"""Modal dialogs: where to save (with a sensible default name) and whether to overwrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+
+from ..saving import SaveOption, resolve_path
+
+
+class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
+    """Pick what to save and the file (or folder) name; the name follows the choice until edited."""
+
+    CSS_PATH = "dialogs.tcss"
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, options: list[SaveOption], base: Path) -> None:
+        super().__init__()
+        self.dialog_title = title
+        self.options = options
+        self.base = base
+        self._choice = 0
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog") as box:
+            box.border_title = self.dialog_title
+            if len(self.options) > 1:
+                with RadioSet(id="save-what"):
+                    for i, option in enumerate(self.options):
+                        yield RadioButton(option.label, value=i == 0)
+            else:
+                yield Label(self.options[0].label, classes="what")
+            yield Label("Save to (relative to the folder shown below):", classes="hint")
+            yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
+            yield Label(str(self.base), classes="hint", id="save-base")
+            with Horizontal(classes="buttons"):
+                yield Button("Save", variant="primary", id="save")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#save-path", Input).focus()
+
+    @on(RadioSet.Changed)
+    def _choose(self, event: RadioSet.Changed) -> None:
+        path = self.query_one("#save-path", Input)
+        if path.value == self.options[self._choice].default_name:
+            path.value = self.options[event.index].default_name
+        self._choice = event.index
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        text = self.query_one("#save-path", Input).value
+        if not text.strip():
+            self.notify("Type a file name", severity="warning")
+            return
+        self.dismiss((self.options[self._choice], resolve_path(text, self.base)))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes/no question; no is the default, as replacing a file loses it."""
+
+    CSS_PATH = "dialogs.tcss"
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog confirm") as box:
+            box.border_title = "Confirm"
+            yield Label(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Replace (y)", variant="error", id="yes")
+                yield Button("Keep (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -1,0 +1,359 @@
+"""The main screen: keyword search, the authors' field query and facets over one results table.
+
+A key after a pause searches at once; keys in quick succession wait for the typing to pause
+(:data:`DEBOUNCE`), so a burst costs one search. The search runs in a thread worker under the
+store lock and only the newest answer reaches the table; facet counts follow once the table
+is on screen, so they never delay it.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.worker import get_current_worker
+
+from ...errors import InputError, MedpixError
+from ...store import CASES, IMAGES
+from ..app import MedpixApp, medpix
+from ..saving import SaveOption, save_interactively
+from ..searching import (
+    SearchRequest,
+    SearchResult,
+    case_titles,
+    count_facets,
+    run_search,
+)
+from ..widgets.facets import FacetPanel
+from ..widgets.field_query import FieldQuery
+from ..widgets.results import ResultsTable
+
+#: A key after this many quiet seconds searches at once; faster typing waits for a pause this long.
+DEBOUNCE = 0.1
+#: Below this many columns the facets start hidden, leaving the table the width.
+NARROW = 100
+#: How many images the model's answers list.
+MODEL_K = 50
+
+
+class SearchScreen(Screen[None]):
+    """Search, filter and pick an image to read its case."""
+
+    CSS_PATH = "search.tcss"
+    BINDINGS = [
+        Binding("ctrl+f", "focus_search", "Search box", show=False, tooltip="Back to the search box"),
+        Binding("ctrl+o", "open_case", "Open case", tooltip="Read the case of the highlighted image"),
+        Binding("ctrl+s", "save", "Save", tooltip="Save the results (JSON, JSONL, Parquet) or their images"),
+        Binding("ctrl+r", "reset", "Reset", tooltip="Clear keywords, field query and facets"),
+        Binding("ctrl+b", "toggle_facets", "Facets", tooltip="Show or hide the facets (hidden at first below 100 columns)"),
+        Binding("down", "focus_results", "Results", show=False, tooltip="Move into the results table"),
+        Binding("ctrl+g", "similar", "Similar images", show=False,
+                tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
+        Binding("ctrl+n", "meaning", "Search by meaning", show=False,
+                tooltip="Rank images by the model's reading of the search text (needs a bundle with a model)"),
+    ]
+
+    class ResultsShown(Message):
+        """A search result reached the table."""
+
+        def __init__(self, result: SearchResult) -> None:
+            super().__init__()
+            self.result = result
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: SearchResult | None = None
+        self._titles: dict[str, str] = {}
+        self._universe: dict[str, collections.Counter] | None = None
+        self._timer: Timer | None = None
+        self._last_key = 0.0
+        self._requested: SearchRequest | None = None
+        self._facets_chosen: bool | None = None
+        self._within: tuple[str, ...] = ()
+        self._within_label = ""
+        self._model: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="search-row"):
+            yield Label("Search", classes="row-label")
+            yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True, id="keywords")
+        with Horizontal(id="field-row"):
+            yield Label("Fields", classes="row-label")
+            yield FieldQuery(id="field-query")
+        with Horizontal(id="body"):
+            yield FacetPanel(id="facets")
+            with Vertical(id="results-box"):
+                yield ResultsTable(id="results")
+                yield Static("No images match. Loosen the query or press ctrl+r to reset.", id="empty", markup=False)
+        yield Static("Loading…", id="status", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#keywords", Input).focus()
+        self._search()
+
+    def on_resize(self) -> None:
+        if self._facets_chosen is None:
+            self.query_one(FacetPanel).display = self.size.width >= NARROW
+
+    # -- searching -----------------------------------------------------------------
+    def _request(self) -> SearchRequest:
+        fq = self.query_one(FieldQuery)
+        return SearchRequest(self.query_one("#keywords", Input).value, fq.collection, fq.pairs,
+                             self.query_one(FacetPanel).selections, self._within, self._within_label)
+
+    def _schedule(self) -> None:
+        """Search now if typing just started, else once it pauses (a burst costs one search)."""
+        now = time.monotonic()
+        quiet = now - self._last_key > DEBOUNCE
+        self._last_key = now
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if quiet:
+            self._search()
+        else:
+            self._timer = self.set_timer(DEBOUNCE, self._search)
+
+    def _search(self) -> None:
+        self._timer = None
+        request = self._request()
+        if request != self._requested:
+            self._requested = request
+            self._run(request)
+
+    @on(Input.Changed, "#keywords")
+    @on(FieldQuery.Changed)
+    def _typed(self) -> None:
+        self._schedule()
+
+    @on(FacetPanel.Changed)
+    def _facets_changed(self) -> None:
+        self._search()
+
+    @work(thread=True, exclusive=True, group="search")
+    def _run(self, request: SearchRequest) -> None:
+        worker = get_current_worker()
+        store = medpix(self).store
+        with medpix(self).store_lock:
+            if worker.is_cancelled:
+                return
+            try:
+                result = run_search(store, request)
+            except MedpixError as exc:
+                if not worker.is_cancelled:
+                    self.app.call_from_thread(self._failed, str(exc))
+                return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show, result)
+
+    def _show_titles(self) -> None:
+        if self.result is not None:
+            self.query_one(ResultsTable).show(self.result, self._titles, keep_cursor=True)
+
+    def _show(self, result: SearchResult) -> None:
+        self.result = result
+        medpix(self).result = result
+        table = self.query_one(ResultsTable)
+        table.show(result, self._titles)
+        empty = not result.images
+        table.display = not empty
+        self.query_one("#empty").display = empty
+        how = "ranked" if result.ranked else "in id order"
+        hint = " · keywords count from 2 letters" if result.request.keywords.strip() and not result.request.active_keywords else ""
+        self._status(f"{len(result.images)} images · {result.case_count} cases · {how} · {result.request.describe()}{hint}")
+        # the table is drawn first; facet counts follow, so they never delay it
+        self.call_after_refresh(self._after_paint, result)
+
+    def _after_paint(self, result: SearchResult) -> None:
+        self.post_message(self.ResultsShown(result))
+        if result is self.result:
+            self._count(result)
+
+    @work(thread=True, exclusive=True, group="facets")
+    def _count(self, result: SearchResult) -> None:
+        """Facet counts, and the case titles the very first screen was drawn without."""
+        worker = get_current_worker()
+        store = medpix(self).store
+        if not self._titles:
+            with medpix(self).store_lock:
+                if not self._titles:
+                    self._titles = case_titles(store)
+            self.app.call_from_thread(self._show_titles)
+        with medpix(self).store_lock:
+            if worker.is_cancelled:
+                return
+            universe = self._universe or count_facets(store, run_search(store, SearchRequest()))
+            counts = universe if not (result.base or result.request.facets) else count_facets(store, result)
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_counts, universe, counts)
+
+    async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+        panel = self.query_one(FacetPanel)
+        if self._universe is None:
+            self._universe = universe
+            mounting = panel.set_values(universe)
+            if mounting is not None:
+                await mounting
+            medpix(self).settle_memory()
+        panel.update_counts(counts)
+
+    def _failed(self, message: str) -> None:
+        self._status(message, error=True)
+        self.notify(message, title="Query", severity="error", timeout=4)
+
+    def _status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#status", Static)
+        status.update(Text(text, style="bold red" if error else ""))
+
+    # -- actions -------------------------------------------------------------------
+    def action_focus_search(self) -> None:
+        self.query_one("#keywords", Input).focus()
+
+    @on(Input.Submitted, "#keywords")
+    def action_focus_results(self) -> None:
+        self.query_one(ResultsTable).focus()
+
+    def action_toggle_facets(self) -> None:
+        panel = self.query_one(FacetPanel)
+        panel.display = self._facets_chosen = not panel.display
+        if panel.display:
+            panel.focus()
+
+    def action_reset(self) -> None:
+        self._within, self._within_label = (), ""
+        self.query_one("#keywords", Input).value = ""
+        self.query_one(FieldQuery).clear()
+        self.query_one(FacetPanel).clear()
+        self._schedule()
+
+    @on(DataTable.RowSelected, "#results")
+    def action_open_case(self) -> None:
+        """Open the case of the highlighted image, with the results to step through."""
+        from .case import CaseScreen
+
+        table = self.query_one(ResultsTable)
+        if self.result is None or table.current_name is None:
+            self.notify("No image selected", severity="warning")
+            return
+        self.app.push_screen(CaseScreen(self.result.names, table.cursor_row))
+
+    def action_similar(self) -> None:
+        """Show the images the model finds most alike to the highlighted one."""
+        name = self.query_one(ResultsTable).current_name
+        if name is None:
+            self.notify("Highlight an image first", severity="warning")
+        elif self._model_available():
+            self._ask_model("similar", name)
+
+    def action_meaning(self) -> None:
+        """Rank images by the model's embedding of the search text (not by its words)."""
+        text = self.query_one("#keywords", Input).value.strip()
+        if not text:
+            self.notify("Type what to look for in the search box first", severity="warning")
+        elif self._model_available():
+            self._ask_model("meaning", text)
+
+    def _model_available(self) -> bool:
+        if not medpix(self).has_model:
+            self.notify("No model in this bundle: similar-image and meaning search are unavailable", severity="warning")
+            return False
+        self.notify("Asking the model…", timeout=2)
+        return True
+
+    @work(thread=True, exclusive=True, group="model")
+    def _ask_model(self, kind: str, query: str) -> None:
+        """Load the model's parts outside the store lock (slow), answer under it."""
+        try:
+            from ...model.service import BundleModel
+
+            if self._model is None:
+                self._model = BundleModel(medpix(self).bundle)
+            model = self._model
+            _ = model.text_tower if kind == "meaning" else model.index
+            with medpix(self).store_lock:
+                answer = model.similar(query, k=MODEL_K) if kind == "similar" else model.search(query, k=MODEL_K)
+        except MedpixError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        except ImportError as exc:
+            self.app.call_from_thread(self.notify, f"model support is not installed ({exc.name})", severity="error")
+            return
+        names = tuple(row["image"] for row in answer["images"])
+        label = f"similar to {query}" if kind == "similar" else f"meaning of \"{query}\""
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_within, names, label, kind == "meaning")
+
+    def _show_within(self, names: tuple[str, ...], label: str, clear_keywords: bool) -> None:
+        self._within, self._within_label = names, label
+        if clear_keywords:
+            self.query_one("#keywords", Input).value = ""
+        self._search()
+        self.query_one(ResultsTable).focus()
+
+    @work(exclusive=True, group="save")
+    async def action_save(self) -> None:
+        """Save the result set as documents, or copy its images into a folder."""
+        result = self.result
+        if result is None or not result.images:
+            self.notify("Nothing to save: the result is empty", severity="warning")
+            return
+        await save_interactively(medpix(self), f"Save {len(result.images)} results", _save_options(medpix(self), result))
+
+
+def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
+    store, bundle = app.store, app.bundle
+    collection = result.request.collection
+
+    def documents() -> list[dict[str, Any]]:
+        """The result's documents from the queried collection, in result order."""
+        if collection == CASES:
+            uids = list(dict.fromkeys(d["U_id"] for d in result.images))
+            by_id = {d["U_id"]: d for d in store.find(CASES, {"U_id": {"$in": uids}})}
+            return [by_id[u] for u in uids if u in by_id]
+        by_name = {d["image"]: d for d in store.find(collection, result.selection_filter())}
+        return [by_name[n] for n in result.names if n in by_name]
+
+    def docs_writer(fmt: str):  # noqa: ANN202 - a closure per format
+        def write(path: Path, force: bool) -> Path:
+            from ...export import write_documents
+
+            return write_documents(documents(), path, fmt=fmt, force=force)
+        return write
+
+    def images_writer(modality: str | None):  # noqa: ANN202
+        def write(path: Path, force: bool) -> list[Path]:
+            from ...export import Selection, export
+
+            flt = result.selection_filter()
+            if modality:
+                flt = {"$and": [flt, {"Type": modality}]}
+            selection = Selection.from_query(store, IMAGES, flt)
+            if not selection.images:
+                raise InputError(f"no {modality} images in these results")
+            return export(store, path, "imagefolder", selection=selection, label="modality",
+                          image_path=bundle.image_path, force=force)
+        return write
+
+    stem = "medpix-" + {"Image_Descriptions": "images", "Clinical_Reports": "cases", "Image_Reports": "reports"}[collection]
+    return [
+        SaveOption(f"{collection} documents as JSON", f"{stem}.json", docs_writer("json")),
+        SaveOption(f"{collection} documents as JSONL", f"{stem}.jsonl", docs_writer("jsonl")),
+        SaveOption(f"{collection} documents as Parquet", f"{stem}.parquet", docs_writer("parquet")),
+        SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),
+        SaveOption("CT images only, copied to a folder", "medpix-images-ct", images_writer("CT")),
+        SaveOption("MR images only, copied to a folder", "medpix-images-mr", images_writer("MR")),
+    ]
+

@@ -1,0 +1,297 @@
+"""SQL over the bundle's Parquet with DuckDB, in the manner of Harlequin.
+
+A schema sidebar (tables and columns; pick one to insert it), an editor, the result in a
+table, past queries under History (kept across sessions when the app has a history file),
+and an export of the full result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import (
+    DataTable,
+    Footer,
+    Header,
+    Label,
+    OptionList,
+    Static,
+    TextArea,
+    Tree,
+)
+from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
+
+from ...errors import MedpixError
+from ..app import medpix
+from ..saving import SaveOption, save_interactively
+
+DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
+#: Rows drawn in the table (DataTable measures every cell); exports take every row.
+MAX_ROWS = 500
+MAX_HISTORY = 100
+CELL_WIDTH = 60
+HISTORY_WIDTH = 24
+
+
+class SqlScreen(Screen[None]):
+    """An editor, a schema browser, history and a result table over DuckDB."""
+
+    CSS_PATH = "sql.tcss"
+    BINDINGS = [
+        Binding("ctrl+j", "run_query", "Run", key_display="ctrl+j", tooltip="Run the query (also F5)"),
+        Binding("f5", "run_query", "Run", show=False),
+        Binding("ctrl+s", "export", "Export", tooltip="Save the whole result as JSON, JSONL or Parquet"),
+        Binding("f8", "history", "History", tooltip="Pick a past query"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar", tooltip="Show or hide tables and history"),
+        Binding("ctrl+e", "focus_editor", "Editor", show=False, tooltip="Back to the editor"),
+        Binding("escape", "cancel_query", "Cancel", show=False, tooltip="Stop the running query"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._con: Any = None
+        self._history: list[str] = []
+        self._last_query = ""
+        self._running = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="sql-body"):
+            with Vertical(id="sql-sidebar"):
+                tree: Tree[str] = Tree("Tables", id="schema")
+                tree.show_root = False
+                yield tree
+                yield Label("History", classes="section")
+                yield OptionList(id="history")
+            with Vertical(id="sql-main"):
+                yield TextArea.code_editor(DEFAULT_SQL, id="editor", soft_wrap=True)
+                with Horizontal(id="sql-status-row"):
+                    yield Static("ctrl+j or F5 runs the query", id="sql-status", markup=False)
+                    yield Static(id="sql-time", markup=False)
+                yield DataTable(id="sql-results", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        editor = self.query_one("#editor", TextArea)
+        if "sql" in editor.available_languages:  # highlighting needs textual[syntax]
+            editor.language = "sql"
+        editor.focus()
+        self._load_schema()
+
+    def _connection(self) -> Any:
+        """The DuckDB connection, opened on first use (call with the lock held)."""
+        if self._con is None:
+            from ...sql import connect
+
+            self._con = connect(medpix(self).bundle.parquet_dir)
+        return self._con
+
+    @work(thread=True, exclusive=True, group="sql-schema")
+    def _load_schema(self) -> None:
+        from ...sql import TABLES, run_sql
+
+        history = _read_history(medpix(self).history_path)
+        try:
+            with self._lock:
+                con = self._connection()
+                schema = {t: run_sql(con, f"DESCRIBE {t}")[1] for t in TABLES}
+        except MedpixError as exc:
+            self.app.call_from_thread(self._error, str(exc))
+            schema = {}
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_schema, schema, history)
+
+    def _show_schema(self, schema: dict[str, list[tuple[Any, ...]]], history: list[str]) -> None:
+        tree = self.query_one("#schema", Tree)
+        for table, columns in schema.items():
+            node = tree.root.add(Text(table, style="bold"), data=table, expand=table == "images")
+            for column in columns:
+                node.add_leaf(Text.assemble(str(column[0]), " ", (_short_type(str(column[1])), "dim")), data=str(column[0]))
+        self._history = history
+        self._show_history()
+
+    def _show_history(self) -> None:
+        options = self.query_one("#history", OptionList)
+        options.clear_options()
+        options.add_options([Option(Content(_one_line(q, HISTORY_WIDTH))) for q in self._history])
+
+    # -- running -------------------------------------------------------------------
+    def action_run_query(self) -> None:
+        query = self.query_one("#editor", TextArea).text
+        if not query.strip():
+            self.notify("Type a query first", severity="warning")
+            return
+        self.query_one("#sql-status", Static).update("Running…")
+        self._execute(query)
+
+    @work(thread=True, exclusive=True, group="sql")
+    def _execute(self, query: str) -> None:
+        from ...sql import run_sql
+
+        started = time.perf_counter()
+        try:
+            with self._lock:
+                self._running = True
+                try:
+                    columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
+                finally:
+                    self._running = False
+        except MedpixError as exc:
+            self.app.call_from_thread(self._error, str(exc))
+            return
+        elapsed = time.perf_counter() - started
+        history = [query] + [q for q in self._history if q != query]
+        _write_history(medpix(self).history_path, history[:MAX_HISTORY])
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show, query, columns, rows, elapsed, history[:MAX_HISTORY])
+
+    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float, history: list[str]) -> None:
+        self._last_query = query
+        table = self.query_one("#sql-results", DataTable)
+        table.clear(columns=True)
+        table.add_columns(*columns)
+        table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
+        more = f" (first {MAX_ROWS} shown; export saves all)" if len(rows) > MAX_ROWS else ""
+        count = f"{MAX_ROWS}+" if len(rows) > MAX_ROWS else str(len(rows))
+        self.query_one("#sql-status", Static).update(Text(f"{count} rows · {len(columns)} columns{more}"))
+        self.query_one("#sql-time", Static).update(f"{elapsed * 1000:.0f} ms")
+        self._history = history
+        self._show_history()
+
+    def _error(self, message: str) -> None:
+        self.query_one("#sql-status", Static).update(Text(message, style="bold red"))
+        self.query_one("#sql-time", Static).update("")
+        self.notify(message, title="SQL", severity="error", timeout=5)
+
+    # -- editor helpers --------------------------------------------------------------
+    @on(Tree.NodeSelected, "#schema")
+    def _insert_name(self, event: Tree.NodeSelected[str]) -> None:
+        if event.node.data and not event.node.allow_expand:
+            editor = self.query_one("#editor", TextArea)
+            editor.insert(f'"{event.node.data}"' if not event.node.data.isidentifier() else event.node.data)
+            editor.focus()
+
+    @on(OptionList.OptionSelected, "#history")
+    def _recall(self, event: OptionList.OptionSelected) -> None:
+        editor = self.query_one("#editor", TextArea)
+        editor.load_text(self._history[event.option_index])
+        editor.focus()
+
+    def action_history(self) -> None:
+        self.query_one("#sql-sidebar").display = True
+        history = self.query_one("#history", OptionList)
+        if history.option_count and history.highlighted is None:
+            history.highlighted = 0
+        history.focus()
+
+    def action_toggle_sidebar(self) -> None:
+        sidebar = self.query_one("#sql-sidebar")
+        sidebar.display = not sidebar.display
+
+    def action_cancel_query(self) -> None:
+        """Interrupt the query DuckDB is running (it then reports an error)."""
+        if self._running and self._con is not None:
+            self._con.interrupt()
+
+    def action_focus_editor(self) -> None:
+        self.query_one("#editor", TextArea).focus()
+
+    @work(exclusive=True, group="save")
+    async def action_export(self) -> None:
+        """Save every row of the last query's result."""
+        if not self._last_query:
+            self.notify("Run a query first", severity="warning")
+            return
+        query = self._last_query
+
+        def writer(fmt: str):  # noqa: ANN202 - a closure per format
+            def write(path: Path, force: bool) -> Path:
+                from ...export import write_documents
+                from ...sql import run_sql
+
+                with self._lock:
+                    columns, rows = run_sql(self._connection(), query)
+                docs = [dict(zip(columns, row, strict=True)) for row in rows]
+                if fmt != "parquet":
+                    docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
+                return write_documents(docs, path, fmt=fmt, force=force)
+            return write
+
+        options = [SaveOption(f"Result as {label}", f"medpix-sql.{ext}", writer(ext))
+                   for label, ext in (("JSON", "json"), ("JSONL", "jsonl"), ("Parquet", "parquet"))]
+        await save_interactively(medpix(self), "Export the SQL result", options)
+
+    def on_unmount(self) -> None:
+        if self._con is not None:
+            self._con.close()
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short_type(sql_type: str) -> str:
+    return sql_type if len(sql_type) <= 12 else "STRUCT" if sql_type.startswith("STRUCT") else sql_type[:11] + "…"
+
+
+def _cell(value: Any) -> Text:
+    """A value as table text: numbers right-aligned, long text cut, never parsed as markup."""
+    if value is None:
+        return Text("NULL", style="dim")
+    if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+        return Text(str(value), justify="right")
+    text = json.dumps(_jsonable(value), ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    return Text(_one_line(text, CELL_WIDTH), no_wrap=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """DuckDB values as JSON values (dates and decimals as strings)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time, decimal.Decimal)):
+        return str(value)
+    return str(value)
+
+
+def _read_history(path: Path | None) -> list[str]:
+    """Past queries, newest first; a missing or unreadable file is an empty history."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [q for q in data if isinstance(q, str)][:MAX_HISTORY] if isinstance(data, list) else []
+
+
+def _write_history(path: Path | None, history: list[str]) -> None:
+    """Keep the history for the next session; a read-only home only loses it."""
+    if path is None:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps(history, ensure_ascii=False, indent=0), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass

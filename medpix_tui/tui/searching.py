@@ -1,0 +1,219 @@
+"""What the search screen asks the store: keywords, the authors' field query and facets.
+
+Pure functions over :class:`~medpix_tui.store.Store`, so the screen only gathers input and
+draws results, and tests and the benchmark can run a search without a terminal. Results are
+always images (the table lists images); a field query on ``Clinical_Reports`` selects the
+images of the matching cases, one on ``Image_Reports`` the matching images.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..query import field_filter
+from ..store import CASES, IMAGES, REPORTS, Store
+
+
+@dataclass(frozen=True)
+class Facet:
+    """One facet: the document path it counts and how its values read."""
+
+    key: str
+    title: str
+    path: str
+
+
+FACETS: tuple[Facet, ...] = (
+    Facet("modality", "Modality", "Type"),
+    Facet("category", "Location category", "Location Category"),
+    Facet("location", "Location", "Location"),
+    Facet("plane", "Plane", "Description.Plane"),
+    Facet("sex", "Sex", "Description.Sex"),
+    Facet("age", "Age range", "Description.Age"),
+    Facet("acr", "ACR code", "Description.ACR Codes"),
+    Facet("split", "Split", "U_id"),  # counted by case, then read through the store's splits
+)
+FACET_BY_KEY = {f.key: f for f in FACETS}
+
+#: Age ranges: label -> regex over the age string (ages in MedPix are whole years).
+AGE_RANGES: dict[str, str] = {
+    **{f"{d * 10}-{d * 10 + 9}": (r"\d" if d == 0 else f"{d}\\d") for d in range(8)},
+    "80+": r"[89]\d|\d{3,}",
+}
+SPLIT_ORDER = ("train", "dev", "test")
+#: Keywords count from this many characters: one letter would match half the dataset.
+MIN_KEYWORDS = 2
+
+#: Dotted fields offered as suggestions in the field query, per collection.
+IMAGE_FIELDS = ("image", "U_id", "Type", "Location", "Location Category", "Description.Caption",
+                "Description.Modality", "Description.Plane", "Description.Age", "Description.Sex",
+                "Description.ACR Codes", "Description.Figure Part")
+CASE_FIELDS = ("U_id", "Case.Title", "Case.History", "Case.Exam", "Case.Findings", "Case.Differential Diagnosis",
+               "Case.Case Diagnosis", "Case.Diagnosis By", "Case.Treatment & Follow Up", "Case.Discussion",
+               "Topic.Title", "Topic.Disease Discussion", "Topic.ACR Code", "Topic.Category", "Topic.Keywords",
+               "Topic.Reference", "TAC", "MRI")
+FIELDS = {IMAGES: IMAGE_FIELDS, CASES: CASE_FIELDS, REPORTS: IMAGE_FIELDS + CASE_FIELDS[1:16]}
+
+
+def age_range(age: Any) -> str | None:
+    """The age range an age string falls in (None when it is not a whole number)."""
+    text = str(age).strip()
+    for label, pattern in AGE_RANGES.items():
+        if re.fullmatch(pattern, text):
+            return label
+    return None
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Everything the user has typed or ticked on the search screen."""
+
+    keywords: str = ""
+    collection: str = IMAGES
+    pairs: tuple[tuple[str, str], ...] = ()
+    facets: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Only these images, best first (the model's answer to "similar to" or a text query).
+    within: tuple[str, ...] = ()
+    within_label: str = ""
+
+    @property
+    def active_keywords(self) -> str:
+        """The keywords, once long enough to search for."""
+        text = self.keywords.strip()
+        return text if len(text) >= MIN_KEYWORDS else ""
+
+    def describe(self) -> str:
+        """A short summary for status lines."""
+        parts = [self.within_label] if self.within else []
+        parts += [f'"{self.active_keywords}"'] if self.active_keywords else []
+        parts += [f"{p}~{v}" for p, v in self.pairs]
+        parts += [f"{FACET_BY_KEY[k].title.lower()}: {', '.join(sorted(v))}" for k, v in self.facets.items() if v]
+        return "; ".join(parts) or "all images"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The images a request selects, in display order (ranked when keywords were given)."""
+
+    request: SearchRequest
+    images: list[dict[str, Any]]
+    #: The image filters before facets (field query, keywords, model answer): facets count within them.
+    base: tuple[dict[str, Any], ...]
+    ranked: bool
+
+    @property
+    def names(self) -> list[str]:
+        return [d["image"] for d in self.images]
+
+    @property
+    def case_count(self) -> int:
+        return len({d["U_id"] for d in self.images})
+
+    def selection_filter(self) -> dict[str, Any]:
+        """A filter on ``Image_Descriptions`` selecting exactly these images."""
+        return {"image": {"$in": self.names}}
+
+
+def _and(clauses: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    clauses = [c for c in clauses if c]
+    if not clauses:
+        return {}
+    return clauses[0] if len(clauses) == 1 else {"$and": list(clauses)}
+
+
+def facet_clause(store: Store, key: str, values: frozenset[str]) -> dict[str, Any]:
+    """The filter for the ticked values of one facet (values of a facet are ORed)."""
+    facet = FACET_BY_KEY[key]
+    if key == "age":
+        return {facet.path: {"$regex": f"^(?:{'|'.join(AGE_RANGES[v] for v in sorted(values))})$"}}
+    if key == "split":
+        return {"U_id": {"$in": sorted(u for u, s in store.splits().items() if s in values)}}
+    return {facet.path: {"$in": sorted(values)}}
+
+
+def _facet_clauses(store: Store, facets: Mapping[str, frozenset[str]], skip: str | None = None) -> list[dict[str, Any]]:
+    return [facet_clause(store, k, v) for k, v in facets.items() if v and k != skip]
+
+
+def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
+    """The field query (and keywords) as image filters; raises QueryError on bad input."""
+    flt = field_filter(request.pairs)
+    if not flt:
+        clauses: list[dict[str, Any]] = []
+    elif request.collection == CASES:
+        uids = [d["U_id"] for d in store.find(CASES, flt, projection=["U_id"])]
+        clauses = [{"U_id": {"$in": uids}}]
+    elif request.collection == REPORTS:
+        clauses = [{"image": {"$in": [d["image"] for d in store.find(REPORTS, flt, projection=["image"])]}}]
+    else:
+        clauses = [flt]
+    if request.within:
+        clauses.append({"image": {"$in": list(request.within)}})
+    if request.active_keywords:
+        hits = store.keyword_search(request.active_keywords, flt=_and(clauses) or None, limit=0)
+        clauses = [{"image": {"$in": [d["image"] for _, d in hits]}}]
+    return clauses
+
+
+def run_search(store: Store, request: SearchRequest) -> SearchResult:
+    """The images a request selects; raises QueryError for a bad regex or keyword text."""
+    base = _base_clauses(store, request)
+    docs = store.find(IMAGES, _and(base + _facet_clauses(store, request.facets)))
+    ranked = bool(request.active_keywords or request.within)
+    if ranked:
+        order = {name: i for i, name in enumerate(base[-1]["image"]["$in"])}
+        docs.sort(key=lambda d: order[d["image"]])
+    return SearchResult(request, docs, tuple(base), ranked)
+
+
+def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Counter]:
+    """Live counts per facet value: each facet counted under every filter but its own.
+
+    Counting a facet without its own selection keeps its other values visible, so ticking
+    "CT" still shows how many MR images the rest of the query would give.
+    """
+    facets = result.request.facets
+    own = [f for f in FACETS if facets.get(f.key)]
+    shared = [f for f in FACETS if not facets.get(f.key)]
+    counts: dict[str, collections.Counter] = {}
+    groups = [(shared, None)] + [([f], f.key) for f in own]
+    for group, skip in groups:
+        if not group:
+            continue
+        flt = _and(list(result.base) + _facet_clauses(store, facets, skip))
+        raw = store.facet_counts(IMAGES, flt, sorted({f.path for f in group}))
+        for f in group:
+            counts[f.key] = _values(store, f, raw[f.path])
+    return counts
+
+
+def _values(store: Store, facet: Facet, raw: collections.Counter) -> collections.Counter:
+    """Raw path counts as the facet's values (age ranges, splits), without missing values."""
+    out: collections.Counter = collections.Counter()
+    for value, n in raw.items():
+        if facet.key == "age":
+            value = age_range(value)
+        elif facet.key == "split":
+            value = store.split_of(value)
+        if value not in (None, ""):
+            out[str(value)] += n
+    return out
+
+
+def facet_order(key: str, counts: collections.Counter) -> list[str]:
+    """The order a facet lists its values in: natural for ages and splits, else by count."""
+    if key == "age":
+        return [v for v in AGE_RANGES if v in counts]
+    if key == "split":
+        return [v for v in SPLIT_ORDER if v in counts] + sorted(v for v in counts if v not in SPLIT_ORDER)
+    return sorted(counts, key=lambda v: (-counts[v], v))
+
+
+def case_titles(store: Store) -> dict[str, str]:
+    """U_id -> the case's diagnosis (or title), for the results table."""
+    docs = store.find(CASES, projection=["U_id", "Case.Case Diagnosis", "Case.Title"])
+    return {d["U_id"]: (d.get("Case") or {}).get("Case Diagnosis") or (d.get("Case") or {}).get("Title") or "" for d in docs}

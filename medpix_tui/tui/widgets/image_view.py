@@ -1,0 +1,103 @@
+"""An image decoded in a thread and drawn by textual-image, or a placeholder saying why not.
+
+Decoding off the event loop keeps stepping through a case smooth; a missing or corrupt
+file, or one Pillow cannot read, becomes a line of text in place of the picture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static
+from textual.worker import get_current_worker
+
+#: Larger images are shrunk before display: no terminal shows more pixels than this.
+MAX_SIDE = 1024
+
+
+class ImageView(Container):
+    """Shows one image file, centred, keeping its aspect ratio."""
+
+    DEFAULT_CSS = """
+    ImageView { align: center middle; height: 1fr; }
+    ImageView > .picture { width: auto; height: auto; }
+    ImageView > #placeholder { width: 100%; height: auto; color: $text-muted; text-align: center; display: none; }
+    ImageView.-failed > .picture, ImageView.-empty > .picture { display: none; }
+    ImageView.-failed > #placeholder, ImageView.-empty > #placeholder { display: block; }
+    """
+
+    class Loaded(Message):
+        """An image was shown (``ok``) or replaced by its placeholder."""
+
+        def __init__(self, view: ImageView, path: Path, ok: bool) -> None:
+            super().__init__()
+            self.view = view
+            self.path = path
+            self.ok = ok
+
+    def __init__(self, image_class: Callable[..., Widget], *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="-empty")
+        self._image_class = image_class
+        self._picture: Any = None  # a textual-image widget
+        self.path: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("No image", id="placeholder", markup=False)
+
+    def show(self, path: Path | None) -> None:
+        """Load ``path`` (the previous picture stays until the new one is ready)."""
+        self.path = path
+        if path is None:
+            self._placeholder("No image", empty=True)
+            return
+        self._load(path)
+
+    @work(thread=True, exclusive=True, group="image")
+    def _load(self, path: Path) -> None:
+        try:
+            with PILImage.open(path) as opened:
+                opened.load()
+                picture = opened.convert("RGB")
+            picture.thumbnail((MAX_SIDE, MAX_SIDE))
+        except FileNotFoundError:
+            message = f"Image file missing: {path.name}"
+        except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+            message = f"Cannot read {path.name}: {exc}"
+        else:
+            message = ""
+        if get_current_worker().is_cancelled:
+            return
+        if message:
+            self.app.call_from_thread(self._failed, path, message)
+        else:
+            self.app.call_from_thread(self._loaded, path, picture)
+
+    def _loaded(self, path: Path, picture: PILImage.Image) -> None:
+        if path != self.path:
+            return
+        if self._picture is None:
+            self._picture = self._image_class(picture, classes="picture")
+            self.mount(self._picture)
+        else:
+            self._picture.image = picture
+        self.remove_class("-failed", "-empty")
+        self.post_message(self.Loaded(self, path, True))
+
+    def _failed(self, path: Path, message: str) -> None:
+        if path != self.path:
+            return
+        self._placeholder(message)
+        self.post_message(self.Loaded(self, path, False))
+
+    def _placeholder(self, message: str, empty: bool = False) -> None:
+        self.query_one("#placeholder", Static).update(message)
+        self.set_class(not empty, "-failed")
+        self.set_class(empty, "-empty")

@@ -1,0 +1,114 @@
+"""Pilot tests of the SQL and statistics screens, help, the command palette and themes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList, Static, TextArea
+from tui_support import SIZE, make_app, settle, wait_for
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.sql import connect, run_sql
+from medpix_tui.store import IMAGES
+from medpix_tui.tui.screens.dialogs import SaveDialog
+from medpix_tui.tui.screens.help import HelpScreen
+from medpix_tui.tui.screens.sql import SqlScreen
+from medpix_tui.tui.screens.stats import StatsScreen
+
+pytestmark = pytest.mark.asyncio
+
+QUERY = "SELECT location_category, count(*) AS n FROM images WHERE modality = 'MR' GROUP BY 1 ORDER BY 2 DESC, 1"
+
+
+async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bundle, tmp_path: Path) -> None:
+    history = tmp_path / "history.json"
+    app = make_app(real_bundle, save_dir=tmp_path)
+    app.history_path = history
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, SqlScreen))
+        screen = app.screen
+        await settle(pilot)
+        assert screen.query_one("#schema").root.children  # tables listed
+        screen.query_one("#editor", TextArea).load_text(QUERY)
+        await pilot.press("ctrl+j")
+        await settle(pilot)
+        columns, rows = run_sql(connect(real_bundle.parquet_dir), QUERY)
+        table = screen.query_one("#sql-results", DataTable)
+        assert [str(c.label) for c in table.columns.values()] == columns
+        assert [tuple(str(v) for v in table.get_row_at(i)) for i in range(table.row_count)] == [tuple(str(v) for v in r) for r in rows]
+        assert str(screen.query_one("#sql-status", Static).render()).startswith(f"{len(rows)} rows")
+        assert json.loads(history.read_text())[0] == QUERY
+        assert screen.query_one("#history", OptionList).option_count == 1
+
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "mr.json"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert json.loads((tmp_path / "mr.json").read_text()) == [dict(zip(columns, r, strict=True)) for r in rows]
+
+        screen.query_one("#editor", TextArea).load_text("SELECT nope FROM images")
+        await pilot.press("f5")
+        await settle(pilot)
+        assert "SQL error" in str(screen.query_one("#sql-status", Static).render())
+        assert any(n.severity == "error" and "SQL error" in n.message for n in app._notifications)
+
+        await pilot.press("f8", "enter")  # recall the good query from history
+        assert screen.query_one("#editor", TextArea).text == QUERY
+
+        await pilot.press("f2")  # back to search, and again to SQL: the screen is kept
+        await pilot.press("f3")
+        assert app.screen is screen
+
+
+async def test_stats_for_the_bundle_then_the_results(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: isinstance(app.screen, StatsScreen))
+        await settle(pilot)
+        summary = str(app.screen.query_one("#stats-summary", Static).render())
+        assert f"Images        {real_bundle.store.count(IMAGES)}" in summary
+        assert "Whole bundle" in str(app.screen.query_one("#stats-scope", Static).render())
+        await pilot.press("r")
+        await settle(pilot)
+        assert "Current results" in str(app.screen.query_one("#stats-scope", Static).render())
+
+        await pilot.press("f2")
+        app.screen.query_one("#keywords", Input).value = "fracture"
+        await settle(pilot, 0.05)
+        n = len(app.result.images)
+        await pilot.press("f4")
+        await settle(pilot)
+        assert f"Current results ({n} images)" in str(app.screen.query_one("#stats-scope", Static).render())
+
+
+async def test_help_palette_and_theme(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        text = app.screen.query_one("Markdown").source
+        assert "Keys here" in text and "Save the results" in text and "Everywhere" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Open case", "Save", "Reset", "Facets", "Similar images", "Search by meaning", "Help", "SQL", "Stats",
+                "Light/dark"} <= titles
+
+        assert app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert not app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert app.current_theme.dark
+
+        app.screen.query_one("#results").focus()
+        await pilot.press("question_mark")  # "?" helps wherever it is not typed into a box
+        assert isinstance(app.screen, HelpScreen)

@@ -1,0 +1,248 @@
+"""Pilot tests of the search screen: keywords, the authors' field query, facets, errors, saves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from textual.widgets import Input, Select, SelectionList, Static
+from tui_support import SIZE, make_app, settle, type_text, wait_for
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.query import field_filter
+from medpix_tui.store import CASES, IMAGES
+from medpix_tui.tui.screens.dialogs import ConfirmDialog, SaveDialog
+from medpix_tui.tui.screens.search import SearchScreen
+from medpix_tui.tui.widgets.facets import FacetPanel
+from medpix_tui.tui.widgets.results import ResultsTable
+
+pytestmark = pytest.mark.asyncio
+
+
+def status_text(app) -> str:  # noqa: ANN001 - any MedpixApp
+    return str(app.screen.query_one("#status", Static).render())
+
+
+async def test_first_screen_lists_every_image_with_facet_counts(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(app.screen, SearchScreen)
+        assert app.focused is app.screen.query_one("#keywords")
+        assert status_text(app).startswith(f"{real_bundle.store.count(IMAGES)} images")
+        table = app.screen.query_one(ResultsTable)
+        assert table.row_count > 0 and table.current_name == real_bundle.store.find(IMAGES, limit=1)[0]["image"]
+        modality = app.screen.query_one("#facet-modality", SelectionList)
+        prompts = [str(modality.get_option_at_index(i).prompt) for i in range(modality.option_count)]
+        counts = real_bundle.store.facet_counts(IMAGES, None, ["Type"])["Type"]
+        assert any(p.startswith("CT") and p.endswith(str(counts["CT"])) for p in prompts)
+
+
+async def test_keywords_rank_the_table_as_the_library_does(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await settle(pilot, 0.2)
+        expected = [d["image"] for _, d in real_bundle.store.keyword_search("glioma", limit=0)]
+        assert app.result is not None and app.result.names == expected
+        assert app.screen.query_one(ResultsTable).current_name == expected[0]
+        assert status_text(app).startswith(f"{len(expected)} images")
+
+
+async def test_field_query_on_cases_selects_their_images(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#fq-collection", Select).value = CASES
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Case.Title")
+        await pilot.press("enter")  # to the regex box
+        await type_text(pilot, "infarct")
+        await pilot.press("enter")  # keep the pair as a chip
+        await settle(pilot, 0.2)
+        uids = {c["U_id"] for c in real_bundle.store.find(CASES, field_filter([("Case.Title", "infarct")]))}
+        expected = [d["image"] for d in real_bundle.store.find(IMAGES, {"U_id": {"$in": sorted(uids)}})]
+        assert app.result is not None and app.result.names == expected
+        chips = app.screen.query("#fq-chips Button")
+        assert len(chips) == 1 and "Case.Title ~ infarct" in str(chips.first().label)
+        await pilot.click("#fq-chips Button")  # pressing a chip removes it
+        await settle(pilot, 0.2)
+        assert len(app.result.names) == real_bundle.store.count(IMAGES)
+
+
+async def test_bad_regex_is_a_notification_not_a_crash(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Description.Caption")
+        await pilot.press("tab")
+        await type_text(pilot, "gli")
+        await settle(pilot, 0.2)
+        before = app.result
+        await type_text(pilot, "(")
+        await settle(pilot, 0.2)
+        assert any("invalid regex" in n.message for n in app._notifications)
+        assert "invalid regex" in status_text(app)
+        assert app.result is before  # the last good result stays on screen
+        await pilot.press("backspace")
+        await settle(pilot, 0.2)
+        assert app.result is not before and len(app.result.names) > 0
+
+
+async def test_empty_result_shows_a_placeholder(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "zzqqxxnothing")
+        await settle(pilot, 0.2)
+        assert app.result is not None and app.result.images == []
+        assert app.screen.query_one("#empty").display and not app.screen.query_one(ResultsTable).display
+        assert status_text(app).startswith("0 images")
+        await pilot.press("ctrl+o")  # nothing to open: a warning, not a crash
+        assert isinstance(app.screen, SearchScreen)
+
+
+async def test_facets_filter_and_recount(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#facet-modality", SelectionList).select("MR")
+        await settle(pilot, 0.1)
+        assert app.result is not None and {d["Type"] for d in app.result.images} == {"MR"}
+        assert len(app.result.images) == real_bundle.store.count(IMAGES, {"Type": "MR"})
+        app.screen.query_one("#facet-age", SelectionList).select("80+")
+        await settle(pilot, 0.1)
+        assert all(int(d["Description"]["Age"]) >= 80 for d in app.result.images)
+        assert app.screen.query_one(FacetPanel).selections == {"modality": frozenset({"MR"}), "age": frozenset({"80+"})}
+        # a facet is counted without its own ticks, so CT still shows how many 80+ images are CT
+        old = {"Description.Age": {"$regex": "^(?:[89]\\d|\\d{3,})$"}}
+        ct = real_bundle.store.facet_counts(IMAGES, old, ["Type"])["Type"]["CT"]
+        modality = app.screen.query_one("#facet-modality", SelectionList)
+        prompt = next(str(o.prompt) for o in modality.options if o.value == "CT")
+        assert ct > 0 and prompt.split()[-1] == str(ct)
+        await pilot.press("ctrl+r")
+        await settle(pilot, 0.2)
+        assert len(app.result.images) == real_bundle.store.count(IMAGES)
+
+
+async def test_narrow_terminal_hides_facets_until_asked(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        panel = app.screen.query_one(FacetPanel)
+        assert not panel.display
+        await pilot.press("ctrl+b")
+        assert panel.display
+
+
+async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bundle: Bundle, tmp_path: Path) -> None:
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await settle(pilot, 0.2)
+        names = app.result.names
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        dialog = app.screen  # choose JSONL with the radio set
+        dialog.query_one("#save-what").focus()
+        await pilot.press("down", "enter")
+        assert dialog.query_one("#save-path", Input).value == "medpix-images.jsonl"
+        dialog.query_one("#save-path", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        lines = (tmp_path / "medpix-images.jsonl").read_text().splitlines()
+        assert [json.loads(line)["image"] for line in lines] == names
+        assert any(n.message == f"Saved {tmp_path / 'medpix-images.jsonl'}" for n in app._notifications)
+
+        # the same file again: asked first; "n" keeps it, "y" replaces it
+        for answer, replaced in (("n", False), ("y", True)):
+            (tmp_path / "medpix-images.jsonl").write_text("old\n")
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+            app.screen.query_one("#save-path", Input).value = "medpix-images.jsonl"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.press(answer)
+            await settle(pilot)
+            assert ((tmp_path / "medpix-images.jsonl").read_text() != "old\n") is replaced
+
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "sub/../out.parquet"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not (tmp_path / "out.parquet").exists()  # the "sub" folder is missing: a notification
+        assert any(n.severity == "error" for n in app._notifications)
+
+
+async def test_save_result_images_to_a_folder_by_modality(real_bundle: Bundle, tmp_path: Path) -> None:
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await settle(pilot, 0.2)
+        ct = {d["image"] for d in app.result.images if d["Type"] == "CT"}
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-what").focus()
+        await pilot.press("down", "down", "down", "down", "enter")  # "CT images only"
+        assert app.screen.query_one("#save-path", Input).value == "medpix-images-ct"
+        app.screen.query_one("#save-path", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        saved = {p.stem for p in (tmp_path / "medpix-images-ct").rglob("*.png")}
+        assert saved == ct and all(p.parent.name == "CT" for p in (tmp_path / "medpix-images-ct").rglob("*.png"))
+
+
+async def test_save_results_as_parquet_keeps_documents(real_bundle: Bundle, tmp_path: Path) -> None:
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#facet-sex", SelectionList).select("N/A")
+        await settle(pilot, 0.1)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "na.parquet"
+        app.screen.query_one("#save-what").focus()
+        await pilot.press("down", "down", "enter")
+        app.screen.query_one("#save-path", Input).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        table = pq.read_table(tmp_path / "na.parquet")
+        assert table.column("image").to_pylist() == app.result.names
+
+
+async def test_similar_images_without_a_model_says_so(real_bundle: Bundle) -> None:
+    if real_bundle.manifest.get("model"):
+        pytest.skip("the session bundle ships a model")
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+g")
+        assert any("No model in this bundle" in n.message for n in app._notifications)
+
+
+async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
+    if not real_bundle.manifest.get("model"):
+        pytest.skip("the session bundle has no model")
+    from medpix_tui.model.service import BundleModel
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        target = app.screen.query_one(ResultsTable).current_name
+        app.screen.query_one(ResultsTable).focus()
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: app.result is not None and bool(app.result.request.within), timeout=60)
+        await settle(pilot)
+        expected = [r["image"] for r in BundleModel(real_bundle).similar(target, k=50)["images"]]
+        assert app.result.names == expected
+        assert f"similar to {target}" in status_text(app)
+        await pilot.press("ctrl+r")
+        await settle(pilot, 0.2)
+        assert not app.result.request.within

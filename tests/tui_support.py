@@ -1,0 +1,51 @@
+"""Helpers for the TUI tests: a deterministic app over the session bundle, and waiting that is not sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual_image._terminal import CellSize, get_cell_size
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.tui.app import MedpixApp
+
+# Half-block images are sized from the terminal's cell size; pin it so snapshots do not
+# depend on the terminal pytest happens to run in.
+setattr(get_cell_size, "_result", CellSize(10, 20))
+
+SIZE = (100, 32)
+
+
+def make_app(bundle: Bundle, save_dir: Path | None = None) -> MedpixApp:
+    """The app as tests use it: half-block images, no SQL history file, saves in ``save_dir``."""
+    return MedpixApp(bundle, image_renderer="halfcell", history_path=None, save_dir=save_dir)
+
+
+async def settle(pilot: Pilot, pause: float = 0.0) -> None:
+    """Let timers fire and every worker finish, then let the screen catch up."""
+    if pause:
+        await pilot.pause(pause)
+    for _ in range(100):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(w.is_running for w in pilot.app.workers):
+            return
+
+
+async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Pause until ``predicate()`` holds (workers run meanwhile); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+        await asyncio.sleep(0)
+
+
+async def type_text(pilot: Pilot, text: str) -> None:
+    """Type ``text`` key by key into the focused widget."""
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
