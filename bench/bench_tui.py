@@ -130,8 +130,8 @@ async def interactive(bundle: str) -> tuple[list[float], float, float, int]:
             await until(lambda keywords: keywords == "")
         await app.workers.wait_for_complete()
         before = rss_mib()
-        screen = app.screen
-        table = screen.query_one(ResultsTable)
+        table = app.screen.query_one(ResultsTable)
+        assert app.result is not None
         rows, seen = [], set()
         for row, doc in enumerate(app.result.images):
             if doc["U_id"] not in seen:

@@ -73,7 +73,7 @@ async def test_stats_for_the_bundle_then_the_results(real_bundle: Bundle) -> Non
         await wait_for(pilot, lambda: isinstance(app.screen, StatsScreen))
         await settle(pilot)
         summary = str(app.screen.query_one("#stats-summary", Static).render())
-        assert f"Images        {real_bundle.store.count(IMAGES)}" in summary
+        assert f"Images      {real_bundle.store.count(IMAGES)}" in summary
         assert "Whole bundle" in str(app.screen.query_one("#stats-scope", Static).render())
         await pilot.press("r")
         await settle(pilot)

@@ -197,8 +197,8 @@ class SearchScreen(Screen[None]):
                 return
             universe = self._universe or count_facets(store, run_search(store, SearchRequest()))
             counts = universe if not (result.base or result.request.facets) else count_facets(store, result)
-        if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_counts, universe, counts)
+        if not worker.is_cancelled:  # queued, so counts reach the lists in order even while they mount
+            self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
     async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
         panel = self.query_one(FacetPanel)

@@ -145,9 +145,9 @@ def _summary(counts: dict[str, Any]) -> Text:
     lines = [
         ("Images", str(images)),
         ("Cases", str(len(counts["U_id"]))),
-        ("CT / MR", f"{counts['Type'].get('CT', 0)} / {counts['Type'].get('MR', 0)}"),
+        ("CT/MR", f"{counts['Type'].get('CT', 0)}/{counts['Type'].get('MR', 0)}"),
         ("Median age", f"{statistics.median(ages):g} y" if ages else "–"),
         ("Age range", f"{min(ages)}–{max(ages)} y" if ages else "–"),
-        ("Female / male", f"{counts['Description.Sex'].get('female', 0)} / {counts['Description.Sex'].get('male', 0)}"),
+        ("Female/male", f"{counts['Description.Sex'].get('female', 0)}/{counts['Description.Sex'].get('male', 0)}"),
     ]
-    return Text("\n").join(Text.assemble((f"{k:<14}", "bold"), v) for k, v in lines)
+    return Text("\n").join(Text.assemble((f"{k:<12}", "bold"), v) for k, v in lines)
