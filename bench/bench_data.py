@@ -19,7 +19,7 @@ from medpix_tui.export import write_parquet
 from medpix_tui.query import field_filter
 from medpix_tui.source import SourceData, load_source
 from medpix_tui.sql import connect
-from medpix_tui.store import CASES, IMAGES, REPORTS, Store
+from medpix_tui.store import CASES, IMAGES, Store
 
 # (name, store call, DuckDB SQL doing the same)
 QUERIES = [

@@ -106,12 +106,9 @@ def _copy_images(source: SourceData, dest: Path, progress: Progress) -> None:
 
 def _add_model(tmp: Path, source: SourceData, progress: Progress) -> dict[str, Any] | None:
     """Copy the shipped checkpoint and embed every image with it, when a checkpoint ships."""
-    try:
-        from . import model
-    except ImportError:
-        return None
-    find = getattr(model, "shipped_checkpoint_dir", None)
-    ckpt = find() if find else None
+    from . import model
+
+    ckpt = model.shipped_checkpoint_dir()
     if ckpt is None:
         return None
     shutil.copytree(ckpt, tmp / MODEL_DIR)

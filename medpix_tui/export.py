@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from .atomic import atomic_dir, atomic_file
 from .errors import InputError
 from .progress import Progress, silent
-from .store import CASES, IMAGES, REPORTS, Store, image_report
+from .store import CASES, IMAGES, Store, image_report
 
 FORMATS = ("parquet", "jsonl", "csv", "imagefolder", "json")
 LABELS = {"modality": "Type", "location": "Location Category"}

@@ -61,17 +61,11 @@ def main(ctx: click.Context, bundle_path: str | None) -> None:
 
 
 def _register() -> None:
-    """Attach each command module's commands; a module that is absent is skipped."""
+    """Attach the commands each command module lists in ``COMMANDS``."""
     import importlib
 
     for name in ("data", "bundle", "model", "add_case", "tui"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
-        for command in getattr(module, "COMMANDS", []):
+        for command in importlib.import_module(f"{__package__}.{name}").COMMANDS:
             main.add_command(command)
 
 
