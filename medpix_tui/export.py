@@ -103,8 +103,7 @@ class Selection:
             uids = [d["U_id"] for d in docs]
             images = store.find(IMAGES, {"U_id": {"$in": uids}})
             return cls(images, docs, store.splits())
-        names = [d["image"] for d in docs]
-        images = store.find(IMAGES, {"image": {"$in": names}})
+        images = docs if collection == IMAGES else store.find(IMAGES, {"image": {"$in": [d["image"] for d in docs]}})
         cases = store.find(CASES, {"U_id": {"$in": sorted({d["U_id"] for d in images})}})
         return cls(images, cases, store.splits())
 

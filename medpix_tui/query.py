@@ -174,6 +174,23 @@ def field_filter(fields: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def and_filters(*clauses: dict[str, Any]) -> dict[str, Any]:
+    """AND together filters, dropping empty ones (``{}`` when none is left)."""
+    kept = [c for c in clauses if c]
+    if not kept:
+        return {}
+    return kept[0] if len(kept) == 1 else {"$and": kept}
+
+
+def value_at(doc: Any, path: str) -> Any:
+    """The value at a dotted path through nested objects, or None."""
+    for part in path.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(part)
+    return doc
+
+
 def parse_field_args(args: Iterable[str]) -> list[tuple[str, str]]:
     """Parse ``PATH=REGEX`` command-line pairs."""
     pairs = []

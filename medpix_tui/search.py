@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import QueryError
+from .query import value_at
 
 #: column -> (dotted path in the document, BM25 weight)
 IMAGE_COLUMNS: dict[str, tuple[str, float]] = {
@@ -47,11 +48,7 @@ def terms_of(text: str) -> list[str]:
 
 
 def _text(doc: dict[str, Any], path: str) -> str:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return ""
-        value = value.get(part)
+    value = value_at(doc, path)
     return value if isinstance(value, str) else ""
 
 

@@ -19,7 +19,7 @@ from mongita.engines.disk_engine import DiskEngine
 from mongita.mongita_client import MongitaClient, MongitaClientDisk
 
 from .errors import BundleError, QueryError
-from .query import check_window, project, validate_filter
+from .query import check_window, project, validate_filter, value_at
 from .scan import Snapshot, sort_indices
 from .search import SearchIndex
 from .source import SourceData
@@ -265,9 +265,9 @@ class Store:
         """The authors' split of a case."""
         return self.splits().get(uid)
 
-    def split_filter(self, split: str) -> dict[str, Any]:
-        """A filter selecting the images (or cases) of one split."""
-        return {"U_id": {"$in": sorted(u for u, s in self.splits().items() if s == split)}}
+    def split_filter(self, *splits: str) -> dict[str, Any]:
+        """A filter selecting the images (or cases) of the given splits."""
+        return {"U_id": {"$in": sorted(u for u, s in self.splits().items() if s in splits)}}
 
     def search_index(self) -> SearchIndex:
         """The keyword index: the bundle's prebuilt file when given, else built in memory once."""
@@ -297,10 +297,7 @@ class Store:
         for path in paths:
             counter: collections.Counter = collections.Counter()
             for doc in docs:
-                value: Any = doc
-                for part in path.split("."):
-                    value = value.get(part) if isinstance(value, dict) else None
-                counter[value] += 1
+                counter[value_at(doc, path)] += 1
             out[path] = counter
         return out
 

@@ -12,7 +12,7 @@ import click
 
 from ..errors import InputError
 from ..progress import rich_progress
-from ..query import field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
+from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
 from ..store import CASES, COLLECTIONS, IMAGES, REPORTS, Store
 
 bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
@@ -37,17 +37,9 @@ def store_from(ctx: click.Context, bundle_path: str | None, mongo_uri: str | Non
 
 def build_filter(store: Store, fields: tuple[str, ...], filter_json: str | None, split: str | None) -> dict[str, Any]:
     """AND together ``--field`` pairs, a ``--filter`` and a ``--split``."""
-    clauses = []
-    if fields:
-        clauses.append(field_filter(parse_field_args(fields)))
-    if filter_json:
-        clauses.append(parse_filter(filter_json))
-    if split:
-        clauses.append(store.split_filter(split))
-    clauses = [c for c in clauses if c]
-    if not clauses:
-        return {}
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+    return and_filters(field_filter(parse_field_args(fields)) if fields else {},
+                       parse_filter(filter_json) if filter_json else {},
+                       store.split_filter(split) if split else {})
 
 
 def _summary(collection: str, doc: dict[str, Any]) -> tuple[str, ...]:

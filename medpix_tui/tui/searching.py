@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..query import field_filter
+from ..query import and_filters, field_filter
 from ..store import CASES, IMAGES, REPORTS, Store
 
 
@@ -118,20 +118,13 @@ class SearchResult:
         return {"image": {"$in": self.names}}
 
 
-def _and(clauses: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    clauses = [c for c in clauses if c]
-    if not clauses:
-        return {}
-    return clauses[0] if len(clauses) == 1 else {"$and": list(clauses)}
-
-
 def facet_clause(store: Store, key: str, values: frozenset[str]) -> dict[str, Any]:
     """The filter for the ticked values of one facet (values of a facet are ORed)."""
     facet = FACET_BY_KEY[key]
     if key == "age":
         return {facet.path: {"$regex": f"^(?:{'|'.join(AGE_RANGES[v] for v in sorted(values))})$"}}
     if key == "split":
-        return {"U_id": {"$in": sorted(u for u, s in store.splits().items() if s in values)}}
+        return store.split_filter(*values)
     return {facet.path: {"$in": sorted(values)}}
 
 
@@ -154,7 +147,7 @@ def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
     if request.within:
         clauses.append({"image": {"$in": list(request.within)}})
     if request.active_keywords:
-        hits = store.keyword_search(request.active_keywords, flt=_and(clauses) or None, limit=0)
+        hits = store.keyword_search(request.active_keywords, flt=and_filters(*clauses) or None, limit=0)
         clauses = [{"image": {"$in": [d["image"] for _, d in hits]}}]
     return clauses
 
@@ -162,7 +155,7 @@ def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
 def run_search(store: Store, request: SearchRequest) -> SearchResult:
     """The images a request selects; raises QueryError for a bad regex or keyword text."""
     base = _base_clauses(store, request)
-    docs = store.find(IMAGES, _and(base + _facet_clauses(store, request.facets)))
+    docs = store.find(IMAGES, and_filters(*base, *_facet_clauses(store, request.facets)))
     ranked = bool(request.active_keywords or request.within)
     if ranked:
         order = {name: i for i, name in enumerate(base[-1]["image"]["$in"])}
@@ -184,7 +177,7 @@ def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Co
     for group, skip in groups:
         if not group:
             continue
-        flt = _and(list(result.base) + _facet_clauses(store, facets, skip))
+        flt = and_filters(*result.base, *_facet_clauses(store, facets, skip))
         raw = store.facet_counts(IMAGES, flt, sorted({f.path for f in group}))
         for f in group:
             counts[f.key] = _values(store, f, raw[f.path])
