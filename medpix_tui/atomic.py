@@ -1,7 +1,9 @@
 """Write files and folders so that a reader sees the old version or the new one, never half.
 
 Everything is written under a temporary name in the destination's folder, flushed, then
-renamed into place; an existing destination is replaced only with ``force``.
+renamed into place; an existing destination is replaced only with ``force``, and a
+folder only when this tool wrote it (it holds the tool's mark file), so a mistyped
+``--out ~ --force`` cannot delete somebody's folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError, OutputExistsError
+
+#: The file every exported folder carries, so ``--force`` knows the folder is ours to replace.
+EXPORT_MARK = ".medpix-export"
 
 
 def umask_mode(mode: int = 0o777) -> int:
@@ -32,6 +37,22 @@ def check_destination(path: Path, force: bool) -> None:
         raise InputError(f"folder does not exist: {path.parent}")
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"folder is not writable: {path.parent}")
+
+
+def check_replaceable(path: Path, mark: str) -> None:
+    """Refuse to replace an existing ``path`` unless it is an empty folder or one holding ``mark``."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise InputError(f"refusing to replace {path}: it is not a folder this tool wrote; remove it yourself")
+    try:
+        ours = (path / mark).is_file() or not any(path.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not ours:
+        raise InputError(f"refusing to replace {path}: it is not a folder this tool wrote (no {mark}); "
+                         "remove it yourself or choose another --out")
 
 
 @contextlib.contextmanager
@@ -60,16 +81,21 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds."""
+def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> Iterator[Path]:
+    """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds.
+
+    The folder gets the empty ``mark`` file; an existing ``path`` is replaced only if it has one.
+    """
     path = Path(path)
     check_destination(path, force)
+    check_replaceable(path, mark)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, umask_mode())
+        (tmp / mark).touch()
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

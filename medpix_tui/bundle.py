@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic import umask_mode
+from .atomic import check_replaceable, umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, SourceData, load_source, sha256_file
@@ -125,10 +125,11 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists (use --force to replace it)")
-    source = load_source(source_dir, progress=progress)
-    src, target = source.root.resolve(), out.resolve()
+    src, target = Path(source_dir).resolve(), out.resolve()
     if target == src or target in src.parents or src in target.parents:  # --force would delete the source
-        raise InputError(f"refusing to build into {out}: it overlaps the source folder {source.root}")
+        raise InputError(f"refusing to build into {out}: it overlaps the source folder {source_dir}")
+    check_replaceable(out, MANIFEST)
+    source = load_source(source_dir, progress=progress)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")

@@ -69,10 +69,16 @@ def test_export_never_overwrites_without_force(real_bundle_path: Path, tmp_path:
     assert tree_digest(out) == {"keep.txt": tree_digest(out)["keep.txt"]}
     missing = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(tmp_path / "no" / "x")])
     assert missing.exit_code == 2 and "folder does not exist" in missing.output
-    forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out), "--force",
-                                  "--field", "Type=^MR$"])
-    assert forced.exit_code == 0, forced.output
-    assert sorted(p.name for p in out.iterdir()) == ["cases.csv", "images.csv"]
+    foreign = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out), "--force"])
+    assert foreign.exit_code == 2 and "not a folder this tool wrote" in foreign.output
+    assert (out / "keep.txt").read_text() == "mine", "--force never replaces a folder it did not write"
+    ours = tmp_path / "ours"
+    for field in ("Type=^CT$", "Type=^MR$"):  # the second run replaces the first one's export
+        forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(ours),
+                                      "--force", "--field", field])
+        assert forced.exit_code == 0, forced.output
+    assert sorted(p.name for p in ours.iterdir()) == [".medpix-export", "cases.csv", "images.csv"]
+    assert {r["modality"] for r in csv.DictReader(io.StringIO((ours / "images.csv").read_text()))} == {"MR"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary leftovers"
 
 

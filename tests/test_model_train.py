@@ -28,7 +28,7 @@ from tests.support import tiny_case, tiny_image, write_source
 from tools.train.data import augment, read_pack
 from tools.train.export import export
 from tools.train.pack import build_pack
-from tools.train.train import BEST, LAST, METRICS, build_model, train
+from tools.train.train import BEST, LAST, METRICS, build_model, class_weights, train
 
 SIZE = 32
 TINY: dict[str, Any] = {
@@ -39,7 +39,7 @@ TINY: dict[str, Any] = {
                                "hf_pooler_type": "mean_pooler", "context_length": 32}},
     "preprocess": {"mean": 0.2, "std": 0.25},
     "train": {"device": "cpu", "threads": 1, "epochs": 2, "batch_size": 4, "lr": 0.01, "weight_decay": 0.05,
-              "warmup_epochs": 1, "label_smoothing": 0.1, "loss_weights": {"caption": 0.5, "modality": 1.0, "location": 1.0},
+              "warmup_epochs": 1, "label_smoothing": 0.1, "class_balance": 0.5, "loss_weights": {"caption": 0.5, "modality": 1.0, "location": 1.0},
               "augment": {"rotate_deg": 10, "scale": 1.1, "shift": 0.05, "flip": 0.5, "gamma": 1.2, "contrast": 0.1,
                           "brightness": 0.05},
               "max_minutes": 0},
@@ -92,6 +92,19 @@ def test_augment_is_seeded_and_bounded(work: dict[str, Path]) -> None:
     b = augment(pictures, torch.Generator().manual_seed(1), TINY["train"]["augment"])
     assert a.shape == (4, 1, SIZE, SIZE) and torch.equal(a, b)
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_class_weights_lift_rare_classes() -> None:
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    rows = torch.arange(100)
+    flat = class_weights(labels, rows, 3, 0.0)
+    torch.testing.assert_close(flat, torch.ones(3))
+    half, full = class_weights(labels, rows, 3, 0.5), class_weights(labels, rows, 3, 1.0)
+    assert half[2] > half[1] > half[0] and float(half[labels].mean()) == pytest.approx(1.0)
+    counts = torch.tensor([60.0, 30.0, 10.0])
+    torch.testing.assert_close(full * counts, torch.full((3,), 100 / 3))  # every class weighs the same in all
+    only_train = class_weights(labels, torch.arange(60, 100), 3, 1.0)  # class 0 is absent from these rows
+    assert torch.isfinite(only_train).all()
 
 
 def test_training_logs_every_epoch(work: dict[str, Path]) -> None:

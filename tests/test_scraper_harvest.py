@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medpix_tui.errors import OutputExistsError
+from medpix_tui.errors import InputError, OutputExistsError
 from medpix_tui.source import CASE_KEYS, IMAGE_KEYS, load_source
 from tools.scraper.cache import ResponseCache
 from tools.scraper.client import Fetcher
@@ -176,8 +176,13 @@ def test_existing_output_needs_force(site: FixtureSite, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError, match="pass --force"):
         run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url)
     assert site.count() == 0
-    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url, force=True)
-    assert not (tmp_path / "out" / "old.txt").exists() and len(_written(tmp_path / "out")[0]) == 1
+    with pytest.raises(InputError, match="not a folder this tool wrote"):
+        run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url, force=True)
+    assert (tmp_path / "out" / "old.txt").read_text() == "old" and site.count() == 0
+    run(tmp_path / "new", _fetcher(tmp_path), ids=_ids(1), base=site.url)
+    site.add_case(make_case(2))
+    run(tmp_path / "new", _fetcher(tmp_path), ids=_ids(1, 2), base=site.url, force=True)  # replaces its own output
+    assert len(_written(tmp_path / "new")[0]) == 2
 
 
 def test_nothing_harvested_writes_nothing(site: FixtureSite, tmp_path: Path) -> None:

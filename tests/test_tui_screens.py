@@ -112,3 +112,21 @@ async def test_help_palette_and_theme(real_bundle: Bundle) -> None:
         app.screen.query_one("#results").focus()
         await pilot.press("question_mark")  # "?" helps wherever it is not typed into a box
         assert isinstance(app.screen, HelpScreen)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: int) -> None:
+    from textual.widgets._footer import FooterKey
+
+    from medpix_tui.tui.widgets.footer import KeyFooter
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=(width, 24)) as pilot:
+        await settle(pilot)
+        for mode in ("search", "sql", "stats"):
+            await app.switch_mode(mode)
+            await settle(pilot)
+            footer = app.screen.query_one(KeyFooter)
+            keys = [k for k in footer.query(FooterKey) if k.display]
+            assert footer.compact == (width < 100)
+            assert len(keys) >= 5 and max(k.region.right for k in keys) <= width, [str(k.description) for k in keys]

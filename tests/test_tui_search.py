@@ -218,18 +218,20 @@ async def test_save_results_as_parquet_keeps_documents(real_bundle: Bundle, tmp_
 
 
 async def test_similar_images_without_a_model_says_so(real_bundle: Bundle) -> None:
-    if real_bundle.manifest.get("model"):
-        pytest.skip("the session bundle ships a model")
-    app = make_app(real_bundle)
+    modelless = Bundle(real_bundle.root, {**real_bundle.manifest, "model": None})  # as `bundle build --no-model` makes
+    app = make_app(modelless)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        app.screen.query_one(ResultsTable).focus()
         await pilot.press("ctrl+g")
-        assert any("No model in this bundle" in n.message for n in app._notifications)
+        app.screen.query_one("#keywords", Input).value = "lesion"
+        await pilot.press("ctrl+n")
+        messages = [n.message for n in app._notifications]
+        assert sum("No model in this bundle" in m for m in messages) == 2, messages
+        assert app.result is not None and not app.result.request.within
 
 
 async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
-    if not real_bundle.manifest.get("model"):
-        pytest.skip("the session bundle has no model")
     from medpix_tui.model.service import BundleModel
 
     app = make_app(real_bundle)
@@ -246,3 +248,22 @@ async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
         await pilot.press("ctrl+r")
         await settle(pilot, 0.2)
         assert not app.result.request.within
+
+
+async def test_search_by_meaning_ranks_by_the_text_tower(real_bundle: Bundle) -> None:
+    from medpix_tui.model.service import BundleModel
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")  # an empty search box: nothing to embed
+        assert any("Type what to look for" in n.message for n in app._notifications)
+        await type_text(pilot, "ring enhancing lesion")
+        await settle(pilot, 0.2)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: app.result is not None and bool(app.result.request.within), timeout=120)
+        await settle(pilot)
+        expected = [r["image"] for r in BundleModel(real_bundle).search("ring enhancing lesion", k=50)["images"]]
+        assert app.result.names == expected and len(expected) == 50
+        assert app.screen.query_one("#keywords", Input).value == "", "the words became the ranking, not a filter"
+        assert 'meaning of "ring enhancing lesion"' in status_text(app)

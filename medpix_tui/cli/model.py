@@ -60,6 +60,8 @@ def classify(ctx: click.Context, files: tuple[Path, ...], bundle_path: str | Non
         try:
             result = model.classify(path)
         except InputError as exc:
+            if len(files) == 1:
+                raise  # one file: its error is the whole story
             click.echo(f"error: {exc}", err=True)
             failed += 1
             continue

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from medpix_tui.atomic import check_replaceable
 from medpix_tui.errors import OutputExistsError
 from medpix_tui.source import CASES_FILE, IMAGE_DIR, IMAGE_SUFFIX, IMAGES_FILE, load_source
 
@@ -65,6 +66,7 @@ class SourceWriter:
         self.out = Path(out)
         if self.out.exists() and not force:
             raise OutputExistsError(f"output exists: {self.out} (pass --force to replace it)")
+        check_replaceable(self.out, CASES_FILE)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
         self.staging = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"

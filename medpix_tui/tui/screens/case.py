@@ -15,12 +15,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ..app import medpix
 from ..saving import SaveOption, save_interactively
 from ..widgets.doc_pane import DocPane
+from ..widgets.footer import KeyFooter
 from ..widgets.image_strip import ImageStrip
 from ..widgets.image_view import ImageView
 
@@ -85,7 +86,7 @@ class CaseScreen(Screen[None]):
                     yield DocPane(CASE_SECTIONS, id="case-doc")
                 with TabPane("Topic", id="pane-topic"):
                     yield DocPane(TOPIC_SECTIONS, id="topic-doc")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#case-doc", DocPane).focus()

@@ -7,9 +7,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from ..app import medpix
+from ..widgets.footer import KeyFooter
 from ..widgets.image_view import ImageView
 from .case import image_legend
 
@@ -32,7 +33,7 @@ class ImageScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield ImageView(medpix(self).image_class, id="full-image")
         yield Static(id="full-legend")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self._show()

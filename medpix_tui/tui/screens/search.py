@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import DataTable, Header, Input, Label, Static
 from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
@@ -37,6 +37,7 @@ from ..searching import (
 )
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
+from ..widgets.footer import KeyFooter
 from ..widgets.results import ResultsTable
 
 #: A key after this many quiet seconds searches at once; faster typing waits for a pause this long.
@@ -98,7 +99,7 @@ class SearchScreen(Screen[None]):
                 yield ResultsTable(id="results")
                 yield Static("No images match. Loosen the query or press ctrl+r to reset.", id="empty", markup=False)
         yield Static("Loading…", id="status", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#keywords", Input).focus()

@@ -24,7 +24,6 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import (
     DataTable,
-    Footer,
     Header,
     Label,
     OptionList,
@@ -38,6 +37,7 @@ from textual.worker import get_current_worker
 from ...errors import MedpixError
 from ..app import medpix
 from ..saving import SaveOption, save_interactively
+from ..widgets.footer import KeyFooter
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
@@ -84,7 +84,7 @@ class SqlScreen(Screen[None]):
                     yield Static("ctrl+j or F5 runs the query", id="sql-status", markup=False)
                     yield Static(id="sql-time", markup=False)
                 yield DataTable(id="sql-results", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         editor = self.query_one("#editor", TextArea)

@@ -16,13 +16,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from ...store import IMAGES
 from ..app import medpix
 from ..searching import AGE_RANGES, age_range
+from ..widgets.footer import KeyFooter
 
 PLOTS: tuple[tuple[str, str, str], ...] = (
     ("modality", "Modality", "Type"),
@@ -60,7 +61,7 @@ class StatsScreen(Screen[None]):
                 plot.border_title = title
                 yield plot
             yield Static(id="stats-summary", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_screen_resume(self) -> None:
         self._refresh()
