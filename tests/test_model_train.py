@@ -94,6 +94,21 @@ def test_augment_is_seeded_and_bounded(work: dict[str, Path]) -> None:
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
 
 
+def test_erasing_hides_one_rectangle_of_the_set_size() -> None:
+    still = {"rotate_deg": 0, "scale": 1.0, "shift": 0, "flip": 0, "gamma": 1.0, "contrast": 0, "brightness": 0}
+    white = torch.full((64, 48, 48), 255, dtype=torch.uint8)
+    kept = augment(white, torch.Generator().manual_seed(3), still)
+    assert float(kept.min()) > 0.99, "no erasing unless asked"
+    erased = augment(white, torch.Generator().manual_seed(3), {**still, "erase": 1.0})
+    hidden = (erased == 0).float().mean(dim=(1, 2, 3))
+    assert float(hidden.min()) > 0.05 and float(hidden.max()) < 0.35
+    for picture in erased[:, 0] == 0:  # one axis-aligned rectangle: its rows and columns span it exactly
+        rows, cols = picture.any(1).nonzero(), picture.any(0).nonzero()
+        assert int(picture.sum()) == len(rows) * len(cols)
+    half = augment(white, torch.Generator().manual_seed(3), {**still, "erase": 0.5})
+    assert 10 < int(((half == 0).flatten(1).any(1)).sum()) < 54
+
+
 def test_class_weights_lift_rare_classes() -> None:
     labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
     rows = torch.arange(100)
@@ -135,6 +150,7 @@ def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> N
     model = work["model"]
     for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", *TOKENIZER_FILES):
         assert (model / name).is_file(), name
+        assert (model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by others (bundles are shared)"
     config = json.loads((model / CONFIG_FILE).read_text())
     assert config["model_cfg"]["text_cfg"]["hf_model_name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert config["preprocess_cfg"]["size"] == SIZE

@@ -20,7 +20,8 @@ def bundle() -> None:
 @click.option("--source", "-s", type=click.Path(path_type=Path), required=True,
               help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Bundle folder to create.")
-@click.option("--force", is_flag=True, help="Replace an existing bundle (atomically).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing bundle (atomically); a folder that is not a bundle is never replaced.")
 @click.option("--no-model", is_flag=True, help="Leave out the CLIP checkpoint and embeddings.")
 def build(source: Path, out: Path, force: bool, no_model: bool) -> None:
     """Validate a source folder and build a bundle from it, atomically.

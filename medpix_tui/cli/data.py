@@ -158,7 +158,8 @@ def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: s
 @click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX", help="Export only matching documents.")
 @click.option("--filter", "filter_json", metavar="JSON", help="Export only documents matching this filter.")
 @click.option("--split", type=click.Choice(["train", "dev", "test"]))
-@click.option("--force", is_flag=True, help="Replace an existing output.")
+@click.option("--force", is_flag=True,
+              help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
 @click.pass_context
 def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path, label: str, collection: str,
            fields: tuple[str, ...], filter_json: str | None, split: str | None, force: bool) -> None:

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..atomic import umask_mode
 from ..errors import BundleError
 
 CONFIG_FILE = "open_clip_config.json"
@@ -106,6 +107,8 @@ def write_checkpoint(out_dir: Path, *, config: dict[str, Any], state: dict[str, 
     (out_dir / PROMPTS_FILE).write_text(json.dumps(prompts, indent=2) + "\n", encoding="utf-8")
     for name in TOKENIZER_FILES:
         shutil.copyfile(Path(tokenizer_dir) / name, out_dir / name)
+    for name in (WEIGHTS_FILE, HEAD_FILE):  # safetensors writes 0600; a bundle is read by others too
+        (out_dir / name).chmod(umask_mode(0o666))
     write_metadata(out_dir, metadata)
 
 

@@ -47,7 +47,7 @@ def _setup_logging(verbose: bool) -> None:
               help="A release's images_overview.csv: refresh exactly those images (no Open-i search).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Source folder to write (Case_topic.json, Descriptions.json, images/...).")
-@click.option("--force", is_flag=True, help="Replace --out when it exists.")
+@click.option("--force", is_flag=True, help="Replace --out when it holds an earlier harvest (never another folder).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
               help="Raw response cache, reused by reruns [default: <out>.cache beside --out].")
 @click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True,
