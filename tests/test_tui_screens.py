@@ -123,10 +123,15 @@ async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: in
     app = make_app(real_bundle)
     async with app.run_test(size=(width, 24)) as pilot:
         await settle(pilot)
-        for mode in ("search", "sql", "stats"):
-            await app.switch_mode(mode)
+        for key, mode in (("f3", "sql"), ("f4", "stats"), ("f2", "search")):
+            await pilot.press(key)
             await settle(pilot)
             footer = app.screen.query_one(KeyFooter)
-            keys = [k for k in footer.query(FooterKey) if k.display]
+            keys = sorted((k for k in footer.query(FooterKey) if k.display), key=lambda k: k.region.x)
+            shown = [str(k.description) for k in keys]
             assert footer.compact == (width < 100)
-            assert len(keys) >= 5 and max(k.region.right for k in keys) <= width, [str(k.description) for k in keys]
+            assert app.current_mode == mode and mode.title() not in [s.title() for s in shown], "the mode on screen has no key"
+            assert len(keys) >= 4 and "palette" in shown, shown
+            assert keys[-1].region.right <= width, shown
+            for left, right in zip(keys, keys[1:]):  # the palette key is docked right: nothing may run under it
+                assert left.region.right <= right.region.x, (str(left.description), str(right.description))

@@ -105,6 +105,10 @@ class MedpixApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns."""
+        return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
+
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 

@@ -52,7 +52,7 @@ class SqlScreen(Screen[None]):
 
     CSS_PATH = "sql.tcss"
     BINDINGS = [
-        Binding("ctrl+j", "run_query", "Run", key_display="ctrl+j", tooltip="Run the query (also F5)"),
+        Binding("ctrl+j", "run_query", "Run", tooltip="Run the query (also F5)"),
         Binding("f5", "run_query", "Run", show=False),
         Binding("ctrl+s", "export", "Export", tooltip="Save the whole result as JSON, JSONL or Parquet"),
         Binding("f8", "history", "History", tooltip="Pick a past query"),
