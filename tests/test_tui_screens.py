@@ -33,6 +33,7 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
         screen = app.screen
         await settle(pilot)
         assert screen.query_one("#schema").root.children  # tables listed
+        assert screen.query_one("#editor", TextArea).language == "sql", "the editor highlights SQL"
         screen.query_one("#editor", TextArea).load_text(QUERY)
         await pilot.press("ctrl+j")
         await settle(pilot)

@@ -88,7 +88,7 @@ class SqlScreen(Screen[None]):
 
     def on_mount(self) -> None:
         editor = self.query_one("#editor", TextArea)
-        if "sql" in editor.available_languages:  # highlighting needs textual[syntax]
+        if "sql" in editor.available_languages:  # tree-sitter-sql, a dependency; a broken install just loses colour
             editor.language = "sql"
         editor.focus()
         self._load_schema()
