@@ -23,7 +23,6 @@ from tools.scraper.writer import to_png
 
 from scraper_support import make_case, png_bytes, render_page
 
-RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "medpix-2.0"
 
 
 # --- rate limiter and retries -----------------------------------------------------------------
@@ -280,9 +279,8 @@ def test_overview_reader(tmp_path: Path) -> None:
         refs_from_overview(path)
 
 
-@pytest.mark.skipif(not (RELEASE / "images_overview.csv").exists(), reason="release not available")
-def test_reads_the_real_overview() -> None:
-    refs = refs_from_overview(RELEASE / "images_overview.csv")
+def test_reads_the_real_overview(source_dir: Path) -> None:
+    refs = refs_from_overview(source_dir / "images_overview.csv")
     assert len(refs) > 2000 and all(r.type_hint in ("CT", "MR") and r.page_url for r in refs)
 
 
@@ -327,10 +325,9 @@ def test_overrides_round_trip_through_the_review_csv(tmp_path: Path) -> None:
         read_overrides(tmp_path / "bad.csv")
 
 
-@pytest.mark.skipif(not (RELEASE / "Descriptions.json").exists(), reason="release not available")
-def test_location_table_agrees_with_the_release() -> None:
-    images = json.loads((RELEASE / "Descriptions.json").read_text())
-    topics = {c["U_id"]: c["Topic"] for c in json.loads((RELEASE / "Case_topic.json").read_text())}
+def test_location_table_agrees_with_the_release(source_dir: Path) -> None:
+    images = json.loads((source_dir / "Descriptions.json").read_text())
+    topics = {c["U_id"]: c["Topic"] for c in json.loads((source_dir / "Case_topic.json").read_text())}
     agree = sum(location_category(d["Location"], topics[d["U_id"]].get("ACR Code"), d["Description"]["ACR Codes"])
                 == d["Location Category"] for d in images)
     assert agree / len(images) > 0.95
