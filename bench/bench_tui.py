@@ -171,9 +171,11 @@ def main() -> None:
     if args.child == "medpix":
         return child_medpix(args.bundle)
 
-    from medpix_tui.bundle import resolve_bundle
-
-    bundle = str(resolve_bundle(args.bundle).root)
+    # Resolve (and build, on first use) in a child: a build here would leave torch and the
+    # decoded images resident in this process and inflate the RSS figure below.
+    bundle = subprocess.run([sys.executable, "-c", "import sys; from medpix_tui.bundle import resolve_bundle; "
+                             "print(resolve_bundle(sys.argv[1] or None).root)", args.bundle or ""],
+                            check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
     print(f"bundle: {bundle}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
     bare = time_start(["--child", "bare"], args.runs)
     medpix = time_start(["--child", "medpix", "--bundle", bundle], args.runs)

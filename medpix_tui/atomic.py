@@ -81,21 +81,21 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> Iterator[Path]:
+def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds.
 
-    The folder gets the empty ``mark`` file; an existing ``path`` is replaced only if it has one.
+    The folder gets the empty :data:`EXPORT_MARK` file; an existing ``path`` is replaced only if it has one.
     """
     path = Path(path)
     check_destination(path, force)
-    check_replaceable(path, mark)
+    check_replaceable(path, EXPORT_MARK)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, umask_mode())
-        (tmp / mark).touch()
+        (tmp / EXPORT_MARK).touch()
         yield tmp
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
