@@ -31,7 +31,7 @@ from . import __version__
 from .atomic import check_replaceable, umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
-from .source import IMAGE_SUFFIX, SourceData, load_source, sha256_file
+from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source, sha256_file
 from .store import Store
 
 FORMAT_VERSION = 1
@@ -104,16 +104,26 @@ def _copy_images(source: SourceData, dest: Path, progress: Progress) -> None:
             advance(1)
 
 
-def _add_model(tmp: Path, source: SourceData, progress: Progress) -> dict[str, Any] | None:
-    """Copy the shipped checkpoint and embed every image with it, when a checkpoint ships."""
+def _keep_pictures(ckpt: Path | None) -> tuple[dict[str, Any], KeepImage | None]:
+    """A dict that validation fills with the model's picture of each image it decodes."""
+    pictures: dict[str, Any] = {}
+    if ckpt is None:
+        return pictures, None
+    from .model import input_size
+    from .model.preprocess import picture_of
+
+    size = input_size(ckpt)
+    return pictures, lambda name, im: pictures.__setitem__(name, picture_of(im, size))
+
+
+def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, Any],
+               progress: Progress) -> dict[str, Any]:
+    """Copy the checkpoint and embed every image with it (from the pictures validation kept)."""
     from . import model
 
-    ckpt = model.shipped_checkpoint_dir()
-    if ckpt is None:
-        return None
     shutil.copytree(ckpt, tmp / MODEL_DIR)
     images = [(d["image"], tmp / IMAGE_DIR / f"{d['image']}{IMAGE_SUFFIX}") for d in source.images]
-    info = model.write_embeddings(tmp / MODEL_DIR, images, tmp / EMBEDDINGS_DIR, progress)
+    info = model.write_embeddings(tmp / MODEL_DIR, images, tmp / EMBEDDINGS_DIR, progress, pictures)
     return {"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info}
 
 
@@ -129,7 +139,11 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     if target == src or target in src.parents or src in target.parents:  # --force would delete the source
         raise InputError(f"refusing to build into {out}: it overlaps the source folder {source_dir}")
     check_replaceable(out, MANIFEST)
-    source = load_source(source_dir, progress=progress)
+    from .model import shipped_checkpoint_dir
+
+    ckpt = shipped_checkpoint_dir() if with_model else None
+    pictures, keep = _keep_pictures(ckpt)
+    source = load_source(source_dir, progress=progress, keep=keep)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")
@@ -159,7 +173,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
         finally:
             store.close()
         _copy_images(source, tmp / IMAGE_DIR, progress)
-        model_info = _add_model(tmp, source, progress) if with_model else None
+        model_info = _add_model(tmp, source, ckpt, pictures, progress) if ckpt else None
         manifest = {
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,

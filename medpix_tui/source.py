@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +150,13 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
     return problems
 
 
-def decode_problem(path: Path) -> str | None:
-    """Why the image file at ``path`` cannot be used, or None when it decodes."""
+#: Called with each decoded image during validation, so a caller that needs the pixels
+#: (the bundle's embeddings) does not decode every file a second time.
+KeepImage = Callable[[str, Image.Image], None]
+
+
+def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None) -> str | None:
+    """Why the image file at ``path`` cannot be used, or None when it decodes (and ``keep`` took it)."""
     try:
         if not path.is_file():
             return "image file is missing"
@@ -157,6 +164,8 @@ def decode_problem(path: Path) -> str | None:
             return "image file is empty"
         with Image.open(path) as im:
             im.load()
+            if keep is not None:
+                keep(im)
     except Exception as exc:  # PIL raises many types for damaged files
         return f"image file does not decode ({type(exc).__name__}: {str(exc)[:80]})"
     return None
@@ -207,11 +216,16 @@ def cross_problems(cases: list[dict], images: list[dict]) -> list[Problem]:
     return problems
 
 
-def image_file_problems(names: list[str], image_dir: Path, progress: Progress = silent, workers: int = 4) -> list[Problem]:
-    """Decode every image file (in threads: zlib releases the GIL)."""
+def image_file_problems(names: list[str], image_dir: Path, progress: Progress = silent, workers: int = 4,
+                        keep: KeepImage | None = None) -> list[Problem]:
+    """Decode every image file (in threads: zlib releases the GIL), handing each to ``keep``."""
+
+    def check(name: str) -> str | None:
+        return decode_problem(image_dir / f"{name}{IMAGE_SUFFIX}", None if keep is None else partial(keep, name))
+
     problems: list[Problem] = []
     with progress("Checking images", len(names)) as advance, ThreadPoolExecutor(workers) as pool:
-        for name, why in zip(names, pool.map(lambda n: decode_problem(image_dir / f"{n}{IMAGE_SUFFIX}"), names)):
+        for name, why in zip(names, pool.map(check, names)):
             advance(1)
             if why:
                 problems.append(Problem(f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX}", name, "", why))
@@ -249,8 +263,12 @@ def resolve_root(path: Path) -> Path:
     return path
 
 
-def load_source(path: Path, *, check_images: bool = True, progress: Progress = silent) -> SourceData:
-    """Read and validate a source folder; raise :class:`ValidationError` listing every problem."""
+def load_source(path: Path, *, check_images: bool = True, progress: Progress = silent,
+                keep: KeepImage | None = None) -> SourceData:
+    """Read and validate a source folder; raise :class:`ValidationError` listing every problem.
+
+    With ``check_images``, every image is decoded and handed, with its name, to ``keep``.
+    """
     root = resolve_root(path)
     problems: list[Problem] = []
     cases = _read_json(root / CASES_FILE, CASES_FILE, problems)
@@ -273,7 +291,7 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
         if not image_dir.is_dir():
             problems.append(Problem(IMAGE_DIR, "", "", "image folder is missing"))
         else:
-            problems.extend(image_file_problems([d["image"] for d in images], image_dir, progress))
+            problems.extend(image_file_problems([d["image"] for d in images], image_dir, progress, keep=keep))
     if problems:
         raise ValidationError(problems)
     digests = {label: sha256_file(root / label) for label in (CASES_FILE, IMAGES_FILE, SPLIT_FILE) if (root / label).exists()}

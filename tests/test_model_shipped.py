@@ -45,3 +45,14 @@ def test_shipped_checkpoint_reproduces_its_test_figures(model_dir: Path, source_
         for cls, info in claimed[task]["per_class"].items():
             assert got[task]["per_class"][cls]["n"] == info["n"]
         assert claimed[f"{task}_accuracy"] > PAPER_ACCURACY[task]  # the shipped model beats the paper
+
+
+def test_bundle_embeddings_are_the_models_embeddings_of_the_files(real_bundle, model_dir: Path) -> None:
+    """The build embeds the pictures it decoded while validating: they must be the files' own."""
+    from medpix_tui.model.similarity import load_index
+
+    index = load_index(real_bundle.embeddings_dir)
+    names = index.ids[::205]
+    exact = load_image_encoder(model_dir).encode_files([real_bundle.image_path(n) for n in names])
+    for name, vector in zip(names, exact):
+        assert abs(float(index.vectors[index.ids.index(name)] @ vector) - 1.0) < 2e-3, name

@@ -6,11 +6,15 @@ importing this package stays cheap. See :mod:`.checkpoint` for the folder layout
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..progress import Progress, silent
 from .checkpoint import is_checkpoint
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def shipped_checkpoint_dir() -> Path | None:
@@ -19,19 +23,32 @@ def shipped_checkpoint_dir() -> Path | None:
     return path if is_checkpoint(path) else None
 
 
+def input_size(model_dir: Path) -> int:
+    """The side, in pixels, of the square pictures the checkpoint's image tower takes."""
+    from .checkpoint import read_config
+
+    return int(read_config(model_dir)["preprocess_cfg"]["size"])
+
+
 def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: Path,
-                     progress: Progress = silent) -> dict[str, Any]:
+                     progress: Progress = silent, pictures: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Embed every ``(image id, PNG path)`` with the checkpoint in ``model_dir`` into ``out_dir``.
 
-    Returns what the bundle manifest records about them.
+    ``pictures`` (id -> :func:`~.preprocess.picture_of` at :func:`input_size`) spares decoding
+    the files again when the caller already has them. Returns what the bundle manifest records.
     """
+    import numpy as np
+
     from ..source import sha256_file
     from .checkpoint import WEIGHTS_FILE
     from .encoder import load_image_encoder
     from .similarity import EMBEDDINGS_FILE, save_index
 
     encoder = load_image_encoder(model_dir)
-    vectors = encoder.encode_files([path for _, path in images], progress)
+    if pictures is not None:
+        vectors = encoder.encode_arrays(np.stack([pictures[name] for name, _ in images]), progress)
+    else:
+        vectors = encoder.encode_files([path for _, path in images], progress)
     save_index(out_dir, [name for name, _ in images], vectors)
     return {"name": encoder.name, "weights_sha256": sha256_file(Path(model_dir) / WEIGHTS_FILE),
             "dim": encoder.dim, "count": len(images), "file": EMBEDDINGS_FILE, "dtype": "float16"}

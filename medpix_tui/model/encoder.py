@@ -57,14 +57,16 @@ class ImageEncoder:
     def dim(self) -> int:
         return int(self.tower.attnpool.c_proj.out_features)
 
-    def encode_arrays(self, pictures: np.ndarray) -> np.ndarray:
+    def encode_arrays(self, pictures: np.ndarray, progress: Progress = silent) -> np.ndarray:
         """Unit embeddings (N, dim) of N square 8-bit pictures from :func:`load_square`."""
         out = []
-        with torch.inference_mode(), _torch_threads(FORWARD_THREADS):
+        with (progress("Embedding images", len(pictures)) as advance, torch.inference_mode(),
+              _torch_threads(FORWARD_THREADS)):
             for start in range(0, len(pictures), BATCH):
                 x = torch.from_numpy(np.ascontiguousarray(pictures[start:start + BATCH])).float()
                 x = ((x / 255.0 - self.mean) / self.std).unsqueeze(1).expand(-1, 3, -1, -1)
                 out.append(torch.nn.functional.normalize(self.tower(x), dim=-1))
+                advance(len(x))
         if not out:
             return np.zeros((0, self.dim), np.float32)
         return torch.cat(out).numpy()

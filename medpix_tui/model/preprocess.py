@@ -34,6 +34,11 @@ def _pil_gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
+def picture_of(im: Image.Image, size: int) -> np.ndarray:
+    """The model's picture of an already decoded image (what :func:`load_square` gives for its file)."""
+    return square(_pil_gray(im), size)
+
+
 def load_gray(path: Path) -> np.ndarray:
     """An image file (PNG, JPEG or DICOM) as an 8-bit grayscale array."""
     path = Path(path)
