@@ -17,17 +17,25 @@ import pytest
 import torch
 from PIL import Image
 
-from medpix_tui.model import write_embeddings
-from medpix_tui.model.checkpoint import CONFIG_FILE, HEAD_FILE, METADATA_FILE, TOKENIZER_FILES, WEIGHTS_FILE
+from medpix_tui.model import input_size, write_embeddings
+from medpix_tui.model.checkpoint import (
+    CONFIG_FILE,
+    HEAD_FILE,
+    METADATA_FILE,
+    TOKENIZER_FILES,
+    WEIGHTS_FILE,
+)
 from medpix_tui.model.encoder import load_image_encoder
+from medpix_tui.model.preprocess import picture_of
 from medpix_tui.model.prompts import paper_prompts
 from medpix_tui.model.similarity import load_index, top_images
 from medpix_tui.model.text import load_text_tower
-from medpix_tui.source import LOCATION_CATEGORIES
+from medpix_tui.source import LOCATION_CATEGORIES, load_source
 from tests.support import tiny_case, tiny_image, write_source
 from tools.train.data import augment, read_pack
 from tools.train.export import export
 from tools.train.pack import build_pack
+from tools.train.pretrain import PRETRAIN_METRICS, PRETRAIN_WEIGHTS, nt_xent
 from tools.train.train import BEST, LAST, METRICS, build_model, class_weights, train
 
 SIZE = 32
@@ -146,6 +154,43 @@ def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> N
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
 
 
+def test_nt_xent_rewards_matching_views() -> None:
+    z = torch.eye(8) * 5
+    matched = nt_xent(z, z.clone(), temperature=0.1)
+    swapped = nt_xent(z, z.roll(1, dims=0), temperature=0.1)
+    assert float(matched) < 0.01 and float(swapped) > 5
+
+
+def with_pretraining(epochs: int, max_minutes: float = 0) -> dict[str, Any]:
+    cfg = deepcopy(TINY)
+    cfg["train"]["max_minutes"] = max_minutes
+    cfg["train"]["pretrain"] = {"epochs": epochs, "batch_size": 6, "lr": 0.01, "weight_decay": 0.05, "temperature": 0.2,
+                                "head_hidden": 16, "head_out": 8, "augment": TINY["train"]["augment"]}
+    return cfg
+
+
+def test_pretraining_runs_first_on_train_pictures_and_resumes(work: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    pack = read_pack(work["pack"])
+    straight = work["root"] / "pretrained"
+    train(with_pretraining(2), pack, straight, log=lambda *_: None)
+    lines = [json.loads(x) for x in (straight / PRETRAIN_METRICS).read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and all(np.isfinite(x["loss"]) for x in lines)
+    assert len((straight / METRICS).read_text().splitlines()) == 2
+    plain, pretrained = load_file(str(work["run"] / BEST)), load_file(str(straight / BEST))
+    assert not torch.equal(plain["visual.conv1.weight"], pretrained["visual.conv1.weight"])
+    # A pre-training cut off by the time budget resumes from its own state to the same tower.
+    cut = work["root"] / "pretrain-cut"
+    assert train(with_pretraining(2, max_minutes=1e-9), pack, cut, log=lambda *_: None)["stopped_early"]
+    assert len((cut / PRETRAIN_METRICS).read_text().splitlines()) == 1
+    assert not (cut / PRETRAIN_WEIGHTS).exists() and not (cut / METRICS).exists()
+    train(with_pretraining(2), pack, cut, log=lambda *_: None)
+    resumed = load_file(str(cut / PRETRAIN_WEIGHTS))
+    for key, value in load_file(str(straight / PRETRAIN_WEIGHTS)).items():
+        torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6)
+
+
 def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> None:
     model = work["model"]
     for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", *TOKENIZER_FILES):
@@ -193,3 +238,14 @@ def test_write_embeddings_for_a_bundle(work: dict[str, Path]) -> None:
     exact = load_image_encoder(work["model"]).encode_files([path for _, path in images])
     np.testing.assert_allclose(index.vectors, exact, atol=2e-3)  # float16 on disk
     assert dict(top_images(index.row("M3_mr"), index, 20))["M3_mr"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_embeddings_from_the_pictures_validation_kept_match_the_files(work: dict[str, Path]) -> None:
+    """``bundle build`` embeds the pictures it decoded to validate, not the files a second time."""
+    size, pictures = input_size(work["model"]), {}
+    source = load_source(work["source"], keep=lambda name, im: pictures.__setitem__(name, picture_of(im, size)))
+    assert sorted(pictures) == sorted(d["image"] for d in source.images)
+    images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
+    write_embeddings(work["model"], images, work["root"] / "kept", pictures=pictures)
+    write_embeddings(work["model"], images, work["root"] / "decoded")
+    np.testing.assert_array_equal(load_index(work["root"] / "kept").vectors, load_index(work["root"] / "decoded").vectors)

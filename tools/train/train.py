@@ -9,7 +9,8 @@ image-caption contrastive (CLIP's), and image against the paper's modality promp
 location prompts, so the paper's zero-shot prompts are what the model learns to match.
 Only the train split is trained on; dev picks the best epoch; test is read once, by the
 export. Every epoch appends a line to ``metrics.jsonl`` and saves ``last.pt``; running the
-same command again resumes from it.
+same command again resumes from it. A ``train.pretrain`` block first pre-trains the image
+tower without labels (:mod:`tools.train.pretrain`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,15 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     digest = config_digest(cfg)
     run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": str(device), "epochs_done": 0,
                            "best_epoch": None, "best_dev": None, "best_score": -1.0, "seconds": 0.0, "stopped_early": False}
+    invoked = time.time()  # max_minutes bounds this invocation, so a resumed run gets its own budget
+    budget = float(tc.get("max_minutes", 0)) * 60
+    if tc.get("pretrain") and not (out / LAST).exists():
+        from .pretrain import pretrain_visual
+
+        if not pretrain_visual(model.visual, pictures, train_rows.to(device), tc["pretrain"],
+                               lambda x: normalize(x, cfg), out, cfg["seed"], invoked + budget if budget else None, log):
+            run["stopped_early"] = True
+            return run
     if (out / LAST).exists():
         state = torch.load(out / LAST, map_location=device, weights_only=False)
         if state["run"]["config_digest"] != digest:
@@ -180,7 +190,6 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         run = state["run"]
         log(f"resuming after epoch {run['epochs_done']}")
     started = time.time() - run["seconds"]
-    invoked = time.time()  # max_minutes bounds this invocation, so a resumed run gets its own budget
     for epoch in range(run["epochs_done"], int(tc["epochs"])):
         epoch_start = time.time()
         gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
@@ -234,7 +243,6 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         tmp = out / (LAST + ".tmp")
         torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run}, tmp)
         os.replace(tmp, out / LAST)
-        budget = float(tc.get("max_minutes", 0)) * 60
         if budget and epoch + 1 < int(tc["epochs"]) and time.time() - invoked + (time.time() - epoch_start) > budget:
             run["stopped_early"] = True
             log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
