@@ -78,9 +78,11 @@ def test_eval_json_recomputes_the_split(bundle: Path) -> None:
         matrix = np.array(result[task]["confusion"]["matrix"])
         assert matrix.sum() == 2
         assert result[f"{task}_accuracy"] == pytest.approx(np.trace(matrix) / 2)
+        low, high = result[f"{task}_ci95"]  # one test case: resampling it gives its own accuracy
+        assert low == high == result[f"{task}_accuracy"]
     assert result["paper"] == {"modality_accuracy": 0.88, "location_accuracy": 0.522}
     code, out, _ = run("eval", "--bundle", str(bundle), "--split", "dev")
-    assert code == 0 and "modality:" in out and "(paper 88.0%)" in out
+    assert code == 0 and "modality:" in out and "(95% CI " in out and " over cases; paper 88.0%)" in out
 
 
 def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from medpix_tui.errors import BundleError, InputError
+from medpix_tui.model.evaluate import case_interval
 from medpix_tui.model.similarity import EmbeddingIndex, load_index, save_index, top_cases, top_images
 
 
@@ -62,3 +63,15 @@ def test_missing_or_inconsistent_index_is_a_bundle_error(tmp_path: Path, index: 
     save_index(tmp_path / "emb", index.ids[:3], index.vectors)
     with pytest.raises(BundleError, match="do not match"):
         load_index(tmp_path / "emb")
+
+
+def test_case_interval_resamples_whole_cases() -> None:
+    assert case_interval([True] * 6, list("aabbcc")) == [1.0, 1.0]
+    # 40 images, 70% right. Alone, each image is its own case; clustered, each case's 4
+    # images share one outcome, so the data hold only 10 independent draws: a wider interval.
+    correct = [True] * 28 + [False] * 12
+    alone = case_interval(correct, [str(i) for i in range(40)])
+    clustered = case_interval(correct, [str(i // 4) for i in range(40)])
+    assert alone[0] < 0.7 < alone[1] and clustered[0] < 0.7 < clustered[1]
+    assert clustered[1] - clustered[0] > 1.5 * (alone[1] - alone[0])
+    assert case_interval(correct, list(map(str, range(40)))) == alone  # seeded: the same figures every run

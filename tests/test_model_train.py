@@ -203,6 +203,7 @@ def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> N
     test = meta["evaluation"]["test"]
     assert test["n"] == 4 and test["modality"]["confusion"]["classes"] == ["CT", "MR"]
     assert sum(map(sum, test["location"]["confusion"]["matrix"])) == 4
+    assert test["location_ci95"][0] <= test["location_accuracy"] <= test["location_ci95"][1]
     assert meta["paper"] == {"modality_accuracy": 0.88, "location_accuracy": 0.522}
 
 

@@ -1,7 +1,10 @@
 """Zero-shot accuracy with the paper's prompts: overall, per class, confusion matrix.
 
 The same report is written into the checkpoint's metadata at export and recomputed by
-``medpix-tui eval``, so the figures a checkpoint claims can be checked by anyone.
+``medpix-tui eval``, so the figures a checkpoint claims can be checked by anyone. With the
+images' case ids, each accuracy comes with a 95% interval from resampling whole cases: a
+case's images share their labels and look alike, so they are not independent draws, and a
+200-image split of 69 cases is far less precise than 200 images would suggest.
 """
 
 from __future__ import annotations
@@ -31,23 +34,41 @@ def task_report(truth: Sequence[str], predicted: Sequence[str], classes: Sequenc
             "per_class": per_class, "confusion": {"classes": list(classes), "matrix": matrix.tolist()}}
 
 
+def case_interval(correct: Sequence[bool], cases: Sequence[str], draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of accuracy over ``draws`` resamples of whole cases (seeded)."""
+    names, inverse = np.unique(np.asarray(cases), return_inverse=True)
+    hits = np.bincount(inverse, weights=np.asarray(correct, dtype=float), minlength=len(names))
+    sizes = np.bincount(inverse, minlength=len(names))
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(draws, len(names)))
+    accuracy = hits[picks].sum(axis=1) / sizes[picks].sum(axis=1)
+    return [round(float(x), 4) for x in np.percentile(accuracy, [2.5, 97.5])]
+
+
 def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str, Any]],
-           classes: dict[str, Sequence[str]]) -> dict[str, Any]:
-    """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details."""
+           classes: dict[str, Sequence[str]], cases: Sequence[str] | None = None) -> dict[str, Any]:
+    """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details.
+
+    With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``.
+    """
     out: dict[str, Any] = {"split": split, "n": len(truths)}
     for task in TASKS:
-        detail = task_report([t[task] for t in truths], [p[task] for p in predictions], classes[task])
+        truth, predicted = [t[task] for t in truths], [p[task] for p in predictions]
+        detail = task_report(truth, predicted, classes[task])
         out[f"{task}_accuracy"] = detail["accuracy"]
+        if cases is not None and truths:
+            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted)], cases)
         out[task] = detail
     return out
 
 
-def evaluate_pictures(encoder: ImageEncoder, split: str, pictures: np.ndarray, truths: list[dict[str, str]]) -> dict[str, Any]:
+def evaluate_pictures(encoder: ImageEncoder, split: str, pictures: np.ndarray, truths: list[dict[str, str]],
+                      cases: Sequence[str] | None = None) -> dict[str, Any]:
     """Report for square pictures already loaded (the training pack's)."""
-    return report(split, truths, encoder.head.predict(encoder.encode_arrays(pictures)), encoder.head.classes)
+    return report(split, truths, encoder.head.predict(encoder.encode_arrays(pictures)), encoder.head.classes, cases)
 
 
 def evaluate_files(encoder: ImageEncoder, split: str, paths: Sequence[Path], truths: list[dict[str, str]],
-                   progress: Progress = silent) -> dict[str, Any]:
+                   progress: Progress = silent, cases: Sequence[str] | None = None) -> dict[str, Any]:
     """Report for image files (a bundle's or the source's PNGs)."""
-    return report(split, truths, encoder.head.predict(encoder.encode_files(paths, progress)), encoder.head.classes)
+    return report(split, truths, encoder.head.predict(encoder.encode_files(paths, progress)), encoder.head.classes,
+                  cases)

@@ -56,7 +56,7 @@ class BundleModel:
         if not docs:
             raise InputError(f"the bundle has no images in split {split!r}")
         result = evaluate_files(self.encoder, split, [self.bundle.image_path(d["image"]) for d in docs],
-                                [truth_of(d) for d in docs], progress)
+                                [truth_of(d) for d in docs], progress, cases=[d["U_id"] for d in docs])
         return {**result, "model": self.encoder.name,
                 "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
                 "claimed": read_metadata(self.bundle.model_dir).get("evaluation", {}).get(split)}

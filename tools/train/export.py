@@ -70,7 +70,8 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
     metadata["evaluation"] = {}
     for split in ("dev", "test"):
         rows = pack.indices(split)
-        metadata["evaluation"][split] = evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows))
+        metadata["evaluation"][split] = evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows),
+                                                            [pack.items[i]["U_id"] for i in rows])
     write_metadata(out_dir, metadata)
     test = metadata["evaluation"]["test"]
     return {"checkpoint": str(out_dir), "best_epoch": run["best_epoch"], "n": test["n"],
