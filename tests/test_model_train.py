@@ -249,4 +249,6 @@ def test_embeddings_from_the_pictures_validation_kept_match_the_files(work: dict
     images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
     write_embeddings(work["model"], images, work["root"] / "kept", pictures=pictures)
     write_embeddings(work["model"], images, work["root"] / "decoded")
-    np.testing.assert_array_equal(load_index(work["root"] / "kept").vectors, load_index(work["root"] / "decoded").vectors)
+    # float16 on disk, and the forward pass may use another number of threads: equal to its precision
+    np.testing.assert_allclose(load_index(work["root"] / "kept").vectors, load_index(work["root"] / "decoded").vectors,
+                               atol=2e-3)

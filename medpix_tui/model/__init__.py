@@ -46,7 +46,7 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
 
     encoder = load_image_encoder(model_dir)
     if pictures is not None:
-        vectors = encoder.encode_arrays(np.stack([pictures[name] for name, _ in images]), progress)
+        vectors = encoder.encode_arrays(np.stack([pictures[name] for name, _ in images]), progress, threads=None)
     else:
         vectors = encoder.encode_files([path for _, path in images], progress)
     save_index(out_dir, [name for name, _ in images], vectors)

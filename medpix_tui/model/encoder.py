@@ -32,8 +32,11 @@ FORWARD_THREADS = 1
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run a block with ``n`` torch threads, then restore the caller's setting."""
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (None: as set), then restore the caller's setting."""
+    if n is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -57,11 +60,17 @@ class ImageEncoder:
     def dim(self) -> int:
         return int(self.tower.attnpool.c_proj.out_features)
 
-    def encode_arrays(self, pictures: np.ndarray, progress: Progress = silent) -> np.ndarray:
-        """Unit embeddings (N, dim) of N square 8-bit pictures from :func:`load_square`."""
+    def encode_arrays(self, pictures: np.ndarray, progress: Progress = silent,
+                      threads: int | None = FORWARD_THREADS) -> np.ndarray:
+        """Unit embeddings (N, dim) of N square 8-bit pictures from :func:`load_square`.
+
+        ``threads`` for the forward pass: one while other threads decode the next batch
+        (:meth:`encode_files`); None (torch's default: every core) when the pictures are all
+        decoded already and nothing else runs beside it.
+        """
         out = []
         with (progress("Embedding images", len(pictures)) as advance, torch.inference_mode(),
-              _torch_threads(FORWARD_THREADS)):
+              _torch_threads(threads)):
             for start in range(0, len(pictures), BATCH):
                 x = torch.from_numpy(np.ascontiguousarray(pictures[start:start + BATCH])).float()
                 x = ((x / 255.0 - self.mean) / self.std).unsqueeze(1).expand(-1, 3, -1, -1)
