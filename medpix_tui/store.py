@@ -201,7 +201,7 @@ class Store:
         """
         coll = self.db[collection]
         engine, name = coll._engine, coll.full_name
-        return [doc for doc_id in engine.list_ids(name) if (doc := engine.get_doc(name, doc_id))]
+        return [engine.get_doc(name, doc_id) for doc_id in engine.list_ids(name)]
 
     def find(self, collection: str, flt: dict[str, Any] | None = None, *, sort: list[tuple[str, int]] | None = None,
              skip: int = 0, limit: int = 0, projection: list[str] | None = None) -> list[dict[str, Any]]:

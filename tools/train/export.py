@@ -18,7 +18,13 @@ from typing import Any
 
 import torch
 
-from medpix_tui.model.checkpoint import TEXT_MODEL_ID, TEXT_PACKAGE, TEXT_WEIGHTS_FILE, write_checkpoint, write_metadata
+from medpix_tui.model.checkpoint import (
+    TEXT_MODEL_ID,
+    TEXT_PACKAGE,
+    TEXT_WEIGHTS_FILE,
+    write_checkpoint,
+    write_metadata,
+)
 from medpix_tui.model.encoder import load_image_encoder
 from medpix_tui.model.evaluate import evaluate_pictures
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS

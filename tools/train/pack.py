@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from medpix_tui.model.checkpoint import TEXT_WEIGHTS_FILE, TOKENIZER_FILES, text_weights_path
+from medpix_tui.model.checkpoint import (
+    TEXT_WEIGHTS_FILE,
+    TOKENIZER_FILES,
+    text_weights_path,
+)
 from medpix_tui.model.preprocess import load_many
 from medpix_tui.model.prompts import paper_prompts, truth_of
 from medpix_tui.source import load_source, sha256_file

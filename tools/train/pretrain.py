@@ -13,8 +13,6 @@ A run with a ``train.pretrain`` block runs this phase first. It keeps its own re
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import augment
+from .loop import adamw, end_epoch, lr_at, next_epoch_overruns, set_lr
 
 PRETRAIN_LAST = "pretrain_last.pt"
 PRETRAIN_WEIGHTS = "pretrain.safetensors"
@@ -59,8 +58,6 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
     """
     from safetensors.torch import load_file, save_file
 
-    from .train import lr_at
-
     device = pictures.device
     if (out / PRETRAIN_WEIGHTS).exists():
         visual.load_state_dict(load_file(str(out / PRETRAIN_WEIGHTS), device=str(device)))
@@ -68,10 +65,7 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
         return True
     embed_dim = visual.attnpool.c_proj.out_features
     head = projection_head(embed_dim, int(cfg.get("head_hidden", 256)), int(cfg.get("head_out", 128))).to(device)
-    params = [p for p in (*visual.parameters(), *head.parameters())]
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["weight_decay"]},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=cfg["lr"], betas=(0.9, 0.98))
+    opt = adamw([*visual.parameters(), *head.parameters()], cfg["lr"], cfg["weight_decay"])
     batch = min(int(cfg["batch_size"]), len(rows))
     steps_per_epoch = len(rows) // batch
     total = steps_per_epoch * int(cfg["epochs"])
@@ -93,8 +87,7 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
         head.train()
         total_loss = 0.0
         for i in range(steps_per_epoch):
-            for group in opt.param_groups:
-                group["lr"] = lr_at(epoch * steps_per_epoch + i, total, warmup, cfg["lr"])
+            set_lr(opt, lr_at(epoch * steps_per_epoch + i, total, warmup, cfg["lr"]))
             batch_pictures = pictures[order[i * batch:(i + 1) * batch]]
             views = torch.cat([normalize(augment(batch_pictures, gen, cfg["augment"])) for _ in range(2)])
             z1, z2 = head(visual(views).float()).chunk(2)
@@ -106,14 +99,10 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
         record = {"phase": "pretrain", "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                   "loss": round(total_loss / steps_per_epoch, 4), "epoch_seconds": round(time.time() - epoch_start, 1),
                   "seconds": round(time.time() - started, 1)}
-        with open(out / PRETRAIN_METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        log(json.dumps(record))
-        tmp = out / (PRETRAIN_LAST + ".tmp")
-        torch.save({"visual": visual.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
-                    "epochs_done": epoch + 1, "seconds": record["seconds"]}, tmp)
-        os.replace(tmp, out / PRETRAIN_LAST)
-        if deadline and epoch + 1 < int(cfg["epochs"]) and time.time() + (time.time() - epoch_start) > deadline:
+        end_epoch(out, PRETRAIN_METRICS, record, PRETRAIN_LAST,
+                  {"visual": visual.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
+                   "epochs_done": epoch + 1, "seconds": record["seconds"]}, log)
+        if epoch + 1 < int(cfg["epochs"]) and next_epoch_overruns(deadline, epoch_start):
             log(f"stopping pre-training after epoch {epoch + 1}: the next would pass the time budget")
             return False
     save_file({k: v.contiguous().cpu() for k, v in visual.state_dict().items()}, str(out / PRETRAIN_WEIGHTS))

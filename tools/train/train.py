@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -33,6 +32,7 @@ from torch.nn import functional as F
 from medpix_tui.model.prompts import TASKS
 
 from .data import Pack, augment, read_pack
+from .loop import adamw, end_epoch, lr_at, next_epoch_overruns, set_lr
 
 LAST = "last.pt"
 BEST = "best.safetensors"
@@ -113,13 +113,6 @@ def class_weights(labels: torch.Tensor, rows: torch.Tensor, n_classes: int, powe
     return weights / (weights * counts).sum() * counts.sum()  # the mean weight per image stays 1
 
 
-def lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -163,22 +156,20 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     total = steps_per_epoch * int(tc["epochs"])
     warmup = int(tc.get("warmup_epochs", 1) * steps_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.98))
+    opt = adamw(params, tc["lr"], tc["weight_decay"])
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
     run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": str(device), "epochs_done": 0,
                            "best_epoch": None, "best_dev": None, "best_score": -1.0, "seconds": 0.0, "stopped_early": False}
-    invoked = time.time()  # max_minutes bounds this invocation, so a resumed run gets its own budget
     budget = float(tc.get("max_minutes", 0)) * 60
+    # max_minutes bounds this invocation, so a resumed run gets its own budget
+    deadline = time.time() + budget if budget else None
     if tc.get("pretrain") and not (out / LAST).exists():
         from .pretrain import pretrain_visual
 
         if not pretrain_visual(model.visual, pictures, train_rows.to(device), tc["pretrain"],
-                               lambda x: normalize(x, cfg), out, cfg["seed"], invoked + budget if budget else None, log):
+                               lambda x: normalize(x, cfg), out, cfg["seed"], deadline, log):
             run["stopped_early"] = True
             return run
     if (out / LAST).exists():
@@ -198,8 +189,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         sums = {"loss": 0.0, "caption": 0.0, **{t: 0.0 for t in TASKS}}
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, tc["lr"])
+            set_lr(opt, lr_at(step, total, warmup, tc["lr"]))
             idx = order[i * batch:(i + 1) * batch]
             x = normalize(augment(pictures[idx], gen, tc["augment"]), cfg)
             if device.type == "cuda":
@@ -237,13 +227,9 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                   **{f"dev_{t}_accuracy": round(a, 4) for t, a in dev.items()}, "dev_score": round(score, 4),
                   "logit_scale": round(float(model.logit_scale.detach().exp()), 2), "best": improved,
                   "epoch_seconds": round(time.time() - epoch_start, 1), "seconds": run["seconds"]}
-        with open(out / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        log(json.dumps(record))
-        tmp = out / (LAST + ".tmp")
-        torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run}, tmp)
-        os.replace(tmp, out / LAST)
-        if budget and epoch + 1 < int(tc["epochs"]) and time.time() - invoked + (time.time() - epoch_start) > budget:
+        end_epoch(out, METRICS, record, LAST, {"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run},
+                  log)
+        if epoch + 1 < int(tc["epochs"]) and next_epoch_overruns(deadline, epoch_start):
             run["stopped_early"] = True
             log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
             break

@@ -1,0 +1,53 @@
+"""What both training phases (pre-training and the supervised phase) do the same way.
+
+The optimizer and its schedule, the per-epoch record and resumable state, and the time
+budget: one definition, so a resumed or cut-off run behaves alike in either phase.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and kernels only (not on biases, norms, scales)."""
+    params = list(params)
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.98))
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def end_epoch(out: Path, metrics: str, record: dict[str, Any], last: str, state: dict[str, Any],
+              log: Callable[[str], None]) -> None:
+    """Append the epoch's record to ``metrics`` and replace ``last`` (the state to resume from) atomically."""
+    with open(out / metrics, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    log(json.dumps(record))
+    tmp = out / (last + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / last)
+
+
+def next_epoch_overruns(deadline: float | None, epoch_start: float) -> bool:
+    """Whether another epoch as long as the one started at ``epoch_start`` would pass ``deadline``."""
+    return deadline is not None and time.time() + (time.time() - epoch_start) > deadline
