@@ -57,12 +57,12 @@ def child_bare() -> None:
 
 def child_medpix(bundle: str) -> None:
     """The app as ``medpix-tui`` starts it: ready when the first results are in the table."""
-    import textual_image.renderable  # noqa: F401 - as run_tui does before the app starts
+    from medpix_tui.cli.tui import import_app
 
-    from medpix_tui.tui.app import MedpixApp
+    MedpixApp = import_app()  # noqa: N806 - as run_tui imports it
     from medpix_tui.tui.screens.search import SearchScreen
 
-    class Timed(MedpixApp):
+    class Timed(MedpixApp):  # type: ignore[valid-type,misc]
         def on_search_screen_results_shown(self, _: SearchScreen.ResultsShown) -> None:
             self.call_after_refresh(self._report_ready)
 

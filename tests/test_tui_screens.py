@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,13 @@ async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: in
             assert keys[-1].region.right <= width, shown
             for left, right in zip(keys, keys[1:]):  # the palette key is docked right: nothing may run under it
                 assert left.region.right <= right.region.x, (str(left.description), str(right.description))
+
+
+async def test_import_app_loads_textual_image_first_and_leaves_the_collector_running() -> None:
+    """The CLI's import of the UI: textual-image loaded (it probes the terminal at import),
+    the imported objects frozen out of collection, and the collector running again after."""
+    code = ("import gc, sys; from medpix_tui.cli.tui import import_app; app = import_app(); "
+            "print(app.__name__, 'textual_image.renderable' in sys.modules, gc.isenabled(), gc.get_freeze_count() > 10000)")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    assert out.decode().split() == ["MedpixApp", "True", "True", "True"]

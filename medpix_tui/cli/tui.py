@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..tui.app import MedpixApp
 
 #: The UI is the group's default action, not a subcommand.
 COMMANDS: list[click.Command] = []
@@ -19,14 +24,29 @@ def history_path() -> Path:
 
 def run_tui(bundle_path: str | None) -> None:
     """Resolve (building on first use) the bundle with a progress bar, then run the app."""
+    app_class = import_app()
     from ..bundle import resolve_bundle
     from ..progress import rich_progress
 
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
-    # textual-image asks the terminal about graphics support at import; it must happen
-    # before Textual takes over the terminal (textual-image's README).
-    import textual_image.renderable  # noqa: F401
+    app_class(bundle, history_path=history_path()).run()
 
-    from ..tui.app import MedpixApp
 
-    MedpixApp(bundle, history_path=history_path()).run()
+def import_app() -> type[MedpixApp]:
+    """Import the app as it must start: textual-image first, the garbage collector paused.
+
+    textual-image asks the terminal about graphics support at import, which must happen
+    before Textual takes over the terminal (textual-image's README). The imports create
+    objects that live as long as the process; the collector would walk them again and again
+    while they load (about a tenth of the start), so it is paused for them and they are
+    frozen out of later collections.
+    """
+    gc.disable()
+    try:
+        import textual_image.renderable  # noqa: F401
+
+        from ..tui.app import MedpixApp
+    finally:
+        gc.freeze()
+        gc.enable()
+    return MedpixApp
