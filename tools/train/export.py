@@ -1,6 +1,6 @@
 """Export a run's best weights as the shipped checkpoint, then measure it once on test.
 
-    python -m tools.train.export --run runs/h100 --pack .pack/medpix-192 --out bundle/model
+    python -m tools.train.export --run runs/h100 --pack .pack/medpix-128 --out bundle/model
 
 The figures written into ``medpix_model.json`` come from loading the exported folder
 with the library (:func:`medpix_tui.model.encoder.load_image_encoder`), exactly as

@@ -1,6 +1,6 @@
 """Train the MedPix CLIP model on a pack: seeded, logged, resumable, exported at the end.
 
-    python -m tools.train.train --config tools/train/configs/h100.json --pack .pack/medpix-192 --out runs/h100
+    python -m tools.train.train --config tools/train/configs/h100.json --pack .pack/medpix-128 --out runs/h100
 
 The image tower (open_clip ModifiedResNet) is trained from scratch; the text tower is
 all-MiniLM-L6-v2, frozen, so its pooled features come precomputed in the pack and only
