@@ -1,7 +1,7 @@
 """Data-layer figures: build (with and without the model), verify and Parquet export times, and a fixed query list on the
 full data and on a x30 synthetic copy, each beside DuckDB over Parquet running the same query.
 
-    python bench/bench_data.py [--source ../shared/medpix-2.0] [--scale 30] [--repeat 5]
+    python bench/bench_data.py [--source ../shared/medpix-2.0] [--scale 30] [--repeat 5] [--model DIR]
 """
 
 from __future__ import annotations
@@ -98,11 +98,12 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=default_source_path())
     parser.add_argument("--scale", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--model", type=Path, help="build with this checkpoint folder instead of bundle/model")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="medpix-bench-"))
     try:
         t = time.perf_counter()
-        build_bundle(args.source, work / "bundle-with-model")  # what `bundle build` makes: embeddings included
+        build_bundle(args.source, work / "bundle-with-model", model_dir=args.model)  # what `bundle build` makes
         model_build_s = time.perf_counter() - t
         t = time.perf_counter()
         build_bundle(args.source, work / "bundle", with_model=False)

@@ -128,8 +128,12 @@ def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, An
 
 
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,
-                 with_model: bool = True) -> Path:
-    """Validate ``source_dir`` and build a bundle at ``out`` atomically; return ``out``."""
+                 with_model: bool = True, model_dir: Path | None = None) -> Path:
+    """Validate ``source_dir`` and build a bundle at ``out`` atomically; return ``out``.
+
+    The bundle gets the repository's checkpoint, or ``model_dir`` (a candidate checkpoint,
+    to time a build with it), or none without ``with_model``.
+    """
     from .export import write_parquet
 
     out = Path(out)
@@ -141,7 +145,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     check_replaceable(out, MANIFEST)
     from .model import shipped_checkpoint_dir
 
-    ckpt = shipped_checkpoint_dir() if with_model else None
+    ckpt = (model_dir or shipped_checkpoint_dir()) if with_model else None
     pictures, keep = _keep_pictures(ckpt)
     source = load_source(source_dir, progress=progress, keep=keep)
     parent = out.parent if str(out.parent) else Path(".")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medpix_tui.bundle import build_bundle, open_bundle
 from medpix_tui.model import input_size, write_embeddings
 from medpix_tui.model.checkpoint import (
     CONFIG_FILE,
@@ -252,3 +253,10 @@ def test_embeddings_from_the_pictures_validation_kept_match_the_files(work: dict
     # float16 on disk, and the forward pass may use another number of threads: equal to its precision
     np.testing.assert_allclose(load_index(work["root"] / "kept").vectors, load_index(work["root"] / "decoded").vectors,
                                atol=2e-3)
+
+
+def test_bundle_build_takes_a_candidate_checkpoint(work: dict[str, Path]) -> None:
+    """``build_bundle(model_dir=...)`` (``bench_data.py --model``) embeds with that checkpoint, not bundle/model."""
+    out = build_bundle(work["source"], work["root"] / "candidate-bundle", model_dir=work["model"])
+    bundle = open_bundle(out)
+    assert bundle.manifest["model"]["name"] == "tiny" and bundle.manifest["model"]["count"] == 20
