@@ -61,7 +61,11 @@ def median_ms(fn, repeat: int) -> float:
 
 
 def synthetic(source: SourceData, scale: int) -> SourceData:
-    """``scale`` copies of every case and image, with fresh ids (copy 0 keeps the real ids)."""
+    """``scale`` copies of every case and image, with fresh ids (copy 0 keeps the real ids).
+
+    Each copy's captions and case titles are made distinct, as a larger real dataset's would
+    be: plain copies would flatter the store, which matches each distinct value once.
+    """
     cases, images, splits = [], [], {}
     for k in range(scale):
         sfx = "" if k == 0 else f"x{k}"
@@ -70,12 +74,16 @@ def synthetic(source: SourceData, scale: int) -> SourceData:
             c2["U_id"] += sfx
             c2["TAC"] = [n + sfx for n in c["TAC"]]
             c2["MRI"] = [n + sfx for n in c["MRI"]]
+            if sfx and c2.get("Case", {}).get("Title"):
+                c2["Case"]["Title"] += f" ({sfx})"
             cases.append(c2)
             splits[c2["U_id"]] = source.splits.get(c["U_id"])
         for d in source.images:
             d2 = copy.deepcopy(d)
             d2["U_id"] += sfx
             d2["image"] += sfx
+            if sfx and d2["Description"].get("Caption"):
+                d2["Description"]["Caption"] += f" ({sfx})"
             images.append(d2)
     return SourceData(root=source.root, cases=cases, images=images, splits=splits, image_dir=source.image_dir)
 

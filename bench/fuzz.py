@@ -32,7 +32,7 @@ from medpix_tui.bundle import default_source_path  # noqa: E402
 from medpix_tui.errors import QueryError  # noqa: E402
 from medpix_tui.query import (REGEX_TIME_LIMIT, check_window, field_filter, parse_field_args, parse_filter,  # noqa: E402
                               parse_projection, parse_sort, validate_filter)
-from medpix_tui.scan import Snapshot, sort_indices  # noqa: E402
+from medpix_tui.scan import Snapshot  # noqa: E402
 from medpix_tui.store import CASES, ID_FIELD, IMAGES, REPORTS  # noqa: E402
 from tests.test_hardening_properties import (any_filters, check_loaded_source, draw_source, evaluable_filters,  # noqa: E402
                                              random_paths, reference_ids, regexes, release_docs, vocabulary)
@@ -114,7 +114,7 @@ def main() -> int:
         started = time.monotonic()
         idx = guarded(f, "select", snaps[collection].select, flt)
         if idx is not None and sort:
-            idx = guarded(f, "sort", sort_indices, snaps[collection].docs, idx, sort)
+            idx = guarded(f, "sort", snaps[collection].sort, idx, sort)
         if time.monotonic() - started > REGEX_TIME_LIMIT + SLACK:
             f.record("select: outlived the time limit", json.dumps(flt)[:600])
         return idx

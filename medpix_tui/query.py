@@ -229,21 +229,77 @@ def check_window(skip: int, limit: int) -> None:
         raise QueryError(f"limit too large ({limit}, at most {MAX_LIMIT}; use 0 for all)")
 
 
+_LINEAR_OPS = frozenset({"LITERAL", "NOT_LITERAL", "IN", "ANY", "AT", "SUBPATTERN", "BRANCH"})
+
+
+def _linear_nodes(items: Any) -> int | None:
+    """Branch nodes in an ``re`` parse tree, or None when some node can backtrack (a repeat, an assertion...)."""
+    branches = 0
+    for op, arg in items:
+        name = str(op)
+        if name not in _LINEAR_OPS:
+            return None
+        subtrees = (arg[-1],) if name == "SUBPATTERN" else arg[1] if name == "BRANCH" else ()
+        branches += name == "BRANCH"
+        for sub in subtrees:
+            inner = _linear_nodes(sub)
+            if inner is None:
+                return None
+            branches += inner
+    return branches
+
+
+def is_linear(pattern: str) -> bool:
+    """True when matching ``pattern`` cannot backtrack beyond its own length at each position.
+
+    Such patterns (words, classes, anchors, one alternation: what people type) need no
+    per-call time limit, and ``regex``'s ``timeout`` costs about 6 µs a call, five times a
+    typical caption search. The test is conservative: a repeat, an assertion, a group
+    reference or more than one alternation, anywhere, sends the pattern to the timed path.
+    ``re`` folds ``(?:a|b)`` into a class that ``regex`` may run as a branch, and reads
+    ``{e<=2}`` (fuzzy matching to ``regex``) as text, so an alternation inside a group and
+    any brace count as unsafe too.
+    """
+    import re._parser as sre_parse
+
+    if "{" in pattern or ("(" in pattern and "|" in pattern):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            branches = _linear_nodes(sre_parse.parse(pattern))
+    except (re.error, RecursionError):
+        return False
+    return branches is not None and branches <= 1
+
+
 @dataclass
 class RegexMatcher:
     """Matches one regex against field values under a shared deadline."""
 
     pattern: regex.Pattern
     deadline: float
+    linear: bool = False
+
+    @classmethod
+    def compile(cls, pattern: object, options: object, deadline: float) -> RegexMatcher:
+        """A validated matcher; linear patterns skip the per-value time limit (see :func:`is_linear`)."""
+        compiled = compile_regex(pattern, options)
+        return cls(compiled, deadline, is_linear(compiled.pattern) and "x" not in str(options))
+
+    def _too_slow(self) -> QueryError:
+        return QueryError(f"regex {self.pattern.pattern[:60]!r} took longer than {REGEX_TIME_LIMIT:g} s; simplify it")
 
     def search(self, value: str) -> bool:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise QueryError(f"regex {self.pattern.pattern[:60]!r} took longer than {REGEX_TIME_LIMIT:g} s; simplify it")
+            raise self._too_slow()
+        if self.linear:
+            return self.pattern.search(value) is not None
         try:
             return self.pattern.search(value, timeout=remaining) is not None
         except TimeoutError:
-            raise QueryError(f"regex {self.pattern.pattern[:60]!r} took longer than {REGEX_TIME_LIMIT:g} s; simplify it") from None
+            raise self._too_slow() from None
 
 
 def project(doc: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:

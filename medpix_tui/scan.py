@@ -4,17 +4,21 @@ mongita 1.2 answers ``$or``/``$and`` and falsy nested values wrongly and raises 
 other operators, so it only stores documents and serves lookups by indexed id. Filters run
 here instead, in three steps:
 
-1. top-level string equalities narrow the candidates through a column index;
+1. top-level string equalities (and ``$or``s of them) narrow the candidates through a
+   column index;
 2. every ``$regex`` leaf is matched with the ``regex`` module under a deadline (a
-   catastrophic pattern becomes a :class:`~medpix_tui.errors.QueryError`, not a hang) and
-   replaced by a boolean flag;
+   catastrophic pattern becomes a :class:`~medpix_tui.errors.QueryError`, not a hang): a
+   top-level leaf on a string column once per distinct value, a nested one through a
+   boolean flag; null conditions become flags too (:func:`null_or_missing`);
 3. whatever remains goes to mongomock's implementation of MongoDB query semantics.
+
+Sorting ranks each sort path's values once, in BSON order, and then sorts integers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import count
 from typing import Any
 
@@ -22,9 +26,9 @@ from mongomock import filtering
 from sentinels import NOTHING
 
 from .errors import QueryError
-from .query import REGEX_TIME_LIMIT, RegexMatcher, compile_regex
+from .query import REGEX_TIME_LIMIT, RegexMatcher
 
-_FLAG = "__medpix_regex_"
+_FLAG = "__medpix_flag_"
 
 
 class _Matcher(filtering._Filterer):
@@ -48,31 +52,74 @@ def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
         yield value
 
 
+class Column:
+    """A path whose value is, in every document, one string or nothing: per document and per value."""
+
+    def __init__(self, values: list[str | None]) -> None:
+        self.values = values
+        self.rows: dict[str, list[int]] = {}
+        for i, value in enumerate(values):
+            if value is not None:
+                self.rows.setdefault(value, []).append(i)
+
+    def matching(self, matcher: RegexMatcher, negate: bool, idx: Iterable[int]) -> list[int]:
+        """The rows of ``idx`` whose value matches (or, negated, does not match) ``matcher``.
+
+        Few candidates are matched one by one; otherwise each distinct value is matched once.
+        """
+        idx = list(idx)
+        if len(idx) <= len(self.rows):
+            values = self.values
+            return [i for i in idx if negate != (values[i] is not None and matcher.search(values[i]))]
+        hits = {i for value, rows in self.rows.items() if matcher.search(value) for i in rows}
+        return [i for i in idx if (i in hits) != negate]
+
+
 class Snapshot:
-    """The documents of one collection, with lazily built column indexes."""
+    """The documents of one collection, with lazily built column indexes and sort ranks."""
 
     def __init__(self, docs: list[dict[str, Any]]) -> None:
         self.docs = docs
-        self._columns: dict[str, dict[Any, list[int]] | None] = {}
+        self._columns: dict[str, Column | None] = {}
+        self._ranks: dict[str, list[int]] = {}
 
-    def column(self, path: str) -> dict[Any, list[int]] | None:
-        """value -> document indices for a path whose values are all scalar strings; else None."""
+    def column(self, path: str) -> Column | None:
+        """The path's :class:`Column` when its values are all scalar strings (or missing); else None."""
         if path not in self._columns:
-            index: dict[Any, list[int]] | None = {}
-            for i, doc in enumerate(self.docs):
+            values: list[str | None] | None = []
+            for doc in self.docs:
                 found = list(filtering.iter_key_candidates(path, doc))
-                if len(found) != 1 or isinstance(found[0], (list, dict)):
-                    index = None
+                value = found[0] if len(found) == 1 else None
+                if value is NOTHING or (value is None and len(found) == 1):
+                    values.append(None)
+                elif isinstance(value, str):
+                    values.append(value)
+                else:
+                    values = None
                     break
-                value = found[0]
-                if value is NOTHING or value is None:
-                    continue
-                if not isinstance(value, str):
-                    index = None
-                    break
-                index.setdefault(value, []).append(i)
-            self._columns[path] = index
+            self._columns[path] = None if values is None else Column(values)
         return self._columns[path]
+
+    def sort(self, indices: list[int], keys: list[tuple[str, int]]) -> list[int]:
+        """Sort like MongoDB (mongomock's BSON ordering), stable, last key first."""
+        out = list(indices)
+        for path, direction in reversed(keys):
+            out.sort(key=self._rank(path).__getitem__, reverse=direction < 0)
+        return out
+
+    def _rank(self, path: str) -> list[int]:
+        """Per document, the rank of its sort key at ``path`` among all documents (ties share a rank)."""
+        if path not in self._ranks:
+            keys = [filtering.resolve_sort_key(path, doc) for doc in self.docs]
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            ranks = [0] * len(keys)
+            rank = 0
+            for n, i in enumerate(order):
+                if n and keys[order[n - 1]] < keys[i]:
+                    rank += 1
+                ranks[i] = rank
+            self._ranks[path] = ranks
+        return self._ranks[path]
 
     def select(self, flt: dict[str, Any]) -> list[int]:
         """Indices of the documents matching a validated filter, in snapshot order."""
@@ -93,12 +140,17 @@ class Snapshot:
                     residual.append(leaf[3])
                 continue
             residual.append(clause)
-        idx = range(len(self.docs)) if candidates is None else candidates
+        idx: Iterable[int] = range(len(self.docs)) if candidates is None else candidates
         for path, matcher, negate in regex_leaves:
-            idx = [i for i in idx if negate != any(isinstance(v, str) and matcher.search(v) for v in values_at(self.docs[i], path))]
+            column = self.column(path)
+            if column is not None:
+                idx = column.matching(matcher, negate, idx)
+            else:
+                test = _regex_test(path, matcher)
+                idx = [i for i in idx if negate != test(self.docs[i])]
         if not residual:
             return list(idx)
-        flags: list[tuple[str, str, RegexMatcher]] = []
+        flags: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
         rewritten = _rewrite({"$and": residual} if len(residual) > 1 else residual[0], flags, deadline, count())
         if _untimed_regex(rewritten):
             raise QueryError("$regex inside $elemMatch, or inside $not beside other operators, is not supported here: "
@@ -108,17 +160,20 @@ class Snapshot:
             doc = self.docs[i]
             if flags:
                 doc = dict(doc)
-                for key, path, matcher in flags:
-                    doc[key] = any(isinstance(v, str) and matcher.search(v) for v in values_at(doc, path))
+                for key, test in flags:
+                    doc[key] = test(doc)
             if _MATCHER.apply(rewritten, doc):
                 out.append(i)
         return out
 
     def _equality(self, clause: dict[str, Any]) -> list[int] | None:
-        """Candidates for ``{path: "text"}``, ``{path: {"$eq": "text"}}`` or ``{path: {"$in": [...]}}``."""
+        """Candidates for ``{path: "text"}``, ``{path: {"$eq": "text"}}``, ``{path: {"$in": [...]}}``, or an ``$or`` of them."""
         if len(clause) != 1:
             return None
         (path, cond), = clause.items()
+        if path == "$or":
+            parts = [self._equality(sub) for sub in cond]
+            return None if any(p is None for p in parts) else sorted({i for p in parts for i in p})
         if path.startswith("$"):
             return None
         if isinstance(cond, dict) and len(cond) == 1 and "$eq" in cond:
@@ -132,7 +187,7 @@ class Snapshot:
         column = self.column(path)
         if column is None:
             return None
-        return sorted({i for v in values for i in column.get(v, ())})
+        return sorted({i for v in values for i in column.rows.get(v, ())})
 
 
 def _conjuncts(flt: dict[str, Any]) -> list[dict[str, Any]]:
@@ -157,10 +212,10 @@ def _regex_leaf(clause: dict[str, Any], deadline: float) -> tuple[str, RegexMatc
         return None
     inner = cond.get("$not")
     if len(cond) == 1 and isinstance(inner, dict) and "$regex" in inner and set(inner) <= {"$regex", "$options"}:
-        return path, RegexMatcher(compile_regex(inner["$regex"], inner.get("$options", "")), deadline), True, None
+        return path, RegexMatcher.compile(inner["$regex"], inner.get("$options", ""), deadline), True, None
     if "$regex" not in cond:
         return None
-    matcher = RegexMatcher(compile_regex(cond["$regex"], cond.get("$options", "")), deadline)
+    matcher = RegexMatcher.compile(cond["$regex"], cond.get("$options", ""), deadline)
     rest = {k: v for k, v in cond.items() if k not in ("$regex", "$options")}
     return path, matcher, False, ({path: rest} if rest else None)
 
@@ -174,43 +229,92 @@ def _untimed_regex(flt: Any) -> bool:
     return False
 
 
+def _regex_test(path: str, matcher: RegexMatcher) -> Callable[[dict[str, Any]], bool]:
+    return lambda doc: any(isinstance(v, str) and matcher.search(v) for v in values_at(doc, path))
+
+
+def _null_test(path: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda doc: null_or_missing(doc, path)
+
+
+def null_or_missing(doc: dict[str, Any], path: str) -> bool:
+    """MongoDB's ``{path: null}``: the path leads to no value, or to a null (or an array holding one).
+
+    mongomock finds no candidate at all, rather than a missing one, where a path runs through
+    a string or past the end of an array (``Type.x``, ``TAC.0`` of an empty list), so
+    ``{"TAC.0": null}`` would match nothing; this walk follows MongoDB instead.
+    """
+    values: list[Any] = [doc]
+    for part in path.split("."):
+        found: list[Any] = []
+        for value in values:
+            if isinstance(value, dict):
+                if part in value:
+                    found.append(value[part])
+            elif isinstance(value, list):
+                if part.isdigit() and int(part) < len(value):
+                    found.append(value[int(part)])
+                else:
+                    found += [e[part] for e in value if isinstance(e, dict) and part in e]
+        values = found
+    return not values or any(v is None or (isinstance(v, list) and None in v) for v in values)
+
+
 def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
-    """Replace nested regex conditions by flag fields evaluated with a time limit."""
+    """Replace nested regex and null conditions by flag fields that :meth:`Snapshot.select` computes."""
     if not isinstance(flt, dict):
         return flt
     out: dict[str, Any] = {}
     extra: list[dict[str, Any]] = []
+
+    def flag(test: Callable[[dict[str, Any]], bool]) -> str:
+        name = f"{_FLAG}{next(ids)}"
+        flags.append((name, test))
+        return name
+
     for key, value in flt.items():
         if key in ("$and", "$or", "$nor"):
             out[key] = [_rewrite(sub, flags, deadline, ids) for sub in value]
             continue
-        if not isinstance(value, dict) or key.startswith("$"):
+        if key.startswith("$"):
+            out[key] = value
+            continue
+        if value is None:
+            extra.append({flag(_null_test(key)): True})
+            continue
+        if not isinstance(value, dict):
             out[key] = value
             continue
         cond = dict(value)
         rewritten = False
         if "$regex" in cond:
             rewritten = True
-            flag = f"{_FLAG}{next(ids)}"
-            flags.append((flag, key, RegexMatcher(compile_regex(cond.pop("$regex"), cond.pop("$options", "")), deadline)))
-            extra.append({flag: True})
+            matcher = RegexMatcher.compile(cond.pop("$regex"), cond.pop("$options", ""), deadline)
+            extra.append({flag(_regex_test(key, matcher)): True})
         inner = cond.get("$not")
         if isinstance(inner, dict) and set(inner) <= {"$regex", "$options"} and "$regex" in inner:
-            flag = f"{_FLAG}{next(ids)}"
-            flags.append((flag, key, RegexMatcher(compile_regex(inner["$regex"], inner.get("$options", "")), deadline)))
-            extra.append({flag: {"$ne": True}})
+            matcher = RegexMatcher.compile(inner["$regex"], inner.get("$options", ""), deadline)
+            extra.append({flag(_regex_test(key, matcher)): {"$ne": True}})
             del cond["$not"]
             rewritten = True
+        for op in ("$eq", "$ne"):
+            if op in cond and cond[op] is None:
+                del cond[op]
+                extra.append({flag(_null_test(key)): True if op == "$eq" else {"$ne": True}})
+                rewritten = True
+        for op in ("$in", "$nin"):
+            if op in cond and None in cond[op]:
+                rest = [v for v in cond.pop(op) if v is not None]
+                null = flag(_null_test(key))
+                if op == "$in":
+                    extra.append({"$or": [{null: True}, {key: {"$in": rest}}]} if rest else {null: True})
+                else:
+                    extra.append({null: {"$ne": True}})
+                    if rest:
+                        cond["$nin"] = rest
+                rewritten = True
         if cond or not rewritten:
             out[key] = cond
     if extra:
         return {"$and": [out, *extra]} if out else (extra[0] if len(extra) == 1 else {"$and": extra})
-    return out
-
-
-def sort_indices(docs: list[dict[str, Any]], indices: list[int], keys: list[tuple[str, int]]) -> list[int]:
-    """Sort like MongoDB (mongomock's BSON ordering), stable, last key first."""
-    out = list(indices)
-    for path, direction in reversed(keys):
-        out.sort(key=lambda i: filtering.resolve_sort_key(path, docs[i]), reverse=direction < 0)
     return out

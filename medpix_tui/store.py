@@ -20,7 +20,7 @@ from mongita.mongita_client import MongitaClient, MongitaClientDisk
 
 from .errors import BundleError, QueryError
 from .query import check_window, project, validate_filter, value_at
-from .scan import Snapshot, sort_indices
+from .scan import Snapshot
 from .search import SearchIndex
 from .source import SourceData
 
@@ -211,7 +211,7 @@ class Store:
         check_window(skip, limit)
         if self.engine == "mongita":
             snap = self.snapshot(collection)  # already in id order
-            idx = sort_indices(snap.docs, snap.select(flt), sort) if sort else snap.select(flt)
+            idx = snap.sort(snap.select(flt), sort) if sort else snap.select(flt)
             idx = idx[skip: skip + limit] if limit else idx[skip:]
             docs = [snap.docs[i] for i in idx]
         else:
@@ -296,7 +296,8 @@ class Store:
         allowed = {d["image"] for d in self.find(IMAGES, flt, projection=["image"])} if flt else None
         hits = self.search_index().search(text, limit=limit, allowed=allowed)
         if self.engine == "mongita":
-            by_name = self.snapshot(IMAGES).column("image") or {}
+            column = self.snapshot(IMAGES).column("image")
+            by_name = column.rows if column else {}
             docs = self.snapshot(IMAGES).docs
             return [(score, docs[by_name[name][0]]) for score, name in hits if name in by_name]
         found = {d["image"]: d for d in self.find(IMAGES, {"image": {"$in": [n for _, n in hits]}})}
@@ -304,13 +305,18 @@ class Store:
 
     def facet_counts(self, collection: str, flt: dict[str, Any] | None, paths: Iterable[str]) -> dict[str, collections.Counter]:
         """Value counts of each path over the documents matching ``flt``."""
-        docs = self.find(collection, flt)
+        if self.engine != "mongita":
+            docs = self.find(collection, flt)
+            return {path: collections.Counter(value_at(doc, path) for doc in docs) for path in paths}
+        self._check_collection(collection)
+        snap = self.snapshot(collection)
+        idx = snap.select(validate_filter(flt or {}))
         out: dict[str, collections.Counter] = {}
         for path in paths:
-            counter: collections.Counter = collections.Counter()
-            for doc in docs:
-                counter[value_at(doc, path)] += 1
-            out[path] = counter
+            column = snap.column(path)  # a string column's values are what value_at returns
+            values = column.values if column is not None else None
+            out[path] = collections.Counter(values[i] for i in idx) if values is not None else \
+                collections.Counter(value_at(snap.docs[i], path) for i in idx)
         return out
 
     def counts(self) -> dict[str, int]:

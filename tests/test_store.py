@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import mongomock
 import pytest
 
 from medpix_tui.errors import QueryError
-from medpix_tui.query import field_filter
+from medpix_tui.query import field_filter, value_at
 from medpix_tui.source import load_source
 from medpix_tui.store import CASES, IMAGES, REPORTS, Store
 
@@ -157,3 +158,13 @@ def test_filter_json_documents_are_not_mutated(store):
     before = json.dumps(flt)
     store.find(IMAGES, flt)
     assert json.dumps(flt) == before
+
+
+def test_facet_counts_match_python(store, release):
+    paths = ["Type", "Location Category", "Description.Plane", "Description.Sex", "Description.Age", "nope"]
+    got = store.facet_counts(IMAGES, {"Description.Caption": {"$regex": "axial", "$options": "i"}}, paths)
+    chosen = [d for d in release.images if re.search("axial", d["Description"]["Caption"] or "", re.I)]
+    for path in paths:
+        expected = Counter(value_at(d, path) for d in chosen)
+        assert got[path] == expected, path
+    assert got["nope"] == {None: len(chosen)} and len(got["Type"]) == 2

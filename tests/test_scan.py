@@ -1,0 +1,102 @@
+"""The snapshot engine's shortcuts (columns, distinct-value regex matching, sort ranks, linear
+regexes) answer exactly what the plain per-document evaluation answers, on the real data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from mongomock import filtering
+
+from medpix_tui.errors import QueryError
+from medpix_tui.query import RegexMatcher, is_linear
+from medpix_tui.scan import Snapshot, values_at
+from medpix_tui.source import load_source
+
+
+@pytest.fixture(scope="module")
+def snaps(source_dir: Path) -> dict[str, Snapshot]:
+    release = load_source(source_dir, check_images=False)
+    return {"images": Snapshot(release.images), "cases": Snapshot(release.cases)}
+
+
+def per_document(snap: Snapshot, path: str, matcher: RegexMatcher, negate: bool, idx: list[int]) -> list[int]:
+    return [i for i in idx if negate != any(isinstance(v, str) and matcher.search(v) for v in values_at(snap.docs[i], path))]
+
+
+@pytest.mark.parametrize("path", ["Description.Plane", "Description.Caption", "Location Category", "Description.Sex"])
+@pytest.mark.parametrize("pattern", ["axial", "^male", "t1|t2", "(?:ct|mr)\\b", "a+x"])
+@pytest.mark.parametrize("negate", [False, True])
+def test_column_matching_agrees_with_per_document_matching(snaps, path, pattern, negate) -> None:
+    snap = snaps["images"]
+    column = snap.column(path)
+    assert column is not None
+    matcher = RegexMatcher.compile(pattern, "i", time.monotonic() + 10)
+    everything = list(range(len(snap.docs)))
+    few = everything[::97]
+    for idx in (everything, few):  # distinct values once, then document by document
+        expected = per_document(snap, path, matcher, negate, idx)
+        assert column.matching(matcher, negate, idx) == expected
+
+
+def test_missing_values_count_as_not_matching(snaps) -> None:
+    snap = snaps["images"]
+    plane = snap.column("Description.Plane")
+    missing = [i for i, v in enumerate(plane.values) if v is None]
+    assert missing, "the release has images without a plane"
+    matcher = RegexMatcher.compile(".", "", time.monotonic() + 10)
+    assert set(missing) <= set(plane.matching(matcher, True, range(len(snap.docs))))
+    axial = plane.matching(RegexMatcher.compile("axial", "i", time.monotonic() + 10), False, range(len(snap.docs)))
+    assert 0 < len(axial) < len(snap.docs) - len(missing)
+    assert not set(missing) & set(plane.matching(matcher, False, range(len(snap.docs))))
+
+
+def test_paths_with_arrays_or_objects_have_no_column(snaps) -> None:
+    assert snaps["cases"].column("TAC") is None
+    assert snaps["images"].column("Description") is None
+    assert snaps["images"].column("image").rows["MPX1009_synpic46283"] == [
+        i for i, d in enumerate(snaps["images"].docs) if d["image"] == "MPX1009_synpic46283"]
+
+
+@pytest.mark.parametrize("collection,keys", [
+    ("images", [("Description.Age", -1)]),
+    ("images", [("Description.Age", 1), ("image", -1)]),
+    ("images", [("Description.Plane", 1), ("Description.Sex", -1)]),
+    ("images", [("no.such.path", 1)]),
+    ("cases", [("TAC", 1)]),
+    ("cases", [("MRI", -1), ("Case.Title", 1)]),
+])
+def test_sort_ranks_order_like_mongomock(snaps, collection, keys) -> None:
+    snap = snaps[collection]
+    idx = list(range(0, len(snap.docs), 3))
+    expected = list(idx)
+    for path, direction in reversed(keys):
+        expected.sort(key=lambda i: filtering.resolve_sort_key(path, snap.docs[i]), reverse=direction < 0)
+    assert snap.sort(idx, keys) == expected
+
+
+def test_or_of_equalities_narrows_like_a_scan(snaps) -> None:
+    snap = snaps["images"]
+    flt = {"$or": [{"Type": "MR"}, {"Location Category": {"$in": ["Thorax", "Abdomen"]}}]}
+    expected = [i for i, d in enumerate(snap.docs) if d["Type"] == "MR" or d["Location Category"] in ("Thorax", "Abdomen")]
+    assert snap._equality(flt) == expected
+    assert snap.select(flt) == expected
+    assert snap._equality({"$or": [{"Type": "MR"}, {"Description.Age": {"$gt": "40"}}]}) is None
+
+
+@pytest.mark.parametrize("pattern,linear", [
+    ("glioma", True), ("^male", True), ("ring|enhanc|lesion", True), ("[a-z]\\b\\d", True), ("(?i)ct$", True),
+    ("a+", False), ("x?", False), ("a{2}", False), ("(a|a)(b|b)", False), ("(?:a|e)x", False), ("^(a|a)+$", False),
+    ("(?<=a)b", False), ("(a)\\1", False), ("(?:glioma){e<=2}", False), ("a|b(c|d)", False),
+])
+def test_linear_patterns_are_told_apart_conservatively(pattern, linear) -> None:
+    assert is_linear(pattern) is linear
+
+
+def test_a_linear_matcher_still_honours_the_deadline() -> None:
+    matcher = RegexMatcher.compile("glioma", "i", time.monotonic() - 1)
+    assert matcher.linear
+    with pytest.raises(QueryError, match="took longer than"):
+        matcher.search("glioma")
+    assert not RegexMatcher.compile("glio ma", "x", time.monotonic() + 1).linear  # verbose: the parse would differ
