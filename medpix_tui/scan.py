@@ -52,6 +52,26 @@ def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
         yield value
 
 
+_NOT_A_COLUMN = object()
+
+
+def _column_value(doc: dict[str, Any], parts: list[str]) -> Any:
+    """The string (or None: missing or null) at a path through plain objects, else ``_NOT_A_COLUMN``.
+
+    An array or scalar on the way, or an array or non-string at the end, makes the path
+    no column, so it keeps the general evaluation (a missing object on the way reads as a
+    missing value, as mongomock reads it).
+    """
+    value: Any = doc
+    for part in parts:
+        if not isinstance(value, dict):
+            return _NOT_A_COLUMN
+        value = value.get(part, NOTHING)
+        if value is NOTHING:
+            return None
+    return value if value is None or isinstance(value, str) else _NOT_A_COLUMN
+
+
 class Column:
     """A path whose value is, in every document, one string or nothing: per document and per value."""
 
@@ -86,17 +106,14 @@ class Snapshot:
     def column(self, path: str) -> Column | None:
         """The path's :class:`Column` when its values are all scalar strings (or missing); else None."""
         if path not in self._columns:
+            parts = path.split(".")
             values: list[str | None] | None = []
             for doc in self.docs:
-                found = list(filtering.iter_key_candidates(path, doc))
-                value = found[0] if len(found) == 1 else None
-                if value is NOTHING or (value is None and len(found) == 1):
-                    values.append(None)
-                elif isinstance(value, str):
-                    values.append(value)
-                else:
+                value = _column_value(doc, parts)
+                if value is _NOT_A_COLUMN:
                     values = None
                     break
+                values.append(value)
             self._columns[path] = None if values is None else Column(values)
         return self._columns[path]
 

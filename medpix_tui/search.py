@@ -85,23 +85,21 @@ class SearchIndex:
         """Close the database."""
         self.conn.close()
 
-    def _scores(self, table: str, key: str, columns: dict[str, tuple[str, float]], match: str) -> dict[str, float]:
-        weights = ", ".join(str(w) for _, w in columns.values())
-        rows = self.conn.execute(f"SELECT {key}, -bm25({table}, 0, {weights}) FROM {table} WHERE {table} MATCH ?", (match,))
-        return dict(rows)
-
     def search(self, text: str, *, limit: int = 50, allowed: set[str] | None = None) -> list[tuple[float, str]]:
         """``(score, image)`` pairs, best first; ``allowed`` restricts to those images."""
         match = " OR ".join(f'"{t}"*' for t in terms_of(text))
+        image_weights = ", ".join(str(w) for _, w in IMAGE_COLUMNS.values())
+        case_weights = ", ".join(str(w) for _, w in CASE_COLUMNS.values())
         try:
-            image_scores = self._scores("images", "image", IMAGE_COLUMNS, match)
-            case_scores = self._scores("cases", "u_id", CASE_COLUMNS, match)
+            scores = dict(self.conn.execute(
+                f"SELECT image, -bm25(images, 0, {image_weights}) FROM images WHERE images MATCH ?", (match,)))
+            # each matching case lends its score to its images, joined in SQL (no parameter limit)
+            case_rows = self.conn.execute(
+                f"SELECT ic.image, m.score FROM (SELECT u_id, -bm25(cases, 0, {case_weights}) AS score FROM cases "
+                "WHERE cases MATCH ?) AS m JOIN image_case AS ic ON ic.u_id = m.u_id", (match,)).fetchall()
         except sqlite3.Error as exc:
             raise QueryError(f"keyword search failed: {exc}") from None
-        scores = dict(image_scores)
-        if case_scores:
-            marks = ", ".join("?" * len(case_scores))
-            for image, uid in self.conn.execute(f"SELECT image, u_id FROM image_case WHERE u_id IN ({marks})", list(case_scores)):
-                scores[image] = scores.get(image, 0.0) + CASE_SHARE * case_scores[uid]
+        for image, score in case_rows:
+            scores[image] = scores.get(image, 0.0) + CASE_SHARE * score
         ranked = sorted(((s, i) for i, s in scores.items() if allowed is None or i in allowed), key=lambda p: (-p[0], p[1]))
         return ranked[:limit] if limit else ranked

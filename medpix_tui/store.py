@@ -270,7 +270,8 @@ class Store:
     def splits(self) -> dict[str, str | None]:
         """U_id -> the authors' split (train, dev, test) or None."""
         if self._splits is None:
-            self._splits = {d["U_id"]: d.get("split") for d in self.db[SPLITS].find({})}
+            docs = self._all_documents(SPLITS) if self.engine == "mongita" else self.db[SPLITS].find({})
+            self._splits = {d["U_id"]: d.get("split") for d in docs}
         return self._splits
 
     def split_of(self, uid: str) -> str | None:

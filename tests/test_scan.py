@@ -100,3 +100,21 @@ def test_a_linear_matcher_still_honours_the_deadline() -> None:
     with pytest.raises(QueryError, match="took longer than"):
         matcher.search("glioma")
     assert not RegexMatcher.compile("glio ma", "x", time.monotonic() + 1).linear  # verbose: the parse would differ
+
+
+@pytest.mark.parametrize("docs,column", [
+    ([{"a": {"b": "x"}}, {"a": {"b": None}}, {"a": {}}, {}], ["x", None, None, None]),  # missing reads as None
+    ([{"a": {"b": "x"}}, {"a": None}], None),  # null on the way: mongomock finds no candidate
+    ([{"a": {"b": "x"}}, {"a": "text"}], None),  # a string on the way
+    ([{"a": {"b": "x"}}, {"a": [{"b": "y"}]}], None),  # an array on the way
+    ([{"a": {"b": "x"}}, {"a": {"b": 3}}], None),  # not a string
+    ([{"a": {"b": "x"}}, {"a": {"b": ["x"]}}], None),  # an array at the end
+])
+def test_columns_are_only_paths_of_plain_strings(docs, column) -> None:
+    got = Snapshot(docs).column("a.b")
+    assert (got.values if got else None) == column
+    snap = Snapshot(docs)  # column or not, filters answer the same
+    has_x = [i for i, d in enumerate(docs) if isinstance(d.get("a"), dict) and d["a"].get("b") in ("x", ["x"])]
+    for flt in ({"a.b": "x"}, {"a.b": {"$in": ["x", "z"]}}, {"a.b": {"$regex": "x"}}):
+        assert snap.select(flt) == has_x, flt
+    assert snap.select({"a.b": {"$not": {"$regex": "x"}}}) == [i for i in range(len(docs)) if i not in has_x]
