@@ -267,3 +267,28 @@ async def test_search_by_meaning_ranks_by_the_text_tower(real_bundle: Bundle) ->
         assert app.result.names == expected and len(expected) == 50
         assert app.screen.query_one("#keywords", Input).value == "", "the words became the ranking, not a filter"
         assert 'meaning of "ring enhancing lesion"' in status_text(app)
+
+
+@pytest.mark.parametrize("text,width,shown", [
+    ("MPX1009_synpic46283", 30, "MPX1009_synpic46283"),
+    ("Glioblastoma multiforme", 10, "Glioblast…"),
+    ("日本語のテキスト", 7, "日本語…"),
+    ("abc", 1, "a"),
+])
+async def test_result_cells_are_one_line_cut_with_an_ellipsis(text, width, shown) -> None:
+    from rich.console import Console
+
+    from medpix_tui.tui.widgets.results import Cell
+
+    console = Console(width=80)
+    lines = console.render_lines(Cell(text), console.options.update_width(width))
+    assert len(lines) == 1 and "".join(s.text for s in lines[0]).rstrip() == shown
+    assert Console().measure(Cell(text)).maximum == len(text) + sum(ord(c) > 0x3000 for c in text)
+
+
+async def test_a_result_describes_itself_briefly(real_bundle: Bundle) -> None:
+    """Textual's @work reprs a worker's arguments on the event loop: 2050 documents took milliseconds."""
+    from medpix_tui.tui.searching import SearchRequest, run_search
+
+    text = repr(run_search(real_bundle.store, SearchRequest()))
+    assert len(text) < 300 and "2050 images" in text

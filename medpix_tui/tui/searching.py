@@ -95,7 +95,7 @@ class SearchRequest:
         return "; ".join(parts) or "all images"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SearchResult:
     """The images a request selects, in display order (ranked when keywords were given)."""
 
@@ -104,6 +104,10 @@ class SearchResult:
     #: The image filters before facets (field query, keywords, model answer): facets count within them.
     base: tuple[dict[str, Any], ...]
     ranked: bool
+
+    def __repr__(self) -> str:
+        # short: Textual's @work describes each worker by the repr of its arguments, on the event loop
+        return f"SearchResult({self.request!r}, {len(self.images)} images, ranked={self.ranked})"
 
     @property
     def names(self) -> list[str]:
