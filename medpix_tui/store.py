@@ -314,10 +314,9 @@ class Store:
         idx = snap.select(validate_filter(flt or {}))
         out: dict[str, collections.Counter] = {}
         for path in paths:
-            column = snap.column(path)  # a string column's values are what value_at returns
-            values = column.values if column is not None else None
-            out[path] = collections.Counter(values[i] for i in idx) if values is not None else \
-                collections.Counter(value_at(snap.docs[i], path) for i in idx)
+            column = snap.column(path)  # a string column holds what value_at returns
+            values = (column.values[i] for i in idx) if column else (value_at(snap.docs[i], path) for i in idx)
+            out[path] = collections.Counter(values)
         return out
 
     def counts(self) -> dict[str, int]:
