@@ -260,15 +260,15 @@ def is_linear(pattern: str) -> bool:
     ``{e<=2}`` (fuzzy matching to ``regex``) as text, so an alternation inside a group and
     any brace count as unsafe too.
     """
-    import re._parser as sre_parse
-
     if "{" in pattern or ("(" in pattern and "|" in pattern):
         return False
     try:
+        import re._parser as sre_parse  # private, so a Python without it just takes the timed path
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             branches = _linear_nodes(sre_parse.parse(pattern))
-    except (re.error, RecursionError):
+    except (ImportError, re.error, RecursionError):
         return False
     return branches is not None and branches <= 1
 
