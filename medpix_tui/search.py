@@ -32,6 +32,12 @@ CASE_COLUMNS: dict[str, tuple[str, float]] = {
     "acr_category": ("Topic.Category", 1.0), "acr_code": ("Topic.ACR Code", 1.0),
 }
 CASE_SHARE = 0.5
+_IMAGE_SCORES = (f"SELECT image, -bm25(images, 0, {', '.join(str(w) for _, w in IMAGE_COLUMNS.values())}) "
+                 "FROM images WHERE images MATCH ?")
+#: Each matching case lends its score to its images, joined in SQL (no parameter per case).
+_CASE_SCORES_BY_IMAGE = (f"SELECT ic.image, m.score FROM (SELECT u_id, "
+                         f"-bm25(cases, 0, {', '.join(str(w) for _, w in CASE_COLUMNS.values())}) AS score "
+                         "FROM cases WHERE cases MATCH ?) AS m JOIN image_case AS ic ON ic.u_id = m.u_id")
 MAX_TERMS = 12
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TOKENIZER = "unicode61 remove_diacritics 2"
@@ -88,15 +94,9 @@ class SearchIndex:
     def search(self, text: str, *, limit: int = 50, allowed: set[str] | None = None) -> list[tuple[float, str]]:
         """``(score, image)`` pairs, best first; ``allowed`` restricts to those images."""
         match = " OR ".join(f'"{t}"*' for t in terms_of(text))
-        image_weights = ", ".join(str(w) for _, w in IMAGE_COLUMNS.values())
-        case_weights = ", ".join(str(w) for _, w in CASE_COLUMNS.values())
         try:
-            scores = dict(self.conn.execute(
-                f"SELECT image, -bm25(images, 0, {image_weights}) FROM images WHERE images MATCH ?", (match,)))
-            # each matching case lends its score to its images, joined in SQL (no parameter limit)
-            case_rows = self.conn.execute(
-                f"SELECT ic.image, m.score FROM (SELECT u_id, -bm25(cases, 0, {case_weights}) AS score FROM cases "
-                "WHERE cases MATCH ?) AS m JOIN image_case AS ic ON ic.u_id = m.u_id", (match,)).fetchall()
+            scores = dict(self.conn.execute(_IMAGE_SCORES, (match,)))
+            case_rows = self.conn.execute(_CASE_SCORES_BY_IMAGE, (match,)).fetchall()
         except sqlite3.Error as exc:
             raise QueryError(f"keyword search failed: {exc}") from None
         for image, score in case_rows:

@@ -297,10 +297,10 @@ class Store:
         allowed = {d["image"] for d in self.find(IMAGES, flt, projection=["image"])} if flt else None
         hits = self.search_index().search(text, limit=limit, allowed=allowed)
         if self.engine == "mongita":
-            column = self.snapshot(IMAGES).column("image")
+            snap = self.snapshot(IMAGES)
+            column = snap.column("image")
             by_name = column.rows if column else {}
-            docs = self.snapshot(IMAGES).docs
-            return [(score, docs[by_name[name][0]]) for score, name in hits if name in by_name]
+            return [(score, snap.docs[by_name[name][0]]) for score, name in hits if name in by_name]
         found = {d["image"]: d for d in self.find(IMAGES, {"image": {"$in": [n for _, n in hits]}})}
         return [(score, found[name]) for score, name in hits if name in found]
 
