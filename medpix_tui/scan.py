@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from itertools import count
 from typing import Any
-
-from mongomock import filtering
-from sentinels import NOTHING
 
 from .errors import QueryError
 from .query import REGEX_TIME_LIMIT, RegexMatcher
@@ -31,21 +29,27 @@ from .query import REGEX_TIME_LIMIT, RegexMatcher
 _FLAG = "__medpix_flag_"
 
 
-class _Matcher(filtering._Filterer):
+@cache
+def _filtering() -> Any:
+    """mongomock's query semantics, imported on first use (with pymongo and sentinels: a tenth of a second)."""
+    from mongomock import filtering
+
+    return filtering
+
+
+@cache
+def _matcher() -> Any:
     """mongomock's matcher, with MongoDB's ``$size`` (arrays only: mongomock counts a non-empty scalar as size 1)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._operator_map["$size"] = lambda value, size: isinstance(value, (list, tuple)) and len(value) == size
-
-
-_MATCHER = _Matcher()
+    matcher = _filtering()._Filterer()
+    matcher._operator_map["$size"] = lambda value, size: isinstance(value, (list, tuple)) and len(value) == size
+    return matcher
 
 
 def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
     """Values at a dotted path as MongoDB sees them (array elements included)."""
+    filtering = _filtering()
     for value in filtering.iter_key_candidates(path, doc):
-        if value is NOTHING:
+        if value is filtering.NOTHING:
             continue
         if isinstance(value, list):
             yield from value
@@ -53,6 +57,7 @@ def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
 
 
 _NOT_A_COLUMN = object()
+_MISSING = object()
 
 
 def _column_value(doc: dict[str, Any], parts: list[str]) -> Any:
@@ -66,8 +71,8 @@ def _column_value(doc: dict[str, Any], parts: list[str]) -> Any:
     for part in parts:
         if not isinstance(value, dict):
             return _NOT_A_COLUMN
-        value = value.get(part, NOTHING)
-        if value is NOTHING:
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
             return None
     return value if value is None or isinstance(value, str) else _NOT_A_COLUMN
 
@@ -127,7 +132,8 @@ class Snapshot:
     def _rank(self, path: str) -> list[int]:
         """Per document, the rank of its sort key at ``path`` among all documents (ties share a rank)."""
         if path not in self._ranks:
-            keys = [filtering.resolve_sort_key(path, doc) for doc in self.docs]
+            resolve = _filtering().resolve_sort_key
+            keys = [resolve(path, doc) for doc in self.docs]
             order = sorted(range(len(keys)), key=keys.__getitem__)
             ranks = [0] * len(keys)
             rank = 0
@@ -173,13 +179,14 @@ class Snapshot:
             raise QueryError("$regex inside $elemMatch, or inside $not beside other operators, is not supported here: "
                              "{field: {\"$regex\": ...}} already matches any element of an array")
         out = []
+        apply = _matcher().apply
         for i in idx:
             doc = self.docs[i]
             if flags:
                 doc = dict(doc)
                 for key, test in flags:
                     doc[key] = test(doc)
-            if _MATCHER.apply(rewritten, doc):
+            if apply(rewritten, doc):
                 out.append(i)
         return out
 

@@ -10,19 +10,17 @@ in tests). With mongita, filters are evaluated by :mod:`medpix_tui.scan` over a 
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mongita.engines.disk_engine import DiskEngine
-from mongita.mongita_client import MongitaClient, MongitaClientDisk
-
-from .errors import BundleError, QueryError
+from .errors import QueryError
 from .query import check_window, project, validate_filter, value_at
 from .scan import Snapshot
 from .search import SearchIndex
-from .source import SourceData
+
+if TYPE_CHECKING:
+    from .source import SourceData
 
 DB_NAME = "medpix"
 IMAGES = "Image_Descriptions"
@@ -38,39 +36,6 @@ INDEXES = {
     SPLITS: ("U_id",),
 }
 SERVER_TIME_LIMIT_MS = 5000
-
-
-class ReadOnlyDiskEngine(DiskEngine):
-    """mongita's disk engine with data files opened read-only and every write refused.
-
-    mongita opens its files ``rb+``, which fails in a read-only bundle for anyone but root
-    and would let a reader modify a bundle it only meant to read.
-    """
-
-    def _get_coll_fh(self, collection: str) -> Any:
-        try:
-            return self._collection_fhs[collection]
-        except KeyError:
-            pass
-        fh = open(self._get_full_path(collection, "$.data"), "rb")
-        self._collection_fhs[collection] = fh
-        return fh
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise BundleError("the store is read-only: build a new bundle to change it")
-
-    put_doc = delete_doc = put_metadata = delete_dir = create_path = _refuse
-
-
-class ReadOnlyMongitaClient(MongitaClient):
-    """A mongita client over :class:`ReadOnlyDiskEngine`, private to this process."""
-
-    def __init__(self, path: str) -> None:
-        if not os.path.isdir(path):
-            raise BundleError(f"store folder not found: {path}")
-        self.engine = ReadOnlyDiskEngine(path)
-        self.is_primary = True
-        super().__init__()
 
 
 def server_filter(flt: Any) -> Any:
@@ -118,6 +83,10 @@ class Store:
     @classmethod
     def open_mongita(cls, path: Path, *, writable: bool = False, search_index: Path | None = None) -> Store:
         """Open an embedded store; read-only unless ``writable`` (only bundle build writes)."""
+        from mongita.mongita_client import MongitaClientDisk
+
+        from .mongita_readonly import ReadOnlyMongitaClient
+
         client = MongitaClientDisk(str(path)) if writable else ReadOnlyMongitaClient(str(path))
         store = cls(client[DB_NAME], engine="mongita", client=client)
         store._index_path = search_index
@@ -197,7 +166,7 @@ class Store:
         mongita's ``find`` deep-copies each document it yields, which took two thirds of the
         time the first search of the terminal UI waits for. The snapshot is never written to,
         so it can share the engine's copies (through the engine's own ``list_ids`` and
-        ``get_doc``, the interface :class:`ReadOnlyDiskEngine` already builds on).
+        ``get_doc``, the interface the read-only engine already builds on).
         """
         coll = self.db[collection]
         engine, name = coll._engine, coll.full_name

@@ -27,9 +27,10 @@ def run_tui(bundle_path: str | None) -> None:
     app_class = import_app()
     from ..bundle import resolve_bundle
     from ..progress import rich_progress
+    from ..tui.first_page import default_dir
 
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
-    app_class(bundle, history_path=history_path()).run()
+    app_class(bundle, history_path=history_path(), first_page_dir=default_dir()).run()
 
 
 def import_app() -> type[MedpixApp]:

@@ -22,6 +22,7 @@ from textual.widget import Widget
 
 from ..bundle import Bundle, open_bundle
 from ..store import Store
+from .first_page import FirstPage, read_first_page
 from .searching import SearchResult
 
 ImageRenderer = Literal["auto", "halfcell"]
@@ -62,9 +63,14 @@ class MedpixApp(App[None]):
     ]
 
     def __init__(self, bundle: Bundle | str | Path, *, image_renderer: ImageRenderer = "auto",
-                 history_path: Path | None = None, save_dir: Path | None = None) -> None:
+                 history_path: Path | None = None, save_dir: Path | None = None,
+                 first_page_dir: Path | None = None) -> None:
         super().__init__()
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
+        #: Where first pages are kept between starts (:mod:`.first_page`); None: neither read nor kept.
+        self.first_page_dir = first_page_dir
+        #: The first page kept by the last start, read here, before the event loop runs.
+        self.first_page: FirstPage | None = read_first_page(first_page_dir, self.bundle) if first_page_dir else None
         self.image_renderer = image_renderer
         self.history_path = history_path
         self.save_dir = Path(save_dir) if save_dir else Path.cwd()

@@ -3,7 +3,8 @@
 A key after a pause searches at once; keys in quick succession wait for the typing to pause
 (:data:`DEBOUNCE`), so a burst costs one search. The search runs in a thread worker under the
 store lock and only the newest answer reaches the table; facet counts follow once the table
-is on screen, so they never delay it.
+is on screen, so they never delay it. The first page kept by the last start
+(:mod:`..first_page`) is drawn before the store opens, and the store's answer replaces it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from textual.worker import get_current_worker
 from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, medpix
+from ..first_page import write_first_page
 from ..saving import SaveOption, save_interactively
 from ..searching import (
     SearchRequest,
@@ -72,10 +74,16 @@ class SearchScreen(Screen[None]):
             super().__init__()
             self.result = result
 
+    class FirstPageShown(Message):
+        """The first page kept by the last start is on screen; the store is opening behind it."""
+
     def __init__(self) -> None:
         super().__init__()
         self.result: SearchResult | None = None
         self._titles: dict[str, str] = {}
+        self._titles_loaded = False
+        #: The table shows the kept first page, not yet the store's answer.
+        self._page_shown = False
         self._universe: dict[str, collections.Counter] | None = None
         self._timer: Timer | None = None
         self._last_key = 0.0
@@ -103,7 +111,19 @@ class SearchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#keywords", Input).focus()
-        self._search()
+        page = medpix(self).first_page
+        if page is None:
+            self._search()
+            return
+        self._page_shown = True
+        self._titles = dict(page.titles)
+        self.query_one(ResultsTable).show(page.images, self._titles)
+        self._status(_summary(page.image_count, page.case_count, False, SearchRequest()))
+        self.call_after_refresh(self._first_page_drawn)
+
+    def _first_page_drawn(self) -> None:
+        self.post_message(self.FirstPageShown())
+        self._search()  # the store opens now, behind the drawn page
 
     def on_resize(self) -> None:
         if self._facets_chosen is None:
@@ -162,19 +182,19 @@ class SearchScreen(Screen[None]):
 
     def _show_titles(self) -> None:
         if self.result is not None:
-            self.query_one(ResultsTable).show(self.result, self._titles, keep_cursor=True)
+            self.query_one(ResultsTable).show(self.result.images, self._titles, keep_cursor=True)
 
     def _show(self, result: SearchResult) -> None:
         self.result = result
         medpix(self).result = result
         table = self.query_one(ResultsTable)
-        table.show(result, self._titles)
+        # the store's opening listing replaces the kept first page row for row: the cursor stays
+        table.show(result.images, self._titles, keep_cursor=self._page_shown and result.request == SearchRequest())
+        self._page_shown = False
         empty = not result.images
         table.display = not empty
         self.query_one("#empty").display = empty
-        how = "ranked" if result.ranked else "in id order"
-        hint = " · keywords count from 2 letters" if result.request.keywords.strip() and not result.request.active_keywords else ""
-        self._status(f"{len(result.images)} images · {result.case_count} cases · {how} · {result.request.describe()}{hint}")
+        self._status(_summary(len(result.images), result.case_count, result.ranked, result.request))
         # the table is drawn first; facet counts follow, so they never delay it
         self.call_after_refresh(self._after_paint, result)
 
@@ -187,13 +207,16 @@ class SearchScreen(Screen[None]):
     def _count(self, result: SearchResult) -> None:
         """Facet counts, and the case titles the very first screen was drawn without."""
         worker = get_current_worker()
-        store = medpix(self).store
-        if not self._titles:
-            with medpix(self).store_lock:
-                if not self._titles:
-                    self._titles = case_titles(store)
+        app = medpix(self)
+        store = app.store
+        if not self._titles_loaded:
+            with app.store_lock:
+                if not self._titles_loaded:
+                    self._titles, self._titles_loaded = case_titles(store), True
             self.app.call_from_thread(self._show_titles)
-        with medpix(self).store_lock:
+            if app.first_page_dir is not None and app.first_page is None and result.request == SearchRequest():
+                write_first_page(app.first_page_dir, app.bundle, result, self._titles)
+        with app.store_lock:
             if worker.is_cancelled:
                 return
             universe = self._universe or count_facets(store, run_search(store, SearchRequest()))
@@ -220,6 +243,13 @@ class SearchScreen(Screen[None]):
         status.update(Text(text, style="bold red" if error else ""))
 
     # -- actions -------------------------------------------------------------------
+    def _opening(self) -> bool:
+        """Whether the kept first page is all there is yet (then say so): actions need the whole result."""
+        if self._page_shown and self.result is None:
+            self.notify("The store is still opening: try again in a moment", severity="warning", timeout=2)
+            return True
+        return False
+
     def action_focus_search(self) -> None:
         self.query_one("#keywords", Input).focus()
 
@@ -246,6 +276,8 @@ class SearchScreen(Screen[None]):
         from .case import CaseScreen
 
         table = self.query_one(ResultsTable)
+        if self._opening():
+            return
         if self.result is None or table.current_name is None:
             self.notify("No image selected", severity="warning")
             return
@@ -308,10 +340,19 @@ class SearchScreen(Screen[None]):
     async def action_save(self) -> None:
         """Save the result set as documents, or copy its images into a folder."""
         result = self.result
+        if self._opening():
+            return
         if result is None or not result.images:
             self.notify("Nothing to save: the result is empty", severity="warning")
             return
         await save_interactively(medpix(self), f"Save {len(result.images)} results", _save_options(medpix(self), result))
+
+
+def _summary(images: int, cases: int, ranked: bool, request: SearchRequest) -> str:
+    """The status line of a result."""
+    how = "ranked" if ranked else "in id order"
+    hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""
+    return f"{images} images · {cases} cases · {how} · {request.describe()}{hint}"
 
 
 def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:

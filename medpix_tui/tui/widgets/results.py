@@ -18,12 +18,12 @@ from rich.segment import Segment
 from textual import events
 from textual.widgets import DataTable
 
-from ..searching import SearchResult
-
 #: (label, width); width None is the diagnosis column, which gets the rest.
 COLUMNS: tuple[tuple[str, int | None], ...] = (
     ("Image", 19), ("Case", 7), ("Diagnosis / title", None), ("Mod", 3), ("Plane", 9), ("Location", 16),
 )
+#: The document fields a row shows (the title comes from the case).
+ROW_FIELDS = ("image", "U_id", "Type", "Description.Plane", "Location")
 MIN_DIAGNOSIS = 24
 #: Rows added at a time beyond what the table shows: few, as each costs time on every keystroke.
 PAGE = 20
@@ -89,11 +89,11 @@ class ResultsTable(DataTable[Cell]):
     def on_resize(self, event: events.Resize) -> None:
         self._set_columns()
 
-    def show(self, result: SearchResult, titles: dict[str, str], *, keep_cursor: bool = False) -> None:
-        """Replace the rows with a result's images, from the top (or where the cursor was)."""
+    def show(self, images: list[dict[str, Any]], titles: dict[str, str], *, keep_cursor: bool = False) -> None:
+        """Replace the rows with these images, from the top (or where the cursor was)."""
         row = self.cursor_row if keep_cursor else 0
         shown = self._shown if keep_cursor else 0
-        self._docs, self._titles = result.images, titles
+        self._docs, self._titles = images, titles
         self._shown = 0
         if not self.columns:
             self._set_columns()
