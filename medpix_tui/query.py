@@ -82,7 +82,7 @@ def _check_operand(op: str, value: Any, depth: int) -> None:
             raise QueryError("$elemMatch needs an object")
         _validate(value, depth + 1, in_elem_match=True)
     if op == "$not":
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             _validate_operators(value, depth + 1)
         else:
             raise QueryError("$not needs an operator object such as {\"$regex\": \"...\"}")

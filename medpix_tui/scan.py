@@ -176,7 +176,7 @@ class Snapshot:
         flags: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
         rewritten = _rewrite({"$and": residual} if len(residual) > 1 else residual[0], flags, deadline, count())
         if _untimed_regex(rewritten):
-            raise QueryError("$regex inside $elemMatch, or inside $not beside other operators, is not supported here: "
+            raise QueryError("$regex inside $elemMatch is not supported here: "
                              "{field: {\"$regex\": ...}} already matches any element of an array")
         out = []
         apply = _matcher().apply
@@ -285,7 +285,10 @@ def null_or_missing(doc: dict[str, Any], path: str) -> bool:
 
 
 def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
-    """Replace nested regex and null conditions by flag fields that :meth:`Snapshot.select` computes."""
+    """Replace nested regex and null conditions by flag fields that :meth:`Snapshot.select` computes.
+
+    ``$not`` becomes ``$nor`` of its condition, so what it negates is rewritten too.
+    """
     if not isinstance(flt, dict):
         return flt
     out: dict[str, Any] = {}
@@ -315,11 +318,19 @@ def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
             rewritten = True
             matcher = RegexMatcher.compile(cond.pop("$regex"), cond.pop("$options", ""), deadline)
             extra.append({flag(_regex_test(key, matcher)): True})
-        inner = cond.get("$not")
+        inner = cond.pop("$not", None)
         if isinstance(inner, dict) and set(inner) <= {"$regex", "$options"} and "$regex" in inner:
             matcher = RegexMatcher.compile(inner["$regex"], inner.get("$options", ""), deadline)
             extra.append({flag(_regex_test(key, matcher)): {"$ne": True}})
-            del cond["$not"]
+            rewritten = True
+        elif inner is not None:  # {path: {$not: c}} is {$nor: [{path: c}]}, whose c gets the same rewriting
+            extra.append({"$nor": [_rewrite({key: inner}, flags, deadline, ids)]})
+            rewritten = True
+        if None in cond.get("$all", ()):  # {$all: [null, v]} is {path: null} and {$all: [v]}
+            rest = [v for v in cond.pop("$all") if v is not None]
+            extra.append({flag(_null_test(key)): True})
+            if rest:
+                cond["$all"] = rest
             rewritten = True
         for op in ("$eq", "$ne"):
             if op in cond and cond[op] is None:

@@ -55,6 +55,17 @@ def server_filter(flt: Any) -> Any:
     return out
 
 
+def _tally(values: Iterable[Any]) -> collections.Counter:
+    """Documents per value, for values that may be arrays or objects (see :meth:`Store.facet_counts`)."""
+    counts: collections.Counter = collections.Counter()
+    for value in values:
+        if isinstance(value, list):
+            counts.update({v for v in value if not isinstance(v, (dict, list))})
+        elif not isinstance(value, dict):
+            counts[value] += 1
+    return counts
+
+
 def _strip_id(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "_id"}
 
@@ -274,18 +285,22 @@ class Store:
         return [(score, found[name]) for score, name in hits if name in found]
 
     def facet_counts(self, collection: str, flt: dict[str, Any] | None, paths: Iterable[str]) -> dict[str, collections.Counter]:
-        """Value counts of each path over the documents matching ``flt``."""
+        """How many documents matching ``flt`` hold each value of each path (None: missing or null).
+
+        An array counts each of its distinct elements, as a document holding that value; an
+        object (or an object inside an array) is no facet value and is not counted.
+        """
         if self.engine != "mongita":
             docs = self.find(collection, flt)
-            return {path: collections.Counter(value_at(doc, path) for doc in docs) for path in paths}
+            return {path: _tally(value_at(doc, path) for doc in docs) for path in paths}
         self._check_collection(collection)
         snap = self.snapshot(collection)
         idx = snap.select(validate_filter(flt or {}))
         out: dict[str, collections.Counter] = {}
         for path in paths:
             column = snap.column(path)  # a string column holds what value_at returns
-            values = (column.values[i] for i in idx) if column else (value_at(snap.docs[i], path) for i in idx)
-            out[path] = collections.Counter(values)
+            out[path] = (collections.Counter(column.values[i] for i in idx) if column
+                         else _tally(value_at(snap.docs[i], path) for i in idx))
         return out
 
     def counts(self) -> dict[str, int]:

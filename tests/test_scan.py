@@ -118,3 +118,30 @@ def test_columns_are_only_paths_of_plain_strings(docs, column) -> None:
     for flt in ({"a.b": "x"}, {"a.b": {"$in": ["x", "z"]}}, {"a.b": {"$regex": "x"}}):
         assert snap.select(flt) == has_x, flt
     assert snap.select({"a.b": {"$not": {"$regex": "x"}}}) == [i for i in range(len(docs)) if i not in has_x]
+
+
+def test_not_and_all_read_paths_through_strings_and_past_arrays_as_mongodb_does(snaps) -> None:
+    """``$not`` negates its whole condition and ``$all: [null]`` is ``null``, also where mongomock
+    finds no value at all (``MRI.1`` of a case with fewer than two MR images, ``Type.x``)."""
+    cases, images = snaps["cases"], snaps["images"]
+    short = [i for i, d in enumerate(cases.docs) if len(d["MRI"]) < 2]
+    assert short and len(short) < len(cases.docs)
+    assert cases.select({"MRI.1": {"$not": {"$exists": True}}}) == short
+    assert cases.select({"MRI.1": {"$not": {"$ne": None}}}) == short
+    assert cases.select({"MRI.1": {"$all": [None]}}) == short
+    assert cases.select({"MRI.1": {"$not": {"$all": [None]}}}) == [i for i in range(len(cases.docs)) if i not in short]
+    assert images.select({"Type.x": {"$not": {"$eq": None}}}) == []
+    assert images.select({"Type.x": {"$all": [None]}}) == list(range(len(images.docs)))
+
+
+def test_not_beside_a_regex_is_evaluated_not_refused(snaps) -> None:
+    images = snaps["images"]
+    mr = [i for i, d in enumerate(images.docs) if d["Type"] == "MR"]
+    assert images.select({"Type": {"$not": {"$regex": "c", "$options": "i", "$ne": "MR"}}}) == mr
+
+
+def test_an_empty_not_is_refused() -> None:
+    from medpix_tui.query import validate_filter
+
+    with pytest.raises(QueryError, match=r"\$not needs"):
+        validate_filter({"Type": {"$not": {}}})

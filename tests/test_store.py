@@ -168,3 +168,12 @@ def test_facet_counts_match_python(store, release):
         expected = Counter(value_at(d, path) for d in chosen)
         assert got[path] == expected, path
     assert got["nope"] == {None: len(chosen)} and len(got["Type"]) == 2
+
+
+def test_facet_counts_of_arrays_count_documents_per_element(store, release):
+    """``TAC`` holds lists of image names: each name counts the cases that list it; objects count nothing."""
+    got = store.facet_counts(CASES, {"U_id": {"$regex": "^MPX1[0-4]"}}, ["TAC", "Case"])
+    chosen = [c for c in release.cases if re.match("MPX1[0-4]", c["U_id"])]
+    assert got["TAC"] == Counter(name for c in chosen for name in set(c["TAC"]))
+    assert sum(got["TAC"].values()) > len([c for c in chosen if c["TAC"]])  # most CT cases list several images
+    assert got["Case"] == Counter()
