@@ -48,6 +48,10 @@ DEBOUNCE = 0.1
 NARROW = 100
 #: How many images the model's answers list.
 MODEL_K = 50
+#: Seconds from drawing the kept first page to opening the store. The frame reaches the terminal
+#: first: a thread reading the store would hold the interpreter while Textual's writer thread
+#: waits to send it (in a pseudo-terminal, rows arrived 0.25 s later without this pause).
+OPEN_STORE_AFTER = 0.1
 
 
 class SearchScreen(Screen[None]):
@@ -123,7 +127,7 @@ class SearchScreen(Screen[None]):
 
     def _first_page_drawn(self) -> None:
         self.post_message(self.FirstPageShown())
-        self._search()  # the store opens now, behind the drawn page
+        self.set_timer(OPEN_STORE_AFTER, self._search)  # the store opens behind the drawn page
 
     def on_resize(self) -> None:
         if self._facets_chosen is None:
