@@ -281,9 +281,9 @@ def main() -> None:
     line("start in a terminal", in_terminal, "  (with the kept first page)")
     latencies, before, after, opened = asyncio.run(interactive(bundle))
     ms = [t * 1000 for t in latencies]
-    print(f"keystroke -> table           median {statistics.median(ms):.0f} ms  (p90 {sorted(ms)[int(len(ms) * 0.9)]:.0f} ms,"
+    print(f"{'keystroke -> table':<36} median {statistics.median(ms):.0f} ms  (p90 {sorted(ms)[int(len(ms) * 0.9)]:.0f} ms,"
           f" {len(ms)} keys)  target <= 150 ms")
-    print(f"RSS after {opened} cases         {after:.0f} MiB  (before {before:.0f} MiB)  target <= 400 MB")
+    print(f"{f'RSS after {opened} cases':<36} {after:.0f} MiB  (before {before:.0f} MiB)  target <= 400 MB")
 
 
 if __name__ == "__main__":
