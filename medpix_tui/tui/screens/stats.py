@@ -22,7 +22,7 @@ from textual_plotext import PlotextPlot
 
 from ...store import IMAGES
 from ..app import medpix
-from ..searching import AGE_RANGES, age_range
+from ..searching import AGE_RANGES, SearchResult, age_range
 from ..widgets.footer import KeyFooter
 
 PLOTS: tuple[tuple[str, str, str], ...] = (
@@ -78,21 +78,23 @@ class StatsScreen(Screen[None]):
         return result.names if result is not None else None
 
     def _refresh(self) -> None:
-        names = self._result_names() if self.scope_results else None
-        key = (self.scope_results, tuple(names) if names is not None else None)
+        result = medpix(self).result if self.scope_results else None
+        key = (self.scope_results, tuple(result.names) if result is not None else None)
         if key == self._drawn_for:
             return
         self._drawn_for = key
-        self._count(names)
+        self._count(result)
 
     @work(thread=True, exclusive=True, group="stats")
-    def _count(self, names: list[str] | None) -> None:
-        flt = {"image": {"$in": names}} if names is not None else None
+    def _count(self, result: SearchResult | None) -> None:
+        """Counts over ``result`` (None: the whole bundle); given the result, whose repr is one line,
+        as Textual's @work reprs a worker's arguments on the event loop."""
+        flt = result.selection_filter() if result is not None else None
         store = medpix(self).store
         with medpix(self).store_lock:
             counts = store.facet_counts(IMAGES, flt, [path for _, _, path in PLOTS] + ["U_id"])
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._draw, counts, names is not None)
+            self.app.call_from_thread(self._draw, counts, result is not None)
 
     def _draw(self, counts: dict[str, collections.Counter], results: bool) -> None:
         total = sum(counts["Type"].values())
