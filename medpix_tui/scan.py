@@ -287,7 +287,8 @@ def null_or_missing(doc: dict[str, Any], path: str) -> bool:
 def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
     """Replace nested regex and null conditions by flag fields that :meth:`Snapshot.select` computes.
 
-    ``$not`` becomes ``$nor`` of its condition, so what it negates is rewritten too.
+    ``$not`` (and ``$ne``/``$nin`` holding null) becomes ``$nor`` of the positive condition,
+    so what it negates is rewritten too.
     """
     if not isinstance(flt, dict):
         return flt
@@ -318,35 +319,29 @@ def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
             rewritten = True
             matcher = RegexMatcher.compile(cond.pop("$regex"), cond.pop("$options", ""), deadline)
             extra.append({flag(_regex_test(key, matcher)): True})
-        inner = cond.pop("$not", None)
-        if isinstance(inner, dict) and set(inner) <= {"$regex", "$options"} and "$regex" in inner:
-            matcher = RegexMatcher.compile(inner["$regex"], inner.get("$options", ""), deadline)
-            extra.append({flag(_regex_test(key, matcher)): {"$ne": True}})
-            rewritten = True
-        elif inner is not None:  # {path: {$not: c}} is {$nor: [{path: c}]}, whose c gets the same rewriting
+        # {path: {$not: c}} is {$nor: [{path: c}]}, and $ne/$nin are $not of $eq/$in: the negated
+        # condition gets the same rewriting (only $ne/$nin holding null need it)
+        negated = [cond.pop("$not")] if "$not" in cond else []
+        for op, positive in (("$ne", "$eq"), ("$nin", "$in")):
+            if op in cond and (cond[op] is None or (isinstance(cond[op], list) and None in cond[op])):
+                negated.append({positive: cond.pop(op)})
+        for inner in negated:
             extra.append({"$nor": [_rewrite({key: inner}, flags, deadline, ids)]})
             rewritten = True
-        if None in cond.get("$all", ()):  # {$all: [null, v]} is {path: null} and {$all: [v]}
-            rest = [v for v in cond.pop("$all") if v is not None]
+        if "$eq" in cond and cond["$eq"] is None:
+            del cond["$eq"]
             extra.append({flag(_null_test(key)): True})
-            if rest:
-                cond["$all"] = rest
             rewritten = True
-        for op in ("$eq", "$ne"):
-            if op in cond and cond[op] is None:
-                del cond[op]
-                extra.append({flag(_null_test(key)): True if op == "$eq" else {"$ne": True}})
-                rewritten = True
-        for op in ("$in", "$nin"):
+        for op in ("$in", "$all"):  # {$in: [null, v]} is null or v; {$all: [null, v]} is null and v
             if op in cond and None in cond[op]:
                 rest = [v for v in cond.pop(op) if v is not None]
-                null = flag(_null_test(key))
+                null = {flag(_null_test(key)): True}
                 if op == "$in":
-                    extra.append({"$or": [{null: True}, {key: {"$in": rest}}]} if rest else {null: True})
+                    extra.append({"$or": [null, {key: {"$in": rest}}]} if rest else null)
                 else:
-                    extra.append({null: {"$ne": True}})
+                    extra.append(null)
                     if rest:
-                        cond["$nin"] = rest
+                        cond["$all"] = rest
                 rewritten = True
         if cond or not rewritten:
             out[key] = cond

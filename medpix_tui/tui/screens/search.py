@@ -249,7 +249,7 @@ class SearchScreen(Screen[None]):
     # -- actions -------------------------------------------------------------------
     def _opening(self) -> bool:
         """Whether the kept first page is all there is yet (then say so): actions need the whole result."""
-        if self._page_shown and self.result is None:
+        if self._page_shown:
             self.notify("The store is still opening: try again in a moment", severity="warning", timeout=2)
             return True
         return False
