@@ -37,7 +37,7 @@ from tools.train.data import augment, read_pack
 from tools.train.export import export
 from tools.train.pack import build_pack
 from tools.train.pretrain import PRETRAIN_METRICS, PRETRAIN_WEIGHTS, nt_xent
-from tools.train.train import BEST, LAST, METRICS, build_model, class_weights, train
+from tools.train.train import BEST, LAST, METRICS, build_model, class_weights, config_digest, override, train
 
 SIZE = 32
 TINY: dict[str, Any] = {
@@ -153,6 +153,16 @@ def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> N
     assert resumed.keys() == straight.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
+
+
+def test_command_line_overrides_make_another_run() -> None:
+    reseeded = override(TINY, seed=TINY["seed"] + 1, epochs=5)
+    assert reseeded["seed"] == TINY["seed"] + 1 and reseeded["train"]["epochs"] == 5
+    assert reseeded["name"] == f"{TINY['name']}-s{TINY['seed'] + 1}"
+    assert config_digest(reseeded) != config_digest(TINY)  # so it cannot resume the other run's last.pt
+    assert override(TINY) == TINY and TINY["train"]["epochs"] != 5  # the original is left alone
+    with pytest.raises(SystemExit):
+        override(TINY, epochs=0)
 
 
 def test_nt_xent_rewards_matching_views() -> None:

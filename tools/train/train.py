@@ -50,6 +50,18 @@ def load_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def override(cfg: dict[str, Any], *, seed: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """The config with the command line's seed and epoch count; the name says which was changed."""
+    cfg = deepcopy(cfg)
+    if seed is not None and seed != cfg["seed"]:
+        cfg.update(seed=seed, name=f"{cfg['name']}-s{seed}")
+    if epochs is not None:
+        if epochs < 1:
+            raise SystemExit("error: --epochs must be at least 1")
+        cfg["train"]["epochs"] = epochs
+    return cfg
+
+
 def config_digest(cfg: dict[str, Any]) -> str:
     """What a resumed run must share with the run it resumes (the time budget may change)."""
     math_only = deepcopy(cfg)
@@ -244,8 +256,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (metrics, last.pt, best weights)")
     parser.add_argument("--export", type=Path, default=None, help="write the checkpoint here (default: OUT/model)")
     parser.add_argument("--no-export", action="store_true", help="train only")
+    parser.add_argument("--seed", type=int, default=None, help="replace the config's seed (another draw of the same recipe)")
+    parser.add_argument("--epochs", type=int, default=None, help="replace the config's epochs (e.g. 1 for a smoke run)")
     args = parser.parse_args()
-    cfg = load_config(args.config)
+    cfg = override(load_config(args.config), seed=args.seed, epochs=args.epochs)
     pack = read_pack(args.pack)
     train(cfg, pack, args.out)
     if not args.no_export:
