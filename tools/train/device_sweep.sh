@@ -30,11 +30,20 @@ run() {  # run NAME ARGS...: one training run in the background, its log in RUNS
      echo "$name: exit $?" >>"$RUNS/status") &
 }
 
-run h100 --config tools/train/configs/h100.json
-run h100-s2 --config tools/train/configs/h100.json --seed 2
-run h100-long --config tools/train/configs/h100-long.json
-run h100-aug --config tools/train/configs/h100-aug.json
-run probe-rn50w64 --config tools/train/configs/probe-rn50w64.json
+case ${1:-first} in
+first)  # the h100 recipe, a second seed, 300 epochs, stronger augmentation, a wide-tower probe
+    run h100 --config tools/train/configs/h100.json
+    run h100-s2 --config tools/train/configs/h100.json --seed 2
+    run h100-long --config tools/train/configs/h100-long.json
+    run h100-aug --config tools/train/configs/h100-aug.json
+    run probe-rn50w64 --config tools/train/configs/probe-rn50w64.json ;;
+second)  # the two best of the first, combined, three seeds; and the longer one again, another seed
+    run h100-long-aug --config tools/train/configs/h100-long-aug.json
+    run h100-long-aug-s2 --config tools/train/configs/h100-long-aug.json --seed 2
+    run h100-long-aug-s3 --config tools/train/configs/h100-long-aug.json --seed 3
+    run h100-long-s2 --config tools/train/configs/h100-long.json --seed 2 ;;
+*) echo "unknown sweep $1 (first, second)"; exit 2 ;;
+esac
 wait
 
 cat "$RUNS/status"
