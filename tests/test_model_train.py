@@ -37,7 +37,7 @@ from tools.train.data import augment, read_pack
 from tools.train.export import export
 from tools.train.pack import build_pack
 from tools.train.pretrain import PRETRAIN_METRICS, PRETRAIN_WEIGHTS, nt_xent
-from tools.train.train import BEST, LAST, METRICS, build_model, class_weights, config_digest, override, train
+from tools.train.train import BEST, LAST, METRICS, RUN, build_model, class_weights, config_digest, override, train
 
 SIZE = 32
 TINY: dict[str, Any] = {
@@ -136,6 +136,7 @@ def test_training_logs_every_epoch(work: dict[str, Path]) -> None:
     assert [x["epoch"] for x in lines] == [1, 2]
     assert all(np.isfinite(x["train_loss"]) and 0 <= x["dev_score"] <= 1 for x in lines)
     assert (work["run"] / LAST).exists() and (work["run"] / BEST).exists()
+    assert json.loads((work["run"] / RUN).read_text())["device"] == "cpu"
 
 
 def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call: the GPU runs of tools/train/README.md side by side on one GPU.
 #
-#   bash tools/train/device_sweep.sh            # on the device, OUT set by the tool
-#   SMOKE=1 OUT=/tmp/out bash tools/train/device_sweep.sh   # here: 1 epoch each, CPU
+#   bash tools/train/device_sweep.sh [first|second]          # on the device, OUT set by the tool
+#   SMOKE=1 OUT=/tmp/out bash tools/train/device_sweep.sh     # here: 1 epoch each, CPU
 #
 # Each run trains with its own max_minutes, exports its best epoch (dev) and scores it on
 # dev and test. Everything but the weights of the probe and the resume states comes back

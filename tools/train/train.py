@@ -138,6 +138,11 @@ def _device(train_cfg: dict[str, Any]) -> torch.device:
     return torch.device(want)
 
 
+def _device_name(device: torch.device) -> str:
+    """What trained the run, for its record: "cuda (NVIDIA H200)" or "cpu"."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
 def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, Any]:
     """Train (or resume) into ``out``; returns the run summary also written to ``run.json``."""
     tc = cfg["train"]
@@ -172,7 +177,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
-    run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": str(device), "epochs_done": 0,
+    run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": _device_name(device), "epochs_done": 0,
                            "best_epoch": None, "best_dev": None, "best_score": -1.0, "seconds": 0.0, "stopped_early": False}
     budget = float(tc.get("max_minutes", 0)) * 60
     # max_minutes bounds this invocation, so a resumed run gets its own budget
