@@ -166,6 +166,17 @@ def test_command_line_overrides_make_another_run() -> None:
         override(TINY, epochs=0)
 
 
+def test_deterministic_run_switches_on_deterministic_kernels(work: dict[str, Path]) -> None:
+    cfg = override(TINY, epochs=1, deterministic=True)
+    assert cfg["train"]["deterministic"] and config_digest(cfg) != config_digest(override(TINY, epochs=1))
+    try:
+        train(cfg, read_pack(work["pack"]), work["root"] / "deterministic", log=lambda *_: None)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
 def test_nt_xent_rewards_matching_views() -> None:
     z = torch.eye(8) * 5
     matched = nt_xent(z, z.clone(), temperature=0.1)

@@ -42,11 +42,17 @@ second)  # the two best of the first, combined, three seeds; and the longer one 
     run h100-long-aug-s2 --config tools/train/configs/h100-long-aug.json --seed 2
     run h100-long-aug-s3 --config tools/train/configs/h100-long-aug.json --seed 3
     run h100-long-s2 --config tools/train/configs/h100-long.json --seed 2 ;;
-*) echo "unknown sweep $1 (first, second)"; exit 2 ;;
+determinism)  # are reruns bit-identical, with and without --deterministic? (20 epochs each)
+    run det-a --config tools/train/configs/h100.json --epochs 20 --deterministic
+    run det-b --config tools/train/configs/h100.json --epochs 20 --deterministic
+    run free-a --config tools/train/configs/h100.json --epochs 20
+    run free-b --config tools/train/configs/h100.json --epochs 20 ;;
+*) echo "unknown sweep $1 (first, second, determinism)"; exit 2 ;;
 esac
 wait
 
 cat "$RUNS/status"
+sha256sum "$RUNS"/*/best.safetensors
 for log in "$RUNS"/*.log; do
     echo "== $log"
     grep -v '^{"epoch"' "$log" | tail -n 5

@@ -50,9 +50,12 @@ def load_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def override(cfg: dict[str, Any], *, seed: int | None = None, epochs: int | None = None) -> dict[str, Any]:
-    """The config with the command line's seed and epoch count; the name says which was changed."""
+def override(cfg: dict[str, Any], *, seed: int | None = None, epochs: int | None = None,
+             deterministic: bool = False) -> dict[str, Any]:
+    """The config with the command line's seed, epoch count and kernel choice; the name says a new seed."""
     cfg = deepcopy(cfg)
+    if deterministic:
+        cfg["train"]["deterministic"] = True
     if seed is not None and seed != cfg["seed"]:
         cfg.update(seed=seed, name=f"{cfg['name']}-s{seed}")
     if epochs is not None:
@@ -138,6 +141,17 @@ def _device(train_cfg: dict[str, Any]) -> torch.device:
     return torch.device(want)
 
 
+def deterministic_kernels() -> None:
+    """Bit-identical reruns on a GPU: cuDNN's deterministic convolutions and a fixed cuBLAS workspace.
+
+    Set before the first CUDA call. Ops without a deterministic kernel only warn.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _device_name(device: torch.device) -> str:
     """What trained the run, for its record: "cuda (NVIDIA H200)" or "cpu"."""
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
@@ -153,6 +167,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if tc.get("deterministic"):
+        deterministic_kernels()
     seed_everything(cfg["seed"])
     if pack.meta["size"] != cfg["model_cfg"]["vision_cfg"]["image_size"]:
         raise SystemExit(f"error: pack pictures are {pack.meta['size']}px, the config wants "
@@ -263,8 +279,10 @@ def main() -> None:
     parser.add_argument("--no-export", action="store_true", help="train only")
     parser.add_argument("--seed", type=int, default=None, help="replace the config's seed (another draw of the same recipe)")
     parser.add_argument("--epochs", type=int, default=None, help="replace the config's epochs (e.g. 1 for a smoke run)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic GPU kernels, so a rerun gives the same weights (slower)")
     args = parser.parse_args()
-    cfg = override(load_config(args.config), seed=args.seed, epochs=args.epochs)
+    cfg = override(load_config(args.config), seed=args.seed, epochs=args.epochs, deterministic=args.deterministic)
     pack = read_pack(args.pack)
     train(cfg, pack, args.out)
     if not args.no_export:
