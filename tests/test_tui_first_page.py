@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from medpix_tui.bundle import MANIFEST_SUM, Bundle, open_bundle
 from medpix_tui.store import IMAGES
 from medpix_tui.tui.app import MedpixApp
 from medpix_tui.tui.first_page import (
+    KEEP,
     ROWS,
     default_dir,
     page_path,
+    prune_pages,
     read_first_page,
     write_first_page,
 )
@@ -146,6 +149,22 @@ def test_no_digest_or_no_writable_folder_means_no_page(tmp_path: Path) -> None:
     blocker.write_text("x")
     assert write_first_page(blocker / "pages", fake_bundle(tmp_path / "c"), fake_result(3), {}) is None
     assert not (tmp_path / "pages").exists()
+
+
+def test_only_the_pages_of_the_bundles_used_last_are_kept(tmp_path: Path) -> None:
+    pages = tmp_path / "pages"
+    bundles = [fake_bundle(tmp_path / f"b{i}", f"{i:064x}") for i in range(KEEP + 3)]
+    for i, bundle in enumerate(bundles):
+        path = write_first_page(pages, bundle, fake_result(2), {})
+        os.utime(path, (1000 + i, 1000 + i))  # written one second apart, oldest first
+    assert read_first_page(pages, bundles[0]) is None  # pruned by the later writes
+    assert read_first_page(pages, bundles[3]) is not None  # the oldest kept; reading makes it the newest
+    (pages / "notes.txt").write_text("not a page")
+    removed = prune_pages(pages, keep=2)
+    assert sorted(p.name for p in pages.iterdir()) == sorted(
+        ["notes.txt", page_path(pages, bundles[3]).name, page_path(pages, bundles[-1]).name])
+    assert len(removed) == KEEP - 2
+    assert prune_pages(tmp_path / "missing") == []
 
 
 def test_default_folder_is_in_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

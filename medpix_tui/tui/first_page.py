@@ -7,12 +7,16 @@ totals in the user cache folder, one small JSON file per bundle, named by the di
 bundle's manifest (any change to a bundle changes its manifest). On the next start the
 table shows them before the store opens; the store then opens behind the drawn screen and
 its answer replaces them. This is the catalog cache of SQL IDEs such as Harlequin, applied
-to the first page. A missing, stale or unreadable file only means a slower start.
+to the first page. A missing, stale or unreadable file only means a slower start. Only the
+pages of the :data:`KEEP` bundles started most recently are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,9 @@ from .widgets.results import ROW_FIELDS
 #: Rows kept: a tall terminal's first screen and the page below it.
 ROWS = 120
 FORMAT = 1
+#: Pages kept in the folder: one per bundle, for the bundles started most recently.
+KEEP = 8
+_PAGE_NAME = re.compile(r"[0-9a-f]{64}\.json")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ def read_first_page(folder: Path, bundle: Bundle) -> FirstPage | None:
                 and all(isinstance(d, dict) and isinstance(d.get("image"), str) and isinstance(d.get("U_id"), str)
                         for d in page.images)):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # a page in use is a recent one: pruning keeps it
         return page
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -86,4 +95,22 @@ def write_first_page(folder: Path, bundle: Bundle, result: SearchResult, titles:
             tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     except (OSError, InputError):
         return None
+    prune_pages(path.parent)
     return path
+
+
+def prune_pages(folder: Path, keep: int = KEEP) -> list[Path]:
+    """Remove all but the ``keep`` most recently used pages in ``folder``; return those removed.
+
+    Only files named like a page are touched, so a mistaken folder loses nothing else, and a
+    page that vanished or cannot be removed is no reason to fail a start.
+    """
+    pages = []
+    with contextlib.suppress(OSError):
+        pages = [(p.stat().st_mtime, p) for p in Path(folder).iterdir() if _PAGE_NAME.fullmatch(p.name)]
+    removed = []
+    for _, old in sorted(pages, reverse=True)[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+            removed.append(old)
+    return removed

@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="replace the config's seed (another draw of the same recipe)")
     parser.add_argument("--epochs", type=int, default=None, help="replace the config's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic GPU kernels, so a rerun gives the same weights (slower)")
+                        help="deterministic GPU kernels, so that a rerun can give the same weights (may be slower)")
     args = parser.parse_args()
     cfg = override(load_config(args.config), seed=args.seed, epochs=args.epochs, deterministic=args.deterministic)
     pack = read_pack(args.pack)
