@@ -82,6 +82,29 @@ def test_export_never_overwrites_without_force(real_bundle_path: Path, tmp_path:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary leftovers"
 
 
+def test_each_command_is_found_in_the_module_named_for_it() -> None:
+    import importlib
+
+    from medpix_tui.cli.app import COMMAND_MODULES
+
+    for module in set(COMMAND_MODULES.values()):
+        names = {c.name for c in importlib.import_module(f"medpix_tui.cli.{module}").COMMANDS}
+        assert names == {n for n, m in COMMAND_MODULES.items() if m == module}, module
+    listed = CliRunner().invoke(main, ["--help"]).output
+    assert all(f"  {name} " in listed for name in COMMAND_MODULES), listed
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from medpix_tui.cli import main; "
+            "r = CliRunner().invoke(main, ['show', '--help']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in sys.modules if m.startswith('medpix_tui.cli.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['medpix_tui.cli.app', 'medpix_tui.cli.data']", loaded
+
+
 def test_exact_invocations(real_bundle_path: Path) -> None:
     runner = CliRunner()
     b = str(real_bundle_path)

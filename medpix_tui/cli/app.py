@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -10,9 +11,25 @@ import click
 
 from ..errors import MedpixError
 
+#: The module of this package that defines each command. A command imports only its own
+#: module, and the terminal UI (no command) none of them: a start skips their imports.
+COMMAND_MODULES = {"query": "data", "show": "data", "export": "data", "sql": "data", "bundle": "bundle",
+                   "classify": "model", "eval": "model", "similar": "model", "search-images": "model",
+                   "add-case": "add_case"}
+
 
 class MedpixGroup(click.Group):
-    """Turns library errors into one line on stderr and the documented exit status."""
+    """Loads each command's module when it is asked for (click's lazy group); turns library
+    errors into one line on stderr and the documented exit status."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            for command in importlib.import_module(f"{__package__}.{COMMAND_MODULES[cmd_name]}").COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,15 +75,3 @@ def main(ctx: click.Context, bundle_path: str | None) -> None:
         from .tui import run_tui
 
         run_tui(bundle_path)
-
-
-def _register() -> None:
-    """Attach the commands each command module lists in ``COMMANDS``."""
-    import importlib
-
-    for name in ("data", "bundle", "model", "add_case", "tui"):
-        for command in importlib.import_module(f"{__package__}.{name}").COMMANDS:
-            main.add_command(command)
-
-
-_register()

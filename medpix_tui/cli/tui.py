@@ -1,4 +1,4 @@
-"""``medpix-tui`` with no command: open the terminal UI on a bundle."""
+"""``medpix-tui`` with no command: open the terminal UI on a bundle (the group's default action)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ import gc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-
 if TYPE_CHECKING:
     from ..tui.app import MedpixApp
-
-#: The UI is the group's default action, not a subcommand.
-COMMANDS: list[click.Command] = []
 
 
 def history_path() -> Path:
