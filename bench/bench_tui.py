@@ -28,14 +28,14 @@ import fcntl
 import os
 import pty
 import select
-import signal
-import struct
-import termios
 import shutil
+import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 from typing import Any

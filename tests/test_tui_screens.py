@@ -90,6 +90,15 @@ async def test_stats_for_the_bundle_then_the_results(real_bundle: Bundle) -> Non
         await settle(pilot)
         assert f"Current results ({n} images)" in str(app.screen.query_one("#stats-scope", Static).render())
 
+        await pilot.press("r", "f2")  # an empty result has nothing to count: the scope stays the bundle
+        app.screen.query_one("#keywords", Input).value = "zzqxv"
+        await settle(pilot, 0.05)
+        assert app.result is not None and not app.result.images
+        await pilot.press("f4", "r")
+        await settle(pilot)
+        assert "Whole bundle" in str(app.screen.query_one("#stats-scope", Static).render())
+        assert any("No search results yet" in n.message for n in app._notifications)
+
 
 async def test_help_palette_and_theme(real_bundle: Bundle) -> None:
     app = make_app(real_bundle)

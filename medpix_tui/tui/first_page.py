@@ -57,9 +57,8 @@ def page_path(folder: Path, bundle: Bundle) -> Path | None:
         digest = (bundle.root / MANIFEST_SUM).read_text(encoding="ascii").split(" ", 1)[0]
     except (OSError, UnicodeDecodeError):
         return None
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        return None
-    return Path(folder) / f"{digest}.json"
+    name = f"{digest}.json"
+    return Path(folder) / name if _PAGE_NAME.fullmatch(name) else None
 
 
 def read_first_page(folder: Path, bundle: Bundle) -> FirstPage | None:
@@ -86,7 +85,8 @@ def write_first_page(folder: Path, bundle: Bundle, result: SearchResult, titles:
     path = page_path(folder, bundle)
     if path is None:
         return None
-    images = [project(d, list(ROW_FIELDS)) for d in result.images[:ROWS]]
+    fields = list(ROW_FIELDS)
+    images = [project(d, fields) for d in result.images[:ROWS]]
     data = {"format": FORMAT, "images": images, "titles": {d["U_id"]: titles.get(d["U_id"], "") for d in images},
             "image_count": len(result.images), "case_count": result.case_count}
     try:

@@ -67,15 +67,12 @@ class StatsScreen(Screen[None]):
         self._refresh()
 
     def action_toggle_scope(self) -> None:
-        if not self.scope_results and not self._result_names():
+        result = medpix(self).result
+        if not self.scope_results and (result is None or not result.images):
             self.notify("No search results yet: showing the whole bundle", severity="warning")
             return
         self.scope_results = not self.scope_results
         self._refresh()
-
-    def _result_names(self) -> list[str] | None:
-        result = medpix(self).result
-        return result.names if result is not None else None
 
     def _refresh(self) -> None:
         result = medpix(self).result if self.scope_results else None
