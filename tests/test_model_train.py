@@ -241,6 +241,8 @@ def test_inference_tower_matches_open_clip(work: dict[str, Path]) -> None:
     x = torch.rand(3, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(encoder.tower(x), reference.visual(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.tower.modules()), "folded into the convolutions"
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.visual.modules())
 
 
 def test_zero_shot_head_is_the_text_tower_on_the_prompts(work: dict[str, Path]) -> None:

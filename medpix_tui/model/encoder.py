@@ -24,7 +24,7 @@ import torch
 from ..progress import Progress, silent
 from .checkpoint import WEIGHTS_FILE, load_tensors, read_config, read_metadata
 from .preprocess import load_many
-from .tower import ModifiedResNet, build_tower
+from .tower import ModifiedResNet, build_tower, fold_batch_norms
 from .zeroshot import ZeroShotHead, load_head
 
 BATCH = 64
@@ -108,7 +108,7 @@ def load_image_encoder(model_dir: Path) -> ImageEncoder:
     tower = build_tower(config["model_cfg"])
     state = {k.removeprefix("visual."): v for k, v in load_tensors(Path(model_dir) / WEIGHTS_FILE, "visual.").items()}
     tower.load_state_dict(state, strict=True)
-    tower.eval().to(memory_format=torch.channels_last)  # oneDNN's convolutions: 1.3 to 1.6x faster on CPU
+    fold_batch_norms(tower.eval()).to(memory_format=torch.channels_last)  # oneDNN: 1.3 to 1.6x faster on CPU
     pre = config["preprocess_cfg"]
     return ImageEncoder(tower=tower, size=int(pre["size"]), mean=float(pre["mean"][0]), std=float(pre["std"][0]),
                         head=load_head(model_dir), name=str(read_metadata(model_dir).get("name", "")))
