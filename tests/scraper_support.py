@@ -1,10 +1,22 @@
-"""Fixtures for the scraper tests and benchmark: invented MedPix-like cases and a local HTTP site.
+"""Fixtures for the scraper tests and benchmark: MedPix-like cases and a local HTTP site.
 
 :class:`FixtureSite` serves, on 127.0.0.1 only, what the scraper reads from the real
-sites, in their formats: Open-i search pages (``/api/search``), MedPix-style case pages
-(``/case?id=...``) and PNG images (``/imgs/...``). Failures are scripted per request path:
-a list of responses served before the normal one (a status, a body, a delay).
-All text is made up here; nothing comes from the dataset.
+sites. Two kinds of case:
+
+* :meth:`FixtureSite.add_case` (invented :class:`FixtureCase`): Open-i records and finished
+  HTML case pages, as a mirror might serve them (the first scraper's fixtures).
+* :meth:`FixtureSite.add_live` (:class:`LiveCase`): the live formats as public evidence shows
+  them (see ``tools/scraper/README.md``): Open-i ``api/search`` records (``uid`` the case id,
+  ``imgLarge`` relative, ``medpixImageURL``/``medpixFigureId`` per image, ``fulltext_html_url``/
+  ``medpixArticleId`` per case, an ``abstract`` of ``<p><b>Label: </b>...</p>``), MedPix REST
+  JSON (``/rest/encounter.json``, ``/rest/topic.json``, ``/rest/image.json`` with the field
+  names public importers read), images behind a redirect to a CDN path, and an
+  AngularJS-style case page: the served HTML is a shell with ``{{...}}`` template text and a
+  script that fetches the case after load and builds ``class="section ng-scope"`` blocks.
+
+:func:`release_cases` builds live cases from the release itself (its own text and images,
+at test time, in memory); nothing of the dataset is stored in the repository. Failures are
+scripted per request path: a list of responses served before the normal one.
 """
 
 from __future__ import annotations
@@ -149,6 +161,132 @@ def render_page(case: FixtureCase, images: list[FixtureImage] | None = None) -> 
 
 
 @dataclass
+class LiveImage:
+    """One image in the live formats; ``description`` is the release's ``Description``."""
+
+    name: str                      # MPX1009_synpic46283
+    figure_id: str                 # MedPix's image id (uuid): case?id=, image.json?imageID=
+    description: dict[str, Any]
+    png: bytes
+    kind: str = "CT"               # the release's Type
+
+
+@dataclass
+class LiveCase:
+    """One case in the live formats; ``case``/``topic`` are the release's objects (key order kept)."""
+
+    uid: str
+    encounter_id: str
+    topic_id: str
+    case: dict[str, str]
+    topic: dict[str, str]
+    location: str
+    images: list[LiveImage]
+
+    @property
+    def synpics(self) -> list[str]:
+        return [i.name.split("_", 1)[1] for i in self.images]
+
+
+def _uuid(seed: str) -> str:
+    """A deterministic uuid-shaped id (MedPix ids are uuids: see radbench.csv's imageIDs)."""
+    h = zlib.crc32(seed.encode()) & 0xFFFFFFFF
+    g = zlib.crc32(seed[::-1].encode()) & 0xFFFFFFFF
+    return f"{h:08x}-{g >> 16:04x}-4{g & 0xFFF:03x}-a{h & 0xFFF:03x}-{h:08x}{g & 0xFFFF:04x}"
+
+
+def release_cases(source_dir: Path, n: int = 50, step: int = 13) -> list[LiveCase]:
+    """``n`` cases of the release (every ``step``-th), with their own text and image bytes."""
+    cases = json.loads((source_dir / "Case_topic.json").read_text("utf-8"))
+    images: dict[str, list[dict[str, Any]]] = {}
+    for doc in json.loads((source_dir / "Descriptions.json").read_text("utf-8")):
+        images.setdefault(doc["U_id"], []).append(doc)
+    chosen = [c for c in cases[::step] if c["U_id"] in images][:n]
+    live = []
+    for c in chosen:
+        docs = images[c["U_id"]]
+        live.append(LiveCase(
+            c["U_id"], _uuid("enc" + c["U_id"]), _uuid("top" + c["U_id"]), c["Case"], c["Topic"],
+            docs[0]["Location"],
+            [LiveImage(d["image"], _uuid("fig" + d["image"]), d["Description"],
+                       (source_dir / "images" / f"{d['image']}.png").read_bytes(), d["Type"]) for d in docs]))
+    return live
+
+
+def live_from_fixture(case: FixtureCase) -> LiveCase:
+    """An invented case in the live formats (for the benchmark: no dataset needed)."""
+    images = [LiveImage(i.name, _uuid("fig" + i.name),
+                        {"ACR Codes": i.acr, "Age": case.age, "Caption": i.caption, "Figure Part": i.figure_part,
+                         "Modality": i.modality, "Plane": i.plane, "Sex": case.sex},
+                        png_bytes(zlib.crc32(i.name.encode()) % 10000), case.image_type(i)) for i in case.images]
+    return LiveCase(case.uid, _uuid("enc" + case.uid), _uuid("top" + case.uid), case.case, case.topic,
+                    case.location, images)
+
+
+#: Open-i abstract labels (per the 2017 BioVida sample records) and the release fields they hold.
+ABSTRACT_ORDER = (("Diagnosis", "Case Diagnosis"), ("History", "History"), ("Findings", "Findings"),
+                  ("Ddx", "Differential Diagnosis"), ("Dxhow", "Diagnosis By"), ("Exam", "Exam"))
+#: The release's Case/Topic field -> the REST key that serves it (the scraper's mapping, inverted).
+ENCOUNTER_KEYS = {"Title": "title", "History": "history", "Exam": "exam", "Findings": "findings",
+                  "Differential Diagnosis": "ddx", "Case Diagnosis": "diagnosis", "Diagnosis By": "dxHow",
+                  "Treatment & Follow Up": "txFollowup", "Discussion": "discussion"}
+TOPIC_KEYS = {"Title": "title", "Disease Discussion": "factoid", "ACR Code": "acrCode", "Category": "subCategory",
+              "Reference": "reference", "External Links": "url", "Keywords": "keyword1"}
+IMAGE_KEYS = {"ACR Codes": "acrCode", "Caption": "imageCaption", "Figure Part": "figurePart",
+              "Modality": "modality", "Plane": "plane"}
+PUBLIC_MEDPIX = "https://medpix.nlm.nih.gov"
+
+#: The case page as a plain GET gets it: an AngularJS-style shell. Its script fetches the case
+#: after load and replaces the template with ``section ng-scope`` blocks.
+CASE_SHELL = """<!DOCTYPE html>
+<html ng-app="medpixApp"><head><meta charset="utf-8"><title>MedPix</title></head>
+<body><nav><a href="/">Home</a> Cases | Topics</nav>
+<div id="app" ng-controller="CaseController as vm">
+  <h1 class="case-title">{{vm.case.title}}</h1>
+  <div class="section" ng-repeat="s in vm.case.sections">
+    <h3 class="section-title">{{s.label}}</h3><div class="section-text">{{s.text}}</div></div>
+  <div class="topic"><h2>Topic</h2><div class="section" ng-repeat="s in vm.topic.sections">
+    <h3 class="section-title">{{s.label}}</h3><div class="section-text">{{s.text}}</div></div></div>
+</div>
+<script src="/static/medpix-case.js"></script>
+</body></html>
+"""
+CASE_SCRIPT = """
+(function () {
+  var id = new URLSearchParams(location.search).get('id');
+  function section(label, text) {
+    var s = document.createElement('div'); s.className = 'section ng-scope';
+    var h = document.createElement('h3'); h.className = 'section-title'; h.textContent = label;
+    var t = document.createElement('div'); t.className = 'section-text'; t.style.whiteSpace = 'pre-wrap';
+    t.textContent = text; s.appendChild(h); s.appendChild(t); return s;
+  }
+  function part(cls, heading, pairs, attrs) {
+    var d = document.createElement('div'); d.className = cls + ' ng-scope';
+    Object.keys(attrs || {}).forEach(function (k) { d.setAttribute(k, attrs[k]); });
+    if (heading) { var h = document.createElement('h2'); h.textContent = heading; d.appendChild(h); }
+    pairs.forEach(function (p) { d.appendChild(section(p[0], p[1])); });
+    return d;
+  }
+  setTimeout(function () {
+    fetch('/app/case-data?id=' + encodeURIComponent(id)).then(function (r) { return r.json(); })
+      .then(function (data) {
+        var app = document.getElementById('app'); app.innerHTML = ''; app.className = 'ng-scope';
+        var h1 = document.createElement('h1'); h1.className = 'case-title'; h1.textContent = data.title;
+        app.appendChild(h1);
+        app.appendChild(part('case', '', data.case));
+        app.appendChild(part('topic', 'Topic', data.topic));
+        app.appendChild(part('image-details', '', data.image.fields, {'data-image-id': data.image.name}));
+      });
+  }, 20);
+})();
+"""
+
+
+def _abstract(case: dict[str, str]) -> str:
+    return "".join(f"<p><b>{label}: </b>{case[name]}</p>" for label, name in ABSTRACT_ORDER if name in case)
+
+
+@dataclass
 class Scripted:
     """One scripted answer: status, body, content type, and a delay before answering."""
 
@@ -167,6 +305,11 @@ class FixtureSite:
         self.files: dict[str, bytes] = {}        # path -> image bytes
         self.records: dict[str, list[dict[str, Any]]] = {}  # query (upper) -> Open-i records
         self.scripts: dict[str, list[Scripted]] = {}
+        self.live: dict[str, LiveCase] = {}
+        self.json: dict[tuple[str, str], Any] = {}   # (REST kind, id) -> answer
+        self.app_data: dict[str, Any] = {}           # figure id -> what the case page's script fetches
+        self.redirects: dict[str, str] = {}          # path -> Location
+        self.rest_enabled = True
         self.log: list[str] = []
         self._lock = threading.Lock()
         site = self
@@ -227,6 +370,56 @@ class FixtureSite:
             "imgGrid150": "", "detailedQueryURL": f"/detailedresult?img={img.name}&req=4",
         }
 
+    def live_image_path(self, case: LiveCase, img: LiveImage) -> str:
+        return f"/imgs/512/{int(case.uid[3:]) % 400}/{case.uid[3:]}/{img.name}.png"
+
+    def add_live(self, case: LiveCase) -> LiveCase:
+        """Serve a case in the live formats: Open-i records, REST JSON, the scripted case page, images."""
+        self.live[case.uid] = case
+        sex = {"male": "male", "female": "female"}.get(str(case.images[0].description.get("Sex")))
+        image_list = []
+        for img, synpic in zip(case.images, case.synpics):
+            d = img.description
+            obj = {"imageID": img.figure_id, "tmpImageID": None, "imageName": synpic,
+                   "imageURL": f"/images/full/{synpic}.png", "thumbImageURL": f"/images/thumb/{synpic}.png",
+                   **{key: d.get(name) for name, key in IMAGE_KEYS.items()},
+                   "encounterID": case.encounter_id, "topicID": case.topic_id, "show": True, "deleted": False}
+            image_list.append(obj)
+            self.json[("image", img.figure_id)] = obj
+            self.files[self.live_image_path(case, img)] = img.png
+            self.files[f"/cdn/medpix/img/full/{synpic}.png"] = img.png
+            self.redirects[f"/images/full/{synpic}.png"] = f"/cdn/medpix/img/full/{synpic}.png"
+            self.records.setdefault(case.uid.upper(), []).append({
+                "uid": case.uid, "pmcid": "", "docSource": "MPX", "articleType": "ca",
+                "title": case.case.get("Title", ""), "fulltext_html_url": f"{PUBLIC_MEDPIX}/bycase?id={case.encounter_id}",
+                "medpixArticleId": case.encounter_id, "medpixFigureId": img.figure_id,
+                "medpixImageURL": f"{PUBLIC_MEDPIX}/case?id={img.figure_id}",
+                "abstract": _abstract(case.case), "MeSH": {"major": [], "minor": []}, "Problems": "",
+                "journal_date": {"year": "2017", "month": "01", "day": "01"},
+                "image": {"id": img.name, "caption": d.get("Caption") or "", "modalityMajor": img.kind.lower(),
+                          "mention": ""},
+                "imgLarge": self.live_image_path(case, img),
+                "imgThumb": self.live_image_path(case, img).replace("/512/", "/100/"),
+                "detailedQueryURL": f"retrieve.php?img={img.name}&query=&coll=mpx&req=4"})
+            pairs = [[name, d[name]] for name in ("Modality", "Plane", "Caption", "Figure Part", "ACR Codes")
+                     if d.get(name) is not None]
+            patient = [[k, v] for k, v in (("Age", d.get("Age")), ("Sex", d.get("Sex"))) if v]
+            self.app_data[img.figure_id] = {
+                "title": case.case.get("Title", ""),
+                "case": [[k, v] for k, v in case.case.items() if k != "Title"] + patient,
+                "topic": [[k, v] for k, v in case.topic.items()] + [["Location", case.location]],
+                "image": {"name": img.name, "fields": pairs}}
+        self.json[("encounter", case.encounter_id)] = {
+            "encounterID": case.encounter_id, "mCaseID": case.uid[3:],
+            **{key: case.case.get(name) for name, key in ENCOUNTER_KEYS.items()},
+            "age": case.images[0].description.get("Age"), "sex": sex, "race": None, "topicID": case.topic_id,
+            "imageList": image_list, "mediaList": []}
+        self.json[("topic", case.topic_id)] = {
+            "topicID": case.topic_id, **{key: case.topic.get(name) for name, key in TOPIC_KEYS.items()},
+            "keyword2": None, "keyword3": None, "preacr": None, "postacr": None, "location": case.location,
+            "subLocation": None, "categoryID": None, "relatedTopics": None}
+        return case
+
     def script(self, path: str, *answers: Scripted) -> None:
         """Serve these answers (in order) for ``path`` (with its query) before the normal one."""
         self.scripts.setdefault(path, []).extend(answers)
@@ -262,6 +455,9 @@ class FixtureSite:
             time.sleep(answer.delay)
         try:
             handler.send_response(answer.status)
+            if answer.status in (301, 302):
+                handler.send_header("Location", answer.body.decode())
+                answer = Scripted(answer.status, b"")
             handler.send_header("Content-Type", answer.content_type)
             handler.send_header("Content-Length", str(len(answer.body)))
             handler.end_headers()
@@ -276,13 +472,42 @@ class FixtureSite:
             return self._search(params)
         if url.path == "/case" and params.get("id") in self.pages:
             return Scripted(body=self.pages[params["id"]].encode("utf-8"))
+        if url.path == "/case" and params.get("id") in self.app_data:
+            return Scripted(body=CASE_SHELL.encode("utf-8"))
+        if url.path == "/static/medpix-case.js":
+            return Scripted(body=CASE_SCRIPT.encode("utf-8"), content_type="application/javascript")
+        if url.path == "/app/case-data" and params.get("id") in self.app_data:
+            return Scripted(body=json.dumps(self.app_data[params["id"]]).encode("utf-8"),
+                            content_type="application/json;charset=UTF-8")
+        if url.path.startswith("/rest/") and url.path.endswith(".json"):
+            kind = url.path[len("/rest/"):-len(".json")]
+            key = (kind, params.get(f"{kind}ID", ""))
+            if self.rest_enabled and key in self.json:
+                return Scripted(body=json.dumps(self.json[key]).encode("utf-8"),
+                                content_type="application/json;charset=UTF-8")
+            return Scripted(404, b'{"error": "not found"}', content_type="application/json")
+        if url.path in self.redirects:
+            return Scripted(302, self.redirects[url.path].encode())
         if url.path in self.files:
             return Scripted(body=self.files[url.path], content_type="image/png")
         return Scripted(404, b"<html><body>Not found</body></html>")
 
+    def overview_live(self, path: Path) -> Path:
+        """An ``images_overview.csv`` for the live cases, with the public hosts (as the release has them)."""
+        lines = ["Type,U_id,ID_Image,Img_Large,URL_Article_image"]
+        for case in self.live.values():
+            for img in case.images:
+                lines.append(f"{'TAC' if img.kind == 'CT' else 'MRI'},{case.uid},{img.name},"
+                             f"https://openi.nlm.nih.gov/{self.live_image_path(case, img)},"
+                             f"{PUBLIC_MEDPIX}/case?id={img.figure_id}")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
     def _search(self, params: dict[str, str]) -> Scripted:
         query = params.get("query", "").upper()
-        if query in self.records:
+        if params.get("coll") not in (None, "mpx"):
+            found: list[dict[str, Any]] = []
+        elif query in self.records:
             found = self.records[query]
         else:
             found = [r for recs in self.records.values() for r in recs

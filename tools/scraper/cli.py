@@ -16,6 +16,8 @@ from .cache import ResponseCache
 from .client import DEFAULT_USER_AGENT, Fetcher
 from .curation import REVIEW_FILE, Curator
 from .harvest import Report, run
+from .render import ChromiumRenderer, PlainRenderer, Renderer, RendererUnavailable, why_unavailable
+from .sites import MEDPIX_BASE
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -59,7 +61,13 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
               help="Seconds to wait for each response.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many Open-i records per query.")
-@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, help="Open-i server.")
+@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True,
+              help="Open-i server: every Open-i request (search, images) goes there.")
+@click.option("--medpix-base", default=MEDPIX_BASE, show_default=True,
+              help="MedPix server: every MedPix request (REST, case pages, images) goes there.")
+@click.option("--renderer", type=click.Choice(["chromium", "none"]), default=None,
+              help="How case pages are read when REST fails: in headless chromium, or as a plain GET "
+                   "returns them (mirrors of finished HTML) [default: chromium where installed].")
 @click.option("--coll", default=openi.DEFAULT_COLLECTION, show_default=True, help="Open-i collection.")
 @click.option("--overrides", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help=f"A reviewed {REVIEW_FILE} (columns image,decision): keep/drop by image or case id.")
@@ -69,7 +77,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also log every curation drop.")
 def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Path, force: bool,
          cache: Path | None, rate: float, retries: int, backoff: float, timeout: float, limit: int | None,
-         openi_base: str, coll: str, overrides: tuple[Path, ...], keep: tuple[str, ...], drop: tuple[str, ...],
+         openi_base: str, medpix_base: str, renderer: str | None, coll: str, overrides: tuple[Path, ...], keep: tuple[str, ...], drop: tuple[str, ...],
          contact: str | None, verbose: bool) -> None:
     """Harvest MedPix cases (Open-i records, MedPix case pages, images) into a MedPix 2.0 source folder.
 
@@ -92,10 +100,12 @@ def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Pa
     fetcher = Fetcher(ResponseCache(cache or out.parent / f"{out.name}.cache"), rate=rate, retries=retries,
                       backoff=backoff, timeout=timeout, user_agent=agent)
     report = Report()
+    pages = make_renderer(renderer, fetcher, timeout)
     try:
         curator = Curator.from_options(overrides, keep, drop)
         run(out, fetcher, ids=case_ids, query=query, overview=overview, base=openi_base, coll=coll, limit=limit,
-            curator=curator, force=force, progress=rich_progress(), report=report)
+            curator=curator, force=force, progress=rich_progress(), report=report, medpix_base=medpix_base,
+            renderer=pages)
     except MedpixError as exc:
         _summary(report, fetcher, out)
         click.echo(f"error: {exc}", err=True)
@@ -104,8 +114,55 @@ def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Pa
         _summary(report, fetcher, out)
         click.echo("interrupted: nothing written; rerun the same command to resume from the cache", err=True)
         sys.exit(130)
+    finally:
+        pages.close()
     _summary(report, fetcher, out)
     click.echo(f"review: flagged images are listed in {out / REVIEW_FILE}")
+
+
+class LazyChromium:
+    """Starts chromium at the first page that needs it (a harvest that REST answers never starts one)."""
+
+    def __init__(self, fetcher: Fetcher, timeout: float) -> None:
+        self.fetcher = fetcher
+        self.timeout = timeout
+        self.inner: Renderer | None = None
+        self.start_seconds: float | None = None
+
+    def _get(self) -> Renderer:
+        if self.inner is None:
+            try:
+                chromium = ChromiumRenderer(self.fetcher, page_timeout=self.timeout)
+            except RendererUnavailable as exc:
+                logging.getLogger("tools.scraper").error("renderer: %s; case pages are read as served", exc)
+                self.inner = PlainRenderer(self.fetcher)
+            else:
+                self.start_seconds = chromium.start_seconds
+                self.inner = chromium
+        return self.inner
+
+    def render(self, url: str):  # type: ignore[no-untyped-def]
+        return self._get().render(url)
+
+    def forget(self, url: str) -> None:
+        self._get().forget(url)
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+
+def make_renderer(choice: str | None, fetcher: Fetcher, timeout: float) -> Renderer:
+    """The page renderer for ``--renderer``; chromium's absence is one line (an error when asked for)."""
+    if choice == "none":
+        return PlainRenderer(fetcher)
+    reason = why_unavailable()
+    if reason:
+        if choice == "chromium":
+            raise click.UsageError(f"--renderer chromium: {reason}")
+        click.echo(f"renderer: {reason}; case pages are read as served (--renderer none)", err=True)
+        return PlainRenderer(fetcher)
+    return LazyChromium(fetcher, timeout)
 
 
 def _summary(report: Report, fetcher: Fetcher, out: Path) -> None:

@@ -21,6 +21,8 @@ from .cache import Fetched, ResponseCache
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_AGENT = "medpix-tui-scraper/0.1 (research harvest of MedPix 2.0; python-requests)"
+#: Content type of a cached 404 (see ``Fetcher.get(remember_missing=True)``).
+MISSING = "x-medpix-scraper/missing"
 #: Longest wait honoured from a ``Retry-After`` header, in seconds.
 MAX_RETRY_AFTER = 120.0
 
@@ -93,11 +95,17 @@ class Fetcher:
         self._sleep = sleep
         self.stats = FetchStats()
 
-    def get(self, url: str) -> Fetched:
-        """The body of ``url``; raises :class:`FetchError` once retries are spent."""
+    def get(self, url: str, *, remember_missing: bool = False) -> Fetched:
+        """The body of ``url``; raises :class:`FetchError` once retries are spent.
+
+        With ``remember_missing`` a 404 is cached too (REST lookups of ids the API does not
+        know), so a resumed run does not ask again.
+        """
         hit = self.cache.get(url)
         if hit is not None:
             self.stats.cached += 1
+            if hit.content_type == MISSING:
+                raise FetchError(url, "HTTP 404 (not retried; remembered from an earlier run)")
             return hit
         for attempt in range(self.retries + 1):
             self.limiter.wait()
@@ -121,6 +129,8 @@ class Fetcher:
                     return Fetched(url, resp.content, content_type)
                 reason = f"HTTP {resp.status_code}"
                 if resp.status_code != 429 and resp.status_code < 500:
+                    if resp.status_code == 404 and remember_missing:
+                        self.cache.put(url, b"", MISSING)
                     self.stats.failed += 1
                     raise FetchError(url, f"{reason} (not retried)")
                 wait = _retry_after(resp.headers.get("Retry-After"))

@@ -19,10 +19,17 @@ Which record a label belongs to (case, topic, or one image) is decided by scope:
   ``Modality`` outside any image block goes to an anonymous image, ``""``).
 
 Unknown text before the first label is ignored; navigation, scripts and forms are skipped.
+
+The live MedPix case page is an AngularJS application: a plain GET gets a shell whose
+``{{...}}`` template text is filled in only once the page's scripts have fetched the case.
+:func:`parse_page` refuses such a page (:class:`PageNotRendered`), and reads a rendered page's
+``class="section"`` blocks (a heading naming the field, then its text) keeping the text
+exactly as the DOM holds it: line breaks and runs of spaces included.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 import re
 from dataclasses import dataclass, field
 
@@ -273,6 +280,77 @@ def _soup(html: str) -> BeautifulSoup:
     return BeautifulSoup(html, "html.parser")
 
 
+class PageNotRendered(ValueError):
+    """A page that still shows template text: its scripts never ran (or never finished)."""
+
+
+_TEMPLATE = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+
+def _exact(node: Tag | NavigableString) -> str:
+    """Text of a node exactly as the DOM holds it (``<br>`` is a newline); skipped elements give nothing."""
+    return _raw(node).replace(_BR, "\n")
+
+
+def _template_text(soup: BeautifulSoup) -> str | None:
+    """The first ``{{...}}`` left in the page's visible text, if any."""
+    match = _TEMPLATE.search(_raw(soup))
+    return match.group(0)[:60] if match else None
+
+
+def _scope_of(el: Tag) -> tuple[str, str]:
+    for parent in el.parents:
+        if isinstance(parent, Tag) and parent.name != "[document]":
+            scope = _container_scope(parent)
+            if scope:
+                return scope
+    return ("case", "")
+
+
+def _parse_sections(soup: BeautifulSoup, sections: list[Tag]) -> CasePage:
+    """A rendered page: each ``section`` block is a heading (the label) and its text."""
+    page = CasePage()
+    title = soup.find(class_="case-title")
+    if isinstance(title, Tag):
+        page.heading = _exact(title) or None
+    for sec in sections:
+        head = sec.find(class_="section-title") or sec.find(list(_HEADINGS))
+        if not isinstance(head, Tag):
+            continue
+        scope = _scope_of(sec)
+        hit = _LABELS[scope[0]].get(_norm(_clean(_raw(head))))
+        if hit is None:
+            continue
+        body = sec.find(class_="section-text")
+        if isinstance(body, Tag):
+            text = _exact(body)
+        else:
+            text = "".join(_exact(c) for c in sec.children if c is not head).strip()
+        target, name = hit
+        if target == "image":
+            record = page.images.setdefault(scope[1] if scope[0] == "image" else "", {})
+        else:
+            record = getattr(page, target)
+        if text and name not in record:
+            record[name] = text
+    return page
+
+
+def parse_page(html: str) -> CasePage:
+    """A case page as served or rendered; raises :class:`PageNotRendered` for an unrendered shell."""
+    soup = _soup(html)
+    left = _template_text(soup)
+    if left:
+        raise PageNotRendered(f"page not rendered (template text {left!r} left)")
+    sections = [s for s in soup.find_all(class_="section")
+                if isinstance(s, Tag) and not s.find_parent(class_="section")]
+    if sections:
+        return _parse_sections(soup, sections)
+    reader = _Reader("case")
+    reader.walk(soup)
+    return reader.page
+
+
 def parse_case_page(html: str) -> CasePage:
     """Case, Topic, patient defaults and per-image fields found on a MedPix case page."""
     reader = _Reader("case")
@@ -280,8 +358,27 @@ def parse_case_page(html: str) -> CasePage:
     return reader.page
 
 
-def parse_abstract(html: str) -> dict[str, str]:
-    """Case fields from an Open-i abstract (``<p><b>History:</b> ... <b>Findings:</b> ...``)."""
-    reader = _Reader("case")
-    reader.walk(_soup(html))
-    return reader.page.case
+#: Open-i abstract label -> release ``Case`` field.
+ABSTRACT_LABELS = {"diagnosis": "Case Diagnosis", "history": "History", "findings": "Findings",
+                   "ddx": "Differential Diagnosis", "dxhow": "Diagnosis By", "exam": "Exam",
+                   "differential diagnosis": "Differential Diagnosis", "diagnosis by": "Diagnosis By",
+                   "treatment & follow up": "Treatment & Follow Up", "discussion": "Discussion"}
+_ABSTRACT_LABEL = re.compile(r"(?:<p>\s*)?<(b|strong)>\s*([A-Za-z][A-Za-z &]{0,30}?)\s*:\s*</\1> ?", re.IGNORECASE)
+
+
+def parse_abstract(text: str) -> dict[str, str]:
+    """Case fields from an Open-i abstract (``<p><b>Diagnosis: </b>...</p><p><b>History: </b>...``).
+
+    Each value is the text between its label and the next known label, less the closing
+    ``</p>``, entities decoded, line breaks and spaces kept as served.
+    """
+    marks = [(m, ABSTRACT_LABELS[_norm(m.group(2))]) for m in _ABSTRACT_LABEL.finditer(text)
+             if _norm(m.group(2)) in ABSTRACT_LABELS]
+    fields: dict[str, str] = {}
+    for i, (match, name) in enumerate(marks):
+        end = marks[i + 1][0].start() if i + 1 < len(marks) else len(text)
+        value = re.sub(r"</p>\s*$", "", text[match.end():end])
+        value = html_lib.unescape(value)
+        if value.strip() and name not in fields:
+            fields[name] = value
+    return fields
