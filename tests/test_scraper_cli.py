@@ -38,7 +38,7 @@ def _restore_logging() -> Iterator[None]:
 
 def _scrape(site: FixtureSite, *args: str) -> tuple[int, str, str]:
     runner = CliRunner()
-    result = runner.invoke(main, ["--openi-base", site.url, "--rate", "0", "--backoff", "0.01", "--timeout", "2",
+    result = runner.invoke(main, ["--openi-base", site.url, "--medpix-base", site.url, "--renderer", "none", "--rate", "0", "--backoff", "0.01", "--timeout", "2",
                                   *args])
     return result.exit_code, result.stdout, result.stderr
 
@@ -48,12 +48,13 @@ def test_harvest_prints_a_summary(site: FixtureSite, tmp_path: Path) -> None:
     assert code == 0, err
     assert out.splitlines() == [
         f"written: 3 case(s), 6 image(s) to {tmp_path / 's'}",
-        "requests: 12 issued, 12 fetched, 0 from cache, 0 retried",
-        "skipped: 0", "failed: 0",
+        "requests: 18 issued, 12 fetched, 0 from cache, 0 retried",
+        "skipped: 0", "sources: 0 REST, 3 rendered page, 0 partial (case text from the Open-i abstract only)",
+        "failed: 0",
         f"review: flagged images are listed in {tmp_path / 's' / 'curation_review.csv'}"]
     assert (tmp_path / "s.cache").is_dir()
     code, out, _ = _scrape(site, "--id", "MPX9001", "--out", str(tmp_path / "s"), "--force")
-    assert code == 0 and "requests: 0 issued, 0 fetched, 4 from cache" in out
+    assert code == 0 and "requests: 0 issued, 0 fetched, 6 from cache" in out
 
 
 def test_usage_errors(site: FixtureSite, tmp_path: Path) -> None:
@@ -76,7 +77,8 @@ def test_failures_are_logged_one_line_each_and_exit_1_when_nothing_is_left(site:
     assert code == 1 and not (tmp_path / "s").exists()
     assert "failed: 1" in out and "written: nothing" in out
     errors = [line for line in err.splitlines() if line.startswith("ERROR ")]
-    assert len(errors) == 1 and "failed MPX9001: no case page could be read" in errors[0] and "HTTP 404" in errors[0]
+    assert len(errors) == 1 and "failed MPX9001: case lacks field Topic.Title" in errors[0]
+    assert "case?id=00000001-fixture-case: HTTP 404" in errors[0]
     assert err.strip().splitlines()[-1].startswith("error: nothing harvested")
 
 

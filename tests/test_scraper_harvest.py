@@ -64,20 +64,20 @@ def test_every_failure_is_reported_once_and_the_output_stays_valid(
     stuck = site.image_path(cases[12].images[1])
     site.script(stuck, *[Scripted(delay=1.0)] * 3)                               # timeout, every time
 
-    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(1, 13), 999), base=site.url)
+    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(1, 13), 999), base=site.url, medpix_base=site.url)
 
     written, images = _written(tmp_path / "out")
     assert [c["U_id"] for c in written] == _ids(1, 2, 4, 5, 7, 8, 9, 10, 12)
     failed = dict(report.failed)
     assert failed.keys() == {"MPX9003", "MPX9006", cases[7].images[0].name, cases[9].images[1].name, "MPX9011",
                              cases[12].images[1].name, "MPX9999"}
-    assert "HTTP 404 (not retried)" in failed["MPX9003"]
+    assert "case?id=00000003-fixture-case: HTTP 404 (not retried)" in failed["MPX9003"]
     assert "no MedPix case sections found" in failed["MPX9006"]
     assert failed[cases[7].images[0].name] == "missing field Modality on its case page"
     assert "not an image" in failed[cases[9].images[1].name]
-    assert failed["MPX9011"] == "case page lacks field Topic.Title"
+    assert failed["MPX9011"].startswith("case lacks field Topic.Title (image.json: HTTP 404")
     assert "timed out after 0.5s, gave up after 3 attempts" in failed[cases[12].images[1].name]
-    assert failed["MPX9999"] == "Open-i returned no MedPix image for it"
+    assert failed["MPX9999"] == "Open-i returned no MedPix image for it; REST encounter: HTTP 404 (not retried)"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == len(report.failed) and all("\n" not in e for e in errors)
     warnings = " | ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -95,7 +95,7 @@ def test_every_failure_is_reported_once_and_the_output_stays_valid(
 
 def test_documents_have_the_release_schema(site: FixtureSite, tmp_path: Path, source_dir: Path) -> None:
     site.add_case(make_case(5, n_ct=2, n_mr=2))
-    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(5), base=site.url)
+    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(5), base=site.url, medpix_base=site.url)
     cases, images = _written(tmp_path / "out")
     case = cases[0]
     assert tuple(case) == CASE_KEYS and list(case["Case"]) == [k for k in CASE_FIELDS if k in case["Case"]]
@@ -121,12 +121,13 @@ def test_a_resumed_run_issues_no_request(site: FixtureSite, tmp_path: Path) -> N
     for n in range(1, 6):
         site.add_case(make_case(n))
     first = _fetcher(tmp_path)
-    run(tmp_path / "a", first, ids=_ids(*range(1, 6)), base=site.url)
+    run(tmp_path / "a", first, ids=_ids(*range(1, 6)), base=site.url, medpix_base=site.url)
     served = site.count()
     again = _fetcher(tmp_path)
-    run(tmp_path / "b", again, ids=_ids(*range(1, 6)), base=site.url)
-    assert site.count() == served == first.stats.requests == 20
-    assert again.stats.requests == 0 and again.stats.cached == 20
+    run(tmp_path / "b", again, ids=_ids(*range(1, 6)), base=site.url, medpix_base=site.url)
+    # per case: Open-i search, REST image.json and encounter.json (404s, remembered), the page, 2 images
+    assert site.count() == served == first.stats.requests == 30
+    assert again.stats.requests == 0 and again.stats.cached == 30
     for name in ("Case_topic.json", "Descriptions.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
@@ -145,12 +146,12 @@ def test_an_interrupted_run_leaves_nothing_and_resumes(site: FixtureSite, tmp_pa
 
     monkeypatch.setattr(fetcher.session, "get", get_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "out", fetcher, ids=_ids(1, 2, 3, 4), base=site.url)
+        run(tmp_path / "out", fetcher, ids=_ids(1, 2, 3, 4), base=site.url, medpix_base=site.url)
     assert not (tmp_path / "out").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
     resumed = _fetcher(tmp_path)
-    run(tmp_path / "out", resumed, ids=_ids(1, 2, 3, 4), base=site.url)
-    assert resumed.stats.cached == 6 and resumed.stats.requests == 16 - 6
+    run(tmp_path / "out", resumed, ids=_ids(1, 2, 3, 4), base=site.url, medpix_base=site.url)
+    assert resumed.stats.cached == 6 and resumed.stats.requests == 24 - 6
     assert len(_written(tmp_path / "out")[0]) == 4
 
 
@@ -158,11 +159,11 @@ def test_unusable_content_is_fetched_again_next_time(site: FixtureSite, tmp_path
     case = site.add_case(make_case(1))
     good = site.files[site.image_path(case.images[1])]
     site.files[site.image_path(case.images[1])] = b"<html>maintenance</html>"
-    report = run(tmp_path / "a", _fetcher(tmp_path), ids=_ids(1), base=site.url)
+    report = run(tmp_path / "a", _fetcher(tmp_path), ids=_ids(1), base=site.url, medpix_base=site.url)
     assert len(report.failed) == 1 and report.images == 1
     site.files[site.image_path(case.images[1])] = good
     again = _fetcher(tmp_path)
-    report = run(tmp_path / "b", again, ids=_ids(1), base=site.url)
+    report = run(tmp_path / "b", again, ids=_ids(1), base=site.url, medpix_base=site.url)
     assert again.stats.requests == 1 and report.images == 2 and not report.failed
 
 
@@ -171,12 +172,12 @@ def test_existing_output_needs_force(site: FixtureSite, tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "old.txt").write_text("old")
     with pytest.raises(OutputExistsError, match="pass --force"):
-        run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url)
+        run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url, medpix_base=site.url)
     assert site.count() == 0
     with pytest.raises(InputError, match="not a folder this tool wrote"):
         run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(1), base=site.url, force=True)
     assert (tmp_path / "out" / "old.txt").read_text() == "old" and site.count() == 0
-    run(tmp_path / "new", _fetcher(tmp_path), ids=_ids(1), base=site.url)
+    run(tmp_path / "new", _fetcher(tmp_path), ids=_ids(1), base=site.url, medpix_base=site.url)
     site.add_case(make_case(2))
     run(tmp_path / "new", _fetcher(tmp_path), ids=_ids(1, 2), base=site.url, force=True)  # replaces its own output
     assert len(_written(tmp_path / "new")[0]) == 2
@@ -185,19 +186,20 @@ def test_existing_output_needs_force(site: FixtureSite, tmp_path: Path) -> None:
 def test_nothing_harvested_writes_nothing(site: FixtureSite, tmp_path: Path) -> None:
     report = Report()
     with pytest.raises(NothingHarvestedError, match="nothing harvested: 1 failure"):
-        run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(5), base=site.url, report=report)
-    assert not (tmp_path / "out").exists() and report.failed == [("MPX9005", "Open-i returned no MedPix image for it")]
+        run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(5), base=site.url, medpix_base=site.url, report=report)
+    assert not (tmp_path / "out").exists() and report.failed == [
+        ("MPX9005", "Open-i returned no MedPix image for it; REST encounter: HTTP 404 (not retried)")]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
 
 
 def test_overview_input_gives_the_same_source_without_searching(site: FixtureSite, tmp_path: Path) -> None:
     for n in (1, 2, 3):
         site.add_case(make_case(n))
-    run(tmp_path / "by-id", _fetcher(tmp_path), ids=_ids(1, 2, 3), base=site.url)
+    run(tmp_path / "by-id", _fetcher(tmp_path), ids=_ids(1, 2, 3), base=site.url, medpix_base=site.url)
     searches = site.count("/api/search")
     overview = site.overview_csv(tmp_path / "images_overview.csv")
     fetcher = Fetcher(ResponseCache(tmp_path / "other-cache"), rate=0)
-    run(tmp_path / "by-overview", fetcher, overview=overview)
+    run(tmp_path / "by-overview", fetcher, overview=overview, medpix_base=site.url)
     assert site.count("/api/search") == searches
     by_id, by_overview = _written(tmp_path / "by-id"), _written(tmp_path / "by-overview")
     assert by_id[1] == by_overview[1]
@@ -211,7 +213,7 @@ def test_images_described_on_several_pages(site: FixtureSite, tmp_path: Path) ->
     case = make_case(2, n_ct=2, n_mr=1)
     case.extra_pages = {"second-page": [case.images[2].name]}
     site.add_case(case)
-    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(2), base=site.url)
+    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(2), base=site.url, medpix_base=site.url)
     _, images = _written(tmp_path / "out")
     assert [i["Description"]["Modality"] for i in images] == [i.modality for i in case.images]
     assert site.count("/case?id=second-page") == 1
@@ -224,7 +226,7 @@ def test_open_i_fills_gaps_on_the_page(site: FixtureSite, tmp_path: Path) -> Non
     del stripped.case["History"]
     stripped.images[0].caption = ""
     site.pages[case.page_id] = render_page(stripped)
-    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(4), base=site.url)
+    run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(4), base=site.url, medpix_base=site.url)
     cases, images = _written(tmp_path / "out")
     assert cases[0]["Case"]["History"] == case.case["History"]   # from the Open-i abstract
     assert list(cases[0]["Case"])[:2] == ["Title", "History"]
@@ -235,11 +237,11 @@ def test_overrides_keep_a_flagged_image(site: FixtureSite, tmp_path: Path) -> No
     case = make_case(1, n_ct=2)
     case.images[1].caption = "Arrows mark the lesion."
     site.add_case(case)
-    run(tmp_path / "a", _fetcher(tmp_path), ids=_ids(1), base=site.url)
+    run(tmp_path / "a", _fetcher(tmp_path), ids=_ids(1), base=site.url, medpix_base=site.url)
     assert [i["image"] for i in _written(tmp_path / "a")[1]] == [case.images[0].name, case.images[2].name]
     review = tmp_path / "a" / REVIEW_FILE
     review.write_text(review.read_text().replace(",drop,", ",keep,"))
-    report = run(tmp_path / "b", _fetcher(tmp_path), ids=_ids(1), base=site.url,
+    report = run(tmp_path / "b", _fetcher(tmp_path), ids=_ids(1), base=site.url, medpix_base=site.url,
                  curator=Curator.from_options([review], keep=[], drop=[]))
     assert report.images == 3 and not report.skipped
     assert "annotated;overridden" in (tmp_path / "b" / REVIEW_FILE).read_text()
@@ -248,14 +250,14 @@ def test_overrides_keep_a_flagged_image(site: FixtureSite, tmp_path: Path) -> No
 def test_rate_limit_spaces_requests(site: FixtureSite, tmp_path: Path) -> None:
     site.add_case(make_case(1))
     start = time.monotonic()
-    run(tmp_path / "out", _fetcher(tmp_path, rate=20), ids=_ids(1), base=site.url)
-    assert site.count() == 4 and time.monotonic() - start >= 3 / 20
+    run(tmp_path / "out", _fetcher(tmp_path, rate=20), ids=_ids(1), base=site.url, medpix_base=site.url)
+    assert site.count() == 6 and time.monotonic() - start >= 5 / 20
 
 
 def test_a_query_pages_through_open_i(site: FixtureSite, tmp_path: Path) -> None:
     for n in range(1, 8):
         site.add_case(make_case(n))
-    report = run(tmp_path / "out", _fetcher(tmp_path), query="fixture condition", base=site.url, page_size=3,
+    report = run(tmp_path / "out", _fetcher(tmp_path), query="fixture condition", base=site.url, medpix_base=site.url, page_size=3,
                  limit=10)
     assert report.images == 10 and site.count("/api/search") == 4
     assert [c["U_id"] for c in _written(tmp_path / "out")[0]] == _ids(1, 2, 3, 4, 5)
@@ -265,7 +267,7 @@ def test_hundred_cases_at_rate_zero_within_ten_seconds(site: FixtureSite, tmp_pa
     for n in range(100):
         site.add_case(make_case(n))
     start = time.monotonic()
-    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(100)), base=site.url)
+    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(100)), base=site.url, medpix_base=site.url)
     assert report.cases == 100 and time.monotonic() - start <= 10
 
 

@@ -203,8 +203,15 @@ def test_a_duplicated_image_block_keeps_the_first() -> None:
 
 
 def test_open_i_abstract_gives_case_fields() -> None:
-    abstract = "<p><b>History:</b> 60 yo.</p><p><b>Findings:</b> A mass. <b>Diagnosis:</b> Tumour</p>"
-    assert parse_abstract(abstract) == {"History": "60 yo.", "Findings": "A mass.", "Case Diagnosis": "Tumour"}
+    # The shape of Open-i's MedPix abstracts (BioVida's 2017 sample records): "<p><b>Label: </b>text</p>",
+    # raw line breaks inside the text; spacing is kept as served.
+    abstract = ("<p><b>Diagnosis: </b>Tumour</p><p><b>History: </b>60 yo.\nSecond  line</p>"
+                "<p><b>Ddx: </b>A\nB</p><p><b>Dxhow: </b>Biopsy &amp; MRI</p><p><b>Exam: </b>N/A</p>")
+    assert parse_abstract(abstract) == {"Case Diagnosis": "Tumour", "History": "60 yo.\nSecond  line",
+                                        "Differential Diagnosis": "A\nB", "Diagnosis By": "Biopsy & MRI",
+                                        "Exam": "N/A"}
+    older = "<p><b>History:</b> 60 yo.</p><p><b>Findings:</b> A mass. <b>Diagnosis:</b> Tumour</p>"
+    assert parse_abstract(older) == {"History": "60 yo.", "Findings": "A mass. ", "Case Diagnosis": "Tumour"}
 
 
 _WORDS = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEF0123456789 .,;()-'&é•"), min_size=1, max_size=40)
@@ -254,7 +261,7 @@ def test_record_to_ref() -> None:
     ref = ref_from_record(record, "https://openi.nlm.nih.gov")
     assert ref == ImageRef("MPX1009_synpic46283", "MPX1009",
                            "https://openi.nlm.nih.gov/imgs/512/207/1009/MPX1009_synpic46283.png",
-                           "https://medpix.nlm.nih.gov/case?id=u", caption="cap", title="T")
+                           "https://medpix.nlm.nih.gov/case?id=u", caption="cap", title=" T ", figure_id="u")
     assert ref_from_record({"uid": "MPX1_synpic1"}, "https://o") is None
     assert ref_from_record({"imgLarge": "/imgs/../x.png", "uid": "../etc"}, "https://o") is None
 

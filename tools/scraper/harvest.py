@@ -117,6 +117,7 @@ class _Rest:
     patient: dict[str, str] = field(default_factory=dict)
     images: dict[str, dict[str, str]] = field(default_factory=dict)  # synpic or figure id -> fields
     errors: list[str] = field(default_factory=list)
+    image_json_failed: bool = False  # once image.json fails for a case, its other images are not asked
 
 
 class Harvester:
@@ -204,10 +205,13 @@ class Harvester:
         return found
 
     def _image_json(self, found: _Rest, ref: ImageRef) -> RestImage | None:
+        if found.image_json_failed:
+            return None
         try:
             image = self.image_json(ref.figure_id or "")
         except (FetchError, RestError) as exc:
-            found.errors.append(f"image.json {ref.image}: {getattr(exc, 'reason', exc)}")
+            found.errors.append(f"image.json: {getattr(exc, 'reason', exc)}")
+            found.image_json_failed = True
             return None
         found.images[(ref.figure_id or "").lower()] = image.fields
         return image

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1280,2000")
 #: JavaScript that says whether the page has finished building its case sections.
-READY_SCRIPT = ("var b = document.body; if (!b || document.readyState !== 'complete') return false;"
+READY_SCRIPT = ("var b = document.body; if (!b) return false;"
                 "if ((b.innerText || '').indexOf('{{') >= 0) return false;"
                 "return !!document.querySelector('.section');")
 
@@ -86,6 +86,7 @@ class ChromiumRenderer:
         self._profile = Path(tempfile.mkdtemp(prefix="medpix-scraper-chromium-"))
         options = webdriver.ChromeOptions()
         options.binary_location = browser
+        options.page_load_strategy = "eager"  # the wait below covers what the scripts add after DOMContentLoaded
         for arg in CHROMIUM_ARGS:
             options.add_argument(arg)
         options.add_argument(f"--user-data-dir={self._profile}")
