@@ -318,7 +318,7 @@ class FixtureSite:
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
             disable_nagle_algorithm = True  # else each small write waits for a delayed ACK
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 site._serve(self)
 
             def log_message(self, *args: object) -> None:
@@ -329,7 +329,7 @@ class FixtureSite:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
-    def __enter__(self) -> "FixtureSite":
+    def __enter__(self) -> FixtureSite:
         self._thread.start()
         return self
 

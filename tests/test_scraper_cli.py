@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from scraper_support import FixtureSite, make_case
 
 from tools.scraper.cli import main
-
-from scraper_support import FixtureSite, make_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +83,7 @@ def test_failures_are_logged_one_line_each_and_exit_1_when_nothing_is_left(site:
 
 def test_contact_goes_into_the_user_agent(site: FixtureSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
-    import tools.scraper.cli as cli
+    from tools.scraper import cli
 
     real = cli.Fetcher
 

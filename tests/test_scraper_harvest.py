@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scraper_support import FixtureImage, FixtureSite, Scripted, make_case, render_page
 
 from medpix_tui.errors import InputError, OutputExistsError
 from medpix_tui.source import CASE_KEYS, IMAGE_KEYS, load_source
@@ -18,9 +19,6 @@ from tools.scraper.client import Fetcher
 from tools.scraper.curation import REVIEW_FILE, Curator
 from tools.scraper.harvest import NothingHarvestedError, Report, run
 from tools.scraper.medpix import CASE_FIELDS, TOPIC_FIELDS
-
-from scraper_support import FixtureImage, FixtureSite, Scripted, make_case, render_page
-
 
 
 @pytest.fixture

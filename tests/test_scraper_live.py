@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from scraper_support import FixtureSite, LiveCase, release_cases
 
 from medpix_tui.source import load_source
 from tools.scraper import render
@@ -30,8 +31,6 @@ from tools.scraper.curation import Curator
 from tools.scraper.harvest import Report, run
 from tools.scraper.medpix import PageNotRendered, parse_page
 from tools.scraper.rest import RestError, parse_encounter, parse_topic
-
-from scraper_support import FixtureSite, LiveCase, release_cases
 
 #: Fields the Open-i abstract carries (labels Diagnosis, History, Findings, Ddx, Dxhow, Exam) and the title.
 ABSTRACT_FIELDS = tuple(f"Case.{k}" for k in ("Title", "History", "Exam", "Findings", "Differential Diagnosis",
@@ -213,7 +212,7 @@ def _restore_logging() -> Iterator[None]:
 @pytest.mark.usefixtures("_restore_logging")
 def test_renderer_absence_is_one_line(site: FixtureSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(render, "why_unavailable", lambda: "chromium and chromium-driver are not installed")
-    import tools.scraper.cli as cli
+    from tools.scraper import cli
     monkeypatch.setattr(cli, "why_unavailable", render.why_unavailable)
     base = ["--openi-base", site.url, "--medpix-base", site.url, "--rate", "0"]
     result = CliRunner().invoke(main, [*base, "--renderer", "chromium", "--id", "MPX1", "--out", str(tmp_path / "a")])
@@ -221,8 +220,8 @@ def test_renderer_absence_is_one_line(site: FixtureSite, tmp_path: Path, monkeyp
         result.stderr and "Traceback" not in result.output
     result = CliRunner().invoke(main, [*base, "--id", "MPX1", "--out", str(tmp_path / "b")])
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("renderer:")]
-    assert lines == ["renderer: chromium and chromium-driver are not installed; case pages are read as served "
-                     "(--renderer none)"]
+    assert lines == [("renderer: chromium and chromium-driver are not installed; case pages are read as served "
+                      "(--renderer none)")]
 
 
 @pytest.mark.usefixtures("_restore_logging", "chromium")

@@ -9,21 +9,32 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scraper_support import make_case, png_bytes, render_page
 
 from medpix_tui.errors import InputError
 from tools.scraper import openi
 from tools.scraper.cache import Fetched, ResponseCache
 from tools.scraper.client import Fetcher, FetchError, RateLimiter
-from tools.scraper.curation import Curator, flag_reasons, modality_type, read_overrides, review_row, write_review
+from tools.scraper.curation import (
+    Curator,
+    flag_reasons,
+    modality_type,
+    read_overrides,
+    review_row,
+    write_review,
+)
 from tools.scraper.inputs import ImageRef, dedupe, ref_from_record, refs_from_overview
 from tools.scraper.locations import location_category
-from tools.scraper.medpix import (_CASE_LABELS, _MARKERS, _TOPIC_LABELS, _norm, image_key, parse_abstract,
-                                  parse_case_page)
+from tools.scraper.medpix import (
+    _CASE_LABELS,
+    _MARKERS,
+    _TOPIC_LABELS,
+    _norm,
+    image_key,
+    parse_abstract,
+    parse_case_page,
+)
 from tools.scraper.writer import to_png
-
-from scraper_support import make_case, png_bytes, render_page
-
-
 
 # --- rate limiter and retries -----------------------------------------------------------------
 
@@ -350,8 +361,9 @@ def test_location_category_fallbacks() -> None:
 def test_to_png_converts_and_rejects() -> None:
     png = png_bytes(1)
     assert to_png(png) == png
-    from PIL import Image
     import io
+
+    from PIL import Image
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, "JPEG")
     assert to_png(buf.getvalue()).startswith(b"\x89PNG")

@@ -20,17 +20,25 @@ import click
 
 from . import openi
 from .cache import ResponseCache
-from .client import DEFAULT_USER_AGENT, FetchError, Fetcher
+from .client import DEFAULT_USER_AGENT, Fetcher, FetchError
 from .compare import MISSING, flatten
 from .curation import modality_type
-from .harvest import CASE_FIELDS, TOPIC_FIELDS, Harvester, Report, _age, _merge, _sex, refs_from_rest
+from .harvest import (
+    CASE_FIELDS,
+    TOPIC_FIELDS,
+    Harvester,
+    Report,
+    _age,
+    _merge,
+    _sex,
+    refs_from_rest,
+)
 from .inputs import ImageRef, refs_from_openi
 from .locations import location_category
 from .medpix import image_key, parse_abstract
 from .render import ChromiumRenderer, RendererUnavailable
 from .rest import RestError
 from .sites import MEDPIX_BASE, Sites
-
 
 
 def _docs(uid: str, refs: list[ImageRef], case: dict[str, str], topic: dict[str, str], patient: dict[str, str],
@@ -116,8 +124,8 @@ def check_live(case_id: str, release: Path, openi_base: str, medpix_base: str, c
         got: dict[str, dict[str, Any]] = {}
         rest = harvester._rest(uid, refs)
         notes += [f"REST {e}" for e in rest.errors]
-        got["rest"] = flatten(*(lambda c, d: ([c], d))(*_docs(uid, refs, rest.case, rest.topic, rest.patient,
-                                                                rest.images)))
+        case_doc, image_docs = _docs(uid, refs, rest.case, rest.topic, rest.patient, rest.images)
+        got["rest"] = flatten([case_doc], image_docs)
         try:
             chromium = ChromiumRenderer(fetcher, page_timeout=timeout)
         except RendererUnavailable as exc:
@@ -140,9 +148,9 @@ def check_live(case_id: str, release: Path, openi_base: str, medpix_base: str, c
                 page = pages.get(ref.page_url or "")
                 if page and (image_key(ref.image) in page.images or list(page.images) == [""]):
                     images[image_key(ref.image)] = page.images.get(image_key(ref.image)) or page.images[""]
-            got["rendered"] = flatten(*(lambda c, d: ([c], d))(*_docs(
-                uid, refs, case, _merge([p.topic for p in found], TOPIC_FIELDS),
-                _merge([p.patient for p in found], ("Age", "Sex", "Location")), images)))
+            case_doc, image_docs = _docs(uid, refs, case, _merge([p.topic for p in found], TOPIC_FIELDS),
+                                         _merge([p.patient for p in found], ("Age", "Sex", "Location")), images)
+            got["rendered"] = flatten([case_doc], image_docs)
         case = _merge([parse_abstract(r.abstract) for r in refs if r.abstract], CASE_FIELDS)
         title = next((r.title for r in refs if r.title), None)
         if title:

@@ -16,7 +16,13 @@ from .cache import ResponseCache
 from .client import DEFAULT_USER_AGENT, Fetcher
 from .curation import REVIEW_FILE, Curator
 from .harvest import Report, run
-from .render import ChromiumRenderer, PlainRenderer, Renderer, RendererUnavailable, why_unavailable
+from .render import (
+    ChromiumRenderer,
+    PlainRenderer,
+    Renderer,
+    RendererUnavailable,
+    why_unavailable,
+)
 from .sites import MEDPIX_BASE
 
 

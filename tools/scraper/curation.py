@@ -23,21 +23,21 @@ REVIEW_COLUMNS = ("image", "U_id", "decision", "reasons", "Modality", "Plane", "
 KEEP, DROP = "keep", "drop"
 
 _CAPTION_FLAGS = {
-    "drawing": re.compile(r"\b(drawings?|illustrations?|diagrams?|schematics?|cartoons?|sketch(es)?)\b", re.I),
-    "photograph": re.compile(r"\b(photo(graph)?s?|gross (specimen|pathology)|intra-?operative)\b", re.I),
-    "montage": re.compile(r"\b(montage|collage)\b", re.I),
-    "annotated": re.compile(r"\b(arrows?|arrowheads?|annotat(ed|ions?)|circled|asterisks?|outlined)\b", re.I),
+    "drawing": re.compile(r"\b(drawings?|illustrations?|diagrams?|schematics?|cartoons?|sketch(es)?)\b", re.IGNORECASE),
+    "photograph": re.compile(r"\b(photo(graph)?s?|gross (specimen|pathology)|intra-?operative)\b", re.IGNORECASE),
+    "montage": re.compile(r"\b(montage|collage)\b", re.IGNORECASE),
+    "annotated": re.compile(r"\b(arrows?|arrowheads?|annotat(ed|ions?)|circled|asterisks?|outlined)\b", re.IGNORECASE),
 }
 _MODALITY_FLAGS = {
-    "drawing": re.compile(r"\b(drawing|illustration)\b", re.I),
-    "photograph": re.compile(r"\b(photo(graph)?|gross)\b", re.I),
-    "montage": re.compile(r"\bmontage\b", re.I),
-    "chart": re.compile(r"\b(spectroscopy|graph|chart)\b", re.I),
+    "drawing": re.compile(r"\b(drawing|illustration)\b", re.IGNORECASE),
+    "photograph": re.compile(r"\b(photo(graph)?|gross)\b", re.IGNORECASE),
+    "montage": re.compile(r"\bmontage\b", re.IGNORECASE),
+    "chart": re.compile(r"\b(spectroscopy|graph|chart)\b", re.IGNORECASE),
 }
 _PLANE_FLAGS = {
-    "drawing": re.compile(r"\bdrawing\b", re.I),
-    "photograph": re.compile(r"\b(photograph|gross pathology)\b", re.I),
-    "montage": re.compile(r"\bmontage\b", re.I),
+    "drawing": re.compile(r"\bdrawing\b", re.IGNORECASE),
+    "photograph": re.compile(r"\b(photograph|gross pathology)\b", re.IGNORECASE),
+    "montage": re.compile(r"\bmontage\b", re.IGNORECASE),
 }
 
 
@@ -82,7 +82,7 @@ class Curator:
         self.overrides = dict(overrides or {})
 
     @classmethod
-    def from_options(cls, files: Iterable[Path], keep: Iterable[str], drop: Iterable[str]) -> "Curator":
+    def from_options(cls, files: Iterable[Path], keep: Iterable[str], drop: Iterable[str]) -> Curator:
         """Overrides from review CSVs, then ``--keep``/``--drop`` ids (which win)."""
         overrides: dict[str, str] = {}
         for path in files:

@@ -23,13 +23,28 @@ from medpix_tui.errors import MedpixError
 from medpix_tui.progress import Progress, silent
 
 from . import openi
-from .client import FetchError, Fetcher, FetchStats
+from .client import Fetcher, FetchError, FetchStats
 from .curation import Curator, modality_type, review_row
 from .inputs import ImageRef, dedupe, refs_from_openi, refs_from_overview
 from .locations import location_category
-from .medpix import CASE_FIELDS, TOPIC_FIELDS, CasePage, PageNotRendered, image_key, parse_abstract, parse_page
+from .medpix import (
+    CASE_FIELDS,
+    TOPIC_FIELDS,
+    CasePage,
+    PageNotRendered,
+    image_key,
+    parse_abstract,
+    parse_page,
+)
 from .render import PlainRenderer, Renderer
-from .rest import Encounter, RestError, RestImage, parse_encounter, parse_image, parse_topic
+from .rest import (
+    Encounter,
+    RestError,
+    RestImage,
+    parse_encounter,
+    parse_image,
+    parse_topic,
+)
 from .sites import Sites
 from .writer import SourceWriter, to_png
 
@@ -75,12 +90,12 @@ class Report:
         lines = [
             f"written: {self.cases} case(s), {self.images} image(s) to {out}" if self.written
             else f"written: nothing ({out} unchanged; {self.cases} case(s) were complete)",
-            f"requests: {stats.requests} issued, {stats.fetched} fetched, {stats.cached} from cache, "
-            f"{stats.retried} retried",
+            (f"requests: {stats.requests} issued, {stats.fetched} fetched, {stats.cached} from cache, "
+             f"{stats.retried} retried"),
             f"skipped: {len(self.skipped)}" + (" (" + ", ".join(f"{r}: {n}" for r, n in why.most_common()) + ")"
                                                 if why else ""),
-            f"sources: {self.sources['rest']} REST, {self.sources['rendered']} rendered page, "
-            f"{self.sources['partial']} partial (case text from the Open-i abstract only)",
+            (f"sources: {self.sources['rest']} REST, {self.sources['rendered']} rendered page, "
+             f"{self.sources['partial']} partial (case text from the Open-i abstract only)"),
             f"failed: {len(self.failed)}",
         ]
         return lines + [f"  {ident}: {reason}" for ident, reason in self.failed]

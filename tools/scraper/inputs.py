@@ -22,7 +22,7 @@ from medpix_tui.progress import Progress, silent
 from medpix_tui.source import is_plain_id
 
 from . import openi
-from .client import FetchError, Fetcher
+from .client import Fetcher, FetchError
 from .sites import Sites, query_id
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def ref_from_record(record: dict[str, Any], base: str | Sites) -> ImageRef | Non
     if not (is_plain_id(image) and "_" in image and is_plain_id(uid)):
         return None
     image_url = sites.url(large, "openi")
-    info = record.get("image") if isinstance(record.get("image"), dict) else {}
+    raw_info = record.get("image")
+    info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
     by_case = _http(record.get("fulltext_html_url"))
     page = _http(record.get("medpixImageURL"))
     if page is None and by_case and not urlparse(by_case).path.rstrip("/").endswith("bycase"):

@@ -325,7 +325,8 @@ def _parse_sections(soup: BeautifulSoup, sections: list[Tag]) -> CasePage:
         if isinstance(body, Tag):
             text = _exact(body)
         else:
-            text = "".join(_exact(c) for c in sec.children if c is not head).strip()
+            text = "".join(_exact(c) for c in sec.children
+                           if c is not head and isinstance(c, (Tag, NavigableString))).strip()
         target, name = hit
         if target == "image":
             record = page.images.setdefault(scope[1] if scope[0] == "image" else "", {})

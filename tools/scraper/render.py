@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .cache import Fetched
-from .client import FetchError, Fetcher
+from .client import Fetcher, FetchError
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class ChromiumRenderer:
         finally:
             shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> "ChromiumRenderer":
+    def __enter__(self) -> ChromiumRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,7 +21,13 @@ from PIL import Image
 
 from medpix_tui.atomic import check_replaceable
 from medpix_tui.errors import OutputExistsError
-from medpix_tui.source import CASES_FILE, IMAGE_DIR, IMAGE_SUFFIX, IMAGES_FILE, load_source
+from medpix_tui.source import (
+    CASES_FILE,
+    IMAGE_DIR,
+    IMAGE_SUFFIX,
+    IMAGES_FILE,
+    load_source,
+)
 
 from .curation import REVIEW_FILE, write_review
 from .inputs import OVERVIEW_COLUMNS, OVERVIEW_FILE
@@ -117,7 +123,7 @@ class SourceWriter:
         """Remove the partial folder (after an error or an interrupt)."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "SourceWriter":
+    def __enter__(self) -> SourceWriter:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
