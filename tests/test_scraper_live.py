@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from scraper_support import FixtureSite, LiveCase, release_cases
+from scraper_support import FixtureSite, LiveCase, Scripted, release_cases
 
 from medpix_tui.source import load_source
 from tools.scraper import render
@@ -173,6 +173,39 @@ def test_round_trip_through_the_open_i_abstract(site: FixtureSite, release: list
     _check(want, tmp_path / "out", only=ABSTRACT_FIELDS)
 
 
+def test_rendered_pages_fill_what_rest_lacks(site: FixtureSite, release: list[LiveCase], want: dict,
+                                             tmp_path: Path, chromium: render.ChromiumRenderer) -> None:
+    case = release[2]
+    del site.json[("topic", case.topic_id)]  # the encounter answers, the topic does not
+    fetcher = chromium.fetcher = _fetcher(tmp_path)
+    before = chromium.rendered
+    report = run(tmp_path / "out", fetcher, ids=[case.uid], base=site.url, medpix_base=site.url,
+                 curator=_keep_all(release), renderer=chromium)
+    assert report.sources == {"rest": 1} and chromium.rendered - before == len(case.images)
+    data = load_source(tmp_path / "out")
+    assert data.cases[0]["Topic"] == case.topic and data.images[0]["Location"] == case.location
+
+
+def test_a_page_whose_scripts_never_finish_is_refused(site: FixtureSite, release: list[LiveCase], tmp_path: Path,
+                                                      chromium: render.ChromiumRenderer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    case = release[3]
+    site.rest_enabled = False  # the page is the only source (an overview brings no Open-i abstract)
+    site.script(f"/app/case-data?id={case.images[0].figure_id}", Scripted(500, b"oops"))  # the script's fetch fails
+    monkeypatch.setattr(chromium, "wait_timeout", 0.5)
+    chromium.fetcher = _fetcher(tmp_path)
+    overview = tmp_path / "o.csv"
+    overview.write_text("Type,U_id,ID_Image,Img_Large,URL_Article_image\n" + "".join(
+        f"TAC,{case.uid},{i.name},{site.url}{site.live_image_path(case, i)},{site.url}/case?id={i.figure_id}\n"
+        for i in case.images[:1]))
+    report = Report()
+    with pytest.raises(Exception, match="nothing harvested"):
+        run(tmp_path / "out", chromium.fetcher, overview=overview, base=site.url, medpix_base=site.url,
+            renderer=chromium, report=report)
+    assert "page not rendered (template text '{{vm.case.title}}' left)" in dict(report.failed)[case.uid]
+    assert chromium.fetcher.cache.get(f"render:{site.url}/case?id={case.images[0].figure_id}") is None
+
+
 # --- inputs -----------------------------------------------------------------------------------------
 
 def test_id_works_where_open_i_cannot_find_the_case(site: FixtureSite, release: list[LiveCase],
@@ -222,6 +255,14 @@ def test_renderer_absence_is_one_line(site: FixtureSite, tmp_path: Path, monkeyp
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("renderer:")]
     assert lines == [("renderer: chromium and chromium-driver are not installed; case pages are read as served "
                       "(--renderer none)")]
+
+
+def test_check_live_is_reached_through_the_module() -> None:
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "tools.scraper", "check-live", "--help"], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and "--medpix-base" in result.stdout and "field by field" in result.stdout
 
 
 @pytest.mark.usefixtures("_restore_logging", "chromium")

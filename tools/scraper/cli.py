@@ -97,6 +97,9 @@ def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Pa
       python -m tools.scraper --id MPX1009,MPX1024 --out /tmp/mine
       python -m tools.scraper --overview ../shared/medpix-2.0/images_overview.csv --out /tmp/refresh
       python -m tools.scraper --query glioma --limit 200 --out /tmp/glioma --contact me@lab.org
+
+    Before a large harvest, recheck the live formats against the release with
+    'python -m tools.scraper check-live --id MPX1009' (see its --help).
     """
     case_ids = [i.strip() for item in ids for i in item.split(",") if i.strip()]
     if sum(bool(x) for x in (case_ids, query, overview)) != 1:
