@@ -120,7 +120,7 @@ def _raw(node: Tag | NavigableString) -> str:
         return _BR
     if node.name in _SKIP:
         return ""
-    return "".join(_raw(child) for child in node.children)
+    return "".join(_raw(child) for child in node.children if isinstance(child, (Tag, NavigableString)))
 
 
 def _clean(raw: str) -> str:
@@ -197,7 +197,7 @@ class _Reader:
                 self.block(run)
                 run = []
                 self.container(child)
-            else:
+            elif isinstance(child, (Tag, NavigableString)):
                 run.append(child)
         self.block(run)
 
@@ -231,8 +231,9 @@ class _Reader:
         if marker:
             self.scope, self.current = (marker, ""), None
             return
-        if _IMAGE_HEADING.match(text) and _SYNPIC.search(text):
-            self.scope, self.current = ("image", _SYNPIC.search(text).group(0).lower()), None
+        synpic = _SYNPIC.search(text)
+        if _IMAGE_HEADING.match(text) and synpic:
+            self.scope, self.current = ("image", synpic.group(0).lower()), None
             return
         if tag in _HEADINGS:  # a heading that is no label ends the open field
             if tag == "h1" and self.page.heading is None:

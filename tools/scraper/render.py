@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 from .cache import Fetched
 from .client import Fetcher, FetchError
@@ -154,7 +154,7 @@ class ChromiumRenderer:
         finally:
             shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> ChromiumRenderer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from PIL import Image
 
@@ -123,7 +123,7 @@ class SourceWriter:
         """Remove the partial folder (after an error or an interrupt)."""
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> SourceWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
