@@ -263,6 +263,19 @@ def test_renderer_absence_is_one_line(site: FixtureSite, tmp_path: Path, monkeyp
                       "(--renderer none)")]
 
 
+@pytest.mark.usefixtures("_restore_logging", "chromium")
+def test_the_command_renders_with_chromium_by_default(site: FixtureSite, release: list[LiveCase],
+                                                      tmp_path: Path) -> None:
+    site.rest_enabled = False
+    ids = ",".join(c.uid for c in release[:2])
+    result = CliRunner().invoke(main, ["--openi-base", site.url, "--medpix-base", site.url, "--rate", "0",
+                                       "--id", ids, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    pages = sum(len(c.images) for c in release[:2])
+    assert "sources: 0 REST, 2 rendered page, 0 partial (case text from the Open-i abstract only)" in result.stdout
+    assert f"s, {pages} page(s) rendered" in result.stdout and "renderer: chromium started in " in result.stdout
+
+
 def test_check_live_is_reached_through_the_module() -> None:
     import subprocess
     import sys

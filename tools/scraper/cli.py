@@ -126,6 +126,9 @@ def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Pa
     finally:
         pages.close()
     _summary(report, fetcher, out)
+    if isinstance(pages, LazyChromium) and isinstance(pages.inner, ChromiumRenderer):
+        click.echo(f"renderer: chromium started in {pages.inner.start_seconds:.2f}s, "
+                   f"{pages.inner.rendered} page(s) rendered")
     click.echo(f"review: flagged images are listed in {out / REVIEW_FILE}")
 
 
