@@ -229,6 +229,17 @@ def test_id_works_where_open_i_cannot_find_the_case(site: FixtureSite, release: 
     assert site.count("/cdn/medpix/img/full/") == len(case.images)
 
 
+def test_a_query_pages_through_open_i_records(site: FixtureSite, release: list[LiveCase], tmp_path: Path) -> None:
+    title = release[4].case["Title"]
+    expected = [c.uid for c in release if title.upper() in c.case["Title"].upper()
+                or any(title.upper() in (i.description.get("Caption") or "").upper() for i in c.images)]
+    report = run(tmp_path / "out", _fetcher(tmp_path), query=title, base=site.url, medpix_base=site.url,
+                 page_size=2, curator=_keep_all(release))
+    written = [c["U_id"] for c in load_source(tmp_path / "out").cases]
+    assert written == expected and report.sources == {"rest": len(expected)}
+    assert site.count("/api/search") == -(-sum(len(site.live[u].images) for u in expected) // 2)
+
+
 def test_overview_with_public_urls_goes_to_the_bases(site: FixtureSite, release: list[LiveCase],
                                                      tmp_path: Path) -> None:
     overview = site.overview_live(tmp_path / "images_overview.csv")
