@@ -92,7 +92,7 @@ class Served:
             [sys.executable, "-m", "medpix_tui", "--bundle", str(bundle), "serve", "--port", str(self.port), *args],
             cwd=self.cwd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
-        self.url = wait_for(self._printed_url, 120, "the start line with the URL")
+        self.url = wait_for(self._printed_url, 300, "the start line with the URL")
 
     def _printed_url(self) -> str | None:
         if self.process.poll() is not None:
@@ -166,12 +166,10 @@ def type_keys(driver: Any, *keys: str) -> None:
 
 
 def press_ctrl(driver: Any, letter: str) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
+    """ctrl+``letter`` as one chord on the terminal's textarea (a click first would land in the app)."""
     from selenium.webdriver.common.keys import Keys
 
-    area = driver.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea")
-    ActionChains(driver).key_down(Keys.CONTROL, area).send_keys(letter).key_up(Keys.CONTROL).perform()
+    type_keys(driver, Keys.CONTROL + letter)
 
 
 def finished_downloads(folder: Path) -> list[Path]:

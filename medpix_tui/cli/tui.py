@@ -29,7 +29,7 @@ def run_tui(bundle_path: str | None) -> None:
 
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
     if os.environ.get(SERVED_ENV) == "1":  # a browser's session (medpix-tui serve): keep nothing on the server
-        app_class(bundle).run()
+        app_class(bundle, image_renderer="halfcell").run()  # a browser terminal answers no graphics query
     else:
         app_class(bundle, history_path=history_path(), first_page_dir=default_dir()).run()
 
