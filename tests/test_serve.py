@@ -116,12 +116,12 @@ def test_search_open_a_case_and_save_in_a_browser(real_bundle_path: Path, tmp_pa
         wait_for(lambda: "Findings" in received_since(page, mark), PATIENCE, "the case screen")
         # the image, drawn in half-blocks (a browser's terminal answers no graphics query)
         wait_for(lambda: received_since(page, mark).count("\u2584") + received_since(page, mark).count("\u2580") > 100,
-                 60, "the case's image in half-blocks")
+                 PATIENCE, "the case's image in half-blocks")
         type_keys(page, "s")
         wait_for(lambda: "downloads it" in received_since(page, mark), PATIENCE, "the case's save dialog")
         type_keys(page, "\n")
         both = wait_for(lambda: len(finished_downloads(downloads)) == 2 and finished_downloads(downloads),
-                        60, "the second download")
+                        PATIENCE, "the second download")
         image = next(p for p in both if p != saved[0])
         assert json.loads(image.read_text(encoding="utf-8"))["image"] == image.stem
 
