@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..web import SERVED_ENV
 
 if TYPE_CHECKING:
     from ..tui.app import MedpixApp
@@ -25,7 +28,10 @@ def run_tui(bundle_path: str | None) -> None:
     from ..tui.first_page import default_dir
 
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
-    app_class(bundle, history_path=history_path(), first_page_dir=default_dir()).run()
+    if os.environ.get(SERVED_ENV) == "1":  # a browser's session (medpix-tui serve): keep nothing on the server
+        app_class(bundle, image_renderer="halfcell").run()  # a browser terminal answers no graphics query
+    else:
+        app_class(bundle, history_path=history_path(), first_page_dir=default_dir()).run()
 
 
 def import_app() -> type[MedpixApp]:

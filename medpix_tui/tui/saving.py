@@ -3,17 +3,26 @@
 Writers are library calls (:func:`~medpix_tui.export.write_documents`,
 :func:`~medpix_tui.export.export`): atomic, and refusing to replace a file unless ``force``.
 A refusal becomes a yes/no question, then the same call again with ``force=True``.
+
+In a served app (``medpix-tui serve``) the server's disk is not the user's: the same writer
+runs into a private temporary folder, its output (zipped when it is a folder) is delivered to
+the browser as a download, and the folder is removed, so nothing stays on the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
+import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import MedpixError, OutputExistsError
+from ..errors import InputError, MedpixError, OutputExistsError
+from ..web import SERVED_ENV
 
 if TYPE_CHECKING:
     from .app import MedpixApp
@@ -37,10 +46,17 @@ def resolve_path(text: str, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def is_served(app: MedpixApp) -> bool:
+    """Whether the user sits at a browser (textual-serve), not at this machine's terminal."""
+    return app.is_web or os.environ.get(SERVED_ENV) == "1"
+
+
 async def save_interactively(app: MedpixApp, title: str, options: list[SaveOption]) -> Path | None:
     """Run the dialog and the write; notify the outcome. Call from an async worker."""
     from .screens.dialogs import ConfirmDialog, SaveDialog
 
+    if is_served(app):
+        return await _deliver_interactively(app, title, options)
     picked = await app.push_screen_wait(SaveDialog(title, options, app.save_dir))
     if picked is None:
         return None
@@ -68,3 +84,43 @@ async def save_interactively(app: MedpixApp, title: str, options: list[SaveOptio
 def _locked(app: MedpixApp, write: Writer, path: Path, force: bool) -> Any:
     with app.store_lock:
         return write(path, force)
+
+
+async def _deliver_interactively(app: MedpixApp, title: str, options: list[SaveOption]) -> Path | None:
+    """The served save: a file name, the writer into a temporary folder, a browser download."""
+    from .screens.dialogs import SaveDialog
+
+    picked = await app.push_screen_wait(SaveDialog(title, options, None))
+    if picked is None:
+        return None
+    option, path = picked
+    try:
+        payload, name = await asyncio.to_thread(_render_download, app, option.write, path.name)
+    except MedpixError as exc:
+        app.notify(str(exc), title="Save failed", severity="error")
+        return None
+    except Exception as exc:  # a save must never take the app down
+        app.notify(f"{type(exc).__name__}: {exc}", title="Save failed", severity="error")
+        return None
+    app.deliver_binary(payload, save_filename=name)
+    app.notify(f"{name} sent to your browser's downloads", title="Save")
+    return Path(name)
+
+
+def _render_download(app: MedpixApp, write: Writer, name: str) -> tuple[io.BytesIO, str]:
+    """Run ``write`` in a private temporary folder; its output as bytes (a folder as a zip)."""
+    if not name or name in (".", ".."):
+        raise InputError("type a file name")
+    with tempfile.TemporaryDirectory(prefix="medpix-download-") as tmp:
+        target = Path(tmp) / name
+        _locked(app, write, target, False)
+        buffer = io.BytesIO()
+        if target.is_dir():
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG and Parquet are compressed
+                for file in sorted(p for p in target.rglob("*") if p.is_file()):
+                    archive.write(file, f"{name}/{file.relative_to(target).as_posix()}")
+            name = f"{name}.zip"
+        else:
+            buffer.write(target.read_bytes())
+    buffer.seek(0)
+    return buffer, name

@@ -20,7 +20,8 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
     CSS_PATH = "dialogs.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, options: list[SaveOption], base: Path) -> None:
+    def __init__(self, title: str, options: list[SaveOption], base: Path | None) -> None:
+        """``base`` is the folder names are relative to; None in a served app, whose saves are downloads."""
         super().__init__()
         self.dialog_title = title
         self.options = options
@@ -36,9 +37,14 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
                         yield RadioButton(option.label, value=i == 0)
             else:
                 yield Label(self.options[0].label, classes="what")
-            yield Label("Save to (relative to the folder shown below):", classes="hint")
-            yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
-            yield Label(str(self.base), classes="hint", id="save-base")
+            if self.base is None:
+                yield Label("File name (your browser downloads it; nothing is written on the server):",
+                            classes="hint")
+                yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
+            else:
+                yield Label("Save to (relative to the folder shown below):", classes="hint")
+                yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
+                yield Label(str(self.base), classes="hint", id="save-base")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -60,7 +66,8 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
         if not text.strip():
             self.notify("Type a file name", severity="warning")
             return
-        self.dismiss((self.options[self._choice], resolve_path(text, self.base)))
+        path = Path(Path(text.strip()).name) if self.base is None else resolve_path(text, self.base)
+        self.dismiss((self.options[self._choice], path))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

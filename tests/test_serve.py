@@ -1,0 +1,192 @@
+"""`medpix-tui serve`: the app in a real headless Chromium, locked down, writing nothing on the server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from medpix_tui.bundle import verify_bundle
+from medpix_tui.errors import InputError
+from medpix_tui.web.server import ServeConfig, is_loopback, parse_duration
+
+from tests.serve_support import (
+    browser,
+    finished_downloads,
+    need_browser,
+    press_ctrl,
+    received_since,
+    screen_text,
+    served,
+    tree,
+    type_keys,
+    wait_for,
+)
+
+STATUS = re.compile(r"(\d+) images · (\d+) cases")
+#: A last resort for a hung server; a loaded 2-core host answers far sooner.
+PATIENCE = 300
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+# -- configuration -------------------------------------------------------------------
+
+def test_durations_and_hosts() -> None:
+    assert [parse_duration(t) for t in ("90", "90s", "30m", "2h", "1.5m")] == [90, 90, 1800, 7200, 90]
+    for bad in ("", "soon", "-5m", "0", "5 d"):
+        with pytest.raises(InputError):
+            parse_duration(bad)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7") and not is_loopback("lab-server")
+
+
+def test_a_host_beyond_loopback_gets_a_token(tmp_path: Path) -> None:
+    local = ServeConfig.make(tmp_path, host="127.0.0.1", port=8000, max_sessions=8, token=None, idle="30m")
+    assert local.token is None and local.url == "http://127.0.0.1:8000/"
+    lab = ServeConfig.make(tmp_path, host="0.0.0.0", port=8080, max_sessions=8, token=None, idle="30m")
+    assert lab.token and len(lab.token) >= 24 and lab.url == f"http://127.0.0.1:8080/?token={lab.token}"
+    other = ServeConfig.make(tmp_path, host="0.0.0.0", port=8080, max_sessions=8, token=None, idle="30m")
+    assert other.token != lab.token
+    with pytest.raises(InputError, match="at least 8"):
+        ServeConfig.make(tmp_path, host="0.0.0.0", port=8080, max_sessions=8, token="short", idle="30m")
+
+
+def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args in (["--port", str(port)], ["--idle", "soon"], ["--token", "short", "--host", "0.0.0.0"]):
+            run = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(real_bundle_path), "serve", *args],
+                                 capture_output=True, text=True, timeout=PATIENCE)
+            assert run.returncode == 2, (args, run.stderr)
+            assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
+            assert "Traceback" not in run.stderr
+
+
+# -- in a real browser -------------------------------------------------------------
+
+def test_search_open_a_case_and_save_in_a_browser(real_bundle_path: Path, tmp_path: Path) -> None:
+    """The first screen, a query, a case and a save that arrives as a download, nothing on the server."""
+    need_browser()
+    from PIL import Image, ImageStat
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    with served(real_bundle_path) as server, browser(downloads) as page:
+        before = {"cwd": tree(server.cwd), "home": tree(server.home), "tmp": tree(server.tmp)}
+        page.get(server.url)
+        wait_for(lambda: "2050 images" in screen_text(page), PATIENCE, "the first screen")
+        shot = tmp_path / "first.png"
+        page.save_screenshot(str(shot))
+        spread = ImageStat.Stat(Image.open(shot).convert("L")).stddev[0]
+        assert spread > 10, f"the served first screen looks blank (pixel spread {spread:.1f})"
+
+        mark = len(screen_text(page))
+        type_keys(page, "glioma")
+        counts = wait_for(lambda: [m for m in STATUS.findall(received_since(page, mark)) if m[0] != "2050"],
+                          PATIENCE, "the result of the query")
+        hits = int(counts[-1][0])
+        assert 0 < hits < 2050
+
+        press_ctrl(page, "s")
+        wait_for(lambda: "downloads it" in received_since(page, mark), PATIENCE, "the save dialog")
+        type_keys(page, "\n")
+        saved = wait_for(lambda: finished_downloads(downloads), PATIENCE, "the download in the browser")
+        documents = json.loads(saved[0].read_text(encoding="utf-8"))
+        assert len(documents) == hits
+
+        mark = len(screen_text(page))
+        press_ctrl(page, "o")
+        wait_for(lambda: "Findings" in received_since(page, mark), PATIENCE, "the case screen")
+        # the image, drawn in half-blocks (a browser's terminal answers no graphics query)
+        wait_for(lambda: received_since(page, mark).count("\u2584") + received_since(page, mark).count("\u2580") > 100,
+                 PATIENCE, "the case's image in half-blocks")
+        type_keys(page, "s")
+        wait_for(lambda: "downloads it" in received_since(page, mark), PATIENCE, "the case's save dialog")
+        type_keys(page, "\n")
+        both = wait_for(lambda: len(finished_downloads(downloads)) == 2 and finished_downloads(downloads),
+                        PATIENCE, "the second download")
+        image = next(p for p in both if p != saved[0])
+        assert json.loads(image.read_text(encoding="utf-8"))["image"] == image.stem
+
+        after = {"cwd": tree(server.cwd), "home": tree(server.home), "tmp": tree(server.tmp)}
+        assert after == before, "a served session wrote on the server"
+    assert verify_bundle(real_bundle_path).ok
+
+
+def test_a_wrong_or_missing_token_is_refused(real_bundle_path: Path, tmp_path: Path) -> None:
+    with served(real_bundle_path, "--host", "0.0.0.0") as server:
+        token = re.search(r"token=(\S+)", server.url).group(1)  # type: ignore[union-attr]
+        base = f"http://127.0.0.1:{server.port}"
+        assert _get(f"{base}/")[0] == 403
+        assert _get(f"{base}/?token=wrong-{token}")[0] == 403
+        assert _get(f"{base}/ws")[0] == 403
+        assert _get(f"{base}/download/anything")[0] == 403
+        status, body = _get(f"{base}/?token={token}")
+        assert status == 200 and "/ws" in body
+        assert _get(f"{base}/static/js/textual.js")[0] == 200  # the page's own script is public
+        if Path("/usr/bin/chromium").exists():
+            need_browser()
+            with browser(tmp_path) as page:
+                page.get(f"{base}/")
+                assert "access token" in page.find_element("id", "message").text
+
+
+def test_a_session_past_max_sessions_is_refused(real_bundle_path: Path, tmp_path: Path) -> None:
+    """Eight sessions run (each its own app); the ninth page says the server is full."""
+    import aiohttp
+
+    with served(real_bundle_path, "--max-sessions", "8") as server:
+        base = f"http://127.0.0.1:{server.port}"
+
+        async def eight_then_ninth() -> tuple[int, str, int]:
+            async with aiohttp.ClientSession() as client:
+                sockets = [await client.ws_connect(f"{base}/ws?width=80&height=24") for _ in range(8)]
+                try:
+                    async with client.get(f"{base}/") as page:
+                        status, body = page.status, await page.text()
+                    try:
+                        await client.ws_connect(f"{base}/ws")
+                        refused = 0
+                    except aiohttp.WSServerHandshakeError as exc:
+                        refused = exc.status
+                finally:
+                    for ws in sockets:
+                        await ws.close()
+            return status, body, refused
+
+        status, body, refused = asyncio.run(eight_then_ninth())
+        assert status == 503 and "server is full" in body
+        assert refused == 503
+        wait_for(lambda: _get(f"{base}/")[0] == 200, PATIENCE, "the sessions to end")
+
+
+def test_an_idle_session_ends(real_bundle_path: Path) -> None:
+    import aiohttp
+
+    with served(real_bundle_path, "--idle", "2s") as server:
+
+        async def until_closed() -> bool:
+            async with aiohttp.ClientSession() as client:
+                ws = await client.ws_connect(f"http://127.0.0.1:{server.port}/ws?width=80&height=24")
+                async for _ in ws:  # the app's screen arrives; then, with no input, the server closes
+                    pass
+                return ws.closed
+
+        assert asyncio.run(asyncio.wait_for(until_closed(), PATIENCE))
