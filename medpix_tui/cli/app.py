@@ -13,9 +13,21 @@ from ..errors import MedpixError
 
 #: The module of this package that defines each command. A command imports only its own
 #: module, and the terminal UI (no command) none of them: a start skips their imports.
-COMMAND_MODULES = {"query": "data", "show": "data", "export": "data", "sql": "data", "bundle": "bundle",
-                   "classify": "model", "eval": "model", "similar": "model", "search-images": "model",
-                   "add-case": "add_case", "serve": "serve"}
+COMMAND_MODULES = {
+    "query": "data",
+    "show": "data",
+    "export": "data",
+    "sql": "data",
+    "bundle": "bundle",
+    "classify": "model",
+    "eval": "model",
+    "similar": "model",
+    "search-images": "model",
+    "add-case": "add_case",
+    "serve": "serve",
+    "report": "report",
+    "quiz": "quiz",
+}
 
 
 class MedpixGroup(click.Group):
