@@ -15,7 +15,7 @@ from ..errors import MedpixError
 #: module, and the terminal UI (no command) none of them: a start skips their imports.
 COMMAND_MODULES = {"query": "data", "show": "data", "export": "data", "sql": "data", "bundle": "bundle",
                    "classify": "model", "eval": "model", "similar": "model", "search-images": "model",
-                   "add-case": "add_case"}
+                   "add-case": "add_case", "quiz": "quiz"}
 
 
 class MedpixGroup(click.Group):
