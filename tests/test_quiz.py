@@ -1,0 +1,122 @@
+"""Quiz mode: scoring, decks, spaced repetition, kept progress, and no answer before the reveal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.errors import InputError
+from medpix_tui.quiz import (
+    DeckSpec,
+    QuizState,
+    Score,
+    deck_uids,
+    load_state,
+    make_card,
+    save_state,
+    score_answer,
+    split_keywords,
+    state_path,
+)
+
+CASE = {  # the shape of the release's MPX1013 (text abridged)
+    "U_id": "MPX1013",
+    "Case": {"Title": "COPD and chronic ILD secondary to leukemia with acute PAP",
+             "Case Diagnosis": "COPD and chronic ILD secondary to leukemia with acute PAP",
+             "Differential Diagnosis": "DDX is that of ILD (see FACTOID). \n*Pulmonary edema (CHF)\n"
+                                       "*Bacterial pneumonia\n*Pulmonary alveolar proteinosis"},
+    "Topic": {"Title": "Interstital Lung Disease",
+              "Keywords": "pulmonary alveolar proteinosisPAPinterstitial lung disease"},
+}
+
+
+def test_keywords_run_together_in_the_release_are_split() -> None:
+    assert split_keywords(CASE["Topic"]["Keywords"]) == ["pulmonary alveolar proteinosis", "PAP",
+                                                         "interstitial lung disease"]
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [
+    ("copd with chronic ild and PAP from leukemia", "correct"),
+    ("Pulmonary alveolar proteinosis", "correct"),   # a topic keyword is a synonym
+    ("interstitial lung diseases", "correct"),        # plural, and a keyword
+    ("bacterial pneumonia", "partial"),               # in the differential
+    ("glioblastoma", "wrong"),
+    ("", "revealed"),
+])
+def test_answers_are_scored_with_synonyms_and_partial_credit(answer: str, verdict: str) -> None:
+    score = score_answer(answer, CASE)
+    assert score.verdict == verdict, score
+    assert score.credit == {"correct": 1.0, "partial": 0.5, "wrong": 0.0, "revealed": 0.0}[verdict]
+    assert score.reason
+
+
+def test_missed_cards_come_back_sooner() -> None:
+    state = QuizState("b", "d")
+    deck = [f"C{i}" for i in range(10)]
+    assert state.next_card(deck) == "C0"
+    state.record("C0", Score(1.0, "correct", ""))
+    state.record("C1", Score(0.0, "wrong", ""))
+    order = []
+    for _ in range(6):
+        uid = state.next_card(deck)
+        order.append(uid)
+        state.record(uid, Score(1.0, "correct", ""))
+    assert order[:5] == ["C2", "C3", "C1", "C4", "C0"]  # the missed card after two others, before C0
+    assert state.cards["C1"].box == 1 and state.answered == 8
+
+
+def test_progress_is_kept_and_a_bad_file_is_ignored(tmp_path: Path) -> None:
+    spec = DeckSpec("trauma", category="trauma")
+    path = state_path(tmp_path, "f" * 64, spec)
+    state = QuizState("f" * 64, spec.deck_id)
+    state.record("MPX1009", Score(0.5, "partial", ""))
+    save_state(path, state)
+    again, notice = load_state(path, "f" * 64, spec)
+    assert notice is None and again.cards["MPX1009"].credit == 0.5 and again.step == 1
+    _, foreign = load_state(path, "e" * 64, spec)
+    assert foreign and "not this deck" in foreign
+    for garbage in ("not json", json.dumps("a string"), json.dumps({"version": 1, "bundle": "f" * 64,
+                                                                     "deck": spec.deck_id, "step": 1,
+                                                                     "cards": {"X": {"box": 99}}})):
+        path.write_text(garbage)
+        fresh, notice = load_state(path, "f" * 64, spec)
+        assert notice and fresh.cards == {}
+
+
+def test_decks_and_cards_on_the_release(real_bundle: Bundle) -> None:
+    store = real_bundle.store
+    trauma = deck_uids(store, DeckSpec("trauma", category="trauma"))
+    assert trauma and all("trauma" in store.get_case(u)["Topic"]["Category"].lower() for u in trauma)
+    mr_test = deck_uids(store, DeckSpec(modality="MR", split="test"))
+    assert mr_test and all(store.get_case(u)["MRI"] and store.split_of(u) == "test" for u in mr_test)
+    with pytest.raises(InputError, match="holds no case"):
+        deck_uids(store, DeckSpec("none", category="no such category"))
+    card = make_card(store, "MPX1009", "history")
+    assert [name for name, _ in card.sections] == ["History"]
+    assert card.images == ("MPX1009_synpic46283", "MPX1009_synpic46295")
+    shown = " ".join(text for _, text in card.sections) + " ".join(card.image_labels)
+    assert "Diverticulum" not in shown  # title, diagnosis, captions stay hidden
+
+
+def test_the_command_shows_no_answer_before_it_is_given(real_bundle_path: Path, real_bundle: Bundle,
+                                                        tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "medpix_tui", "quiz", "--bundle", str(real_bundle_path),
+                          "--category", "trauma", "--level", "history", "-n", "2"],
+                         input="fracture\n\n", capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    before, _, after = run.stdout.partition("Your diagnosis")
+    first = before.split("image(s): ")[1].split(" ")[0].split("_")[0]
+    case = real_bundle.store.get_case(first)
+    shown = case["Case"]["History"]
+    for secret in (case["Case"]["Title"], case["Case"]["Case Diagnosis"], case["Topic"]["Title"]):
+        if secret.lower() not in shown.lower():
+            assert secret not in before
+    assert case["Case"]["Title"] in after  # revealed after the answer
+    assert "Score: " in run.stdout and list(tmp_path.rglob("*.json"))
