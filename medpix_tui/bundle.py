@@ -124,7 +124,10 @@ def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, An
     shutil.copytree(ckpt, tmp / MODEL_DIR)
     images = [(d["image"], tmp / IMAGE_DIR / f"{d['image']}{IMAGE_SUFFIX}") for d in source.images]
     info = model.write_embeddings(tmp / MODEL_DIR, images, tmp / EMBEDDINGS_DIR, progress, pictures)
-    return {"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info}
+    from .model.case_text import write_case_embeddings
+
+    cases = write_case_embeddings(source.cases, tmp / EMBEDDINGS_DIR, progress)
+    return {"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info, "case_texts": cases}
 
 
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,

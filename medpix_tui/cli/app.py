@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "serve": "serve",
     "report": "report",
     "quiz": "quiz",
+    "similar-cases": "cases",
 }
 
 
