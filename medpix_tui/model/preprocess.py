@@ -7,17 +7,23 @@ seen: 8-bit grayscale, longest side resized to the model's size, centred on blac
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from .dicom import is_dicom, read_dicom
+from .dicom import WARNINGS_LOCK, MIN_SIDE, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
+#: The largest PNG or JPEG decoded for the model, checked from the file's header before
+#: decoding: 36 megapixels (6000 x 6000) decode within a few hundred MB; the 11000 x 11000
+#: PNG of 118 KB an attacker sent decoded at 1.75 GB RSS.
+MAX_IMAGE_PIXELS = 36_000_000
 
 
 def _pil_gray(im: Image.Image) -> np.ndarray:
@@ -46,12 +52,40 @@ def load_gray(path: Path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
         return read_dicom(path)
+    return _read_picture(path)
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """Open an image lazily and check its size from the header: nothing is decoded yet."""
     try:
-        with Image.open(path) as im:
+        with WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image is larger than the {MAX_IMAGE_PIXELS:,} pixels this tool decodes") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise InputError(f"{path}: image of {w}x{h} pixels is larger than the {MAX_IMAGE_PIXELS:,} pixels "
+                         "this tool decodes")
+    if min(w, h) < MIN_SIDE:
+        im.close()
+        raise InputError(f"{path}: image of {w}x{h} pixels is too small to classify (at least {MIN_SIDE}x{MIN_SIDE})")
+    return im
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    im = _open_checked(path)
+    try:
+        with im:
             im.load()
             return _pil_gray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+    except MemoryError:
+        raise InputError(f"{path}: image too large to decode") from None
 
 
 def square(gray: np.ndarray, size: int) -> np.ndarray:
@@ -64,6 +98,33 @@ def square(gray: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - nh) // 2, (size - nw) // 2
     out[top:top + nh, left:left + nw] = resized
     return out
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One file as the model sees it, and what a DICOM file says about itself."""
+
+    path: Path
+    picture: np.ndarray | None  # size x size 8-bit; None for a DICOM whose Modality is not CT or MR
+    dicom_modality: str | None  # a DICOM file's Modality tag ('' when absent); None for PNG and JPEG
+    frame: int | None = None  # 1-based frame of a DICOM file
+    frames: int | None = None
+
+
+def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
+    """Read a file for classification: a DICOM file tagged other than CT or MR is not decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
+        header = read_header(path)
+        if header.modality and not header.is_ct_or_mr:
+            return ModelInput(path, None, header.modality, None, header.frames)
+        decoded = picture_of_header(header, frame)
+        return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames)
+    if frame is not None and frame != 1:
+        raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
+    return ModelInput(path, square(_read_picture(path), size), None)
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
