@@ -21,13 +21,19 @@ SPLITS = ("train", "dev", "test")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+def _progress(description: str, total: int) -> Any:
+    """rich's progress bar, imported only when something long runs (a first build, an eval)."""
+    from ..progress import rich_progress
+
+    return rich_progress()(description, total)
+
+
 def _bundle_model(ctx: click.Context, bundle_path: str | None) -> Any:
     from ..bundle import resolve_bundle
     from ..model.service import BundleModel
-    from ..progress import rich_progress
 
     root = bundle_path or (ctx.obj or {}).get("bundle")
-    return BundleModel(resolve_bundle(root, progress=rich_progress()))
+    return BundleModel(resolve_bundle(root, progress=_progress))
 
 
 def _bundle_option(f: Any) -> Any:
@@ -281,6 +287,8 @@ def search_images(ctx: click.Context, text: str, k: int, bundle_path: str | None
       medpix-tui search-images "ring enhancing lesion"
       medpix-tui search-images "axial CT of the chest" -k 5 --json
     """
+    if not text.strip():
+        raise InputError("the search text is empty")
     result = _bundle_model(ctx, bundle_path).search(text, k)
     if as_json:
         click.echo(json.dumps(result))
