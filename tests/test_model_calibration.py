@@ -113,3 +113,35 @@ def test_the_test_split_stays_accepted(model_dir: Path, source_dir: Path) -> Non
     accepted = float((calibration.scores(features) >= calibration.threshold).mean())
     assert accepted >= 0.99
     assert accepted == pytest.approx(calibration.info["figures"]["test"]["ood_accepted"], abs=0.006)
+
+
+@pytest.mark.parametrize("vision", [
+    {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "head_width": 16},
+    {"image_size": 64, "architecture": "efficientnet_lite0"},
+], ids=["modified_resnet", "efficientnet_lite0"])
+def test_numpy_forward_matches_the_torch_tower(vision: dict) -> None:
+    # random weights and batch-norm statistics, so every folded term is exercised
+    torch = pytest.importorskip("torch")
+    from medpix_tui.model.numpy_tower import FORWARDS, supports
+    from medpix_tui.model.tower import build_tower
+
+    cfg = {"embed_dim": 32, "vision_cfg": vision}
+    try:
+        net = build_tower(cfg)
+    except (ValueError, ImportError):
+        pytest.skip("this tree's tower module does not build this architecture")
+    assert supports(cfg)
+    torch.manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    numpy_net = FORWARDS[vision.get("architecture", "modified_resnet")](
+        {k: v.numpy() for k, v in net.state_dict().items()}, cfg)
+    x = np.random.default_rng(0).standard_normal((3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1)).numpy()
+    assert np.abs(numpy_net(x) - expected).max() < 1e-4 * max(1.0, float(np.abs(expected).max()))

@@ -141,6 +141,93 @@ class ModifiedResNetNumpy:
         return self.embed_with_features(x)[0]
 
 
+def _fold_depthwise(w: Weights, conv: str, norm: str, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise convolution (C, 1, k, k) with its batch norm folded in: weights (k, k, C), bias (C,)."""
+    weight = w[f"{conv}.weight"].astype(np.float32)
+    scale = w[f"{norm}.weight"] / np.sqrt(w[f"{norm}.running_var"] + eps)
+    bias = w[f"{norm}.bias"] - w[f"{norm}.running_mean"] * scale
+    return np.ascontiguousarray((weight[:, 0] * scale[:, None, None]).transpose(1, 2, 0)), bias.astype(np.float32)
+
+
+def _same_pad(x: np.ndarray, k: int, stride: int) -> np.ndarray:
+    """TensorFlow's "SAME" padding: symmetric on stride 1, the extra row and column last on stride 2."""
+    if stride == 1:
+        p = k // 2
+        return np.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+    h, w = x.shape[1:3]
+    ph = max((-(-h // stride) - 1) * stride + k - h, 0)
+    pw = max((-(-w // stride) - 1) * stride + k - w, 0)
+    return np.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+
+
+def depthwise(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """A depthwise k x k convolution of NHWC ``x`` (already padded) as k * k shifted products."""
+    k = weight.shape[0]
+    n, h, w, c = x.shape
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.zeros((n, ho, wo, c), np.float32)
+    for i in range(k):
+        for j in range(k):
+            out += x[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :] * weight[i, j]
+    out += bias
+    return out
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 6, out=x)
+
+
+class EfficientNetLite0Numpy:
+    """:class:`.efficientnet.EfficientNetLite0` as folded numpy weights (same module names)."""
+
+    #: (repeats, kernel, stride, expand ratio, in channels, out channels), as in :mod:`.efficientnet`.
+    STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+              (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+    EPS = 1e-3
+
+    def __init__(self, w: Weights, model_cfg: dict[str, Any]) -> None:
+        stem, self.stem_b = _fold(w, "_conv_stem", "_bn0", self.EPS)
+        self.stem_w = np.ascontiguousarray(stem.sum(axis=2, keepdims=True))  # three equal gray channels: one
+        self.stages: list[list[dict[str, Any]]] = []
+        index = 0
+        for repeats, kernel, stride, expand, inp, out in self.STAGES:
+            stage = []
+            for r in range(repeats):
+                p = f"_blocks.{index}"
+                block: dict[str, Any] = {"stride": stride if r == 0 else 1, "kernel": kernel,
+                                         "skip": (stride if r == 0 else 1) == 1 and (inp if r == 0 else out) == out}
+                if expand != 1:
+                    block["expand"] = _fold(w, f"{p}._expand_conv", f"{p}._bn0", self.EPS)
+                block["depthwise"] = _fold_depthwise(w, f"{p}._depthwise_conv", f"{p}._bn1", self.EPS)
+                block["project"] = _fold(w, f"{p}._project_conv", f"{p}._bn2", self.EPS)
+                stage.append(block)
+                index += 1
+            self.stages.append(stage)
+        self.head = _fold(w, "_conv_head", "_bn1", self.EPS)
+        self.proj = w["proj.weight"].T.astype(np.float32)
+        self.output_dim = int(self.proj.shape[1])
+
+    def _block(self, x: np.ndarray, b: dict[str, Any]) -> np.ndarray:
+        y = relu6(conv2d(x, *b["expand"])) if "expand" in b else x
+        y = relu6(depthwise(_same_pad(y, b["kernel"], b["stride"]), *b["depthwise"], b["stride"]))
+        y = conv2d(y, *b["project"])
+        return x + y if b["skip"] else y
+
+    def embed_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings (N, dim) and stage features (each stage's output averaged), neither normalised."""
+        x = relu6(conv2d(_same_pad(x[..., None].astype(np.float32), 3, 2), self.stem_w, self.stem_b, stride=2))
+        pooled = []
+        for stage in self.stages:
+            for block in stage:
+                x = self._block(x, block)
+            pooled.append(x.mean(axis=(1, 2)))
+        x = relu6(conv2d(x, *self.head))
+        return x.mean(axis=(1, 2)) @ self.proj, np.concatenate(pooled, axis=1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.embed_with_features(x)[0]
+
+
 def _architecture(model_cfg: dict[str, Any]) -> str:
     return str(model_cfg.get("vision_cfg", {}).get("architecture") or "modified_resnet")
 
@@ -148,6 +235,7 @@ def _architecture(model_cfg: dict[str, Any]) -> str:
 #: Architecture name (``vision_cfg.architecture``, absent for open_clip's ResNet) -> numpy tower.
 FORWARDS: dict[str, Callable[[Weights, dict[str, Any]], Callable[[np.ndarray], np.ndarray]]] = {
     "modified_resnet": ModifiedResNetNumpy,
+    "efficientnet_lite0": EfficientNetLite0Numpy,
 }
 
 
