@@ -57,8 +57,9 @@ def _run(args: list[str]) -> tuple[float, float, int, str]:
 def first_answers(bundle: str | None, one: Path, folder: Path) -> dict[str, Any]:
     flags = ["--bundle", bundle] if bundle else []
     out = {}
-    for name, args in (("classify_one_png", ["classify", str(one)]), ("classify_study_10", ["classify", "--study", str(folder)]),
-                       ("classify_missing_file", ["classify", str(folder / "missing.png")])):
+    commands = {"classify_one_png": ["classify", str(one)], "classify_study_10": ["classify", "--study", str(folder)],
+                "classify_missing_file": ["classify", str(folder / "missing.png")]}
+    for name, args in commands.items():
         runs = [_run(CLI + flags + args) for _ in range(3)]
         out[name] = {"s": round(statistics.median(r[0] for r in runs), 2), "rss_mb": round(max(r[1] for r in runs)),
                      "answer": runs[-1][3]}
@@ -242,32 +243,35 @@ def main() -> None:
     for task in TASKS:
         index = {c: i for i, c in enumerate(encoder.head.classes[task])}
         labels = np.array([index[t[task]] for t in truths])
+        temperature = encoder.head.temperature.get(task, 1.0)
         report["ece_test"][task] = {"uncalibrated": round(ece(softmax(raw[task]), labels), 4),
-                                    "calibrated": round(ece(softmax(raw[task] / encoder.head.temperature.get(task, 1.0)),
-                                                            labels), 4),
-                                    "temperature": encoder.head.temperature.get(task)}
+                                    "calibrated": round(ece(softmax(raw[task] / temperature), labels), 4),
+                                    "temperature": temperature}
     probabilities = encoder.head.probabilities(embeddings)
     image_level = {t: round(float(np.mean([encoder.head.classes[t][int(p.argmax())] == truth[t]
-                                           for p, truth in zip(probabilities[t], truths)])), 4) for t in TASKS}
+                                           for p, truth in zip(probabilities[t], truths, strict=True)])), 4)
+                   for t in TASKS}
     report["by_case_test"] = {**case_report(truths, probabilities, encoder.head.classes, [d["U_id"] for d in test]),
                               "image_level": image_level}
     if calibration is not None:
         names, pictures = negatives(encoder.size)
         _, negative_features = encode_with_features(encoder, pictures)
         rejected = calibration.scores(negative_features) < calibration.threshold
-        groups = {"pydicom": [n.startswith("pydicom") for n in names], "skimage": [n.startswith("skimage") for n in names]}
+        groups = {g: [n.startswith(g) for n in names] for g in ("pydicom", "skimage")}
         report["ood"] = {"threshold": calibration.threshold,
-                         "test_accepted": round(float((calibration.scores(features) >= calibration.threshold).mean()), 4),
+                         "test_accepted": round(float((calibration.scores(features) >= calibration.threshold).mean()),
+                                                4),
                          "negatives_rejected": round(float(rejected.mean()), 4), "negatives": len(names),
                          **{f"{g}_rejected": round(float(rejected[np.array(m)].mean()), 4) for g, m in groups.items()},
-                         "accepted_negatives": [n for n, r in zip(names, rejected) if not r]}
+                         "accepted_negatives": [n for n, r in zip(names, rejected, strict=True) if not r]}
     from medpix_tui.bundle import resolve_bundle
     from medpix_tui.model.service import BundleModel
 
     table = dicom_table(BundleModel(resolve_bundle(args.bundle)))
     no_pixels = [r for r in table if r["status"] == "DICOM file has no pixel data"]
     table = [r for r in table if r not in no_pixels]
-    report["dicom_ct_mr"] = {"files_with_pixels": len(table), "right_modality": sum(r["reported"] == r["tag"] for r in table),
+    report["dicom_ct_mr"] = {"files_with_pixels": len(table),
+                             "right_modality": sum(r["reported"] == r["tag"] for r in table),
                              "model_agrees": sum(r["model"] == r["tag"] for r in table),
                              "unsure": sum(r["status"] == "unsure" for r in table),
                              "files_without_pixel_data": len(no_pixels)}

@@ -248,7 +248,8 @@ def test_missing_decoder_names_the_package(monkeypatch: pytest.MonkeyPatch) -> N
     import pydicom.pixels
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Unavailable())
-    with pytest.raises(InputError, match="needs the pylibjpeg-libjpeg package \\(pip install pylibjpeg pylibjpeg-libjpeg\\)"):
+    message = "needs the pylibjpeg-libjpeg package \\(pip install pylibjpeg pylibjpeg-libjpeg\\)"
+    with pytest.raises(InputError, match=message):
         dicom.read_dicom(Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm")))
 
 

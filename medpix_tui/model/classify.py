@@ -24,7 +24,7 @@ OK, UNSURE, NOT_CT_OR_MR = "ok", "unsure", "not_ct_or_mr"
 
 
 def _rounded(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
-    return {c: round(float(v), 4) for c, v in zip(classes, p)}
+    return {c: round(float(v), 4) for c, v in zip(classes, p, strict=True)}
 
 
 def answer_images(encoder: Any, calibration: Calibration | None, inputs: Sequence[ModelInput]) -> list[dict[str, Any]]:

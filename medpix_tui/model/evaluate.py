@@ -9,7 +9,7 @@ case's images share their labels and look alike, so they are not independent dra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ def task_report(truth: Sequence[str], predicted: Sequence[str], classes: Sequenc
     """Accuracy, per-class recall (with counts) and the confusion matrix (rows: truth)."""
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=True):
         matrix[index[t], index[p]] += 1
     n = int(matrix.sum())
     per_class = {c: {"n": int(matrix[i].sum()),
@@ -47,7 +47,7 @@ def case_interval(correct: Sequence[bool], cases: Sequence[str], draws: int = 20
 
 
 def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str, Any]],
-           classes: dict[str, Sequence[str]], cases: Sequence[str] | None = None,
+           classes: Mapping[str, Sequence[str]], cases: Sequence[str] | None = None,
            probabilities: dict[str, np.ndarray] | None = None, by_case: bool = False) -> dict[str, Any]:
     """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details.
 
@@ -63,7 +63,7 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
         detail = task_report(truth, predicted, classes[task])
         out[f"{task}_accuracy"] = detail["accuracy"]
         if cases is not None and truths:
-            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted)], cases)
+            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted, strict=True)], cases)
         if probabilities is not None:
             index = {c: i for i, c in enumerate(classes[task])}
             out[f"{task}_ece"] = round(ece(probabilities[task], np.array([index[t] for t in truth])), 4)
@@ -74,7 +74,7 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
 
 
 def case_report(truths: Sequence[dict[str, str]], probabilities: dict[str, np.ndarray],
-                classes: dict[str, Sequence[str]], cases: Sequence[str]) -> dict[str, Any]:
+                classes: Mapping[str, Sequence[str]], cases: Sequence[str]) -> dict[str, Any]:
     """Accuracy when each case's images are pooled into one answer, as ``classify --study`` does.
 
     A case counts once. Location is a case's label, shared by its images; a case whose
@@ -93,7 +93,7 @@ def case_report(truths: Sequence[dict[str, str]], probabilities: dict[str, np.nd
             if len(labels) > 1:
                 skipped += 1
                 continue
-            pooled = pooled_probabilities([dict(zip(classes[task], probabilities[task][i])) for i in rows])
+            pooled = pooled_probabilities([dict(zip(classes[task], probabilities[task][i], strict=True)) for i in rows])
             hits.append(max(pooled, key=pooled.__getitem__) == labels.pop())
         out[f"{task}_accuracy"] = round(float(np.mean(hits)), 4) if hits else None
         out[f"{task}_cases"] = len(hits)

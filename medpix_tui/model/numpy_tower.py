@@ -77,7 +77,8 @@ class ModifiedResNetNumpy:
             stage = []
             for j in range(n):
                 p = f"layer{i + 1}.{j}"
-                block = {name: _fold(w, f"{p}.conv{name[-1]}", f"{p}.bn{name[-1]}") for name in ("c1", "c2", "c3")}
+                block: dict[str, Any] = {name: _fold(w, f"{p}.conv{name[-1]}", f"{p}.bn{name[-1]}")
+                                         for name in ("c1", "c2", "c3")}
                 block["stride"] = 2 if (i > 0 and j == 0) else 1
                 if f"{p}.downsample.0.weight" in w:
                     block["down"] = _fold(w, f"{p}.downsample.0", f"{p}.downsample.1")
@@ -85,13 +86,14 @@ class ModifiedResNetNumpy:
             self.blocks.append(stage)
         a = "attnpool"
         self.pos = w[f"{a}.positional_embedding"].astype(np.float32)
-        self.proj = {name: (w[f"{a}.{name}_proj.weight"].T.astype(np.float32), w[f"{a}.{name}_proj.bias"].astype(np.float32))
-                     for name in ("q", "k", "v", "c")}
+        self.proj = {name: (w[f"{a}.{name}_proj.weight"].T.astype(np.float32),
+                            w[f"{a}.{name}_proj.bias"].astype(np.float32)) for name in ("q", "k", "v", "c")}
         self.output_dim = int(self.proj["c"][0].shape[1])
 
     def _block(self, x: np.ndarray, b: dict[str, Any]) -> np.ndarray:
-        out = relu(conv2d(x, *b["c1"]))
-        out = relu(conv2d(out, *b["c2"], padding=1))
+        (w1, b1), (w2, b2) = b["c1"], b["c2"]
+        out = relu(conv2d(x, w1, b1))
+        out = relu(conv2d(out, w2, b2, padding=1))
         if b["stride"] > 1:
             out = avgpool(out, b["stride"])
         out = conv2d(out, *b["c3"])
@@ -209,7 +211,8 @@ class EfficientNetLite0Numpy:
 
     def _block(self, x: np.ndarray, b: dict[str, Any]) -> np.ndarray:
         y = relu6(conv2d(x, *b["expand"])) if "expand" in b else x
-        y = relu6(depthwise(_same_pad(y, b["kernel"], b["stride"]), *b["depthwise"], b["stride"]))
+        weight, bias = b["depthwise"]
+        y = relu6(depthwise(_same_pad(y, b["kernel"], b["stride"]), weight, bias, b["stride"]))
         y = conv2d(y, *b["project"])
         return x + y if b["skip"] else y
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from .dicom import WARNINGS_LOCK, MIN_SIDE, is_dicom, picture_of_header, read_dicom, read_header
+from .dicom import MIN_SIDE, WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
 #: The largest PNG or JPEG decoded for the model, checked from the file's header before
