@@ -55,12 +55,15 @@ def _run(args: list[str]) -> tuple[float, float, int, str]:
 
 
 def first_answers(bundle: str | None, one: Path, folder: Path) -> dict[str, Any]:
+    """Each command as a process: median of 3 runs (1 for the slow ones)."""
     flags = ["--bundle", bundle] if bundle else []
     out = {}
     commands = {"classify_one_png": ["classify", str(one)], "classify_study_10": ["classify", "--study", str(folder)],
-                "classify_missing_file": ["classify", str(folder / "missing.png")]}
+                "classify_missing_file": ["classify", str(folder / "missing.png")],
+                "similar_file": ["similar", str(one), "-k", "3"], "eval_test": ["eval"],
+                "search_images_text": ["search-images", "ring enhancing lesion", "-k", "3"]}
     for name, args in commands.items():
-        runs = [_run(CLI + flags + args) for _ in range(3)]
+        runs = [_run(CLI + flags + args) for _ in range(3 if name.startswith("classify") else 1)]
         out[name] = {"s": round(statistics.median(r[0] for r in runs), 2), "rss_mb": round(max(r[1] for r in runs)),
                      "answer": runs[-1][3]}
     return out

@@ -266,3 +266,17 @@ def test_bundle_without_model_is_a_clear_error(tmp_path: Path) -> None:
 def test_model_commands_import_no_torch() -> None:
     code = "import sys, medpix_tui.cli.model; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+
+
+def test_without_calibration_the_answer_says_so(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    (copy / "model" / "calibration.json").unlink()  # a bundle built from a checkpoint never calibrated
+    png = mri_like(tmp_path / "scan.png")
+    code, out, _ = run("classify", str(png), "--bundle", str(copy), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["calibrated"] is False and row["ood"] is None and row["status"] == "ok"
+    code, out, err = run("classify", str(png), "--bundle", str(copy))
+    assert code == 0 and err.strip() == ("note: probabilities are uncalibrated and nothing is called unsure: "
+                                         "the model has no calibration (run: python -m tools.train.calibrate)")
