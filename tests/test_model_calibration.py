@@ -145,3 +145,17 @@ def test_numpy_forward_matches_the_torch_tower(vision: dict) -> None:
     with torch.no_grad():
         expected = net(torch.from_numpy(x)[:, None].expand(-1, 3, -1, -1)).numpy()
     assert np.abs(numpy_net(x) - expected).max() < 1e-4 * max(1.0, float(np.abs(expected).max()))
+
+
+def test_numpy_encode_files_pipelines_to_the_same_embeddings(model_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from medpix_tui.model.preprocess import load_many
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(70):  # more than one decode-ahead chunk of 64
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (24, 20), dtype=np.uint8)).save(paths[-1])
+    encoder = load_numpy_encoder(model_dir)
+    assert np.array_equal(encoder.encode_files(paths), encoder.encode_arrays(load_many(paths, encoder.size)))
