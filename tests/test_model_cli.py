@@ -243,9 +243,11 @@ def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -
     assert json.loads(out)["images"][0]["image"] == "S2_b"  # the same picture from outside finds itself
 
 
-def test_similar_unknown_target_is_one_line(bundle: Path) -> None:
+def test_similar_unknown_target_is_one_line(bundle: Path, tmp_path: Path) -> None:
     code, _, err = run("similar", "NOPE_123", "--bundle", str(bundle))
     assert code == 2 and err.strip() == "error: 'NOPE_123' is neither an image id of the bundle nor a file"
+    code, _, err = run("similar", str(tmp_path / "gone.png"), "--bundle", str(tmp_path / "no-bundle"))
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'gone.png'}: no such file"  # before the bundle
 
 
 def test_search_images_by_text(bundle: Path) -> None:

@@ -50,9 +50,8 @@ MODEL_MODALITIES = ("CT", "MR")
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
-# pydicom reports oddities through warnings; catch_warnings is process-wide, so DICOM reads
-# (rare beside PNGs, and serial within one file anyway) take turns.
-#: Held while warnings filters are changed (catch_warnings is process-wide, not per thread).
+#: Held while warnings filters are changed: pydicom reports oddities through warnings, and
+#: catch_warnings is process-wide, not per thread, so DICOM reads (rare beside PNGs) take turns.
 WARNINGS_LOCK = threading.RLock()
 
 
