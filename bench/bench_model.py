@@ -69,15 +69,16 @@ def first_answers(bundle: str | None, one: Path, folder: Path) -> dict[str, Any]
     return out
 
 
-def negatives(size: int) -> tuple[list[str], np.ndarray]:
-    """Pictures nobody here drew: pydicom's non-CT/MR test files and scikit-image's samples."""
+def negatives(size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pictures nobody here drew: pydicom's non-CT/MR test files and scikit-image's samples,
+    with their :func:`colourful_share` (0 for the DICOM files, decoded grey)."""
     from PIL import Image
     from pydicom.data import get_testdata_files
 
     from medpix_tui.model.dicom import picture_of_header, read_header
-    from medpix_tui.model.preprocess import _pil_gray, square
+    from medpix_tui.model.preprocess import _pil_gray, colourful_share, square
 
-    names, pictures = [], []
+    names, pictures, colour = [], [], []
     for path in get_testdata_files():
         try:
             header = read_header(Path(path))
@@ -88,10 +89,11 @@ def negatives(size: int) -> tuple[list[str], np.ndarray]:
             continue
         names.append(f"pydicom {header.modality or '-'} {Path(path).name}")
         pictures.append(square(picture, size))
+        colour.append(0.0)
     try:
         import skimage.data as data
     except ImportError:
-        return names, np.stack(pictures)
+        return names, np.stack(pictures), np.array(colour)
     for name in ("astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock",
                  "coffee", "coins", "colorwheel", "grass", "gravel", "horse", "hubble_deep_field",
                  "immunohistochemistry", "logo", "microaneurysms", "moon", "page", "retina", "rocket",
@@ -103,11 +105,13 @@ def negatives(size: int) -> tuple[list[str], np.ndarray]:
             a = (255 * (a - a.min()) / (np.ptp(a) or 1)).astype(np.uint8)
         names.append(f"skimage {name}")
         pictures.append(square(_pil_gray(Image.fromarray(a)), size))
+        colour.append(colourful_share(Image.fromarray(a)))
     faces = data.lfw_subset()
     for i in range(0, len(faces), 10):
         names.append(f"skimage lfw_subset[{i}]")
         pictures.append(square((faces[i] * 255).astype(np.uint8), size))
-    return names, np.stack(pictures)
+        colour.append(0.0)
+    return names, np.stack(pictures), np.array(colour)
 
 
 def _png_bomb(path: Path, side: int) -> Path:
@@ -257,14 +261,18 @@ def main() -> None:
     report["by_case_test"] = {**case_report(truths, probabilities, encoder.head.classes, [d["U_id"] for d in test]),
                               "image_level": image_level}
     if calibration is not None:
-        names, pictures = negatives(encoder.size)
+        from medpix_tui.model.classify import MAX_COLOURFUL
+
+        names, pictures, colour = negatives(encoder.size)
         _, negative_features = encode_with_features(encoder, pictures)
-        rejected = calibration.scores(negative_features) < calibration.threshold
+        by_score = calibration.scores(negative_features) < calibration.threshold
+        rejected = by_score | (colour > MAX_COLOURFUL)
         groups = {g: [n.startswith(g) for n in names] for g in ("pydicom", "skimage")}
         report["ood"] = {"threshold": calibration.threshold,
                          "test_accepted": round(float((calibration.scores(features) >= calibration.threshold).mean()),
                                                 4),
                          "negatives_rejected": round(float(rejected.mean()), 4), "negatives": len(names),
+                         "negatives_rejected_by_score_alone": round(float(by_score.mean()), 4),
                          **{f"{g}_rejected": round(float(rejected[np.array(m)].mean()), 4) for g, m in groups.items()},
                          "accepted_negatives": [n for n, r in zip(names, rejected, strict=True) if not r]}
     from medpix_tui.bundle import resolve_bundle

@@ -104,15 +104,33 @@ def test_pydicom_ct_small_reports_its_tag(bundle: Path) -> None:
 
 def test_a_photograph_is_unsure(bundle: Path, tmp_path: Path) -> None:
     skimage_data = pytest.importorskip("skimage.data")
-    photo = tmp_path / "cat.png"
-    Image.fromarray(skimage_data.chelsea()).save(photo)  # scikit-image's sample photograph of a cat
-    code, out, _ = run("classify", str(photo), "--bundle", str(bundle), "--json")
+    grey, colour = tmp_path / "cat.png", tmp_path / "cat-colour.png"
+    Image.fromarray(skimage_data.chelsea()).convert("L").save(grey)  # scikit-image's sample photograph of a cat
+    Image.fromarray(skimage_data.chelsea()).save(colour)
+    code, out, _ = run("classify", str(grey), "--bundle", str(bundle), "--json")
     row = json.loads(out)
     assert code == 0 and row["status"] == "unsure"
     assert row["modality"] is None and row["location"] is None
     assert row["ood"]["score"] < row["ood"]["threshold"] and "not like the CT and MR slices" in row["reason"]
-    code, out, _ = run("classify", str(photo), "--bundle", str(bundle))
-    assert out.startswith(f"{photo}: unsure: not like the CT and MR slices the model knows (familiarity 0.")
+    code, out, _ = run("classify", str(grey), "--bundle", str(bundle))
+    assert out.startswith(f"{grey}: unsure: not like the CT and MR slices the model knows (familiarity 0.")
+    code, out, _ = run("classify", str(colour), "--bundle", str(bundle))
+    assert out.strip() == f"{colour}: unsure: a colour picture (80% of its pixels coloured): CT and MR slices are grey"
+
+
+def test_release_images_are_not_colour_pictures() -> None:
+    # the colour rule's bound, on every release image: the most coloured is a 35% overlay
+    from medpix_tui.model.classify import MAX_COLOURFUL
+    from medpix_tui.model.preprocess import colourful_share
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "medpix-2.0" / "images"
+    if not source.is_dir():
+        pytest.skip("the MedPix release is not beside the checkout")
+    shares = []
+    for path in sorted(source.glob("*.png")):
+        with Image.open(path) as im:
+            shares.append(colourful_share(im) if im.mode != "L" else 0.0)
+    assert len(shares) == 2050 and max(shares) < MAX_COLOURFUL - 0.1
 
 
 def test_classify_reports_bad_files_in_one_line_each(bundle: Path, tmp_path: Path) -> None:

@@ -21,6 +21,10 @@ from .calibration import Calibration, encode_with_features
 from .preprocess import ModelInput
 
 OK, UNSURE, NOT_CT_OR_MR = "ok", "unsure", "not_ct_or_mr"
+#: A picture with more of its pixels coloured is not a CT or MR slice (see
+#: :func:`~.preprocess.colourful_share`): it adds coffee, retina and rocket of scikit-image's
+#: samples to what the OOD score rejects, and no release image comes near it.
+MAX_COLOURFUL = 0.5
 
 
 def _rounded(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
@@ -63,17 +67,22 @@ def answer_images(encoder: Any, calibration: Calibration | None, inputs: Sequenc
             answer.update(modality=tagged, modality_source="dicom", disagrees=model_modality != tagged)
         else:
             answer.update(modality=model_modality, modality_source="model")
+        reason = None
         if calibration is not None:
             score = float(scores[r])
             answer["ood"] = {"score": round(score, 4), "threshold": round(calibration.threshold, 4),
                              "familiar": score >= calibration.threshold}
             if score < calibration.threshold:
-                answer.update(status=UNSURE, reason=f"not like the CT and MR slices the model knows "
-                                                    f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
-                if not tagged:
-                    answer["modality"] = answer["modality_source"] = None
-                out.append(answer)
-                continue
+                reason = (f"not like the CT and MR slices the model knows "
+                          f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
+        if item.colourful > MAX_COLOURFUL:
+            reason = f"a colour picture ({100 * item.colourful:.0f}% of its pixels coloured): CT and MR slices are grey"
+        if reason:
+            answer.update(status=UNSURE, reason=reason)
+            if not tagged:
+                answer["modality"] = answer["modality_source"] = None
+            out.append(answer)
+            continue
         answer["location"] = classes["location"][int(probs["location"].argmax())]
         out.append(answer)
     return out

@@ -76,12 +76,32 @@ def _open_checked(path: Path) -> Image.Image:
     return im
 
 
+#: A pixel is coloured when its channels differ by more than this (of 255).
+CHROMA = 40
+
+
+def colourful_share(im: Image.Image) -> float:
+    """The share of a picture's pixels that are coloured: 0 for grey pictures.
+
+    CT and MR slices are grey: of the release's 2,050 PNGs the most coloured (a colour
+    overlay) has 35% of its pixels coloured, the next 2%; colour photographs have 60 to 86%.
+    """
+    if im.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return 0.0
+    rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > CHROMA).mean())
+
+
 def _read_picture(path: Path) -> np.ndarray:
+    return _read_picture_and_colour(path)[0]
+
+
+def _read_picture_and_colour(path: Path) -> tuple[np.ndarray, float]:
     im = _open_checked(path)
     try:
         with im:
             im.load()
-            return _pil_gray(im)
+            return _pil_gray(im), colourful_share(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
     except MemoryError:
@@ -109,6 +129,7 @@ class ModelInput:
     dicom_modality: str | None  # a DICOM file's Modality tag ('' when absent); None for PNG and JPEG
     frame: int | None = None  # 1-based frame of a DICOM file
     frames: int | None = None
+    colourful: float = 0.0  # :func:`colourful_share` of a PNG or JPEG
 
 
 def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
@@ -124,7 +145,8 @@ def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
         return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames)
     if frame is not None and frame != 1:
         raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
-    return ModelInput(path, square(_read_picture(path), size), None)
+    gray, colourful = _read_picture_and_colour(path)
+    return ModelInput(path, square(gray, size), None, colourful=colourful)
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
