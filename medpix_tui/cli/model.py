@@ -130,7 +130,8 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
     each task with its calibrated probability. A DICOM file's own Modality tag is the
     modality when it says CT or MR (the model's call is shown beside it); any other tag
     (CR, US, ...) is reported as not CT or MR. A picture unlike the CT and MR slices the
-    model was trained on is answered "unsure", with the reason.
+    model was trained on (a photograph, a radiograph, a drawing, a colour picture) is
+    answered "unsure", with the reason.
 
     With --study, the images of one study (files, or a folder of PNGs or a DICOM series)
     are pooled into one answer, each image's answer under it. With --json, one object per
