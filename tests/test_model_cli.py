@@ -300,3 +300,19 @@ def test_without_calibration_the_answer_says_so(bundle: Path, tmp_path: Path) ->
     code, out, err = run("classify", str(png), "--bundle", str(copy))
     assert code == 0 and err.strip() == ("note: probabilities are uncalibrated and nothing is called unsure: "
                                          "the model has no calibration (run: python -m tools.train.calibrate)")
+
+
+def test_every_pydicom_test_file_is_an_answer_or_one_error_line(bundle: Path) -> None:
+    # pydicom's own files, odd ones included (bad VRs, truncated pixels, no meta, DICOMDIRs): as a
+    # process, so a pydicom or numpy warning would reach stderr as it would for a user
+    from pydicom.data import get_testdata_file, get_testdata_files
+
+    files = sorted(f for f in get_testdata_files() if Path(f).is_file())
+    result = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(bundle), "classify", *files],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    out, err = result.stdout.splitlines(), result.stderr.splitlines()
+    assert result.returncode == 2 and len(out) + len(err) - 1 == len(files)
+    assert all(line.startswith("error: ") for line in err), [x for x in err if not x.startswith("error: ")][:3]
+    assert all(line.split(": ", 1)[0] in files for line in out)
+    ct_small = next(line for line in out if line.startswith(f"{get_testdata_file('CT_small.dcm')}: "))
+    assert ct_small.split(": ", 1)[1].startswith("CT (DICOM tag; model ")
