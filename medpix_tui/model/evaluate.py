@@ -9,22 +9,24 @@ case's images share their labels and look alike, so they are not independent dra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..progress import Progress, silent
-from .encoder import ImageEncoder
 from .prompts import TASKS
+
+if TYPE_CHECKING:  # torch's encoder or the numpy one: both have the same methods
+    from .encoder import ImageEncoder
 
 
 def task_report(truth: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class recall (with counts) and the confusion matrix (rows: truth)."""
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=True):
         matrix[index[t], index[p]] += 1
     n = int(matrix.sum())
     per_class = {c: {"n": int(matrix[i].sum()),
@@ -45,19 +47,57 @@ def case_interval(correct: Sequence[bool], cases: Sequence[str], draws: int = 20
 
 
 def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str, Any]],
-           classes: dict[str, Sequence[str]], cases: Sequence[str] | None = None) -> dict[str, Any]:
+           classes: Mapping[str, Sequence[str]], cases: Sequence[str] | None = None,
+           probabilities: dict[str, np.ndarray] | None = None, by_case: bool = False) -> dict[str, Any]:
     """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details.
 
-    With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``.
+    With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``; with
+    ``probabilities`` (per task, (N, classes), as the head gives them), ``modality_ece`` and
+    ``location_ece`` (15 bins); with both and ``by_case``, ``by_case``: accuracy per case.
     """
+    from .calibration import ece
+
     out: dict[str, Any] = {"split": split, "n": len(truths)}
     for task in TASKS:
         truth, predicted = [t[task] for t in truths], [p[task] for p in predictions]
         detail = task_report(truth, predicted, classes[task])
         out[f"{task}_accuracy"] = detail["accuracy"]
         if cases is not None and truths:
-            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted)], cases)
+            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted, strict=True)], cases)
+        if probabilities is not None:
+            index = {c: i for i, c in enumerate(classes[task])}
+            out[f"{task}_ece"] = round(ece(probabilities[task], np.array([index[t] for t in truth])), 4)
         out[task] = detail
+    if by_case and cases is not None and probabilities is not None:
+        out["by_case"] = case_report(truths, probabilities, classes, cases)
+    return out
+
+
+def case_report(truths: Sequence[dict[str, str]], probabilities: dict[str, np.ndarray],
+                classes: Mapping[str, Sequence[str]], cases: Sequence[str]) -> dict[str, Any]:
+    """Accuracy when each case's images are pooled into one answer, as ``classify --study`` does.
+
+    A case counts once. Location is a case's label, shared by its images; a case whose
+    images mix CT and MR is left out of the modality figure (a study is one modality).
+    """
+    from .classify import pooled_probabilities
+
+    groups: dict[str, list[int]] = {}
+    for i, case in enumerate(cases):
+        groups.setdefault(case, []).append(i)
+    out: dict[str, Any] = {"cases": len(groups)}
+    for task in TASKS:
+        hits, skipped = [], 0
+        for rows in groups.values():
+            labels = {truths[i][task] for i in rows}
+            if len(labels) > 1:
+                skipped += 1
+                continue
+            pooled = pooled_probabilities([dict(zip(classes[task], probabilities[task][i], strict=True)) for i in rows])
+            hits.append(max(pooled, key=pooled.__getitem__) == labels.pop())
+        out[f"{task}_accuracy"] = round(float(np.mean(hits)), 4) if hits else None
+        out[f"{task}_cases"] = len(hits)
+        out[f"{task}_mixed_cases"] = skipped
     return out
 
 
@@ -68,7 +108,9 @@ def evaluate_pictures(encoder: ImageEncoder, split: str, pictures: np.ndarray, t
 
 
 def evaluate_files(encoder: ImageEncoder, split: str, paths: Sequence[Path], truths: list[dict[str, str]],
-                   progress: Progress = silent, cases: Sequence[str] | None = None) -> dict[str, Any]:
-    """Report for image files (a bundle's or the source's PNGs)."""
-    return report(split, truths, encoder.head.predict(encoder.encode_files(paths, progress)), encoder.head.classes,
-                  cases)
+                   progress: Progress = silent, cases: Sequence[str] | None = None,
+                   by_case: bool = False) -> dict[str, Any]:
+    """Report for image files (a bundle's or the source's PNGs), with ECE and, if asked, per case."""
+    embeddings = encoder.encode_files(paths, progress)
+    return report(split, truths, encoder.head.predict(embeddings), encoder.head.classes, cases,
+                  encoder.head.probabilities(embeddings), by_case)

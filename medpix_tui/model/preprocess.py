@@ -7,17 +7,23 @@ seen: 8-bit grayscale, longest side resized to the model's size, centred on blac
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from .dicom import is_dicom, read_dicom
+from .dicom import MIN_SIDE, WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
+#: The largest PNG or JPEG decoded for the model, checked from the file's header before
+#: decoding: 36 megapixels (6000 x 6000) decode within a few hundred MB; the 11000 x 11000
+#: PNG of 118 KB an attacker sent decoded at 1.75 GB RSS.
+MAX_IMAGE_PIXELS = 36_000_000
 
 
 def _pil_gray(im: Image.Image) -> np.ndarray:
@@ -46,12 +52,60 @@ def load_gray(path: Path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
         return read_dicom(path)
+    return _read_picture(path)
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """Open an image lazily and check its size from the header: nothing is decoded yet."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return _pil_gray(im)
+        with WARNINGS_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image is larger than the {MAX_IMAGE_PIXELS:,} pixels this tool decodes") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from exc
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        im.close()
+        raise InputError(f"{path}: image of {w}x{h} pixels is larger than the {MAX_IMAGE_PIXELS:,} pixels "
+                         "this tool decodes")
+    if min(w, h) < MIN_SIDE:
+        im.close()
+        raise InputError(f"{path}: image of {w}x{h} pixels is too small to classify (at least {MIN_SIDE}x{MIN_SIDE})")
+    return im
+
+
+#: A pixel is coloured when its channels differ by more than this (of 255).
+CHROMA = 40
+
+
+def colourful_share(im: Image.Image) -> float:
+    """The share of a picture's pixels that are coloured: 0 for grey pictures.
+
+    CT and MR slices are grey: of the release's 2,050 PNGs the most coloured (a colour
+    overlay) has 35% of its pixels coloured, the next 2%; colour photographs have 60 to 86%.
+    """
+    if im.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return 0.0
+    rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > CHROMA).mean())
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    return _read_picture_and_colour(path)[0]
+
+
+def _read_picture_and_colour(path: Path) -> tuple[np.ndarray, float]:
+    im = _open_checked(path)
+    try:
+        with im:
+            im.load()
+            return _pil_gray(im), colourful_share(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+    except MemoryError:
+        raise InputError(f"{path}: image too large to decode") from None
 
 
 def square(gray: np.ndarray, size: int) -> np.ndarray:
@@ -64,6 +118,35 @@ def square(gray: np.ndarray, size: int) -> np.ndarray:
     top, left = (size - nh) // 2, (size - nw) // 2
     out[top:top + nh, left:left + nw] = resized
     return out
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One file as the model sees it, and what a DICOM file says about itself."""
+
+    path: Path
+    picture: np.ndarray | None  # size x size 8-bit; None for a DICOM whose Modality is not CT or MR
+    dicom_modality: str | None  # a DICOM file's Modality tag ('' when absent); None for PNG and JPEG
+    frame: int | None = None  # 1-based frame of a DICOM file
+    frames: int | None = None
+    colourful: float = 0.0  # :func:`colourful_share` of a PNG or JPEG
+
+
+def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
+    """Read a file for classification: a DICOM file tagged other than CT or MR is not decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
+        header = read_header(path)
+        if header.modality and not header.is_ct_or_mr:
+            return ModelInput(path, None, header.modality, None, header.frames)
+        decoded = picture_of_header(header, frame)
+        return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames)
+    if frame is not None and frame != 1:
+        raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
+    gray, colourful = _read_picture_and_colour(path)
+    return ModelInput(path, square(gray, size), None, colourful=colourful)
 
 
 def load_square(path: Path, size: int) -> np.ndarray:

@@ -1,22 +1,23 @@
 """The model's features over one bundle, for the CLI and the TUI alike.
 
-:class:`BundleModel` loads each part on first use and keeps it: the image encoder
-(fast), the bundle's embeddings, and the text tower (slow; only text search needs it).
+:class:`BundleModel` loads each part on first use and keeps it: the image encoder (numpy
+when the tower allows, so classify imports no torch), its calibration, the bundle's
+embeddings, and the text tower (slow; only text search needs it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError, InputError
 from ..progress import Progress, silent
+from .calibration import Calibration, calibration_status, load_calibration
 from .checkpoint import is_checkpoint, read_metadata
-from .encoder import ImageEncoder, load_image_encoder
 from .prompts import PAPER_ACCURACY, TASKS, truth_of
 from .similarity import EmbeddingIndex, load_index, top_cases, top_images
-from .text import TextTower, load_text_tower
 
 
 class BundleModel:
@@ -28,15 +29,29 @@ class BundleModel:
         self.bundle = bundle
 
     @cached_property
-    def encoder(self) -> ImageEncoder:
-        return load_image_encoder(self.bundle.model_dir)
+    def encoder(self) -> Any:
+        """The checkpoint's image encoder, its head calibrated when the checkpoint has a calibration."""
+        from .runtime import load_encoder
+
+        return load_encoder(self.bundle.model_dir)
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        return load_calibration(self.bundle.model_dir)
+
+    @property
+    def calibration_note(self) -> str | None:
+        """Why probabilities are uncalibrated and nothing is called unsure, or None."""
+        return calibration_status(self.bundle.model_dir)
 
     @cached_property
     def index(self) -> EmbeddingIndex:
         return load_index(self.bundle.embeddings_dir)
 
     @cached_property
-    def text_tower(self) -> TextTower:
+    def text_tower(self) -> Any:
+        from .text import load_text_tower
+
         return load_text_tower(self.bundle.model_dir)
 
     @cached_property
@@ -44,11 +59,29 @@ class BundleModel:
         """Image documents by image id."""
         return {d["image"]: d for d in self.bundle.images()}
 
-    def classify(self, path: Path) -> dict[str, Any]:
-        """Modality and location of one image file, with probabilities."""
-        return {"file": str(path), **self.encoder.classify_files([Path(path)])[0]}
+    def load(self, path: Path, frame: int | None = None) -> Any:
+        """One file read for the model (:func:`~.preprocess.load_input`); InputError when unusable."""
+        from .preprocess import load_input
 
-    def evaluate(self, split: str, progress: Progress = silent) -> dict[str, Any]:
+        return load_input(Path(path), self.encoder.size, frame)
+
+    def answer(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """Answers for loaded files (:func:`~.classify.answer_images`), in one batch."""
+        from .classify import answer_images
+
+        return answer_images(self.encoder, self.calibration, inputs)
+
+    def classify(self, path: Path, frame: int | None = None) -> dict[str, Any]:
+        """Modality and location of one image file, with calibrated probabilities."""
+        return self.answer([self.load(path, frame)])[0]
+
+    def classify_study(self, paths: Sequence[Path], frame: int | None = None) -> dict[str, Any]:
+        """One answer for the images of one study, with each image's answer under ``images``."""
+        from .classify import pool_study
+
+        return pool_study(self.answer([self.load(p, frame) for p in paths]))
+
+    def evaluate(self, split: str, progress: Progress = silent, by_case: bool = False) -> dict[str, Any]:
         """Zero-shot accuracy with the paper's prompts on one split of the bundle's images."""
         from .evaluate import evaluate_files
 
@@ -56,8 +89,9 @@ class BundleModel:
         if not docs:
             raise InputError(f"the bundle has no images in split {split!r}")
         result = evaluate_files(self.encoder, split, [self.bundle.image_path(d["image"]) for d in docs],
-                                [truth_of(d) for d in docs], progress, cases=[d["U_id"] for d in docs])
-        return {**result, "model": self.encoder.name,
+                                [truth_of(d) for d in docs], progress, cases=[d["U_id"] for d in docs],
+                                by_case=by_case)
+        return {**result, "model": self.encoder.name, "calibrated": self.calibration is not None,
                 "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
                 "claimed": read_metadata(self.bundle.model_dir).get("evaluation", {}).get(split)}
 
