@@ -759,12 +759,11 @@ class Bundle:
 
 def open_bundle(path: Path | str) -> Bundle:
     """Open a bundle folder, or an archive made by :func:`pack_bundle` (unpacked once, verified)."""
-    path = Path(path)
-    if path.is_file():
-        path = _unpack_cached(path)
-    root, lock, raw = _hold(path)
+    given = Path(path)
+    folder = _unpack_cached(given) if given.is_file() else given
+    root, lock, raw = _hold(folder)
     try:
-        return Bundle(root, _parse_manifest(raw, root / MANIFEST), path=path, lock=lock)
+        return Bundle(root, _parse_manifest(raw, root / MANIFEST), path=given, lock=lock)
     except BaseException:
         if lock is not None:
             lock.close()
