@@ -28,8 +28,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medpix_tui import bundle as bundle_mod
-from medpix_tui.bundle import (DEFAULT_NAME, KEEP_ARCHIVES, MANIFEST, MANIFEST_SUM, _TMP_PREFIX, build_bundle,
-                               open_bundle, pack_bundle, prune_versions, verify_bundle)
+from medpix_tui.bundle import (
+    _TMP_PREFIX,
+    DEFAULT_NAME,
+    KEEP_ARCHIVES,
+    MANIFEST,
+    MANIFEST_SUM,
+    build_bundle,
+    open_bundle,
+    pack_bundle,
+    prune_versions,
+    verify_bundle,
+)
 from medpix_tui.cli import main
 from medpix_tui.errors import BundleError, InputError
 from tests.support import tiny_case, tiny_image, write_source
@@ -192,17 +202,17 @@ def test_archives_open_under_debians_python(archive: Path, tmp_path: Path) -> No
         pytest.skip("no /usr/bin/python3")
     paths = [str(ROOT), *(p for p in sys.path if p.endswith("site-packages"))]  # this interpreter's packages
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "MEDPIX_CACHE": str(tmp_path / "c")}
-    probe = subprocess.run([python, "-c", "import mongita, duckdb, click, PIL"], env=env, capture_output=True)
+    probe = subprocess.run([python, "-c", "import mongita, duckdb, click, PIL"], env=env, capture_output=True, check=False)
     if probe.returncode:
         pytest.skip(f"{python} cannot import the project's dependencies")
     bad = attack_archive("dotdot", archive, tmp_path / "bad.tar")
     script = ("import sys, tarfile; from medpix_tui.bundle import open_bundle, verify_bundle\n"
               "print(sys.version_info[:3], hasattr(tarfile, 'data_filter'))\n"
               f"print(verify_bundle(open_bundle({str(archive)!r}).root).ok)\n")
-    proc = subprocess.run([python, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([python, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "True", proc.stderr[-2000:]
     proc = subprocess.run([python, "-m", "medpix_tui", "query", "--bundle", str(bad), "--json"], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {bad} is not a bundle archive"), proc.stderr
 
 
@@ -409,7 +419,7 @@ def test_a_fifo_named_like_a_bundle_file_does_not_block_the_open(tiny: Path, tmp
         os.mkfifo(copy / name)
     proc = subprocess.run([sys.executable, "-m", "medpix_tui", "query", "--bundle", str(copy), "--json"],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 2 and "is not a regular file" in proc.stderr and "bundle verify" in proc.stderr, proc.stderr
     from medpix_tui.tui.first_page import page_path
 
@@ -542,7 +552,7 @@ def modelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(write_source(root / "src"), root / "b", with_model=True)
 
 
-def edit_manifest(bundle: Path, change) -> None:  # noqa: ANN001 - a function of the manifest
+def edit_manifest(bundle: Path, change) -> None:
     path = bundle / MANIFEST
     manifest = json.loads(path.read_text())
     change(manifest)
