@@ -661,3 +661,22 @@ def test_random_members_are_refused_or_served_whole(extra: list, drop: bool, by_
     stray = [p for p in work.rglob("*") if not p.is_dir() and p.name != "a.tar" and DEFAULT_NAME not in p.parts]
     assert not stray, stray
     assert not Path("/abs").exists() and not (work / "x").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge", "not-a-list", "long-entry", "deep"])
+def test_a_crafted_sql_history_is_no_history(kind: str, tmp_path: Path) -> None:
+    from medpix_tui.tui.screens.sql import HISTORY_LIMIT, MAX_HISTORY, _read_history
+
+    path = tmp_path / "sql_history.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text({"huge": json.dumps(["SELECT 1"] * (HISTORY_LIMIT // 8)), "not-a-list": '{"q": "SELECT 1"}',
+                         "long-entry": json.dumps(["x" * (HISTORY_LIMIT // MAX_HISTORY + 1), "SELECT 1"]),
+                         "deep": "[" * 100_000 + "]" * 100_000}[kind])
+    answer: list = []
+    reader = threading.Thread(target=lambda: answer.append(_read_history(path)), daemon=True)
+    reader.start()
+    reader.join(30)
+    assert answer, "reading the history blocked"
+    assert answer[0] == (["SELECT 1"] if kind == "long-entry" else [])
