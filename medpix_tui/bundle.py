@@ -423,8 +423,12 @@ def check_ours(out: Path) -> None:
         return
     if out.is_symlink():
         target = os.readlink(out)
-        if "/" in target or not _version_pattern(out.name).fullmatch(target) or not (out.parent / target).is_dir():
+        if "/" in target or not _version_pattern(out.name).fullmatch(target):
             raise _refuse(out, f"it is a symbolic link this tool did not make (to {target})")
+        if not (out.parent / target).exists() and not (out.parent / target).is_symlink():
+            return  # our link, its version removed by hand: nothing to lose
+        if not (out.parent / target).is_dir() or (out.parent / target).is_symlink():
+            raise _refuse(out, f"it links to {target}, which is not a bundle folder")
         out = out.parent / target
     elif not out.is_dir():
         raise _refuse(out, "it is a file, not a bundle folder")
@@ -637,7 +641,8 @@ def _hold(path: Path) -> tuple[Path, IO[bytes] | None, bytes]:
             raise damaged(root, MANIFEST, f"is unreadable ({exc.strerror or exc})") from None
         try:
             if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+                with contextlib.suppress(OSError):  # no locks on this file system: versions are still kept
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH)
             try:
                 still = os.path.samestat(os.fstat(f.fileno()), os.stat(root / MANIFEST))
             except OSError:

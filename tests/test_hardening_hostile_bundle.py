@@ -632,7 +632,8 @@ TYPES = st.sampled_from([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tar
                          tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE, b"S"])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("MEDPIX_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=st.lists(st.tuples(NAMES, TYPES, st.sampled_from([0o644, 0o755, 0o4755, 0o2644, 0o1777, 0o777]),
                                 st.binary(max_size=64)), min_size=1, max_size=4),
        drop=st.booleans(), by_hand=st.booleans())
