@@ -408,7 +408,8 @@ def prune_versions(out: Path) -> list[Path]:
 
 
 def _refuse(out: Path, why: str) -> InputError:
-    return InputError(f"refusing to replace {out}: {why}; remove it yourself or choose another --out")
+    return InputError(f"refusing to replace {out}: it is not a folder this tool wrote ({why}); "
+                      "remove it yourself or choose another --out")
 
 
 def check_ours(out: Path) -> None:
@@ -424,22 +425,22 @@ def check_ours(out: Path) -> None:
     if out.is_symlink():
         target = os.readlink(out)
         if "/" in target or not _version_pattern(out.name).fullmatch(target):
-            raise _refuse(out, f"it is a symbolic link this tool did not make (to {target})")
+            raise _refuse(out, f"a symbolic link this tool did not make, to {target}")
         if not (out.parent / target).exists() and not (out.parent / target).is_symlink():
             return  # our link, its version removed by hand: nothing to lose
         if not (out.parent / target).is_dir() or (out.parent / target).is_symlink():
-            raise _refuse(out, f"it links to {target}, which is not a bundle folder")
+            raise _refuse(out, f"a link to {target}, which is not a bundle folder")
         out = out.parent / target
     elif not out.is_dir():
-        raise _refuse(out, "it is a file, not a bundle folder")
+        raise _refuse(out, "a file, not a bundle folder")
     try:
         if not any(out.iterdir()):
             return
         raw = read_regular(out / MANIFEST, MANIFEST_LIMIT)
     except FileNotFoundError:
-        raise _refuse(out, f"it is not a bundle (no {MANIFEST})") from None
+        raise _refuse(out, f"no {MANIFEST}") from None
     except OSError as exc:
-        raise _refuse(out, f"its {MANIFEST} cannot be read ({exc.strerror or exc})") from None
+        raise _refuse(out, f"its {MANIFEST} cannot be read: {exc.strerror or exc}") from None
     try:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -452,16 +453,16 @@ def check_ours(out: Path) -> None:
         raise _refuse(out, f"its {MANIFEST} is not a medpix-tui bundle manifest")
     problem = manifest_problem(manifest)
     if problem:
-        raise _refuse(out, f"its {MANIFEST} is malformed ({problem})")
+        raise _refuse(out, f"its {MANIFEST} is malformed: {problem}")
     present = _walk(out)
     expected = {**manifest["files"]}
     extra = sorted(set(present) - set(expected) - {MANIFEST, MANIFEST_SUM})
     if extra:
-        raise _refuse(out, f"it holds files its manifest does not list ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})")
+        raise _refuse(out, f"it holds files its manifest does not list: {', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}")
     differ = sorted(rel for rel, entry in expected.items()
                     if rel not in present or not stat.S_ISREG(present[rel].st_mode) or present[rel].st_size != entry["size"])
     if differ:
-        raise _refuse(out, f"its files do not match its manifest ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''})")
+        raise _refuse(out, f"its files do not match its manifest: {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}")
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -1034,11 +1035,11 @@ def _unpack_cached(archive: Path) -> Path:
         digest = sha256_regular(archive)
     except OSError as exc:
         raise BundleError(f"cannot read {archive}: {exc.strerror or exc}") from None
-    cache = archive_cache()
-    _remove_legacy_entries(cache.parent)
-    entry = cache / digest
     with _open_archive(archive) as tar:
-        members, raw, _ = read_archive(tar, archive)
+        members, raw, _ = read_archive(tar, archive)  # before anything is written
+        cache = archive_cache()
+        _remove_legacy_entries(cache.parent)
+        entry = cache / digest
         if entry.exists() or entry.is_symlink():
             if _entry_matches(entry, raw):
                 with contextlib.suppress(OSError):

@@ -111,11 +111,6 @@ def sparse_member(name: str, real_size: int) -> tuple[tarfile.TarInfo, bytes]:
     return info, data
 
 
-def outside(cache: Path) -> list[Path]:
-    """Files under the cache that are not inside a served bundle folder."""
-    return [p for p in cache.rglob("*") if not p.is_dir() and DEFAULT_NAME not in p.relative_to(cache).parts[:3]]
-
-
 ATTACKS = {
     "dotdot": lambda: [member(f"{DEFAULT_NAME}/../huge.bin", b"\0" * 4096)],
     "absolute": lambda: [member("/tmp/medpix-hbundle-absolute.bin")],
@@ -170,7 +165,7 @@ def test_hostile_archive_members_are_refused_before_anything_is_written(
     code, lines = run("query", "--bundle", str(bad), "--json")
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {bad} "), lines
     assert not (tmp_path / "huge.bin").exists() and not Path("/tmp/medpix-hbundle-absolute.bin").exists()
-    assert not outside(cache) and not list((cache / "bundles").iterdir()), "nothing unpacked"
+    assert not cache.exists(), "nothing written"
     with pytest.raises(BundleError):
         open_bundle(bad)
 
@@ -456,11 +451,11 @@ def test_force_refuses_a_bundle_holding_other_files_and_foreign_links(tiny: Path
         build_bundle(src, shrunk, force=True, with_model=False)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "src")
-    with pytest.raises(InputError, match="symbolic link this tool did not make"):
+    with pytest.raises(InputError, match="a symbolic link this tool did not make"):
         build_bundle(write_source(tmp_path / "src2"), link, force=True, with_model=False)
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(InputError, match="is a file"):
+    with pytest.raises(InputError, match="a file, not a bundle folder"):
         build_bundle(src, a_file, force=True, with_model=False)
 
 
