@@ -280,6 +280,38 @@ def test_partial_and_foreign_entries_are_removed_never_served(archive: Path, tin
     assert sorted(p.name for p in bundles.iterdir()) == [sha(archive)]
 
 
+STALLED_UNPACK = r"""
+import sys, threading
+import medpix_tui.bundle as bm
+
+real = bm._extract
+def half(tar, members, dest):
+    real(tar, members[: len(members) // 2], dest)
+    print(sum(1 for p in dest.rglob("*") if p.is_file()), flush=True)
+    threading.Event().wait()  # stalled mid-unpack until killed
+bm._extract = half
+bm.open_bundle(sys.argv[1])
+"""
+
+
+def test_an_unpack_killed_midway_is_never_served(archive: Path, cache: Path) -> None:
+    """SIGKILL a process halfway through unpacking: the next open serves a whole, verified copy."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MEDPIX_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-c", STALLED_UNPACK, str(archive)], stdout=subprocess.PIPE, text=True,
+                            env=env, stdin=subprocess.DEVNULL)
+    try:
+        written = int(proc.stdout.readline())  # the child says when half the files are written
+    finally:
+        proc.kill()
+        proc.wait()
+    assert written > 0
+    left = list((cache / "bundles").iterdir())
+    assert len(left) == 1 and left[0].name.startswith(_TMP_PREFIX), "the killed unpack left its temporary folder"
+    opened = open_bundle(archive)
+    assert verify_bundle(opened.root).ok and opened.manifest["counts"]["Image_Descriptions"] == 3
+    assert [p.name for p in (cache / "bundles").iterdir()] == [sha(archive)], "and the next open removed it"
+
+
 def test_one_copy_per_archive_content(archive: Path, tmp_path: Path, cache: Path) -> None:
     open_bundle(archive).close()
     os.utime(archive, (1_700_000_000, 1_700_000_000))  # a new mtime: the same content
