@@ -457,6 +457,29 @@ def test_a_fifo_named_like_a_bundle_file_does_not_block_the_open(tiny: Path, tmp
     assert "store/medpix.Image_Descriptions/$.data" in report.changed and MANIFEST in report.changed
 
 
+@pytest.mark.asyncio
+async def test_the_ui_names_a_damaged_store_and_a_fifo_digest_without_blocking(tiny: Path, tmp_path: Path) -> None:
+    """The terminal UI starts on a bundle whose digest file is a FIFO and whose store is garbage:
+    drawn at once, then one line naming the store file in the status bar (no crash, no hang)."""
+    import asyncio
+
+    from tui_support import settle
+
+    from medpix_tui.tui.app import MedpixApp
+
+    copy = Path(shutil.copytree(tiny, tmp_path / "b"))
+    (copy / MANIFEST_SUM).unlink()
+    os.mkfifo(copy / MANIFEST_SUM)
+    data = copy / "store" / "medpix.Image_Descriptions" / "$.data"
+    data.write_bytes(os.urandom(data.stat().st_size))
+    app = MedpixApp(open_bundle(copy), first_page_dir=tmp_path / "pages")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await asyncio.wait_for(settle(pilot), 60)
+        status = str(app.screen.query_one("#status").render())
+        assert "damaged bundle" in status and "medpix.Image_Descriptions" in status and "bundle verify" in status, status
+    assert not (tmp_path / "pages").exists() or not any((tmp_path / "pages").iterdir())
+
+
 # -- --force replaces only what is ours ------------------------------------------------
 
 def test_force_refuses_a_folder_with_somebody_elses_manifest(tmp_path: Path) -> None:
