@@ -401,8 +401,12 @@ def prune_versions(out: Path) -> list[Path]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in out.parent.iterdir():
-            if (entry.name != current and pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()
-                    and _remove_unheld(entry, entry / MANIFEST)):
+            if entry.name == current or not pattern.fullmatch(entry.name) or not entry.is_dir() or entry.is_symlink():
+                continue
+            builder = int(entry.name.rsplit("-", 1)[1])
+            if builder != os.getpid() and _alive(builder):
+                continue  # another build's, perhaps about to be pointed at: its own build prunes it
+            if _remove_unheld(entry, entry / MANIFEST):
                 removed.append(entry)
     return removed
 
