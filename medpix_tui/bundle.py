@@ -2,7 +2,7 @@
 
 Layout::
 
-    manifest.json      format version, source digests, counts, model, sha256 of every file
+    manifest.json      format marker and version, source digests, counts, model, sha256 of every file
     store/             mongita database (Image_Descriptions, Clinical_Reports, Image_Reports, Splits)
     images/            the PNGs
     parquet/           images.parquet, cases.parquet, image_reports.parquet
@@ -10,31 +10,53 @@ Layout::
     model/             the CLIP checkpoint, when one ships
     embeddings/        image embeddings from that checkpoint
 
-A bundle is immutable: it is built in a temporary sibling folder, ``manifest.json`` is
-written last, and the folder is renamed into place. Opening never writes into it.
+A bundle is immutable. It is built in a temporary sibling folder, ``manifest.json`` is written
+last, the folder is renamed to a hidden versioned name (``.NAME.v-<ns>``) and the bundle's
+path, a symbolic link, is pointed at it with one rename. An open resolves that link once and
+holds a shared lock on the version it read, so a reader sees the old bundle or the new one,
+never a mix; versions nobody holds are removed by the next build. Opening never writes into
+a bundle, and checks each part it reads against the manifest (sizes always, digests of the
+files small enough to hash at once): a damaged folder is named as damaged.
+
+An archive (:func:`pack_bundle`) is unpacked once per content into the user cache, member by
+member under the same rules (regular files and folders under the bundle root, sizes as the
+manifest says), and the cached copy is used only while it matches the archive again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import __version__
-from .atomic import check_replaceable, umask_mode
+from .atomic import umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
-from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source, sha256_file
+from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source
 from .store import Store
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no reader locks, versions are kept until removed by hand
+    fcntl = None  # type: ignore[assignment]
+
 FORMAT_VERSION = 1
+#: ``manifest["format"]``: marks a folder this tool wrote (``--force`` replaces nothing else).
+FORMAT_MARK = "medpix-tui bundle"
 MANIFEST = "manifest.json"
 #: sha256 of manifest.json itself, so a changed manifest is named too.
 MANIFEST_SUM = "manifest.json.sha256"
@@ -46,6 +68,15 @@ EMBEDDINGS_DIR = "embeddings"
 SEARCH_FILE = "search.sqlite"
 DEFAULT_NAME = "medpix-2.0"
 _TMP_PREFIX = ".medpix-build-"
+#: The largest manifest read (the real release's is about 0.5 MB).
+MANIFEST_LIMIT = 64 << 20
+#: Files up to this size are hashed when first read; larger ones are checked by size only.
+DIGEST_LIMIT = 16 << 20
+#: Unpacked archives kept in the cache: the ones used last.
+KEEP_ARCHIVES = 8
+#: Counts every manifest holds (``bundle info`` and ``build`` print them).
+COUNT_KEYS = ("Image_Descriptions", "Clinical_Reports", "Image_Reports", "images_ct", "images_mr")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def repo_root() -> Path:
@@ -85,16 +116,71 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# -- reading files that may be hostile ---------------------------------------------
+
+def open_regular(path: Path) -> IO[bytes]:
+    """Open ``path`` for reading only if it is a regular file (not a link, FIFO or device).
+
+    ``O_NONBLOCK`` keeps a FIFO planted under a bundle file's name from blocking the open.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (OSError otherwise)."""
+    with open_regular(path) as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data
+
+
+def sha256_regular(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a regular file (OSError for anything else)."""
+    h = hashlib.sha256()
+    with open_regular(path) as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _walk(root: Path) -> dict[str, os.stat_result]:
+    """relative path -> lstat of every entry under ``root`` that is not a plain folder (links not followed)."""
+    out: dict[str, os.stat_result] = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        base = Path(folder)
+        for name in [*dirs, *files]:
+            path = base / name
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                out[path.relative_to(root).as_posix()] = st
+        dirs[:] = [d for d in dirs if not (base / d).is_symlink()]
+    return out
+
+
 def file_digests(root: Path, progress: Progress = silent) -> dict[str, dict[str, Any]]:
     """relative path -> {sha256, size} for every file under ``root`` except the manifest."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM))
     out = {}
     with progress("Hashing files", len(files)) as advance:
         for path in files:
-            out[path.relative_to(root).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            out[path.relative_to(root).as_posix()] = {"sha256": sha256_regular(path), "size": path.stat().st_size}
             advance(1)
     return out
 
+
+# -- building ------------------------------------------------------------------------
 
 def _copy_images(source: SourceData, dest: Path, progress: Progress) -> None:
     dest.mkdir()
@@ -130,22 +216,34 @@ def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, An
     return {"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info, "case_texts": cases}
 
 
+def _write_failed(exc: BaseException) -> str | None:
+    """The reason, when ``exc`` is a failed write (disk full, quota, read-only, I/O) from any library."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if type(exc).__name__ in ("IOException", "OperationalError", "OutOfMemoryException") and any(
+            w in text.lower() for w in ("disk", "space", "full", "write", "i/o", "read-only", "readonly")):
+        return text.splitlines()[0][:200] if text else type(exc).__name__
+    return None
+
+
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,
                  with_model: bool = True, model_dir: Path | None = None) -> Path:
     """Validate ``source_dir`` and build a bundle at ``out`` atomically; return ``out``.
 
     The bundle gets the repository's checkpoint, or ``model_dir`` (a candidate checkpoint,
-    to time a build with it), or none without ``with_model``.
+    to time a build with it), or none without ``with_model``. ``force`` replaces only a
+    bundle this tool wrote (:func:`check_ours`); readers of the old one keep reading it.
     """
     from .export import write_parquet
 
     out = Path(out)
-    if out.exists() and not force:
+    if (out.exists() or out.is_symlink()) and not force:
         raise OutputExistsError(f"{out} already exists (use --force to replace it)")
     src, target = Path(source_dir).resolve(), out.resolve()
     if target == src or target in src.parents or src in target.parents:  # --force would delete the source
         raise InputError(f"refusing to build into {out}: it overlaps the source folder {source_dir}")
-    check_replaceable(out, MANIFEST)
+    check_ours(out)
     from .model import shipped_checkpoint_dir
 
     ckpt = (model_dir or shipped_checkpoint_dir()) if with_model else None
@@ -154,9 +252,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")
-    for stale in parent.glob(f"{_TMP_PREFIX}*"):
-        if stale.is_dir() and _owner_gone(stale):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_temporaries(parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent))
     except OSError as exc:
@@ -182,6 +278,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
         _copy_images(source, tmp / IMAGE_DIR, progress)
         model_info = _add_model(tmp, source, ckpt, pictures, progress) if ckpt else None
         manifest = {
+            "format": FORMAT_MARK,
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -194,37 +291,185 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
         }
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
         _write_json_atomic(tmp / MANIFEST, manifest)
-        (tmp / MANIFEST_SUM).write_text(f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}\n")
+        (tmp / MANIFEST_SUM).write_text(f"{sha256_regular(tmp / MANIFEST)}  {MANIFEST}\n")
         _fsync_dir(tmp)
-        _replace_dir(tmp, out)
+        _publish(tmp, out)
         _fsync_dir(parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = _write_failed(exc)
+        if reason is not None and not isinstance(exc, InputError):
+            raise InputError(f"cannot write the bundle {out}: {reason} (nothing was written)") from None
         raise
+    prune_versions(out)
     return out
 
 
-def _owner_gone(tmp: Path) -> bool:
-    """A stale build folder is one whose building process no longer runs."""
+def _pid_of(name: str) -> int | None:
     try:
-        pid = int(tmp.name[len(_TMP_PREFIX):].split("-", 1)[0])
+        return int(name[len(_TMP_PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
         os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
-        return True
-    except PermissionError:
+    except ProcessLookupError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, then removed."""
-    if out.exists():
+def _owner_gone(tmp: Path) -> bool:
+    """A stale temporary folder is one whose process no longer runs."""
+    pid = _pid_of(tmp.name)
+    return pid is None or not _alive(pid)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove what killed builds, packs and unpacks left in ``folder`` (named ``.medpix-build-PID-...``)."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for stale in Path(folder).iterdir():
+            if not stale.name.startswith(_TMP_PREFIX):
+                continue
+            pid = _pid_of(stale.name)
+            if pid is not None and (pid == os.getpid() or _alive(pid)):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            removed.append(stale)
+    return removed
+
+
+def _version_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(name)}\.v-\d+-\d+")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the built folder to a new version of ``out`` and point ``out`` at it with one rename."""
+    version = out.with_name(f".{out.name}.v-{time.time_ns()}-{os.getpid()}")
+    os.rename(tmp, version)
+    link = out.with_name(f"{_TMP_PREFIX}{os.getpid()}-link-{out.name}")
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    os.symlink(version.name, link)
+    if out.is_dir() and not out.is_symlink():  # a plain folder (an older build, or an empty one): moved aside
         old = out.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{out.name}")
         os.rename(out, old)
-        os.rename(tmp, out)
+        os.replace(link, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.rename(tmp, out)
+        os.replace(link, out)
+
+
+def _remove_unheld(folder: Path, manifest: Path | None) -> bool:
+    """Remove ``folder`` unless a reader holds a shared lock on ``manifest``; False if one does."""
+    lock = None
+    if manifest is not None:
+        with contextlib.suppress(OSError):
+            lock = open_regular(manifest)
+    try:
+        if lock is not None and fcntl is not None:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+        trash = folder.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{folder.name.lstrip('.')}")
+        try:
+            os.rename(folder, trash)  # renamed while locked: an open that resolved it sees it gone
+        except OSError:
+            return False
+    finally:
+        if lock is not None:
+            lock.close()
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            trash.unlink()
+    return True
+
+
+def prune_versions(out: Path) -> list[Path]:
+    """Remove the versions of ``out`` it no longer points at and no reader holds; return those removed."""
+    out = Path(out)
+    current = os.readlink(out) if out.is_symlink() else None
+    pattern = _version_pattern(out.name)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in out.parent.iterdir():
+            if entry.name == current or not pattern.fullmatch(entry.name) or not entry.is_dir() or entry.is_symlink():
+                continue
+            builder = int(entry.name.rsplit("-", 1)[1])
+            if builder != os.getpid() and _alive(builder):
+                continue  # another build's, perhaps about to be pointed at: its own build prunes it
+            if _remove_unheld(entry, entry / MANIFEST):
+                removed.append(entry)
+    return removed
+
+
+def _refuse(out: Path, why: str) -> InputError:
+    return InputError(f"refusing to replace {out}: it is not a folder this tool wrote ({why}); "
+                      "remove it yourself or choose another --out")
+
+
+def check_ours(out: Path) -> None:
+    """Refuse to replace ``out`` unless it is absent, an empty folder, or a bundle this tool wrote.
+
+    A bundle of ours has a manifest with :data:`FORMAT_MARK` (or, from before the mark, the
+    format version and a matching ``manifest.json.sha256``) and exactly the files it lists, at
+    their sizes: a folder holding anything else is somebody's, and is never deleted.
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink():
+        target = os.readlink(out)
+        if "/" in target or not _version_pattern(out.name).fullmatch(target):
+            raise _refuse(out, f"a symbolic link this tool did not make, to {target}")
+        if not (out.parent / target).exists() and not (out.parent / target).is_symlink():
+            return  # our link, its version removed by hand: nothing to lose
+        if not (out.parent / target).is_dir() or (out.parent / target).is_symlink():
+            raise _refuse(out, f"a link to {target}, which is not a bundle folder")
+        out = out.parent / target
+    elif not out.is_dir():
+        raise _refuse(out, "a file, not a bundle folder")
+    try:
+        if not any(out.iterdir()):
+            return
+        raw = read_regular(out / MANIFEST, MANIFEST_LIMIT)
+    except FileNotFoundError:
+        raise _refuse(out, f"no {MANIFEST}") from None
+    except OSError as exc:
+        raise _refuse(out, f"its {MANIFEST} cannot be read: {exc.strerror or exc}") from None
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _refuse(out, f"its {MANIFEST} is not JSON") from None
+    legacy = False
+    with contextlib.suppress(OSError):
+        legacy = read_regular(out / MANIFEST_SUM, 1024) == f"{hashlib.sha256(raw).hexdigest()}  {MANIFEST}\n".encode()
+    if not isinstance(manifest, dict) or not (manifest.get("format") == FORMAT_MARK or (
+            legacy and manifest.get("format_version") == FORMAT_VERSION and "tool_version" in manifest)):
+        raise _refuse(out, f"its {MANIFEST} is not a medpix-tui bundle manifest")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise _refuse(out, f"its {MANIFEST} is malformed: {problem}")
+    present = _walk(out)
+    expected = {**manifest["files"]}
+    extra = sorted(set(present) - set(expected) - {MANIFEST, MANIFEST_SUM})
+    if extra:
+        raise _refuse(out, f"it holds files its manifest does not list: {', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}")
+    differ = sorted(rel for rel, entry in expected.items()
+                    if rel not in present or not stat.S_ISREG(present[rel].st_mode) or present[rel].st_size != entry["size"])
+    if differ:
+        raise _refuse(out, f"its files do not match its manifest: {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}")
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -236,22 +481,86 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# -- the manifest ----------------------------------------------------------------------
+
+def _verify_hint(root: Path) -> str:
+    return f"check it with: medpix-tui bundle verify {root}"
+
+
+def damaged(root: Path, rel: str, why: str) -> BundleError:
+    """The one line for a damaged part of a bundle: which file, what is wrong, what to run."""
+    return BundleError(f"damaged bundle: {Path(root) / rel} {why}; {_verify_hint(root)}")
+
+
+def safe_relative(rel: Any) -> bool:
+    """A plain relative path inside a bundle: no '..', '.', empty or absolute parts, no backslash or NUL."""
+    return (isinstance(rel, str) and bool(rel) and "\\" not in rel and "\0" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/")))
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with the shape of a manifest (None: it has the shape this version writes)."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "no 'files' object"
+    for rel, entry in files.items():
+        if not safe_relative(rel) or rel in (MANIFEST, MANIFEST_SUM):
+            return f"file name {rel!r}"
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and _HEX64.fullmatch(entry["sha256"])
+                and type(entry.get("size")) is int and entry["size"] >= 0):
+            return f"the entry of {rel!r} is not {{sha256, size}}"
+    counts = manifest.get("counts")
+    if not isinstance(counts, dict):
+        return "no 'counts' object"
+    for key in COUNT_KEYS:
+        if type(counts.get(key)) is not int:
+            return f"counts.{key} is not a number"
+    splits = counts.get("splits")
+    if not (isinstance(splits, dict) and all(isinstance(k, str) and type(v) is int for k, v in splits.items())):
+        return "counts.splits is not an object of numbers"
+    if not isinstance(manifest.get("model"), (dict, type(None))):
+        return "'model' is neither null nor an object"
+    for key in ("tool_version", "created"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key!r} is not a string"
+    return None
+
+
+def check_manifest(manifest: Any, path: Path) -> None:
+    """Refuse a manifest that does not have the shape this version writes (one line naming it)."""
+    problem = manifest_problem(manifest)
+    if problem:
+        raise damaged(Path(path).parent, MANIFEST, f"is malformed ({problem})")
+
+
+def _parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
+    root = Path(path).parent
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(root, MANIFEST, f"is unreadable ({exc})") from None
+    if isinstance(manifest, dict) and "format_version" in manifest and manifest["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}")
+    check_manifest(manifest, path)
+    return manifest
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
-    """The bundle's manifest; a clear error when it is missing or unreadable."""
+    """The bundle's manifest; a clear error when it is missing, unreadable or malformed."""
     path = Path(root) / MANIFEST
     if not Path(root).is_dir():
         raise BundleError(f"bundle not found: {root}")
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise BundleError(f"{root} is not a complete bundle (no {MANIFEST})")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is unreadable: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise BundleError(f"{path} is not a bundle manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}")
-    return manifest
+        raw = read_regular(path, MANIFEST_LIMIT)
+    except OSError as exc:
+        raise damaged(Path(root), MANIFEST, f"is unreadable ({exc.strerror or exc})") from None
+    return _parse_manifest(raw, path)
 
 
 @dataclass
@@ -272,58 +581,157 @@ class VerifyReport:
 
 
 def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
-    """Recheck every digest of the manifest against the files on disk."""
-    root = Path(root)
+    """Recheck every digest of the manifest against the files on disk.
+
+    Links, FIFOs and devices are never opened: one in a file's place is a changed file,
+    anywhere else an added one.
+    """
+    root = Path(os.path.realpath(root))
     try:
         manifest = read_manifest(root)
-    except BundleError as exc:
-        if (root / MANIFEST).exists():
+    except BundleError:
+        if (root / MANIFEST).exists() or (root / MANIFEST).is_symlink():
             return VerifyReport(changed=[MANIFEST])
-        raise exc
+        raise
     expected: dict[str, Any] = manifest["files"]
-    present = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+    present = _walk(root)
     present.pop(MANIFEST, None)
     report = VerifyReport()
-    sum_file = present.pop(MANIFEST_SUM, None)
-    if sum_file is None:
+    sum_st = present.pop(MANIFEST_SUM, None)
+    if sum_st is None:
         report.missing.append(MANIFEST_SUM)
     else:
-        digest = sha256_file(root / MANIFEST)
-        if sum_file.read_text(errors="replace").split(" ")[0] != digest:
+        digest = sha256_regular(root / MANIFEST)
+        try:
+            written = read_regular(root / MANIFEST_SUM, 1024)
+        except OSError:
+            written = b""
+        if written.decode(errors="replace").split(" ")[0] != digest:
             report.changed.append(MANIFEST)
-        elif sum_file.read_bytes() != f"{digest}  {MANIFEST}\n".encode():  # the digest holds, the rest was edited
+        elif written != f"{digest}  {MANIFEST}\n".encode():  # the digest holds, the rest was edited
             report.changed.append(MANIFEST_SUM)
     report.missing += sorted(set(expected) - set(present))
     report.added = sorted(set(present) - set(expected))
     with progress("Verifying", len(expected)) as advance:
         for rel in sorted(set(expected) & set(present)):
-            entry = expected[rel]
-            path = present[rel]
-            if not isinstance(entry, dict) or path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            entry, st = expected[rel], present[rel]
+            try:
+                same = (stat.S_ISREG(st.st_mode) and st.st_size == entry["size"]
+                        and sha256_regular(root / rel) == entry["sha256"])
+            except OSError:
+                same = False
+            if not same:
                 report.changed.append(rel)
             report.checked += 1
             advance(1)
     return report
 
 
-class Bundle:
-    """An opened, read-only bundle."""
+# -- opening ---------------------------------------------------------------------------
 
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+def _hold(path: Path) -> tuple[Path, IO[bytes] | None, bytes]:
+    """Resolve ``path`` once and hold the folder it names: (folder, locked manifest, manifest bytes).
+
+    The shared lock on the manifest keeps :func:`prune_versions` from removing the version
+    while it is read; the inode check after locking catches a version removed meanwhile.
+    """
+    for _ in range(50):
+        root = Path(os.path.realpath(path))
+        if not root.is_dir():
+            raise BundleError(f"bundle not found: {path}")
+        try:
+            f = open_regular(root / MANIFEST)
+        except FileNotFoundError:
+            if Path(os.path.realpath(path)) != root:
+                continue  # rebuilt meanwhile: resolve again
+            raise BundleError(f"{path} is not a complete bundle (no {MANIFEST})") from None
+        except OSError as exc:
+            raise damaged(root, MANIFEST, f"is unreadable ({exc.strerror or exc})") from None
+        try:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):  # no locks on this file system: versions are still kept
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+            try:
+                still = os.path.samestat(os.fstat(f.fileno()), os.stat(root / MANIFEST))
+            except OSError:
+                still = False
+            if not still:
+                f.close()
+                continue
+            if os.fstat(f.fileno()).st_size > MANIFEST_LIMIT:
+                raise damaged(root, MANIFEST, f"is larger than {MANIFEST_LIMIT >> 20} MB")
+            raw = f.read(MANIFEST_LIMIT + 1)
+        except BaseException:
+            f.close()
+            raise
+        return root, f, raw
+    raise BundleError(f"{path} keeps changing while it is opened; try again")
+
+
+class Bundle:
+    """An opened, read-only bundle.
+
+    ``root`` is the folder the bundle's path named when it was opened (a rebuild of that path
+    does not change it); ``path`` is the path as given, for messages.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], *, path: Path | None = None,
+                 lock: IO[bytes] | None = None) -> None:
         self.root = Path(root)
+        self.path = Path(path) if path is not None else self.root
         self.manifest = manifest
+        self._lock = lock
+        self._checked: set[str] = set()
+
+    def checked(self, rel: str) -> Path:
+        """The path of the bundle file ``rel`` once it matches the manifest (size; digest when small)."""
+        path = self.root / rel
+        files = self.manifest.get("files")
+        if rel in self._checked or not isinstance(files, dict):
+            return path
+        entry = files.get(rel)
+        if not isinstance(entry, dict):
+            raise damaged(self.root, rel, "is not listed in the manifest")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise damaged(self.root, rel, "is missing") from None
+        except OSError as exc:
+            raise damaged(self.root, rel, f"is unreadable ({exc.strerror or exc})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise damaged(self.root, rel, "is not a regular file")
+        if st.st_size != entry.get("size"):
+            raise damaged(self.root, rel, f"has {st.st_size} bytes where the manifest says {entry.get('size')}")
+        if st.st_size <= DIGEST_LIMIT:
+            try:
+                digest = sha256_regular(path)
+            except OSError as exc:
+                raise damaged(self.root, rel, f"is unreadable ({exc.strerror or exc})") from None
+            if digest != entry.get("sha256"):
+                raise damaged(self.root, rel, "does not match its digest in the manifest")
+        self._checked.add(rel)
+        return path
+
+    def checked_dir(self, rel_dir: str) -> Path:
+        """``rel_dir`` once every manifest file under it is checked (see :meth:`checked`)."""
+        files = self.manifest.get("files")
+        if isinstance(files, dict):
+            for rel in sorted(files):
+                if rel.startswith(f"{rel_dir}/"):
+                    self.checked(rel)
+        return self.root / rel_dir
 
     @property
     def parquet_dir(self) -> Path:
-        return self.root / PARQUET_DIR
+        return self.checked_dir(PARQUET_DIR)
 
     @property
     def model_dir(self) -> Path:
-        return self.root / MODEL_DIR
+        return self.checked_dir(MODEL_DIR)
 
     @property
     def embeddings_dir(self) -> Path:
-        return self.root / EMBEDDINGS_DIR
+        return self.checked_dir(EMBEDDINGS_DIR)
 
     def image_path(self, name: str) -> Path:
         """The PNG of an image (names are plain ids, checked at build time)."""
@@ -331,7 +739,12 @@ class Bundle:
 
     @cached_property
     def store(self) -> Store:
-        return Store.open_mongita(self.root / STORE_DIR, search_index=self.root / SEARCH_FILE)
+        self.checked_dir(STORE_DIR)
+        index = self.checked(SEARCH_FILE) if SEARCH_FILE in self.manifest.get("files", {}) else self.root / SEARCH_FILE
+        try:
+            return Store.open_mongita(self.root / STORE_DIR, search_index=index)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise damaged(self.root, STORE_DIR, f"cannot be opened ({type(exc).__name__})") from None
 
     def split_of(self, uid: str) -> str | None:
         return self.store.split_of(uid)
@@ -344,22 +757,30 @@ class Bundle:
         if "store" in self.__dict__:
             self.store.close()
             del self.__dict__["store"]
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def info(self) -> dict[str, Any]:
         """Counts, versions and provenance, without the per-file digests."""
         info = {k: v for k, v in self.manifest.items() if k != "files"}
-        info["path"] = str(self.root)
+        info["path"] = str(self.path)
         info["files"] = len(self.manifest["files"])
         info["bytes"] = sum(int(e.get("size", 0)) for e in self.manifest["files"].values())
         return info
 
 
 def open_bundle(path: Path | str) -> Bundle:
-    """Open a bundle folder, or an archive made by :func:`pack_bundle` (extracted once, verified)."""
-    path = Path(path)
-    if path.is_file():
-        path = _unpack_cached(path)
-    return Bundle(path, read_manifest(path))
+    """Open a bundle folder, or an archive made by :func:`pack_bundle` (unpacked once, verified)."""
+    given = Path(path)
+    folder = _unpack_cached(given) if given.is_file() else given
+    root, lock, raw = _hold(folder)
+    try:
+        return Bundle(root, _parse_manifest(raw, root / MANIFEST), path=given, lock=lock)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
 
 
 def resolve_bundle(path: Path | str | None = None, progress: Progress = silent) -> Bundle:
@@ -372,7 +793,7 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent) 
         if not source.is_dir():
             raise BundleError(f"no bundle at {target} and no source at {source} to build it from (set MEDPIX_SOURCE or pass --bundle)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        build_bundle(source, target, force=target.exists(), progress=progress)
+        build_bundle(source, target, force=target.exists() or target.is_symlink(), progress=progress)
     return open_bundle(target)
 
 
@@ -381,24 +802,30 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent) 
 def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Progress = silent) -> Path:
     """Write a verified bundle as one uncompressed tar (PNG and Parquet are compressed already)."""
     root, archive = Path(root), Path(archive)
+    real_root, real_out = Path(os.path.realpath(root)), Path(os.path.realpath(archive))
+    if real_out == real_root or real_root in real_out.parents:
+        raise InputError(f"refusing to write {archive} inside the bundle it packs ({root}); choose a path outside it")
     report = verify_bundle(root)
     if not report.ok:
         raise BundleError(f"{root} does not verify; refusing to pack it ({'; '.join(report.lines()[:5])})")
-    if archive.exists() and not force:
+    if (archive.exists() or archive.is_symlink()) and not force:
         raise OutputExistsError(f"{archive} already exists (use --force to replace it)")
+    if archive.is_dir():
+        raise InputError(f"refusing to replace {archive}: it is a folder")
     if not archive.parent.is_dir():
         raise InputError(f"folder does not exist: {archive.parent}")
-    files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(root)["files"])]
-    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(archive.parent)
+    files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(real_root)["files"])]
+    tmp = archive.with_name(f"{_TMP_PREFIX}{os.getpid()}-pack-{archive.name}")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar, progress("Packing", len(files)) as advance:
             for rel in files:
-                tar.add(root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
+                tar.add(real_root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
                 advance(1)
         os.replace(tmp, archive)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {archive}: {exc.strerror}") from None
+        raise InputError(f"cannot write {archive}: {exc.strerror or exc} (nothing was written)") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -415,34 +842,242 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("medpix-tui"))
 
 
-def _unpack_cached(archive: Path) -> Path:
-    """Extract an archive once per (size, mtime) and verify it; refuse a damaged one."""
-    st = archive.stat()
-    key = f"{archive.stem}-{st.st_size}-{st.st_mtime_ns}"
-    target = cache_dir() / key
-    root = target / DEFAULT_NAME
-    if (target / ".verified").exists():
-        return root
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=cache_dir()))
+def archive_cache() -> Path:
+    """``bundles/`` in the cache folder, created; one clear line when the cache folder is unusable."""
+    base = cache_dir()
+    rule = "MEDPIX_CACHE" if os.environ.get("MEDPIX_CACHE") else "the user cache folder"
+    folder = base / "bundles"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BundleError(f"cannot use the cache folder {base} ({rule}): it or a folder above it is a file") from None
+    except OSError as exc:
+        raise BundleError(f"cannot use the cache folder {base} ({rule}): {exc.strerror or exc}") from None
+    if not folder.is_dir() or folder.is_symlink():
+        raise BundleError(f"cannot use the cache folder {base} ({rule}): {folder} is not a folder")
+    return folder
+
+
+def _member_problem(member: tarfile.TarInfo) -> str | None:
+    """Why one archive member is refused, or None: only plain files and folders under the bundle root."""
+    name = member.name
+    if member.issym() or member.islnk():
+        return "a link"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "a device or FIFO"
+    if member.issparse() or getattr(member, "sparse", None) is not None:
+        return "a sparse file"
+    if not (member.isreg() or member.isdir()):
+        return "not a plain file or folder"
+    if member.mode & 0o7000:
+        return "marked setuid, setgid or sticky"
+    parts = name.split("/")
+    if parts[0] != DEFAULT_NAME or (len(parts) > 1 and not safe_relative("/".join(parts[1:]))) or "\\" in name or "\0" in name:
+        return f"outside the bundle folder {DEFAULT_NAME}/"
+    if member.isfile() and len(parts) == 1:
+        return "the bundle root as a file"
+    return None
+
+
+def read_archive(tar: tarfile.TarFile, archive: Path) -> tuple[list[tarfile.TarInfo], bytes, dict[str, Any]]:
+    """Check every member of a bundle archive before anything is written: (members, manifest bytes, manifest).
+
+    Refused: links, devices, FIFOs, sparse members, setuid bits, names outside ``medpix-2.0/``,
+    duplicates, files the manifest does not list or lists at another size, and members whose
+    data is not all inside the archive (a member declaring more bytes than the file holds).
+    """
+    size = os.fstat(tar.fileobj.fileno()).st_size if tar.fileobj is not None and hasattr(tar.fileobj, "fileno") else None
+
+    def refuse(why: str) -> BundleError:
+        return BundleError(f"{archive} is not a bundle archive ({why})")
+
+    members = tar.getmembers()
+    seen: set[str] = set()
+    by_rel: dict[str, tarfile.TarInfo] = {}
+    for member in members:
+        problem = _member_problem(member)
+        if problem:
+            raise refuse(f"entry {member.name!r} is {problem}")
+        if member.name in seen:
+            raise refuse(f"entry {member.name!r} appears twice")
+        seen.add(member.name)
+        if size is not None and member.offset_data + member.size > size:
+            raise refuse(f"entry {member.name!r} declares {member.size} bytes the archive does not hold")
+        if member.isfile():
+            by_rel[member.name.split("/", 1)[1]] = member
+    for rel in (MANIFEST, MANIFEST_SUM):
+        if rel not in by_rel:
+            raise refuse(f"no {DEFAULT_NAME}/{rel}")
+    if by_rel[MANIFEST].size > MANIFEST_LIMIT:
+        raise refuse(f"{MANIFEST} is larger than {MANIFEST_LIMIT >> 20} MB")
+    f = tar.extractfile(by_rel[MANIFEST])
+    raw = f.read() if f is not None else b""
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BundleError(f"{archive} does not verify: changed: {MANIFEST} (not JSON)") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise BundleError(f"{archive} does not verify: changed: {MANIFEST} ({problem})")
+    files: dict[str, Any] = manifest["files"]
+    for rel, member in by_rel.items():
+        if rel in (MANIFEST, MANIFEST_SUM):
+            continue
+        entry = files.get(rel)
+        if entry is None:
+            raise refuse(f"entry {member.name!r} is not in its manifest")
+        if member.size != entry["size"]:
+            raise BundleError(f"{archive} does not verify: changed: {rel} ({member.size} bytes, the manifest says {entry['size']})")
+    folders = {"/".join(rel.split("/")[:i]) for rel in files for i in range(1, rel.count("/") + 1)}
+    for member in members:
+        if member.isdir() and "/" in member.name and member.name.split("/", 1)[1] not in folders:
+            raise refuse(f"entry {member.name!r} is a folder its manifest does not hold")
+        if member.isdir() and "/" in member.name and member.name.split("/", 1)[1] in files:
+            raise refuse(f"entry {member.name!r} is a folder where its manifest lists a file")
+    missing = sorted(set(files) - set(by_rel))
+    if missing:
+        raise BundleError(f"{archive} does not verify: missing: {missing[0]}")
+    return members, raw, manifest
+
+
+def _has_data_filter() -> bool:
+    """Whether this Python's tarfile has extraction filters (3.11.4 and later, 3.12)."""
+    return hasattr(tarfile, "data_filter")
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> None:
+    """Write the checked members under ``dest``: through the ``data`` filter where this Python has
+    it, else member by member here (3.11.0 to 3.11.3), with the same result."""
+    if _has_data_filter():
+        tar.extractall(dest, members=members, filter="data")
+        return
+    for member in members:
+        target = dest.joinpath(*member.name.split("/"))
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(member)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "wb") as out:
+            left = member.size
+            while left > 0 and src is not None:
+                block = src.read(min(left, 1 << 20))
+                if not block:
+                    raise tarfile.ReadError(f"unexpected end of data in {member.name}")
+                out.write(block)
+                left -= len(block)
+
+
+def _entry_matches(entry: Path, manifest_raw: bytes) -> bool:
+    """Whether a cache entry is a plain folder holding exactly the bundle the archive's manifest describes."""
+    try:
+        if entry.is_symlink() or not entry.is_dir() or [p.name for p in entry.iterdir()] != [DEFAULT_NAME]:
+            return False
+        root = entry / DEFAULT_NAME
+        if root.is_symlink() or read_regular(root / MANIFEST, MANIFEST_LIMIT) != manifest_raw:
+            return False
+        return verify_bundle(root).ok
+    except (OSError, BundleError):
+        return False
+
+
+def _discard(entry: Path) -> None:
+    """Remove a cache entry that must never be served (renamed first, so nobody opens it half-removed)."""
+    _remove_unheld(entry, None)  # no lock asked for: a bad copy goes even while held
+
+
+def prune_archive_cache(folder: Path, keep: int = KEEP_ARCHIVES) -> list[Path]:
+    """Keep the ``keep`` unpacked archives used last; remove the others nobody holds, and
+    anything in the folder not named like an entry (64 hex digits) or a live temporary."""
+    removed = list(remove_stale_temporaries(folder))
+    entries = []
+    with contextlib.suppress(OSError):
+        for entry in Path(folder).iterdir():
+            if entry.name.startswith(_TMP_PREFIX):
+                continue
+            if not _HEX64.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+                _discard(entry)
+                removed.append(entry)
+                continue
+            with contextlib.suppress(OSError):
+                entries.append((entry.stat().st_mtime_ns, entry))
+    for _, entry in sorted(entries, reverse=True)[keep:]:
+        if _remove_unheld(entry, entry / DEFAULT_NAME / MANIFEST):
+            removed.append(entry)
+    return removed
+
+
+def _remove_legacy_entries(base: Path) -> None:
+    """Unpacked copies of earlier versions (``NAME-SIZE-MTIME/`` with ``.verified``), directly in the cache folder."""
+    with contextlib.suppress(OSError):
+        for entry in base.iterdir():
+            if re.fullmatch(r".+-\d+-\d+", entry.name) and (entry / ".verified").is_file() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
+    try:
+        f = open_regular(archive)
+    except OSError as exc:
+        raise BundleError(f"cannot read {archive}: {exc.strerror or exc}") from None
+    with f:
         try:
-            with tarfile.open(archive, "r:") as tar:
-                for member in tar.getmembers():
-                    if not (member.isfile() or member.isdir()) or not member.name.startswith(f"{DEFAULT_NAME}/"):
-                        raise BundleError(f"{archive} is not a bundle archive (unexpected entry {member.name!r})")
-                tar.extractall(tmp, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            with tarfile.open(fileobj=f, mode="r:") as tar:
+                yield tar
+        except (tarfile.TarError, EOFError, OSError, UnicodeError, ValueError) as exc:
             raise BundleError(f"{archive} is damaged or not a bundle archive ({exc})") from None
-        report = verify_bundle(tmp / DEFAULT_NAME)
-        if not report.ok:
-            raise BundleError(f"{archive} does not verify: {'; '.join(report.lines()[:5])}")
-        (tmp / ".verified").write_text("ok\n")
+
+
+def _unpack_cached(archive: Path) -> Path:
+    """The bundle folder of an archive: its cached copy if that still matches, else unpacked anew.
+
+    The cache entry is named by the archive's sha256 (one copy per content, whatever its name or
+    mtime); a copy is served only if its manifest is the archive's byte for byte and every file
+    verifies against it, else it is removed and unpacked again. Unpacking writes a temporary
+    folder renamed into place once it verifies, so a killed unpack leaves nothing that is served.
+    """
+    try:
+        digest = sha256_regular(archive)
+    except OSError as exc:
+        raise BundleError(f"cannot read {archive}: {exc.strerror or exc}") from None
+    with _open_archive(archive) as tar:
+        members, raw, _ = read_archive(tar, archive)  # before anything is written
+        cache = archive_cache()
+        _remove_legacy_entries(cache.parent)
+        entry = cache / digest
+        if entry.exists() or entry.is_symlink():
+            if _entry_matches(entry, raw):
+                with contextlib.suppress(OSError):
+                    os.utime(entry)  # a copy in use is a recent one: pruning keeps it
+                prune_archive_cache(cache)
+                return entry / DEFAULT_NAME
+            _discard(entry)  # tampered, planted or partial: never served
+        remove_stale_temporaries(cache)
         try:
-            os.rename(tmp, target)
-        except OSError:  # another process unpacked it first
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=cache))
+        except OSError as exc:
+            raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {exc.strerror or exc}") from None
+        try:
+            try:
+                _extract(tar, members, tmp)
+            except (tarfile.TarError, EOFError) as exc:
+                raise BundleError(f"{archive} is damaged or not a bundle archive ({exc})") from None
+            except OSError as exc:
+                raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {exc.strerror or exc}") from None
+            report = verify_bundle(tmp / DEFAULT_NAME)
+            if not report.ok:
+                raise BundleError(f"{archive} does not verify: {'; '.join(report.lines()[:5])}")
+            os.chmod(tmp, umask_mode())
+            try:
+                os.rename(tmp, entry)
+            except OSError:  # another process unpacked it first
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not _entry_matches(entry, raw):
+                    raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {entry} is in the way") from None
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+            raise
+    prune_archive_cache(cache)
+    return entry / DEFAULT_NAME

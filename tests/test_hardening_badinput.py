@@ -596,19 +596,19 @@ def _archive_with(c: Ctx, member: tarfile.TarInfo, data: bytes = b"") -> list[st
     return ["query", "--bundle", str(archive)]
 
 
-@bad("bundle", "damaged or not a bundle archive")
+@bad("bundle", "entry 'medpix-2.0/../../escaped.txt' is outside the bundle folder")
 def archive_dotdot_member(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     return _archive_with(c, tarfile.TarInfo("medpix-2.0/../../escaped.txt"), b"owned")
 
 
-@bad("bundle", "unexpected entry '/tmp/escaped.txt'")
+@bad("bundle", "entry '/tmp/escaped.txt' is outside the bundle folder")
 def archive_absolute_member(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     return _archive_with(c, tarfile.TarInfo("/tmp/escaped.txt"), b"owned")
 
 
-@bad("bundle", "unexpected entry 'medpix-2.0/images/link.png'")
+@bad("bundle", "entry 'medpix-2.0/images/link.png' is a link")
 def archive_symlink_member(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     link = tarfile.TarInfo("medpix-2.0/images/link.png")
@@ -616,7 +616,7 @@ def archive_symlink_member(c: Ctx) -> list[str]:
     return _archive_with(c, link)
 
 
-@bad("bundle", "does not verify: added: images/extra.png")
+@bad("bundle", "entry 'medpix-2.0/images/extra.png' is not in its manifest")
 def archive_extra_member(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     return _archive_with(c, tarfile.TarInfo("medpix-2.0/images/extra.png"), png_header(1, 1))

@@ -22,7 +22,7 @@ from textual.widget import Widget
 
 from ..bundle import Bundle, open_bundle
 from ..store import Store
-from .first_page import FirstPage, read_first_page
+from .first_page import FirstPage, load_first_page
 from .searching import SearchResult
 
 ImageRenderer = Literal["auto", "halfcell"]
@@ -70,7 +70,11 @@ class MedpixApp(App[None]):
         #: Where first pages are kept between starts (:mod:`.first_page`); None: neither read nor kept.
         self.first_page_dir = first_page_dir
         #: The first page kept by the last start, read here, before the event loop runs.
-        self.first_page: FirstPage | None = read_first_page(first_page_dir, self.bundle) if first_page_dir else None
+        self.first_page: FirstPage | None = None
+        #: Why a kept first page was ignored (a crafted or damaged file in the cache), for a notice.
+        self.first_page_problem: str | None = None
+        if first_page_dir:
+            self.first_page, self.first_page_problem = load_first_page(first_page_dir, self.bundle)
         self.image_renderer = image_renderer
         self.history_path = history_path
         self.save_dir = Path(save_dir) if save_dir else Path.cwd()
@@ -80,6 +84,10 @@ class MedpixApp(App[None]):
         self.result: SearchResult | None = None
         counts = self.bundle.manifest.get("counts", {})
         self.sub_title = f"{counts.get('Image_Descriptions', '?')} images · {counts.get('Clinical_Reports', '?')} cases"
+
+    def on_mount(self) -> None:
+        if self.first_page_problem:
+            self.notify(f"Ignored the kept first page ({self.first_page_problem})", severity="warning", timeout=6)
 
     @property
     def store(self) -> Store:

@@ -171,12 +171,11 @@ class SearchScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="search")
     def _run(self, request: SearchRequest) -> None:
         worker = get_current_worker()
-        store = medpix(self).store
         with medpix(self).store_lock:
             if worker.is_cancelled:
                 return
             try:
-                result = run_search(store, request)
+                result = run_search(medpix(self).store, request)  # the first access opens (and checks) the store
             except MedpixError as exc:
                 if not worker.is_cancelled:
                     self.app.call_from_thread(self._failed, str(exc))

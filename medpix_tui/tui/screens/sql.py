@@ -34,6 +34,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from ...bundle import read_regular
 from ...errors import MedpixError
 from ..app import medpix
 from ..saving import SaveOption, save_interactively
@@ -43,6 +44,8 @@ DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM imag
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
 MAX_ROWS = 500
 MAX_HISTORY = 100
+#: The largest history file read (bytes); a longer entry than its share is dropped.
+HISTORY_LIMIT = 4 << 20
 CELL_WIDTH = 60
 HISTORY_WIDTH = 24
 
@@ -277,11 +280,11 @@ def _read_history(path: Path | None) -> list[str]:
     """Past queries, newest first; a missing or unreadable file is an empty history."""
     if path is None:
         return []
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # a regular file of bounded size: a FIFO or a huge file is no history
+        data = json.loads(read_regular(Path(path), HISTORY_LIMIT))
+    except (OSError, ValueError, RecursionError):
         return []
-    return [q for q in data if isinstance(q, str)][:MAX_HISTORY] if isinstance(data, list) else []
+    return [q for q in data if isinstance(q, str) and len(q) <= HISTORY_LIMIT // MAX_HISTORY][:MAX_HISTORY] if isinstance(data, list) else []
 
 
 def _write_history(path: Path | None, history: list[str]) -> None:
