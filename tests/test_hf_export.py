@@ -1,0 +1,36 @@
+"""The Hugging Face folder opens offline with `datasets`, with the authors' splits and features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.hf import LOCATIONS, MODALITIES, write_hf
+
+
+def test_datasets_loads_the_folder_offline(real_bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets", reason="datasets is in the [test] extra")
+    store = real_bundle.store
+    by_split: dict[str, list[dict]] = {}
+    for doc in store.find("Image_Reports"):
+        by_split.setdefault(store.split_of(doc["U_id"]) or "none", []).append(doc)
+    assert write_hf(real_bundle, tmp_path / "hf", by_split) == {"train": 1653, "dev": 197, "test": 200}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), cache_dir=str(tmp_path / "cache"))
+    assert {name: len(part) for name, part in loaded.items()} == {"train": 1653, "dev": 197, "test": 200}
+    features = loaded["train"].features
+    assert isinstance(features["image"], datasets.Image)
+    assert features["modality"].names == list(MODALITIES)
+    assert features["location_category"].names == list(LOCATIONS)
+    row = loaded["test"][0]
+    doc = store.get_report(row["image_id"])
+    assert MODALITIES[row["modality"]] == doc["Type"]
+    assert LOCATIONS[row["location_category"]] == doc["Location Category"]
+    assert row["case_title"] == doc["Case"]["Title"] and row["history"] == doc["Case"].get("History")
+    from PIL import Image
+
+    with Image.open(real_bundle.image_path(row["image_id"])) as original:
+        assert row["image"].size == original.size and row["image"].tobytes() == original.tobytes()
