@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic import check_replaceable, umask_mode
+from .atomic import (
+    atomic_file,
+    check_replaceable,
+    mark_read_only,
+    publish_dir,
+    replace_dir,
+    temp_dir_beside,
+    write_atomic,
+)
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source, sha256_file
@@ -154,12 +161,8 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     for stale in parent.glob(f"{_TMP_PREFIX}*"):
         if stale.is_dir() and _owner_gone(stale):
             shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_dir_beside(out, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent))
-    except OSError as exc:
-        raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
-    try:
-        os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the bundle from other users
         started = time.perf_counter()
         store = Store.open_mongita(tmp / STORE_DIR, writable=True)
         try:
@@ -190,10 +193,10 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
             "files": file_digests(tmp, progress),
         }
         manifest["build_seconds"] = round(time.perf_counter() - started, 2)
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
         (tmp / MANIFEST_SUM).write_text(f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}\n")
         _fsync_dir(tmp)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out, aside_prefix=f"{_TMP_PREFIX}{os.getpid()}-old-")
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -211,26 +214,6 @@ def _owner_gone(tmp: Path) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, then removed."""
-    if out.exists():
-        old = out.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{out.name}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
@@ -309,6 +292,7 @@ class Bundle:
     def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
         self.root = Path(root)
         self.manifest = manifest
+        mark_read_only(self.root)  # no export or save of this process writes into it
 
     @property
     def parquet_dir(self) -> Path:
@@ -386,19 +370,11 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
     if not archive.parent.is_dir():
         raise InputError(f"folder does not exist: {archive.parent}")
     files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(root)["files"])]
-    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(archive, force=force) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar, progress("Packing", len(files)) as advance:
             for rel in files:
                 tar.add(root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
                 advance(1)
-        os.replace(tmp, archive)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {archive}: {exc.strerror}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return archive
 
 
@@ -421,7 +397,7 @@ def _unpack_cached(archive: Path) -> Path:
     if (target / ".verified").exists():
         return root
     cache_dir().mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=cache_dir()))
+    tmp = temp_dir_beside(target, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     try:
         try:
             with tarfile.open(archive, "r:") as tar:
@@ -435,10 +411,7 @@ def _unpack_cached(archive: Path) -> Path:
         if not report.ok:
             raise BundleError(f"{archive} does not verify: {'; '.join(report.lines()[:5])}")
         (tmp / ".verified").write_text("ok\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process unpacked it first
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, target)  # False: another process unpacked it first, which is as good
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,8 +12,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-
-SPLITS = ("train", "dev", "test")
+from ..source import SPLITS
 
 
 def _bundle_model(ctx: click.Context, bundle_path: str | None) -> Any:

@@ -29,7 +29,7 @@ from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, medpix
 from ..first_page import write_first_page
-from ..saving import SaveOption, save_interactively
+from ..saving import SaveOption, document_options, save_interactively
 from ..searching import (
     SearchRequest,
     SearchResult,
@@ -372,12 +372,10 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
         by_name = {d["image"]: d for d in store.find(collection, result.selection_filter())}
         return [by_name[n] for n in result.names if n in by_name]
 
-    def docs_writer(fmt: str):  # noqa: ANN202 - a closure per format
-        def write(path: Path, force: bool) -> Path:
-            from ...export import write_documents
+    def write_docs(fmt: str, path: Path, force: bool) -> Path:
+        from ...export import write_documents
 
-            return write_documents(documents(), path, fmt=fmt, force=force)
-        return write
+        return write_documents(documents(), path, fmt=fmt, force=force)
 
     def images_writer(modality: str | None):  # noqa: ANN202
         def write(path: Path, force: bool) -> list[Path]:
@@ -395,9 +393,7 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
 
     stem = "medpix-" + {"Image_Descriptions": "images", "Clinical_Reports": "cases", "Image_Reports": "reports"}[collection]
     return [
-        SaveOption(f"{collection} documents as JSON", f"{stem}.json", docs_writer("json")),
-        SaveOption(f"{collection} documents as JSONL", f"{stem}.jsonl", docs_writer("jsonl")),
-        SaveOption(f"{collection} documents as Parquet", f"{stem}.parquet", docs_writer("parquet")),
+        *document_options(f"{collection} documents", stem, write_docs),
         SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),
         SaveOption("CT images only, copied to a folder", "medpix-images-ct", images_writer("CT")),
         SaveOption("MR images only, copied to a folder", "medpix-images-mr", images_writer("MR")),

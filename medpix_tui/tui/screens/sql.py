@@ -36,7 +36,7 @@ from textual.worker import get_current_worker
 
 from ...errors import MedpixError
 from ..app import medpix
-from ..saving import SaveOption, save_interactively
+from ..saving import document_options, save_interactively
 from ..widgets.footer import KeyFooter
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
@@ -219,21 +219,18 @@ class SqlScreen(Screen[None]):
             return
         query = self._last_query
 
-        def writer(fmt: str):  # noqa: ANN202 - a closure per format
-            def write(path: Path, force: bool) -> Path:
-                from ...export import write_documents
-                from ...sql import run_sql
+        def write(fmt: str, path: Path, force: bool) -> Path:
+            from ...export import write_documents
+            from ...sql import run_sql
 
-                with self._lock:
-                    columns, rows = run_sql(self._connection(), query)
-                docs = [dict(zip(columns, row, strict=True)) for row in rows]
-                if fmt != "parquet":
-                    docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
-                return write_documents(docs, path, fmt=fmt, force=force)
-            return write
+            with self._lock:
+                columns, rows = run_sql(self._connection(), query)
+            docs = [dict(zip(columns, row, strict=True)) for row in rows]
+            if fmt != "parquet":
+                docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
+            return write_documents(docs, path, fmt=fmt, force=force)
 
-        options = [SaveOption(f"Result as {label}", f"medpix-sql.{ext}", writer(ext))
-                   for label, ext in (("JSON", "json"), ("JSONL", "jsonl"), ("Parquet", "parquet"))]
+        options = document_options("Result", "medpix-sql", write)
         await save_interactively(medpix(self), "Export the SQL result", options)
 
     def on_unmount(self) -> None:
