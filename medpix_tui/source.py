@@ -171,17 +171,17 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
     return None
 
 
-def cross_problems(cases: list[dict], images: list[dict]) -> list[Problem]:
+def cross_problems(cases: list[dict[str, Any]], images: list[dict[str, Any]]) -> list[Problem]:
     """Joins and uniqueness: every image's case exists, every listed name has a document."""
     problems: list[Problem] = []
-    case_by_id: dict[str, dict] = {}
+    case_by_id: dict[str, dict[str, Any]] = {}
     for i, case in enumerate(cases):
         uid = case.get("U_id")
         if isinstance(uid, str):
             if uid in case_by_id:
                 problems.append(Problem(CASES_FILE, f"#{i} ({uid})", "U_id", "duplicated case id"))
             case_by_id[uid] = case
-    image_by_name: dict[str, dict] = {}
+    image_by_name: dict[str, dict[str, Any]] = {}
     for i, img in enumerate(images):
         name = img.get("image")
         if isinstance(name, str):
@@ -201,14 +201,14 @@ def cross_problems(cases: list[dict], images: list[dict]) -> list[Problem]:
                 if not isinstance(name, str):
                     continue
                 listed.add(name)
-                img = image_by_name.get(name)
+                named = image_by_name.get(name)
                 record = f"#{i} ({case.get('U_id')})"
-                if img is None:
+                if named is None:
                     problems.append(Problem(CASES_FILE, record, key, f"image {name!r} has no image document"))
-                elif img.get("U_id") != case.get("U_id"):
-                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} belongs to case {img.get('U_id')!r}"))
-                elif img.get("Type") != modality:
-                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} is {img.get('Type')}, listed under {key}"))
+                elif named.get("U_id") != case.get("U_id"):
+                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} belongs to case {named.get('U_id')!r}"))
+                elif named.get("Type") != modality:
+                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} is {named.get('Type')}, listed under {key}"))
     for i, img in enumerate(images):
         name = img.get("image")
         if isinstance(name, str) and name not in listed and img.get("U_id") in case_by_id:

@@ -35,14 +35,14 @@ def _first(value: object) -> float | None:
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         value = value[0] if len(value) else None
     try:
-        return None if value is None else float(value)
+        return None if value is None else float(value)  # type: ignore[arg-type]  # a DICOM number or text
     except (TypeError, ValueError):
         return None
 
 
 def _frame(ds: object, path: Path) -> np.ndarray:
     try:
-        pixels = ds.pixel_array
+        pixels = ds.pixel_array  # type: ignore[attr-defined]  # a pydicom Dataset
     except Exception as exc:  # pydicom raises many types for unsupported encodings
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise InputError(f"{path}: cannot decode DICOM pixel data (transfer syntax {syntax}: {str(exc)[:80]})") from exc

@@ -9,7 +9,7 @@ case's images share their labels and look alike, so they are not independent dra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def case_interval(correct: Sequence[bool], cases: Sequence[str], draws: int = 20
 
 
 def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str, Any]],
-           classes: dict[str, Sequence[str]], cases: Sequence[str] | None = None) -> dict[str, Any]:
+           classes: Mapping[str, Sequence[str]], cases: Sequence[str] | None = None) -> dict[str, Any]:
     """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details.
 
     With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``.

@@ -8,6 +8,7 @@ scores as its most similar image, so a case with many slices is not favoured.
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def load_index(embeddings_dir: Path) -> EmbeddingIndex:
     return EmbeddingIndex(ids=list(ids), vectors=vectors)
 
 
-def top_images(query: np.ndarray, index: EmbeddingIndex, k: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+def top_images(query: np.ndarray, index: EmbeddingIndex, k: int, exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, float]]:
     """The ``k`` images most similar to a unit ``query`` vector, best first (ties by id)."""
     scores = index.vectors @ np.asarray(query, np.float32)
     order = sorted(range(len(index.ids)), key=lambda i: (-scores[i], index.ids[i]))
@@ -66,7 +67,7 @@ def top_images(query: np.ndarray, index: EmbeddingIndex, k: int, exclude: set[st
 
 
 def top_cases(query: np.ndarray, index: EmbeddingIndex, case_of: dict[str, str], k: int,
-              exclude: set[str] = frozenset()) -> list[dict[str, Any]]:
+              exclude: AbstractSet[str] = frozenset()) -> list[dict[str, Any]]:
     """The ``k`` cases whose best-matching image is most similar, with that image."""
     best: dict[str, tuple[float, str]] = {}
     for image_id, score in top_images(query, index, len(index.ids)):

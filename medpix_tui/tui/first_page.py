@@ -74,7 +74,7 @@ def read_first_page(folder: Path, bundle: Bundle) -> FirstPage | None:
                         for d in page.images)):
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # a page in use is a recent one: pruning keeps it
+            os.utime(path)  # type: ignore[arg-type]  # a page was read, so path is set; in use, pruning keeps it
         return page
     except (OSError, ValueError, KeyError, TypeError):
         return None
