@@ -225,7 +225,7 @@ def image_file_problems(names: list[str], image_dir: Path, progress: Progress = 
 
     problems: list[Problem] = []
     with progress("Checking images", len(names)) as advance, ThreadPoolExecutor(workers) as pool:
-        for name, why in zip(names, pool.map(check, names)):
+        for name, why in zip(names, pool.map(check, names), strict=True):
             advance(1)
             if why:
                 problems.append(Problem(f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX}", name, "", why))

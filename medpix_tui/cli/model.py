@@ -81,7 +81,7 @@ def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[floa
     classes = detail["confusion"]["classes"]
     width = max(len(c) for c in classes)
     click.echo(f"  {'truth':<{width}}  {'n':>4}  {'acc':>6}   predicted: " + " ".join(f"{c[:6]:>6}" for c in classes))
-    for cls, row in zip(classes, detail["confusion"]["matrix"]):
+    for cls, row in zip(classes, detail["confusion"]["matrix"], strict=True):
         info = detail["per_class"][cls]
         click.echo(f"  {cls:<{width}}  {info['n']:>4}  {_pct(info['accuracy']):>6}              "
                    + " ".join(f"{n:>6}" for n in row))

@@ -24,7 +24,7 @@ def task_report(truth: Sequence[str], predicted: Sequence[str], classes: Sequenc
     """Accuracy, per-class recall (with counts) and the confusion matrix (rows: truth)."""
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, p in zip(truth, predicted):
+    for t, p in zip(truth, predicted, strict=True):
         matrix[index[t], index[p]] += 1
     n = int(matrix.sum())
     per_class = {c: {"n": int(matrix[i].sum()),
@@ -56,7 +56,7 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
         detail = task_report(truth, predicted, classes[task])
         out[f"{task}_accuracy"] = detail["accuracy"]
         if cases is not None and truths:
-            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted)], cases)
+            out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted, strict=True)], cases)
         out[task] = detail
     return out
 

@@ -42,7 +42,7 @@ class ZeroShotHead:
             row: dict[str, Any] = {}
             for task, p in probs.items():
                 row[task] = self.classes[task][int(p[i].argmax())]
-            row["probabilities"] = {task: {c: round(float(v), 4) for c, v in zip(self.classes[task], p[i])}
+            row["probabilities"] = {task: {c: round(float(v), 4) for c, v in zip(self.classes[task], p[i], strict=True)}
                                     for task, p in probs.items()}
             results.append(row)
         return results
