@@ -94,7 +94,8 @@ def _fsync_dir(path: Path) -> None:
 
 def file_digests(root: Path, progress: Progress = silent) -> dict[str, dict[str, Any]]:
     """relative path -> {sha256, size} for every file under ``root`` except the manifest."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM))
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM))
     out = {}
     with progress("Hashing files", len(files)) as advance:
         for path in files:
@@ -230,7 +231,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{path} is not a bundle manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}")
+        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; "
+                          f"this version reads {FORMAT_VERSION}")
     return manifest
 
 
@@ -248,7 +250,8 @@ class VerifyReport:
         return not (self.missing or self.added or self.changed)
 
     def lines(self) -> list[str]:
-        return [f"missing: {p}" for p in self.missing] + [f"added: {p}" for p in self.added] + [f"changed: {p}" for p in self.changed]
+        return ([f"missing: {p}" for p in self.missing] + [f"added: {p}" for p in self.added]
+                + [f"changed: {p}" for p in self.changed])
 
 
 def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
@@ -279,7 +282,8 @@ def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
         for rel in sorted(set(expected) & set(present)):
             entry = expected[rel]
             path = present[rel]
-            if not isinstance(entry, dict) or path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            if (not isinstance(entry, dict) or path.stat().st_size != entry.get("size")
+                    or sha256_file(path) != entry.get("sha256")):
                 report.changed.append(rel)
             report.checked += 1
             advance(1)
@@ -351,7 +355,8 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent) 
     if not (target / MANIFEST).exists():
         source = default_source_path()
         if not source.is_dir():
-            raise BundleError(f"no bundle at {target} and no source at {source} to build it from (set MEDPIX_SOURCE or pass --bundle)")
+            raise BundleError(f"no bundle at {target} and no source at {source} to build it from "
+                              "(set MEDPIX_SOURCE or pass --bundle)")
         target.parent.mkdir(parents=True, exist_ok=True)
         build_bundle(source, target, force=target.exists(), progress=progress)
     return open_bundle(target)

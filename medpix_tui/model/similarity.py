@@ -51,7 +51,8 @@ def load_index(embeddings_dir: Path) -> EmbeddingIndex:
         vectors = np.load(embeddings_dir / EMBEDDINGS_FILE).astype(np.float32)
         ids = json.loads((embeddings_dir / IDS_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BundleError(f"the bundle has no image embeddings ({embeddings_dir}); rebuild it with a model checkpoint") from None
+        raise BundleError(f"the bundle has no image embeddings ({embeddings_dir}); "
+                          "rebuild it with a model checkpoint") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"image embeddings unreadable in {embeddings_dir} ({str(exc)[:80]})") from exc
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
@@ -59,7 +60,8 @@ def load_index(embeddings_dir: Path) -> EmbeddingIndex:
     return EmbeddingIndex(ids=list(ids), vectors=vectors)
 
 
-def top_images(query: np.ndarray, index: EmbeddingIndex, k: int, exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, float]]:
+def top_images(query: np.ndarray, index: EmbeddingIndex, k: int,
+               exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, float]]:
     """The ``k`` images most similar to a unit ``query`` vector, best first (ties by id)."""
     scores = index.vectors @ np.asarray(query, np.float32)
     order = sorted(range(len(index.ids)), key=lambda i: (-scores[i], index.ids[i]))

@@ -87,6 +87,7 @@ def load_text_tower(model_dir: Path) -> TextTower:
     if expected and sha256_file(text_weights_path()) != expected:
         raise BundleError("the installed all-MiniLM-L6-v2 weights differ from those the model was trained with")
     tower = TextTower(config["model_cfg"]["text_cfg"], int(config["model_cfg"]["embed_dim"]), Path(model_dir))
-    proj = {k.removeprefix("text.proj."): v for k, v in load_tensors(Path(model_dir) / WEIGHTS_FILE, "text.proj.").items()}
+    tensors = load_tensors(Path(model_dir) / WEIGHTS_FILE, "text.proj.")
+    proj = {k.removeprefix("text.proj."): v for k, v in tensors.items()}
     tower.encoder.proj.load_state_dict(proj, strict=True)
     return tower

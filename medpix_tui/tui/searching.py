@@ -214,4 +214,5 @@ def facet_order(key: str, counts: collections.Counter) -> list[str]:
 def case_titles(store: Store) -> dict[str, str]:
     """U_id -> the case's diagnosis (or title), for the results table."""
     docs = store.find(CASES, projection=["U_id", "Case.Case Diagnosis", "Case.Title"])
-    return {d["U_id"]: (d.get("Case") or {}).get("Case Diagnosis") or (d.get("Case") or {}).get("Title") or "" for d in docs}
+    return {d["U_id"]: (d.get("Case") or {}).get("Case Diagnosis") or (d.get("Case") or {}).get("Title") or ""
+            for d in docs}

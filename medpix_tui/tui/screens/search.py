@@ -63,7 +63,8 @@ class SearchScreen(Screen[None]):
         Binding("ctrl+o", "open_case", "Open case", tooltip="Read the case of the highlighted image"),
         Binding("ctrl+s", "save", "Save", tooltip="Save the results (JSON, JSONL, Parquet) or their images"),
         Binding("ctrl+r", "reset", "Reset", tooltip="Clear keywords, field query and facets"),
-        Binding("ctrl+b", "toggle_facets", "Facets", tooltip="Show or hide the facets (hidden at first below 100 columns)"),
+        Binding("ctrl+b", "toggle_facets", "Facets",
+                tooltip="Show or hide the facets (hidden at first below 100 columns)"),
         Binding("down", "focus_results", "Results", show=False, tooltip="Move into the results table"),
         Binding("ctrl+g", "similar", "Similar images", show=False,
                 tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
@@ -101,7 +102,8 @@ class SearchScreen(Screen[None]):
         yield Header()
         with Horizontal(id="search-row"):
             yield Label("Search", classes="row-label")
-            yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True, id="keywords")
+            yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True,
+                        id="keywords")
         with Horizontal(id="field-row"):
             yield Label("Fields", classes="row-label")
             yield FieldQuery(id="field-query")
@@ -228,7 +230,8 @@ class SearchScreen(Screen[None]):
         if not worker.is_cancelled:  # queued, so counts reach the lists in order even while they mount
             self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
-    async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+    async def _show_counts(self, universe: dict[str, collections.Counter],
+                           counts: dict[str, collections.Counter]) -> None:
         panel = self.query_one(FacetPanel)
         if self._universe is None:
             self._universe = universe
@@ -349,7 +352,8 @@ class SearchScreen(Screen[None]):
         if result is None or not result.images:
             self.notify("Nothing to save: the result is empty", severity="warning")
             return
-        await save_interactively(medpix(self), f"Save {len(result.images)} results", _save_options(medpix(self), result))
+        options = _save_options(medpix(self), result)
+        await save_interactively(medpix(self), f"Save {len(result.images)} results", options)
 
 
 def _summary(images: int, cases: int, ranked: bool, request: SearchRequest) -> str:
@@ -391,7 +395,7 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
                           image_path=bundle.image_path, force=force)
         return write
 
-    stem = "medpix-" + {"Image_Descriptions": "images", "Clinical_Reports": "cases", "Image_Reports": "reports"}[collection]
+    stem = "medpix-" + {IMAGES: "images", CASES: "cases", "Image_Reports": "reports"}[collection]
     return [
         *document_options(f"{collection} documents", stem, write_docs),
         SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),

@@ -121,7 +121,8 @@ class SqlScreen(Screen[None]):
         for table, columns in schema.items():
             node = tree.root.add(Text(table, style="bold"), data=table, expand=table == "images")
             for column in columns:
-                node.add_leaf(Text.assemble(str(column[0]), " ", (_short_type(str(column[1])), "dim")), data=str(column[0]))
+                label = Text.assemble(str(column[0]), " ", (_short_type(str(column[1])), "dim"))
+                node.add_leaf(label, data=str(column[0]))
         self._history = history
         self._show_history()
 
@@ -160,7 +161,8 @@ class SqlScreen(Screen[None]):
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show, query, columns, rows, elapsed, history[:MAX_HISTORY])
 
-    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float, history: list[str]) -> None:
+    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float,
+              history: list[str]) -> None:
         self._last_query = query
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
