@@ -34,6 +34,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from ...atomic import write_atomic
 from ...errors import MedpixError
 from ..app import medpix
 from ..saving import document_options, save_interactively
@@ -289,8 +290,6 @@ def _write_history(path: Path | None, history: list[str]) -> None:
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(history, ensure_ascii=False, indent=0), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
+        write_atomic(Path(path), json.dumps(history, ensure_ascii=False, indent=0))
+    except (OSError, MedpixError):
         pass
