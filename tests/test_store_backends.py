@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import mongomock
 import pytest
 from click.testing import CliRunner
 
@@ -20,7 +19,6 @@ from medpix_tui import scan
 from medpix_tui import store as store_module
 from medpix_tui.cli import main
 from medpix_tui.errors import QueryError, ServerError
-from medpix_tui.source import load_source
 from medpix_tui.store import CASES, IMAGES, REPORTS, Backend, EmbeddedBackend, ServerBackend, Store
 
 #: A closed port: pymongo gives up after the URI's own server-selection timeout.
@@ -28,11 +26,9 @@ UNREACHABLE = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=150"
 
 
 @pytest.fixture(scope="module")
-def stores(real_bundle_path: Path, source_dir: Path):
+def stores(real_bundle_path: Path, server_store: Store):
     embedded = Store.open_mongita(real_bundle_path / "store")
-    server = Store.from_client(mongomock.MongoClient())
-    server.load(load_source(source_dir, check_images=False))
-    yield {"embedded": embedded, "server": server}
+    yield {"embedded": embedded, "server": server_store}
     embedded.close()
 
 
