@@ -11,12 +11,15 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
 from ..store import CASES, COLLECTIONS, IMAGES, REPORTS, Store
+from .options import BUNDLE_RULE, LocatedOption
 
 bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
-                             help="Bundle folder or archive (default: the global --bundle, $MEDPIX_BUNDLE, or bundle/medpix-2.0).")
+                             cls=LocatedOption, locate=default_bundle,
+                             help=f"Bundle folder or archive (the root --bundle, else the {BUNDLE_RULE}).")
 mongo_option = click.option("--mongo-uri", default=None, envvar="MEDPIX_MONGO_URI",
                             help="Query a MongoDB server instead of the bundle's embedded store (mongodb://host/...).")
 

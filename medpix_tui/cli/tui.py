@@ -11,10 +11,12 @@ if TYPE_CHECKING:
 
 
 def history_path() -> Path:
-    """Where the SQL screen keeps past queries between sessions."""
-    import platformdirs
+    """Where the SQL screen keeps past queries between sessions (:func:`..locations.history_file`)."""
+    from ..locations import history_file
 
-    return Path(platformdirs.user_data_dir("medpix-tui")) / "sql_history.json"
+    path = history_file().path
+    assert path is not None
+    return path
 
 
 def run_tui(bundle_path: str | None) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_file
-from ..bundle import MANIFEST_SUM, Bundle, cache_dir
+from ..bundle import MANIFEST_SUM, Bundle
 from ..errors import InputError
 from ..query import project
 from .searching import SearchResult
@@ -47,8 +47,12 @@ class FirstPage:
 
 
 def default_dir() -> Path:
-    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder."""
-    return cache_dir() / "first-page"
+    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`...locations.first_page_dir`)."""
+    from ..locations import first_page_dir
+
+    path = first_page_dir().path
+    assert path is not None
+    return path
 
 
 def page_path(folder: Path, bundle: Bundle) -> Path | None:
