@@ -128,7 +128,7 @@ def _checkpoint_for_build(model_dir: Path | None) -> Path:
 
 
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,
-                 with_model: bool = True, model_dir: Path | None = None) -> Path:
+                 with_model: bool = True, model_dir: Path | None = None, parents: bool = False) -> Path:
     """Validate ``source_dir`` and build a bundle at ``out`` atomically; return ``out``.
 
     The bundle gets ``model_dir``, else the shipped checkpoint (:func:`.locations.model_dir`:
@@ -148,6 +148,11 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     pictures, keep = _keep_pictures(ckpt)
     source = load_source(source_dir, progress=progress, keep=keep)
     parent = out.parent if str(out.parent) else Path(".")
+    if parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {parent}: {exc.strerror}") from None
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")
     for stale in parent.glob(f"{_TMP_PREFIX}*"):
@@ -372,8 +377,7 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
             found = f"no source at {src.describe()} to build it from" if src.path is not None else src.rule
             raise BundleError(f"no bundle at {target.describe()}, and {found}: set ${locations.SOURCE_ENV}, "
                               "run 'medpix-tui bundle build --source DIR', or pass --bundle")
-        target.path.parent.mkdir(parents=True, exist_ok=True)
-        build_bundle(src.path, target.path, force=target.path.exists(), progress=progress)
+        build_bundle(src.path, target.path, force=target.path.exists(), progress=progress, parents=True)
     return open_bundle(target.path)
 
 

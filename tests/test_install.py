@@ -173,6 +173,16 @@ def test_installed_build_with_the_packaged_checkpoint(installed: Path, monkeypat
                                  "must be named (--source DIR or $MEDPIX_SOURCE)\n")
 
 
+def test_installed_build_of_the_default_bundle_then_opened_by_default(installed: Path) -> None:
+    """``bundle build --source DIR`` (no --out) makes the default bundle, in a user data folder not there yet."""
+    source = write_source(installed / "src")
+    code, out, err = run("bundle", "build", "--no-model", env={"MEDPIX_SOURCE": str(source)})
+    assert code == 0, err
+    target = installed / "xdg_data_home" / "medpix-tui" / "medpix-2.0"
+    assert out.splitlines()[-1].startswith(f"built {target} (the default when installed outside a checkout")
+    assert resolve_bundle().root == target
+
+
 # -- bundle build --model / --no-model ----------------------------------------------------
 
 def test_build_without_a_model_says_so_in_its_last_line(tmp_path: Path) -> None:
