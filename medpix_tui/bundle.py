@@ -50,9 +50,7 @@ _TMP_PREFIX = ".medpix-build-"
 
 def default_bundle_path() -> Path:
     """The default bundle (see :func:`.locations.default_bundle` for the rule)."""
-    path = locations.default_bundle().path
-    assert path is not None  # the user data folder always has a path
-    return path
+    return locations.default_bundle().require()
 
 
 def default_source_path() -> Path | None:
@@ -120,11 +118,9 @@ def _checkpoint_for_build(model_dir: Path | None) -> Path:
     from .model.checkpoint import is_checkpoint
 
     found = locations.model_dir(model_dir)
-    if found.path is None:
-        raise BundleError(found.rule)
-    if not is_checkpoint(found.path):
+    if not is_checkpoint(found.require()):
         raise InputError(f"not a model checkpoint: {found.path} ({found.rule}; it has no open_clip_config.json)")
-    return found.path
+    return found.require()
 
 
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,
@@ -370,15 +366,15 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
     if path:
         return open_bundle(path)
     target = locations.default_bundle()
-    assert target.path is not None
-    if not (target.path / MANIFEST).exists():
+    root = target.require()
+    if not (root / MANIFEST).exists():
         src = locations.default_source(source)
         if src.path is None or not src.path.is_dir():
             found = f"no source at {src.describe()} to build it from" if src.path is not None else src.rule
             raise BundleError(f"no bundle at {target.describe()}, and {found}: set ${locations.SOURCE_ENV}, "
                               "run 'medpix-tui bundle build --source DIR', or pass --bundle")
-        build_bundle(src.path, target.path, force=target.path.exists(), progress=progress, parents=True)
-    return open_bundle(target.path)
+        build_bundle(src.path, root, force=root.exists(), progress=progress, parents=True)
+    return open_bundle(root)
 
 
 # -- archives -----------------------------------------------------------------------
@@ -412,9 +408,7 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
 
 def cache_dir() -> Path:
     """Where archives are unpacked (see :func:`.locations.cache_dir`)."""
-    path = locations.cache_dir().path
-    assert path is not None
-    return path
+    return locations.cache_dir().require()
 
 
 def _unpack_cached(archive: Path) -> Path:

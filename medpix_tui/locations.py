@@ -12,13 +12,12 @@ Two situations differ, and each answer says which applies:
   :mod:`importlib.resources`.
 
 ``$MEDPIX_BUNDLE``, ``$MEDPIX_SOURCE`` and ``$MEDPIX_CACHE`` override both. This module imports
-nothing heavy: ``platformdirs`` only when a user folder is asked for.
+nothing heavy at import: ``platformdirs`` only when a user folder is asked for, :mod:`importlib.resources`
+only when the packaged checkpoint is.
 """
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,14 @@ class Location:
 
     path: Path | None
     rule: str
+
+    def require(self) -> Path:
+        """The path; a :class:`~.errors.BundleError` that states the rule when there is none."""
+        if self.path is None:
+            from .errors import BundleError
+
+            raise BundleError(self.rule)
+        return self.path
 
     def describe(self) -> str:
         """``PATH (rule)``, or the rule alone when there is no path."""
@@ -82,13 +89,13 @@ def cache_dir() -> Location:
 def history_file() -> Location:
     """The SQL screen's past queries."""
     state = state_dir()
-    return Location(state.path / HISTORY_FILE if state.path else None, state.rule)
+    return Location(state.require() / HISTORY_FILE, state.rule)
 
 
 def first_page_dir() -> Location:
     """The first page of results kept per bundle, so the next start draws it at once."""
     cache = cache_dir()
-    return Location(cache.path / FIRST_PAGE_DIR if cache.path else None, cache.rule)
+    return Location(cache.require() / FIRST_PAGE_DIR, cache.rule)
 
 
 def default_bundle(option: Path | str | None = None) -> Location:
@@ -102,8 +109,7 @@ def default_bundle(option: Path | str | None = None) -> Location:
     root = checkout_root()
     if root is not None:
         return Location(root / "bundle" / DEFAULT_BUNDLE_NAME, "the default in a checkout: bundle/medpix-2.0")
-    data = data_dir()
-    return Location(data.path / DEFAULT_BUNDLE_NAME if data.path else None,
+    return Location(data_dir().require() / DEFAULT_BUNDLE_NAME,
                     "the default when installed outside a checkout: the user data folder")
 
 
@@ -129,6 +135,9 @@ def packaged_model_dir() -> Path | None:
     have portions it cannot read (an editable install's placeholder beside a wheel's folder);
     then each portion the import system found is tried in turn.
     """
+    import importlib.resources
+    import importlib.util
+
     from .model.checkpoint import CONFIG_FILE, is_checkpoint
 
     try:

@@ -81,7 +81,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "medpix_tui", src / "medpix_tui", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(MODEL, src / "bundle" / "model")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"), str(src)],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          check=False, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (built,) = (tmp / "dist").glob("medpix_tui-*.whl")
     return built
@@ -106,8 +106,8 @@ def test_unpacked_wheel_finds_its_checkpoint_through_package_data(wheel: Path, t
               "print(json.dumps([l.checkout_root() is None, str(l.model_dir().path), l.model_dir().rule, "
               "l.default_source().path is None, l.default_source().rule]))")
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([sys.executable, "-S", "-c", script], check=False, capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     no_checkout, model, rule, no_source, source_rule = json.loads(proc.stdout)
     assert no_checkout and no_source

@@ -61,10 +61,9 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
     if src.path is None:
         raise InputError(f"no source release: {src.rule}")
     target = Location(out, "--out") if out is not None else locations.default_bundle()
-    assert target.path is not None
-    build_bundle(src.path, target.path, force=force, progress=rich_progress(), with_model=not no_model, model_dir=model_dir,
+    build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model, model_dir=model_dir,
                  parents=out is None)  # the user data folder may not exist yet; a named --out's parent must
-    manifest = open_bundle(target.path).manifest
+    manifest = open_bundle(target.require()).manifest
     counts = manifest["counts"]
     where = target.path if out is not None else target.describe()
     click.echo(f"built {where}: {counts['Clinical_Reports']} cases, {counts['Image_Descriptions']} images "

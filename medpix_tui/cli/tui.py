@@ -14,9 +14,7 @@ def history_path() -> Path:
     """Where the SQL screen keeps past queries between sessions (:func:`..locations.history_file`)."""
     from ..locations import history_file
 
-    path = history_file().path
-    assert path is not None
-    return path
+    return history_file().require()
 
 
 def run_tui(bundle_path: str | None) -> None:

@@ -50,9 +50,7 @@ def default_dir() -> Path:
     """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`...locations.first_page_dir`)."""
     from ..locations import first_page_dir
 
-    path = first_page_dir().path
-    assert path is not None
-    return path
+    return first_page_dir().require()
 
 
 def page_path(folder: Path, bundle: Bundle) -> Path | None:
