@@ -21,8 +21,8 @@ from .errors import MedpixError
 #: Distributions whose versions a report names (torch's from its metadata: importing it takes seconds).
 DISTRIBUTIONS = ("medpix-tui", "textual", "textual-image", "duckdb", "pyarrow", "mongita", "torch", "open_clip_torch",
                  "click", "platformdirs")
-#: textual-image's renderable class -> what the terminal UI draws images with.
-GRAPHICS = {"TGPImage": "kitty", "SixelImage": "sixel", "HalfcellImage": "half-blocks", "UnicodeImage": "unicode blocks"}
+#: The module of the renderable textual-image chose -> what the terminal UI draws images with.
+GRAPHICS = {"tgp": "kitty", "sixel": "sixel", "halfcell": "half-blocks", "unicode": "unicode blocks"}
 #: Environment variables the terminal guess reads.
 TERMINAL_ENV = ("TERM", "TERM_PROGRAM", "TMUX", "KITTY_WINDOW_ID", "WEZTERM_PANE", "COLORTERM")
 
@@ -89,8 +89,8 @@ def terminal() -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001  (textual-image missing, or its query failed: guess below)
             how = f"textual-image's detection failed ({type(exc).__name__}); guessed from the environment"
         else:
-            return {"graphics": GRAPHICS.get(Image.__name__, Image.__name__), "how": "textual-image asked the terminal",
-                    "env": env}
+            kind = Image.__module__.rsplit(".", 1)[-1]  # every renderable class is named Image
+            return {"graphics": GRAPHICS.get(kind, kind), "how": "textual-image asked the terminal", "env": env}
     else:
         how = "stdout is not a terminal, so it was not asked; guessed from the environment"
     term, program = env.get("TERM", ""), env.get("TERM_PROGRAM", "")

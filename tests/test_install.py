@@ -291,3 +291,33 @@ def test_the_library_never_imports_the_scraper_dependencies() -> None:
     assert not base & {"requests", "beautifulsoup4", "selenium"}
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"scraper", "train", "test", "dev"} <= set(extras)
+
+
+def test_doctor_in_a_terminal_asks_it_through_textual_image(tmp_path: Path) -> None:
+    """On a terminal (a pty here, which answers neither query, as tmux does not), textual-image's own
+    detection answers: half-blocks."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    chunks = []
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "medpix_tui", "doctor"], stdin=follower, stdout=follower,
+                                stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+        os.close(follower)
+        while True:  # read as it comes (a full pty would block the child), until the child's end closes
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: closed, and everything was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=120)
+        stderr = proc.stderr.read() if proc.stderr else b""
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, stderr
+    lines = b"".join(chunks).decode(errors="replace").replace("\r", "").splitlines()
+    (line,) = [line for line in lines if line.startswith("   terminal: ")]
+    assert line.startswith("   terminal: images as half-blocks (textual-image asked the terminal; TERM=xterm-256color")
