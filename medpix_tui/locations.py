@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import BundleError
+
 APP_NAME = "medpix-tui"
 #: The folder name of the default bundle (and of the top folder inside a packed archive).
 DEFAULT_BUNDLE_NAME = "medpix-2.0"
@@ -42,8 +44,6 @@ class Location:
     def require(self) -> Path:
         """The path; a :class:`~.errors.BundleError` that states the rule when there is none."""
         if self.path is None:
-            from .errors import BundleError
-
             raise BundleError(self.rule)
         return self.path
 
