@@ -321,3 +321,12 @@ def test_doctor_in_a_terminal_asks_it_through_textual_image(tmp_path: Path) -> N
     lines = b"".join(chunks).decode(errors="replace").replace("\r", "").splitlines()
     (line,) = [line for line in lines if line.startswith("   terminal: ")]
     assert line.startswith("   terminal: images as half-blocks (textual-image asked the terminal; TERM=xterm-256color")
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    """The README's two opening commands are the whole set-up; CI runs the second one as it is written."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert len(block) == 2 and block[0].endswith("-e . && .venv/bin/medpix-tui")
+    assert "'.[test,scraper,dev]'" in block[1]
+    assert block[1] in (ROOT / ".ci" / "run").read_text().splitlines()
