@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def history_path() -> Path:
-    """Where the SQL screen keeps past queries between sessions (:func:`..locations.history_file`)."""
+    """Where the SQL screen keeps past queries between sessions (:func:`medpix_tui.locations.history_file`)."""
     from ..locations import history_file
 
     return history_file().require()

@@ -47,7 +47,7 @@ class FirstPage:
 
 
 def default_dir() -> Path:
-    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`...locations.first_page_dir`)."""
+    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`medpix_tui.locations.first_page_dir`)."""
     from ..locations import first_page_dir
 
     return first_page_dir().require()
