@@ -42,7 +42,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__
+from . import __version__, locations
 from .atomic import mark_read_only, umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
@@ -66,7 +66,7 @@ PARQUET_DIR = "parquet"
 MODEL_DIR = "model"
 EMBEDDINGS_DIR = "embeddings"
 SEARCH_FILE = "search.sqlite"
-DEFAULT_NAME = "medpix-2.0"
+DEFAULT_NAME = locations.DEFAULT_BUNDLE_NAME
 _TMP_PREFIX = ".medpix-build-"
 #: The largest manifest read (the real release's is about 0.5 MB).
 MANIFEST_LIMIT = 64 << 20
@@ -79,28 +79,14 @@ COUNT_KEYS = ("Image_Descriptions", "Clinical_Reports", "Image_Reports", "images
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def repo_root() -> Path:
-    """The checkout this package runs from (the parent of ``medpix_tui/``)."""
-    return Path(__file__).resolve().parent.parent
-
-
 def default_bundle_path() -> Path:
-    """``$MEDPIX_BUNDLE``, else ``bundle/medpix-2.0`` in the checkout (or the user data folder
-    when the package is installed outside a checkout)."""
-    env = os.environ.get("MEDPIX_BUNDLE")
-    if env:
-        return Path(env)
-    if (repo_root() / "pyproject.toml").exists():
-        return repo_root() / "bundle" / DEFAULT_NAME
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("medpix-tui")) / DEFAULT_NAME
+    """The default bundle (see :func:`.locations.default_bundle` for the rule)."""
+    return locations.default_bundle().require()
 
 
-def default_source_path() -> Path:
-    """``$MEDPIX_SOURCE``, else ``../shared/medpix-2.0`` beside the checkout."""
-    env = os.environ.get("MEDPIX_SOURCE")
-    return Path(env) if env else repo_root().parent / "shared" / "medpix-2.0"
+def default_source_path() -> Path | None:
+    """The default source release, None when installed outside a checkout (see :func:`.locations.default_source`)."""
+    return locations.default_source().path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -227,13 +213,24 @@ def _write_failed(exc: BaseException) -> str | None:
     return None
 
 
+def _checkpoint_for_build(model_dir: Path | None) -> Path:
+    """The checkpoint a build copies: ``model_dir``, else the shipped one; an error naming the rule when there is none."""
+    from .model.checkpoint import is_checkpoint
+
+    found = locations.model_dir(model_dir)
+    if not is_checkpoint(found.require()):
+        raise InputError(f"not a model checkpoint: {found.path} ({found.rule}; it has no open_clip_config.json)")
+    return found.require()
+
+
 def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: Progress = silent,
-                 with_model: bool = True, model_dir: Path | None = None) -> Path:
+                 with_model: bool = True, model_dir: Path | None = None, parents: bool = False) -> Path:
     """Validate ``source_dir`` and build a bundle at ``out`` atomically; return ``out``.
 
-    The bundle gets the repository's checkpoint, or ``model_dir`` (a candidate checkpoint,
-    to time a build with it), or none without ``with_model``. ``force`` replaces only a
-    bundle this tool wrote (:func:`check_ours`); readers of the old one keep reading it.
+    The bundle gets ``model_dir``, else the shipped checkpoint (:func:`.locations.model_dir`:
+    the checkout's or the installed package's), or none without ``with_model``; a build with a
+    model but no checkpoint to be found fails before it writes anything. ``force`` replaces only
+    a bundle this tool wrote (:func:`check_ours`); readers of the old one keep reading it.
     """
     from .export import write_parquet
 
@@ -244,12 +241,15 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     if target == src or target in src.parents or src in target.parents:  # --force would delete the source
         raise InputError(f"refusing to build into {out}: it overlaps the source folder {source_dir}")
     check_ours(out)
-    from .model import shipped_checkpoint_dir
-
-    ckpt = (model_dir or shipped_checkpoint_dir()) if with_model else None
+    ckpt = _checkpoint_for_build(model_dir) if with_model else None
     pictures, keep = _keep_pictures(ckpt)
     source = load_source(source_dir, progress=progress, keep=keep)
     parent = out.parent if str(out.parent) else Path(".")
+    if parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create {parent}: {exc.strerror}") from None
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")
     remove_stale_temporaries(parent)
@@ -784,18 +784,22 @@ def open_bundle(path: Path | str) -> Bundle:
         raise
 
 
-def resolve_bundle(path: Path | str | None = None, progress: Progress = silent) -> Bundle:
-    """``path``, else the default bundle; the default one is built on first use."""
+def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
+                   source: Path | str | None = None) -> Bundle:
+    """``path``, else the default bundle (:func:`.locations.default_bundle`), built on first use
+    from ``source``, else the default source (:func:`.locations.default_source`)."""
     if path:
         return open_bundle(path)
-    target = default_bundle_path()
-    if not (target / MANIFEST).exists():
-        source = default_source_path()
-        if not source.is_dir():
-            raise BundleError(f"no bundle at {target} and no source at {source} to build it from (set MEDPIX_SOURCE or pass --bundle)")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        build_bundle(source, target, force=target.exists() or target.is_symlink(), progress=progress)
-    return open_bundle(target)
+    target = locations.default_bundle()
+    root = target.require()
+    if not (root / MANIFEST).exists():
+        src = locations.default_source(source)
+        if src.path is None or not src.path.is_dir():
+            found = f"no source at {src.describe()} to build it from" if src.path is not None else src.rule
+            raise BundleError(f"no bundle at {target.describe()}, and {found}: set ${locations.SOURCE_ENV}, "
+                              "run 'medpix-tui bundle build --source DIR', or pass --bundle")
+        build_bundle(src.path, root, force=root.exists() or root.is_symlink(), progress=progress, parents=True)
+    return open_bundle(root)
 
 
 # -- archives -----------------------------------------------------------------------
@@ -834,13 +838,8 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
 
 
 def cache_dir() -> Path:
-    """Where archives are unpacked: ``$MEDPIX_CACHE`` or the user cache folder."""
-    env = os.environ.get("MEDPIX_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("medpix-tui"))
+    """Where archives are unpacked (see :func:`.locations.cache_dir`)."""
+    return locations.cache_dir().require()
 
 
 def archive_cache() -> Path:

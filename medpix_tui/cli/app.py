@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from ..errors import MedpixError
+from ..locations import default_bundle
+from .options import BUNDLE_RULE, LocatedOption
 
 #: The module of this package that defines each command. A command imports only its own
 #: module, and the terminal UI (no command) none of them: a start skips their imports.
@@ -28,6 +30,7 @@ COMMAND_MODULES = {
     "report": "report",
     "quiz": "quiz",
     "similar-cases": "cases",
+    "doctor": "doctor",
 }
 
 
@@ -65,8 +68,8 @@ class MedpixGroup(click.Group):
 
 
 @click.group(cls=MedpixGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
-              help="Bundle folder or archive (default: $MEDPIX_BUNDLE, else bundle/medpix-2.0, built on first use).")
+@click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None, cls=LocatedOption,
+              locate=default_bundle, help=f"Bundle folder or archive ({BUNDLE_RULE}).")
 @click.version_option(package_name="medpix-tui")
 @click.pass_context
 def main(ctx: click.Context, bundle_path: str | None) -> None:
@@ -81,6 +84,7 @@ def main(ctx: click.Context, bundle_path: str | None) -> None:
       medpix-tui show MPX1009
       medpix-tui sql "SELECT modality, count(*) FROM images GROUP BY 1"
       medpix-tui bundle build --source ../shared/medpix-2.0 --out /tmp/b
+      medpix-tui doctor                            # which bundle, source, model; why
     """
     ctx.ensure_object(dict)
     ctx.obj["bundle"] = bundle_path

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from .. import locations
+from ..errors import InputError
+from ..locations import Location
 from ..progress import rich_progress
+from .options import BUNDLE_RULE, LocatedOption
 
 
 @click.group()
@@ -16,24 +21,54 @@ def bundle() -> None:
     """Build, verify, describe and pack offline bundles."""
 
 
+def _model_line(manifest: dict[str, Any], why_none: str) -> str:
+    """``model: NAME`` or ``model: none (why)``, as the last line of a build and in ``bundle info``."""
+    model = manifest.get("model") or {}
+    return f"model: {model['name']}" if model.get("name") else f"model: none ({why_none})"
+
+
 @bundle.command()
-@click.option("--source", "-s", type=click.Path(path_type=Path), required=True,
-              help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/).")
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Bundle folder to create.")
+@click.option("--source", "-s", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
+              locate=locations.default_source,
+              help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/). Default: $MEDPIX_SOURCE, "
+                   "else ../shared/medpix-2.0 beside a checkout; installed outside one, it must be named.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
+              locate=locations.default_bundle, help=f"Bundle folder to create ({BUNDLE_RULE.split(';')[0]}).")
 @click.option("--force", is_flag=True,
               help="Replace an existing bundle (atomically); a folder that is not a bundle is never replaced.")
-@click.option("--no-model", is_flag=True, help="Leave out the CLIP checkpoint and embeddings.")
-def build(source: Path, out: Path, force: bool, no_model: bool) -> None:
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
+              locate=locations.model_dir,
+              help="The CLIP checkpoint folder to ship (default: the checkout's bundle/model, else the one "
+                   "installed with medpix-tui).")
+@click.option("--no-model", is_flag=True, help="Leave out the CLIP checkpoint and embeddings (the model commands then refuse).")
+def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | None, no_model: bool) -> None:
     """Validate a source folder and build a bundle from it, atomically.
 
     Every problem in the source is reported at once (exit status 2) and nothing is written.
+    The last line names the model the bundle ships, or says it has none.
+
+    \b
+    Examples:
+      medpix-tui bundle build --source ../shared/medpix-2.0 --out /tmp/b
+      medpix-tui bundle build --source DIR           # the default bundle, which medpix-tui opens
+      medpix-tui bundle build -s DIR -o /tmp/b --model runs/best-checkpoint
     """
     from ..bundle import build_bundle, open_bundle
 
-    build_bundle(source, out, force=force, progress=rich_progress(), with_model=not no_model)
-    counts = open_bundle(out).manifest["counts"]
-    click.echo(f"built {out}: {counts['Clinical_Reports']} cases, {counts['Image_Descriptions']} images "
-               f"({counts['images_ct']} CT, {counts['images_mr']} MR)")
+    if model_dir is not None and no_model:
+        raise InputError("--model and --no-model exclude each other")
+    src = locations.default_source(source)
+    if src.path is None:
+        raise InputError(f"no source release: {src.rule}")
+    target = Location(out, "--out") if out is not None else locations.default_bundle()
+    build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model, model_dir=model_dir,
+                 parents=out is None)  # the user data folder may not exist yet; a named --out's parent must
+    manifest = open_bundle(target.require()).manifest
+    counts = manifest["counts"]
+    where = target.path if out is not None else target.describe()
+    click.echo(f"built {where}: {counts['Clinical_Reports']} cases, {counts['Image_Descriptions']} images "
+               f"({counts['images_ct']} CT, {counts['images_mr']} MR); "
+               f"{_model_line(manifest, '--no-model: the model commands refuse this bundle')}")
 
 
 @bundle.command()
@@ -67,14 +102,13 @@ def info(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=1))
         return
     counts = data["counts"]
-    model = data.get("model") or {}
     for label, value in (("path", data["path"]), ("format", data["format_version"]),
                          ("built by", f"medpix-tui {data['tool_version']}"),
                          ("created", data["created"]), ("cases", counts["Clinical_Reports"]),
                          ("images",
                           f"{counts['Image_Descriptions']} ({counts['images_ct']} CT, {counts['images_mr']} MR)"),
                          ("splits", ", ".join(f"{k} {v}" for k, v in sorted(counts["splits"].items()))),
-                         ("model", model.get("name", "none") if model else "none"),
+                         ("model", _model_line(data, "the model commands refuse this bundle").removeprefix("model: ")),
                          ("files", f"{data['files']} ({data['bytes'] / 1e6:.1f} MB)")):
         click.echo(f"{label:>9}: {value}")
 

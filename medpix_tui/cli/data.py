@@ -13,14 +13,16 @@ import click
 from ..errors import InputError
 from ..export import DEFAULT_FORMAT, FORMATS, LABELS, Selection, csv_cell, format_help, format_names
 from ..export import export as run_export
+from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
 from ..source import SPLITS
 from ..store import CASES, COLLECTIONS, IMAGES, NUMERIC_FIELDS, REPORTS, Store
+from .options import BUNDLE_RULE, LocatedOption
 
 bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
-                             help="Bundle folder or archive "
-                                  "(default: the global --bundle, $MEDPIX_BUNDLE, or bundle/medpix-2.0).")
+                             cls=LocatedOption, locate=default_bundle,
+                             help=f"Bundle folder or archive (the root --bundle, else the {BUNDLE_RULE}).")
 mongo_option = click.option("--mongo-uri", default=None, envvar="MEDPIX_MONGO_URI",
                             help="Query a MongoDB server instead of the bundle's embedded store (mongodb://host/...).")
 

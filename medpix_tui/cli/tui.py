@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 
 
 def history_path() -> Path:
-    """Where the SQL screen keeps past queries between sessions."""
-    import platformdirs
+    """Where the SQL screen keeps past queries between sessions (:func:`medpix_tui.locations.history_file`)."""
+    from ..locations import history_file
 
-    return Path(platformdirs.user_data_dir("medpix-tui")) / "sql_history.json"
+    return history_file().require()
 
 
 def run_tui(bundle_path: str | None) -> None:

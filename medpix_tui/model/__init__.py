@@ -18,9 +18,12 @@ if TYPE_CHECKING:
 
 
 def shipped_checkpoint_dir() -> Path | None:
-    """The repository's ``bundle/model/`` when it holds a checkpoint, else None."""
-    path = Path(__file__).resolve().parents[2] / "bundle" / "model"
-    return path if is_checkpoint(path) else None
+    """The shipped checkpoint (the checkout's ``bundle/model/``, or the one installed with the
+    package; :func:`medpix_tui.locations.model_dir`), else None."""
+    from ..locations import model_dir
+
+    path = model_dir().path
+    return path if path is not None and is_checkpoint(path) else None
 
 
 def input_size(model_dir: Path) -> int:

@@ -35,7 +35,6 @@ from ..bundle import (
     MANIFEST_SUM,
     SEARCH_FILE,
     Bundle,
-    cache_dir,
     read_regular,
 )
 from ..errors import InputError
@@ -68,8 +67,10 @@ class FirstPage:
 
 
 def default_dir() -> Path:
-    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder."""
-    return cache_dir() / "first-page"
+    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`medpix_tui.locations.first_page_dir`)."""
+    from ..locations import first_page_dir
+
+    return first_page_dir().require()
 
 
 def page_path(folder: Path, bundle: Bundle) -> Path | None:
