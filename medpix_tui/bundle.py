@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from . import __version__, locations
 from .atomic import mark_read_only, umask_mode
@@ -546,7 +546,7 @@ def _parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
     if isinstance(manifest, dict) and "format_version" in manifest and manifest["format_version"] != FORMAT_VERSION:
         raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}")
     check_manifest(manifest, path)
-    return manifest
+    return cast(dict[str, Any], manifest)
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

@@ -116,14 +116,12 @@ def knowledge_graph(store: Store) -> tuple[dict[str, dict[str, Any]], list[tuple
         location = str(image.get("Location Category") or "").strip()
         if location:
             edges.append((i, "IN_LOCATION", node("Location", location)))
-    seen: set[tuple[str, str, str]] = set()
-    unique = [e for e in edges if not (e in seen or seen.add(e))]  # a topic shared by cases: one edge
-    return nodes, unique
+    return nodes, list(dict.fromkeys(edges))  # a topic shared by cases: one edge
 
 
 def write_kg(store: Store, out_dir: Path) -> dict[str, int]:
     """The graph as neo4j-admin import CSV (one file per label plus relationships) and GraphML."""
-    import networkx as nx
+    import networkx as nx  # type: ignore[import-untyped]
 
     nodes, edges = knowledge_graph(store)
     by_label: dict[str, list[tuple[str, dict[str, Any]]]] = {label: [] for label in NODE_FILES}

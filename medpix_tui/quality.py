@@ -151,7 +151,7 @@ def label_conflicts(images: list[dict[str, Any]], cases: dict[str, dict[str, Any
 
     by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for doc in images:
-        kind_of_image, desc = doc.get("Type"), doc.get("Description") or {}
+        kind_of_image, desc = str(doc.get("Type")), doc.get("Description") or {}
         by_case[doc.get("U_id", "")].append(doc)
         family = modality_family(desc.get("Modality"))
         if family in ("CT", "MR") and family != kind_of_image:
@@ -159,7 +159,8 @@ def label_conflicts(images: list[dict[str, Any]], cases: dict[str, dict[str, Any
         caption = desc.get("Caption") or ""
         other = "MR" if kind_of_image == "CT" else "CT"
         named = MODALITY_WORDS[other].search(caption)
-        if named and (kind_of_image == "CT" or not MODALITY_WORDS[kind_of_image].search(caption)):
+        own = MODALITY_WORDS.get(kind_of_image)
+        if named and (kind_of_image == "CT" or own is None or not own.search(caption)):
             add("caption_names_other_modality", doc, f"Type {kind_of_image}, caption names {named.group(0)!r}")
         plane = clean_plane(desc.get("Plane"))
         reason = (f"plane {plane!r}" if plane in NOT_A_SLICE_PLANES
@@ -189,7 +190,7 @@ def label_conflicts(images: list[dict[str, Any]], cases: dict[str, dict[str, Any
     return found
 
 
-def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str | None],
+def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str | None], case_of: dict[str, str],
                rule: NearDuplicateRule = NEAR) -> dict[str, Any]:
     """Exact and near-duplicate pairs, and those of them that cross splits (leakage)."""
     import numpy as np
@@ -205,12 +206,12 @@ def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str |
     if cosine is not None:
         near_mask |= (cosine >= rule.cosine) & (hamming <= rule.phash_with_cosine)
     first, second = np.nonzero(np.triu(near_mask, 1))
-    near = []
+    near: list[dict[str, Any]] = []
     for i, j in zip(first.tolist(), second.tolist(), strict=True):
         a, b = names[i], names[j]
         near.append({"a": a, "b": b, "phash_distance": int(hamming[i, j]),
                      "cosine": None if cosine is None else round(float(cosine[i, j]), 4),
-                     "same_case": a.split("_")[0] == b.split("_")[0],
+                     "same_case": case_of[a] == case_of[b],
                      "splits": [split_of_image.get(a), split_of_image.get(b)]})
     near.sort(key=lambda p: (p["phash_distance"], -(p["cosine"] or 0), p["a"], p["b"]))
     crossing = [p for p in near if p["splits"][0] != p["splits"][1]]
@@ -218,7 +219,7 @@ def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str |
                   "splits": [split_of_image.get(g["images"][0]), split_of_image.get(other)]}
                  for g in exact for other in g["images"][1:]
                  if split_of_image.get(g["images"][0]) != split_of_image.get(other)]
-    touched = sorted({n.split("_")[0] for p in crossing for n in (p["a"], p["b"])})
+    touched = sorted({case_of[n] for p in crossing for n in (p["a"], p["b"])})
     return {
         "rule": {"phash_alone": rule.phash_alone, "cosine": rule.cosine, "phash_with_cosine": rule.phash_with_cosine,
                  "embeddings": cosine is not None},
@@ -253,7 +254,7 @@ def quality_report(bundle: Bundle) -> dict[str, Any]:
     split_of = dict(store.splits())
     split_of_image = {d["image"]: split_of.get(d.get("U_id", "")) for d in images}
     conflicts = label_conflicts(images, cases, split_of)
-    dupes = duplicates(bundle, [d["image"] for d in images], split_of_image)
+    dupes = duplicates(bundle, [d["image"] for d in images], split_of_image, {d["image"]: d["U_id"] for d in images})
     return {
         "report": "quality",
         "version": REPORT_VERSION,

@@ -61,7 +61,7 @@ def load_index(embeddings_dir: Path) -> EmbeddingIndex:
 
 
 def top_images(query: np.ndarray, index: EmbeddingIndex, k: int,
-               exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+               exclude: AbstractSet[str] = frozenset()) -> list[tuple[str, float]]:
     """The ``k`` images most similar to a unit ``query`` vector, best first (ties by id)."""
     scores = index.vectors @ np.asarray(query, np.float32)
     order = sorted(range(len(index.ids)), key=lambda i: (-scores[i], index.ids[i]))

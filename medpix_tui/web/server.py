@@ -162,7 +162,7 @@ class MedpixServer(Server):
     def _full(self) -> bool:
         return self.sessions >= self.config.max_sessions
 
-    async def handle_index(self, request: web.Request) -> web.Response:  # type: ignore[override]
+    async def handle_index(self, request: web.Request) -> web.Response:
         if self._full():
             return self._message(request, f"The server is full ({self.config.max_sessions} sessions). "
                                           "Try again when someone closes theirs.", status=503)

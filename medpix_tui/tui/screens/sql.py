@@ -34,6 +34,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
+from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ..app import medpix
