@@ -150,6 +150,30 @@ def publish_dir(tmp: Path, path: Path) -> bool:
     return True
 
 
+def point_link(path: Path, target_name: str, *, prefix: str) -> None:
+    """Make ``path`` a symlink to ``target_name`` (a sibling) with one rename, so readers see the old
+    target or the new one; a plain folder at ``path`` (an older layout) is moved aside and removed."""
+    path = Path(path)
+    link = path.with_name(f"{prefix}link-{path.name}")
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    os.symlink(target_name, link)
+    if path.is_dir() and not path.is_symlink():
+        old = path.with_name(f"{prefix}old-{path.name}")
+        os.rename(path, old)
+        os.replace(link, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(link, path)
+
+
+def move_aside(path: Path, *, prefix: str) -> Path:
+    """Rename ``path`` to a sibling named for removal (so a reader that resolves it later finds it gone)."""
+    aside = Path(path).with_name(f"{prefix}old-{Path(path).name.lstrip('.')}")
+    os.rename(path, aside)
+    return aside
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Replace a file this tool owns (a manifest, a cache entry) with ``data``, all or nothing."""
     path = Path(path)

@@ -34,7 +34,6 @@ import re
 import shutil
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +42,17 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from . import __version__, locations
-from .atomic import mark_read_only, umask_mode
+from .atomic import (
+    mark_read_only,
+    move_aside,
+    move_into_place,
+    point_link,
+    publish_dir,
+    temp_dir_beside,
+    temp_file_beside,
+    umask_mode,
+    write_atomic,
+)
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source
@@ -253,10 +262,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     if not parent.is_dir():
         raise InputError(f"output folder's parent does not exist: {parent}")
     remove_stale_temporaries(parent)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent))
-    except OSError as exc:
-        raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
+    tmp = temp_dir_beside(out, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     try:
         os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the bundle from other users
         started = time.perf_counter()
@@ -354,18 +360,8 @@ def _version_pattern(name: str) -> re.Pattern[str]:
 def _publish(tmp: Path, out: Path) -> None:
     """Rename the built folder to a new version of ``out`` and point ``out`` at it with one rename."""
     version = out.with_name(f".{out.name}.v-{time.time_ns()}-{os.getpid()}")
-    os.rename(tmp, version)
-    link = out.with_name(f"{_TMP_PREFIX}{os.getpid()}-link-{out.name}")
-    with contextlib.suppress(FileNotFoundError):
-        link.unlink()
-    os.symlink(version.name, link)
-    if out.is_dir() and not out.is_symlink():  # a plain folder (an older build, or an empty one): moved aside
-        old = out.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{out.name}")
-        os.rename(out, old)
-        os.replace(link, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(link, out)
+    publish_dir(tmp, version)
+    point_link(out, version.name, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
 
 
 def _remove_unheld(folder: Path, manifest: Path | None) -> bool:
@@ -380,9 +376,8 @@ def _remove_unheld(folder: Path, manifest: Path | None) -> bool:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return False
-        trash = folder.with_name(f"{_TMP_PREFIX}{os.getpid()}-old-{folder.name.lstrip('.')}")
-        try:
-            os.rename(folder, trash)  # renamed while locked: an open that resolved it sees it gone
+        try:  # renamed while locked: an open that resolved it sees it gone
+            trash = move_aside(folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
         except OSError:
             return False
     finally:
@@ -473,12 +468,7 @@ def check_ours(out: Path) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
 # -- the manifest ----------------------------------------------------------------------
@@ -821,13 +811,13 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
         raise InputError(f"folder does not exist: {archive.parent}")
     remove_stale_temporaries(archive.parent)
     files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(real_root)["files"])]
-    tmp = archive.with_name(f"{_TMP_PREFIX}{os.getpid()}-pack-{archive.name}")
+    tmp = temp_file_beside(archive, prefix=f"{_TMP_PREFIX}{os.getpid()}-pack-")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar, progress("Packing", len(files)) as advance:
             for rel in files:
                 tar.add(real_root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
                 advance(1)
-        os.replace(tmp, archive)
+        move_into_place(tmp, archive)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {archive}: {exc.strerror or exc} (nothing was written)") from None
@@ -1056,9 +1046,9 @@ def _unpack_cached(archive: Path) -> Path:
             _discard(entry)  # tampered, planted or partial: never served
         remove_stale_temporaries(cache)
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=cache))
-        except OSError as exc:
-            raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {exc.strerror or exc}") from None
+            tmp = temp_dir_beside(entry, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
+        except InputError as exc:
+            raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {exc}") from None
         try:
             try:
                 _extract(tar, members, tmp)
@@ -1070,10 +1060,7 @@ def _unpack_cached(archive: Path) -> Path:
             if not report.ok:
                 raise BundleError(f"{archive} does not verify: {'; '.join(report.lines()[:5])}")
             os.chmod(tmp, umask_mode())
-            try:
-                os.rename(tmp, entry)
-            except OSError:  # another process unpacked it first
-                shutil.rmtree(tmp, ignore_errors=True)
+            if not publish_dir(tmp, entry):  # another process unpacked it first
                 if not _entry_matches(entry, raw):
                     raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {entry} is in the way") from None
         except BaseException:

@@ -119,7 +119,7 @@ def test_split_names_are_defined_once() -> None:
             values = [getattr(e, "value", None) for e in getattr(node, "elts", ())]
             if isinstance(node, (ast.Tuple, ast.List)) and values == list(SPLITS):
                 spelled.append(path.relative_to(PACKAGE).as_posix())
-    assert spelled == ["source.py"]
+    assert spelled == ["source.py"], spelled
     assert _choices("query", "split") == _choices("export", "split") == list(SPLITS)
 
 
@@ -186,8 +186,9 @@ def test_sql_csv_output_is_neutralised(real_bundle_path: Path) -> None:
 
 def test_every_temporary_rename_goes_through_atomic() -> None:
     # os.replace/os.rename, Path.rename, Path.replace on a path-named variable (not str.replace), tempfile
+    # (a TemporaryDirectory is scratch space that is removed, never renamed into place: not a write to check)
     pattern = re.compile(r"\bos\.(replace|rename)\(|\.rename\(|\b\w*(tmp|temp|path|out|dest|dst)\w*\.replace\("
-                         r"|\btempfile\b|\bmk[sd]temp\(")
+                         r"|\btempfile\.(?!TemporaryDirectory\b)\w+|\bmk[sd]temp\(")
     offenders = []
     for folder in (PACKAGE, ROOT / "tools"):
         for path in sorted(folder.rglob("*.py")):

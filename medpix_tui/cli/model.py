@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..source import SPLITS
 
-SPLITS = ("train", "dev", "test")
 # numpy's BLAS threads spin against each other on a busy 2-core machine (see model.runtime);
 # it reads this when numpy loads, which is after this module in every model command.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..source import SPLITS
 from .data import bundle_option, open_bundle_from
 
 
@@ -28,7 +29,7 @@ def quiz_state_dir() -> Path:
 @click.option("--acr", help="Cases whose topic ACR code starts with this (e.g. 1. for the brain).")
 @click.option("--modality", type=click.Choice(["CT", "MR"]), help="Cases with images of this modality.")
 @click.option("--location", help="Cases with an image in this location or location category (e.g. Thorax).")
-@click.option("--split", type=click.Choice(["train", "dev", "test"]), help="Only the authors' split.")
+@click.option("--split", type=click.Choice(SPLITS), help="Only the authors' split.")
 @click.option("--keyword", "-k", help="Cases of the images a keyword search finds (the search syntax of query).")
 @click.option("--level", type=click.Choice(["history", "findings", "full"]), default="findings", show_default=True,
               help="What a card shows besides the images: the history, with findings, or with exam too.")

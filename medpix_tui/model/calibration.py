@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError
+from ..source import SPLITS
 from .checkpoint import WEIGHTS_FILE
 from .zeroshot import ZeroShotHead, softmax
 
@@ -220,7 +221,7 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
     encoder = load_encoder(model_dir, calibrated=False)
     source = load_source(source_dir, check_images=False)
     splits: dict[str, tuple[np.ndarray, np.ndarray, list[dict[str, str]]]] = {}
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         docs = [d for d in source.images if source.splits.get(d["U_id"]) == split]
         with progress(f"Embedding {split}", 1) as advance:
             pictures = load_many([source.image_path(d["image"]) for d in docs], encoder.size)

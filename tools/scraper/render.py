@@ -83,7 +83,8 @@ class ChromiumRenderer:
         self.wait_timeout = wait_timeout
         self.rendered = 0
         browser, driver = find_chromium()  # type: ignore[misc]
-        self._profile = Path(tempfile.mkdtemp(prefix="medpix-scraper-chromium-"))
+        self._scratch = tempfile.TemporaryDirectory(prefix="medpix-scraper-chromium-")  # the browser's own profile
+        self._profile = Path(self._scratch.name)
         options = webdriver.ChromeOptions()
         options.binary_location = browser
         options.page_load_strategy = "eager"  # the wait below covers what the scripts add after DOMContentLoaded
@@ -95,7 +96,7 @@ class ChromiumRenderer:
         try:
             self.driver = webdriver.Chrome(service=Service(executable_path=driver), options=options)
         except WebDriverException as exc:
-            shutil.rmtree(self._profile, ignore_errors=True)
+            self._scratch.cleanup()
             first = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)).strip() else type(exc).__name__
             raise RendererUnavailable(f"chromium did not start: {first[:200]}") from exc
         self.start_seconds = time.perf_counter() - start
@@ -152,7 +153,7 @@ class ChromiumRenderer:
         try:
             self.driver.quit()
         finally:
-            shutil.rmtree(self._profile, ignore_errors=True)
+            self._scratch.cleanup()
 
     def __enter__(self) -> Self:
         return self
