@@ -180,7 +180,7 @@ def test_installed_build_of_the_default_bundle_then_opened_by_default(installed:
     assert code == 0, err
     target = installed / "xdg_data_home" / "medpix-tui" / "medpix-2.0"
     assert out.splitlines()[-1].startswith(f"built {target} (the default when installed outside a checkout")
-    assert resolve_bundle().root == target
+    assert resolve_bundle().path == target and resolve_bundle().root == target.resolve()  # a link to its version
 
 
 # -- bundle build --model / --no-model ----------------------------------------------------

@@ -288,11 +288,14 @@ def test_model_commands_import_no_torch() -> None:
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
 
 
-def test_without_calibration_the_answer_says_so(bundle: Path, tmp_path: Path) -> None:
+def test_without_calibration_the_answer_says_so(tmp_path: Path) -> None:
     import shutil
 
-    copy = Path(shutil.copytree(bundle, tmp_path / "bundle"))
-    (copy / "model" / "calibration.json").unlink()  # a bundle built from a checkpoint never calibrated
+    from medpix_tui.locations import model_dir
+
+    checkpoint = Path(shutil.copytree(model_dir(None).require(), tmp_path / "checkpoint"))
+    (checkpoint / "calibration.json").unlink()  # a checkpoint never calibrated (a bundle's files are checked)
+    copy = build_bundle(pictures_source(tmp_path / "source"), tmp_path / "bundle", model_dir=checkpoint)
     png = mri_like(tmp_path / "scan.png")
     code, out, _ = run("classify", str(png), "--bundle", str(copy), "--json")
     row = json.loads(out)
