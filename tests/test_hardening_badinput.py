@@ -479,12 +479,12 @@ def show_path_traversal(c: Ctx) -> list[str]:
     return ["show", "--bundle", str(c.bundle), "../../../etc/passwd"]
 
 
-@bad("query", "SQL error: Permission Error")
+@bad("query", "SQL function read_text() not allowed")
 def sql_reads_a_file_outside_the_bundle(c: Ctx) -> list[str]:
     return ["sql", "--bundle", str(c.bundle), "SELECT * FROM read_text('/etc/hostname')"]
 
 
-@bad("query", "SQL error: Permission Error")
+@bad("query", "SQL statement not allowed: COPY reads or writes files")
 def sql_writes_a_file(c: Ctx) -> list[str]:
     return ["sql", "--bundle", str(c.bundle), f"COPY (SELECT 1) TO '{c.tmp / 'out.csv'}'"]
 

@@ -2,7 +2,8 @@
 
 A schema sidebar (tables and columns; pick one to insert it), an editor, the result in a
 table, past queries under History (kept across sessions when the app has a history file),
-and an export of the full result.
+and an export of the full result. Statements run in the sandbox of :mod:`medpix_tui.sql`
+(no file access, a time and memory limit); Esc stops a running one.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class SqlScreen(Screen[None]):
         Binding("f8", "history", "History", tooltip="Pick a past query"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar", tooltip="Show or hide tables and history"),
         Binding("ctrl+e", "focus_editor", "Editor", show=False, tooltip="Back to the editor"),
-        Binding("escape", "cancel_query", "Cancel", show=False, tooltip="Stop the running query"),
+        # priority: the editor would take Esc to move focus; check_action lets it do so when nothing runs
+        Binding("escape", "cancel_query", "Cancel", show=False, priority=True, tooltip="Stop the running query"),
     ]
 
     def __init__(self) -> None:
@@ -67,7 +69,6 @@ class SqlScreen(Screen[None]):
         self._con: Any = None
         self._history: list[str] = []
         self._last_query = ""
-        self._running = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -146,11 +147,7 @@ class SqlScreen(Screen[None]):
         started = time.perf_counter()
         try:
             with self._lock:
-                self._running = True
-                try:
-                    columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
-                finally:
-                    self._running = False
+                columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
         except MedpixError as exc:
             self.app.call_from_thread(self._error, str(exc))
             return
@@ -203,10 +200,16 @@ class SqlScreen(Screen[None]):
         sidebar = self.query_one("#sql-sidebar")
         sidebar.display = not sidebar.display
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc cancels only while a statement runs."""
+        if action == "cancel_query":
+            return self._con is not None and self._con.running
+        return True
+
     def action_cancel_query(self) -> None:
-        """Interrupt the query DuckDB is running (it then reports an error)."""
-        if self._running and self._con is not None:
-            self._con.interrupt()
+        """Stop the statement DuckDB is running at once; its worker then shows "SQL statement cancelled"."""
+        if self._con is not None and self._con.interrupt("cancelled"):
+            self.query_one("#sql-status", Static).update("Cancelling…")
 
     def action_focus_editor(self) -> None:
         self.query_one("#editor", TextArea).focus()
