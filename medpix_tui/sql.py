@@ -271,7 +271,7 @@ class SqlConnection:
             _name_thread("medpix-sql")
             try:
                 outcome["result"] = self._execute(statements, limit, max_rows)
-            except BaseException as exc:  # handed to the caller's thread below
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                 outcome["error"] = exc
             finally:
                 done.set()
@@ -349,6 +349,12 @@ class SqlConnection:
         return exc
 
 
+def _guarded(fn: str, size: str, call: str) -> str:
+    """``call`` with its ``{arg}`` replaced by ``arg``, or an error when ``size`` exceeds :data:`MAX_INFLATE`."""
+    refuse = f"error({_quote(f'{fn}() result longer than {MAX_INFLATE} elements or characters')})"
+    return re.sub(r"\{(\w+)\}", lambda m: f"CASE WHEN ({size}) > {MAX_INFLATE} THEN {refuse} ELSE {m[1]} END", call)
+
+
 def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnection:
     """An in-memory DuckDB holding the bundle's three tables, confined as the module says.
 
@@ -358,7 +364,7 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
     for name in TABLES:
         if not (folder / f"{name}.parquet").is_file():
             raise BundleError(f"bundle has no {name}.parquet (rebuild it with 'medpix-tui bundle build')")
-    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
               "allow_community_extensions": False, "memory_limit": memory_limit,
               "threads": max(1, min(4, os.cpu_count() or 1))}
     con = duckdb.connect(":memory:", config=config)
@@ -368,11 +374,8 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
             con.execute(f"CREATE TABLE {CATALOG}.{name} AS SELECT * FROM read_parquet({_quote(str(folder / (name + '.parquet')))})")
             con.execute(f"CREATE VIEW main.{name} AS SELECT * FROM {CATALOG}.{name}")
         for fn, overloads in _GUARDS.items():
-            refuse = f"error({_quote(f'{fn}() result longer than {MAX_INFLATE} elements or characters')})"
-            bodies = ", ".join(f"({params}) AS system.main." + re.sub(
-                r"\{(\w+)\}", lambda m, size=size: f"CASE WHEN ({size}) > {MAX_INFLATE} THEN {refuse} ELSE {m[1]} END", call)
-                for params, size, call in overloads)
-            con.execute(f"CREATE MACRO main.{fn}{bodies}")
+            con.execute(f"CREATE MACRO main.{fn}" + ", ".join(f"({params}) AS system.main.{_guarded(fn, size, call)}"
+                                                            for params, size, call in overloads))
         for setting in ("temp_directory = ''", "enable_external_access = false", "lock_configuration = true"):
             con.execute(f"SET {setting}")
     except duckdb.Error as exc:
