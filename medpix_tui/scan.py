@@ -24,7 +24,7 @@ from itertools import count
 from typing import Any
 
 from .errors import QueryError
-from .query import REGEX_TIME_LIMIT, RegexMatcher
+from .query import FILTER_TIME_LIMIT, REGEX_TIME_LIMIT, RegexMatcher
 
 _FLAG = "__medpix_flag_"
 
@@ -147,6 +147,7 @@ class Snapshot:
     def select(self, flt: dict[str, Any]) -> list[int]:
         """Indices of the documents matching a validated filter, in snapshot order."""
         deadline = time.monotonic() + REGEX_TIME_LIMIT
+        stop_at = time.monotonic() + FILTER_TIME_LIMIT
         conjuncts = _conjuncts(flt)
         candidates: list[int] | None = None
         residual: list[dict[str, Any]] = []
@@ -180,7 +181,9 @@ class Snapshot:
                              "{field: {\"$regex\": ...}} already matches any element of an array")
         out = []
         apply = _matcher().apply
-        for i in idx:
+        for n, i in enumerate(idx):
+            if not n % 16 and time.monotonic() > stop_at:
+                raise QueryError(f"filter took longer than {FILTER_TIME_LIMIT:g} s; simplify it")
             doc = self.docs[i]
             if flags:
                 doc = dict(doc)
