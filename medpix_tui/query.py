@@ -11,7 +11,7 @@ Regexes are compiled here with the ``regex`` module so that a catastrophic patte
 time limit instead of hanging the process (:class:`RegexMatcher`).
 
 Limits, each refused with one line (exit 2): a JSON filter of at most
-:data:`MAX_FILTER_BYTES` bytes and :data:`MAX_FILTER_NODES` values, nested at most
+:data:`MAX_FILTER_BYTES` bytes and :data:`MAX_FILTER_NODES` conditions, nested at most
 :data:`MAX_DEPTH` levels, regexes of :data:`MAX_PATTERN` characters; a filter is
 evaluated within :data:`FILTER_TIME_LIMIT` seconds, its regexes within
 :data:`REGEX_TIME_LIMIT`.
@@ -41,7 +41,7 @@ REGEX_OPTIONS = frozenset("imsx")
 MAX_PATTERN = 1000
 MAX_DEPTH = 20
 MAX_LIMIT = 100_000
-#: Bytes of a JSON filter typed by a user, and values (objects, lists, scalars) of any filter.
+#: Bytes of a JSON filter typed by a user, and conditions (objects, lists, keys) of any filter.
 MAX_FILTER_BYTES = 32_768
 MAX_FILTER_NODES = 5_000
 #: Seconds the evaluation of one filter over a collection may take.
@@ -170,20 +170,21 @@ def validate_filter(flt: Any) -> dict[str, Any]:
 
 
 def _check_size(flt: Any) -> None:
-    """Refuse filters of more than :data:`MAX_FILTER_NODES` values or deeper than :data:`MAX_DEPTH` (no recursion)."""
+    """Refuse filters of more than :data:`MAX_FILTER_NODES` objects, lists and keys, or deeper than
+    :data:`MAX_DEPTH`, without recursion. Plain values in a list (a long ``$in``) are not counted."""
     stack: list[tuple[Any, int]] = [(flt, 0)]
     nodes = 0
     while stack:
         value, depth = stack.pop()
-        nodes += 1
+        nodes += 1 + (len(value) if isinstance(value, dict) else 0)
         if nodes > MAX_FILTER_NODES:
-            raise QueryError(f"filter too large (more than {MAX_FILTER_NODES} values)")
+            raise QueryError(f"filter too large (more than {MAX_FILTER_NODES} conditions)")
         if depth > 2 * MAX_DEPTH + 2:  # each level of the filter is an object and often a list
             raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list, tuple)))
         elif isinstance(value, (list, tuple)):
-            stack.extend((v, depth + 1) for v in value)
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list, tuple)))
 
 
 def parse_filter(text: str) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def case_problems(doc: Any, index: int, file: str = CASES_FILE) -> list[Problem]
     """Schema problems of one case document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['U_id']})" if isinstance(doc.get("U_id"), str) else f"#{index}"
+    record = f"#{index} ({doc['U_id']})" if is_plain_id(doc.get("U_id")) else f"#{index}"
     problems = [Problem(file, record, key, "missing") for key in CASE_KEYS if key not in doc]
     problems += value_problems(doc, file, record)
     if "U_id" in doc and not is_plain_id(doc["U_id"]):
@@ -201,7 +201,7 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
     """Schema problems of one image document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['image']})" if isinstance(doc.get("image"), str) else f"#{index}"
+    record = f"#{index} ({doc['image']})" if is_plain_id(doc.get("image")) else f"#{index}"
     problems = [Problem(file, record, key, "missing") for key in IMAGE_KEYS if key not in doc]
     problems += value_problems(doc, file, record)
     if "Type" in doc and doc["Type"] not in MODALITIES:
@@ -394,8 +394,8 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
     for docs, check in ((cases, case_problems), (images, image_problems)):
         for i, doc in enumerate(docs):
             problems.extend(check(doc, i))
-            if len(problems) >= MAX_PROBLEMS:
-                raise ValidationError(problems + [Problem("", "", "", f"stopped after {MAX_PROBLEMS} problems")])
+            if len(problems) >= MAX_PROBLEMS:  # the rest is not even looked at
+                raise ValidationError(problems[:MAX_PROBLEMS])
     if problems:
         raise ValidationError(problems)
     problems.extend(cross_problems(cases, images))
