@@ -139,13 +139,29 @@ def _check_statement(text: str, kind: str) -> None:
                                  f"{MAX_INFLATE} elements or characters)")
             if fn in _FORMATTING:
                 _check_widths(fn, words, i + 1)
-        if wkind in ("identifier", "keyword") and kind in ("DROP", "ALTER", "CREATE") and _name(word) in _GUARDS:
-            raise QueryError(f"SQL may not redefine or drop {_name(word)}()")
+    if kind in ("DROP", "ALTER", "CREATE"):
+        target = _object_name(words, upper)
+        if target in _GUARDS:
+            raise QueryError(f"SQL may not redefine or drop {target}()")
         if wkind == "string_const" and i and upper[i - 1] in ("FROM", "JOIN"):
             raise QueryError(f"SQL may not read files ({word[:60]} after {upper[i - 1]}); "
                              f"query the bundle's tables ({', '.join(TABLES)})")
         if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
             raise QueryError(f"the bundle's tables are read-only; create a TEMP table from {', '.join(TABLES)} instead")
+
+
+def _object_name(words: list[tuple[str, str]], upper: list[str]) -> str | None:
+    """The (last part of the) name a CREATE, DROP or ALTER statement defines or removes."""
+    kinds = {"TABLE", "VIEW", "MACRO", "FUNCTION", "SEQUENCE", "TYPE", "INDEX", "SCHEMA", "SECRET"}
+    at = next((i for i, u in enumerate(upper) if u in kinds), None)
+    if at is None:
+        return None
+    i = at + 1
+    while i < len(upper) and upper[i] in ("IF", "NOT", "EXISTS"):
+        i += 1
+    while i + 2 < len(words) and words[i + 1][0] == ".":
+        i += 2
+    return _name(words[i][0]) if i < len(words) else None
 
 
 def _check_widths(fn: str, words: list[tuple[str, str]], open_at: int) -> None:
