@@ -41,7 +41,7 @@ IMAGE_KEYS = ("Type", "U_id", "image", "Description", "Location", "Location Cate
 #: Longest text accepted in any single field (the longest in the release is ~60 kB).
 MAX_TEXT = 1_000_000
 #: Largest JSON file read (the release's largest is 3.1 MB); the size is checked before reading.
-MAX_JSON_BYTES = 32 * 1024 * 1024
+MAX_JSON_BYTES = 16 * 1024 * 1024
 #: Largest image file and pixel count accepted (the release's largest is ~0.5 megapixels),
 #: checked from the PNG header before any decoding.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
