@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import tiny_case, tiny_image, write_source  # noqa: E402
+from tests.support import tiny_case, tiny_image, write_source
 
 LIMIT_MB = 1024
 TWO_GB = 2 * 1024 ** 3
@@ -127,8 +127,8 @@ def _bench(tmp: Path, only: str) -> int:
         "sql: ORDER BY over range(3e9)": lambda: ["sql", "--bundle", b, "SELECT * FROM range(3000000000) ORDER BY random() LIMIT 1"],
         "sql: string_agg of 3e8 rows": lambda: ["sql", "--bundle", b, "SELECT length(string_agg('xxxxxxxxxx', ',')) FROM range(300000000)"],
         "sql: repeat('x', 1e8) x 100 rows": lambda: ["sql", "--bundle", b, "SELECT repeat('x', pow(10, 8)::INT) FROM range(100)"],
-        "sql: doubling strings (recursive CTE)": lambda: ["sql", "--bundle", b, "WITH RECURSIVE t(s, n) AS (SELECT 'x', 0 "
-                                                          "UNION ALL SELECT s || s, n + 1 FROM t WHERE n < 40) SELECT max(length(s)) FROM t"],
+        "sql: doubling strings (recursive CTE)": lambda: ["sql", "--bundle", b, (
+            "WITH RECURSIVE t(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM t WHERE n < 40) SELECT max(length(s)) FROM t")],
         "sql: 100000 rows of 10 kB": lambda: ["sql", "--bundle", b, "--format", "csv", "SELECT repeat('x', 10000) FROM range(100000)"],
         "build: PNG 20000x20000 (deflated)": lambda: source_with_image("bomb20k", lambda p: bomb_png(p, 20_000, 20_000)),
         "build: PNG 11000x11000 (deflated)": lambda: source_with_image("bomb11k", lambda p: bomb_png(p, 11_000, 11_000)),
