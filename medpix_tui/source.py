@@ -138,9 +138,18 @@ def _read_json(path: Path, label: str, problems: list[Problem]) -> Any:
     return data
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def value_problems(doc: dict[str, Any], file: str, record: str) -> list[Problem]:
     """What the store cannot hold, anywhere in ``doc``: a key that is empty, starts with ``$`` or holds
-    NUL, an integer beyond 64 bits, nesting deeper than :data:`MAX_DOC_DEPTH`."""
+    NUL, text that is not Unicode (a lone surrogate from a ``\\ud800`` escape), an integer beyond
+    64 bits, nesting deeper than :data:`MAX_DOC_DEPTH`."""
     problems: list[Problem] = []
     stack: list[tuple[str, Any, int]] = [("", doc, 0)]
     while stack and len(problems) < 20:
@@ -150,13 +159,15 @@ def value_problems(doc: dict[str, Any], file: str, record: str) -> list[Problem]
         elif isinstance(value, dict):
             for key, val in value.items():
                 name = f"{where}.{key}" if where else str(key)
-                if not isinstance(key, str) or not key or key.startswith("$") or "\x00" in key:
+                if not isinstance(key, str) or not key or key.startswith("$") or "\x00" in key or not _utf8(key):
                     problems.append(Problem(file, record, repr(name)[1:-1][:60],
                                             "invalid key: keys may not be empty, start with '$' or hold NUL"))
                 else:
                     stack.append((name, val, depth + 1))
         elif isinstance(value, list):
             stack.extend((f"{where}.{i}", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str) and not _utf8(value):
+            problems.append(Problem(file, record, where, "text holds a lone surrogate (\\ud800-\\udfff), not valid Unicode"))
         elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
             problems.append(Problem(file, record, where, f"integer out of range ({str(value)[:30]}; 64-bit integers only)"))
     return problems

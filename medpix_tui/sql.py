@@ -139,15 +139,15 @@ def _check_statement(text: str, kind: str) -> None:
                                  f"{MAX_INFLATE} elements or characters)")
             if fn in _FORMATTING:
                 _check_widths(fn, words, i + 1)
-    if kind in ("DROP", "ALTER", "CREATE"):
-        target = _object_name(words, upper)
-        if target in _GUARDS:
-            raise QueryError(f"SQL may not redefine or drop {target}()")
         if wkind == "string_const" and i and upper[i - 1] in ("FROM", "JOIN"):
             raise QueryError(f"SQL may not read files ({word[:60]} after {upper[i - 1]}); "
                              f"query the bundle's tables ({', '.join(TABLES)})")
         if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
             raise QueryError(f"the bundle's tables are read-only; create a TEMP table from {', '.join(TABLES)} instead")
+    if kind in ("DROP", "ALTER", "CREATE"):
+        target = _object_name(words, upper)
+        if target in _GUARDS:
+            raise QueryError(f"SQL may not redefine or drop {target}()")
 
 
 def _object_name(words: list[tuple[str, str]], upper: list[str]) -> str | None:
@@ -185,6 +185,10 @@ def check_sql(query: str) -> list[Any]:
         raise QueryError(f"SQL too long ({len(query)} characters, limit {MAX_SQL_CHARS})")
     if "\x00" in query:
         raise QueryError("SQL may not contain NUL characters")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes that were not UTF-8 on the command line (surrogate escapes)
+        raise QueryError(f"SQL is not valid UTF-8 text (character {exc.start})") from None
     try:
         statements = duckdb.extract_statements(query)
         kinds = [s.type.name for s in statements]

@@ -617,7 +617,7 @@ def sql_statements(paths: list[str]) -> st.SearchStrategy[str]:
         st.just(f"EXPORT DATABASE {_quote_sql(paths[3])}"),
     )
     soup = st.lists(st.one_of(st.sampled_from(SQL_VERBS + SQL_FUNCTIONS + SQL_TABLES + SQL_COLUMNS),
-                              path, number, st.sampled_from(["(", ")", ",", ";", "--", "/*", "*/", "'", '"', ".", "=", "$$"]),
+                              path, number, st.sampled_from(["(", ")", ",", ";", "--", "/*", "*/", "'", '"', ".", "=", "$$", "\udcff", "\x00", "\u2028"]),
                               st.text(max_size=6)), max_size=10).map(" ".join)
     comments = st.sampled_from(["", "/* c */ ", "-- c\n", ";"])
     return st.tuples(comments, st.one_of(templates, templates, soup), st.sampled_from(["", ";", "; SELECT 1", ";;"])).map("".join)

@@ -99,7 +99,12 @@ def _nested_dollar(case: dict, image: dict) -> None:
     case["Extra"] = {"a": [{"$gt": 1}]}
 
 
+def _lone_surrogate(case: dict, image: dict) -> None:
+    image["Description"]["Caption"] = "\ud800 from a JSON escape"
+
+
 DOC_ATTACKS = {
+    "lone-surrogate": (_lone_surrogate, "Description.Caption: text holds a lone surrogate"),
     "dollar-key": (_dollar_key, "Description.$where: invalid key"),
     "nul-key": (_nul_key, "Description.Cap\\x00tion: invalid key"),
     "empty-key": (_empty_key, "Case.: invalid key"),

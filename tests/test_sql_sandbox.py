@@ -8,6 +8,7 @@ a runaway ``count(*)`` over ``range(1e12)`` (time limit, SIGINT), ``SELECT * FRO
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,8 @@ ATTACKS = {
     "empty": (";", "empty SQL statement"),
     "comment-only": ("/* only a comment */", "empty SQL statement"),
     "blank-and-semicolons": (" ;\n; -- nothing\n", "empty SQL statement"),
+    "not-utf8-bytes": ("SELECT '\udcff'", "not valid UTF-8"),
+    "nul": ("SELECT 1\x00; COPY images TO 'x'", "NUL"),
     "repeat-bomb": (f"SELECT repeat('x', {10 ** 8}) FROM range(100)", "repeat() result longer than"),
     "repeat-bomb-computed": ("SELECT repeat('x', pow(10, 8)::INT) FROM range(100)", "repeat() result longer than"),
     "range-list-bomb": ("SELECT range(pow(10, 9)::BIGINT)", "range() result longer than"),
@@ -243,3 +246,15 @@ async def test_tui_sql_screen_shows_empty_statements_and_esc_cancels(tiny: Path)
         await wait_for(pilot, lambda: "SQL statement cancelled" in str(status.render()), timeout=10)
         assert time.monotonic() - pressed < 3
         assert app.is_running and app.screen is screen
+
+
+def test_history_file_is_bounded_and_validated(tmp_path: Path) -> None:
+    """The SQL history lives in the user's data folder: a bad or huge file is an empty history, never a crash."""
+    from medpix_tui.tui.screens.sql import MAX_HISTORY_BYTES, _read_history
+
+    path = tmp_path / "history.json"
+    for content in (b"5", b'{"a": 1}', b"[" * 100_000, b"\xff\xfe", b'["' + b"x" * (MAX_HISTORY_BYTES + 1) + b'"]'):
+        path.write_bytes(content)
+        assert _read_history(path) == []
+    path.write_text(json.dumps(["SELECT 1", 7, None, "", "x" * 200_000, "SELECT 2"]))
+    assert _read_history(path) == ["SELECT 1", "SELECT 2"]

@@ -36,6 +36,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from ...errors import MedpixError
+from ...sql import MAX_SQL_CHARS
 from ..app import medpix
 from ..saving import SaveOption, save_interactively
 from ..widgets.footer import KeyFooter
@@ -276,15 +277,24 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: A history file larger than this is not read (100 queries of a few kB each are far less).
+MAX_HISTORY_BYTES = 1 << 20
+
+
 def _read_history(path: Path | None) -> list[str]:
-    """Past queries, newest first; a missing or unreadable file is an empty history."""
+    """Past queries, newest first; a missing, oversized or unreadable file is an empty history."""
     if path is None:
         return []
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if not Path(path).is_file() or Path(path).stat().st_size > MAX_HISTORY_BYTES:
+            return []
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_HISTORY_BYTES + 1).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return []
-    return [q for q in data if isinstance(q, str)][:MAX_HISTORY] if isinstance(data, list) else []
+    if not isinstance(data, list):
+        return []
+    return [q for q in data if isinstance(q, str) and 0 < len(q) <= MAX_SQL_CHARS][:MAX_HISTORY]
 
 
 def _write_history(path: Path | None, history: list[str]) -> None:
