@@ -60,7 +60,13 @@ _REFUSED_TYPES = {
 _CREATABLE = {"TABLE", "VIEW", "MACRO", "FUNCTION"}
 #: Table and scalar functions that read files or run SQL given as a string.
 _FILE_FUNCTIONS = {"glob", "query", "query_table", "sniff_csv", "iceberg_scan", "iceberg_metadata", "delta_scan",
-                   "sqlite_scan", "sqlite_attach", "postgres_scan", "mysql_scan", "load_aws_credentials"}
+                   "sqlite_scan", "sqlite_attach", "postgres_scan", "mysql_scan", "load_aws_credentials",
+                   # run SQL given as data, reach Python objects, or change logging, profiling and resources
+                   "json_execute_serialized_sql", "python_map_function", "pandas_scan", "arrow_scan", "arrow_scan_dumb",
+                   "python_arrow_scan", "enable_logging", "disable_logging", "truncate_duckdb_logs", "enable_profiling",
+                   "disable_profiling", "create_external_resource", "register_external_resource",
+                   "register_external_resource_type", "deregister_external_resource", "destroy_external_resource",
+                   "add_grammar_extension", "remove_grammar_extension", "which_secret"}
 _FILE_PREFIXES = ("read_", "parquet_", "sniff_", "sqlite_", "postgres_", "mysql_", "iceberg_", "delta_", "arrow_scan")
 #: Functions whose output grows with a number argument. DuckDB builds a whole vector of
 #: such values outside its memory limit (``repeat('x', 1e8)`` over 100 rows took 10 GB),
@@ -396,7 +402,8 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
         for fn, overloads in _GUARDS.items():
             con.execute(f"CREATE MACRO main.{fn}" + ", ".join(f"({params}) AS system.main.{_guarded(fn, size, call)}"
                                                             for params, size, call in overloads))
-        for setting in ("temp_directory = ''", "enable_external_access = false", "lock_configuration = true"):
+        for setting in ("temp_directory = ''", "python_enable_replacements = false", "enable_external_access = false",
+                        "lock_configuration = true"):
             con.execute(f"SET {setting}")
     except duckdb.Error as exc:
         con.close()

@@ -87,6 +87,9 @@ ATTACKS = {
     "copy-hidden-after-select": ("SELECT 1; COPY (SELECT 1) TO '.tmp/out.csv'", "COPY"),
     "delete-the-loaded-tables": ("DELETE FROM medpix_bundle.images", "read-only"),
     "update-extensions": ("UPDATE EXTENSIONS", "not allowed"),
+    "serialized-sql": ("SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
+                       "json_execute_serialized_sql() not allowed"),
+    "enable-profiling": ("SELECT * FROM enable_profiling()", "enable_profiling() not allowed"),
     "empty": (";", "empty SQL statement"),
     "comment-only": ("/* only a comment */", "empty SQL statement"),
     "blank-and-semicolons": (" ;\n; -- nothing\n", "empty SQL statement"),
@@ -138,13 +141,14 @@ def test_duckdb_itself_refuses_files(tiny: Path, workdir: Path) -> None:
     """The second wall: with the statement check bypassed, DuckDB still opens no file."""
     con = connect(tiny / "parquet").raw
     for statement in ("SELECT * FROM read_text('.tmp/secret.txt')", f"COPY images TO '{tiny}/parquet/images.parquet'",
-                      "COPY (SELECT 1) TO '.tmp/x.csv'", "SELECT current_setting('temp_directory')"):
+                      "COPY (SELECT 1) TO '.tmp/x.csv'", "SELECT current_setting('temp_directory')",
+                      "SELECT current_setting('python_enable_replacements')::VARCHAR"):
         try:
             rows = con.execute(statement).fetchall()
         except Exception as exc:  # noqa: BLE001 - any DuckDB refusal will do
             assert "Permission Error" in str(exc) or "disabled" in str(exc), exc
         else:
-            assert rows == [("",)], "no temp directory at all"
+            assert rows in ([("",)], [("false",)]), "no temp directory at all, no Python objects read as tables"
     for setting in ("SET enable_external_access = true", "SET temp_directory = '.tmp'"):
         with pytest.raises(Exception, match="locked"):
             con.execute(setting)
