@@ -133,6 +133,7 @@ def _check_statement(text: str, kind: str) -> None:
             what = words[i][0] if i < len(words) else ""
             raise QueryError(f"SQL statement not allowed: CREATE {what.upper()}; only CREATE [TEMP] TABLE, VIEW or MACRO "
                              "(they live in memory)")
+    in_from = _from_clauses(words, upper)
     for i, (word, wkind) in enumerate(words):
         follows = words[i + 1][0] if i + 1 < len(words) else ""
         if wkind in ("identifier", "keyword") and follows == "(":
@@ -145,8 +146,8 @@ def _check_statement(text: str, kind: str) -> None:
                                  f"{MAX_INFLATE} elements or characters)")
             if fn in _FORMATTING:
                 _check_widths(fn, words, i + 1)
-        if wkind == "string_const" and i and upper[i - 1] in ("FROM", "JOIN"):
-            raise QueryError(f"SQL may not read files ({word[:60]} after {upper[i - 1]}); "
+        if wkind == "string_const" and i and (upper[i - 1] in _TAKES_A_TABLE or (words[i - 1][0] == "," and in_from[i])):
+            raise QueryError(f"SQL may not read files ({word[:60]} in a FROM clause or as a table); "
                              f"query the bundle's tables ({', '.join(TABLES)})")
         if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
             raise QueryError(f"the bundle's tables are read-only; create a TEMP table from {', '.join(TABLES)} instead")
@@ -154,6 +155,29 @@ def _check_statement(text: str, kind: str) -> None:
         target = _object_name(words, upper)
         if target in _GUARDS:
             raise QueryError(f"SQL may not redefine or drop {target}()")
+
+
+#: Keywords after which a string names a table, that is a file (DuckDB's replacement scans).
+_TAKES_A_TABLE = {"FROM", "JOIN", "SUMMARIZE", "DESCRIBE", "SHOW", "PIVOT", "UNPIVOT", "TABLE", "INTO", "UPDATE"}
+_CLAUSE_ENDS = {"WHERE", "GROUP", "ORDER", "HAVING", "LIMIT", "QUALIFY", "WINDOW", "UNION", "EXCEPT", "INTERSECT",
+                "ON", "USING", "SELECT", "RETURNING", "OFFSET", "SET", "VALUES"}
+
+
+def _from_clauses(words: list[tuple[str, str]], upper: list[str]) -> list[bool]:
+    """For each word, whether it sits directly in a FROM list (where ``, 'file.csv'`` names a file)."""
+    inside = [False]
+    out = []
+    for (word, _), key in zip(words, upper, strict=True):
+        out.append(inside[-1])
+        if word == "(":
+            inside.append(False)
+        elif word == ")" and len(inside) > 1:
+            inside.pop()
+        elif key in ("FROM", "JOIN"):
+            inside[-1] = True
+        elif key in _CLAUSE_ENDS:
+            inside[-1] = False
+    return out
 
 
 def _object_name(words: list[tuple[str, str]], upper: list[str]) -> str | None:

@@ -68,7 +68,10 @@ ATTACKS = {
     "read-csv-method-call": ("SELECT '.tmp/secret.txt'.read_csv()", "read_csv() not allowed"),
     "file-after-from": ("SELECT * FROM '{parquet}/images.parquet'", "may not read files"),
     "file-after-join": ("SELECT * FROM images JOIN '.tmp/secret.txt' ON true", "may not read files"),
-    "file-in-from-list": ("SELECT * FROM images, '.tmp/secret.csv'", "Permission Error"),  # DuckDB's own wall
+    "summarize-a-file": ("SUMMARIZE '.tmp/secret.csv'", "in a FROM clause"),
+    "describe-a-file": ("DESCRIBE '{parquet}/images.parquet'", "in a FROM clause"),
+    "file-in-from-list": ("SELECT * FROM images, '.tmp/secret.csv'", "in a FROM clause"),
+    "file-in-from-list-after-alias": ("SELECT * FROM images AS a, range(2) r, '.tmp/secret.csv' s", "in a FROM clause"),
     "query-function": ("SELECT * FROM query('SELECT * FROM read_text(''.tmp/secret.txt'')')", "query() not allowed"),
     "attach": ("ATTACH '.tmp/evil.duckdb' AS evil", "ATTACH"),
     "detach": ("DETACH medpix_bundle", "DETACH"),
@@ -209,7 +212,9 @@ def test_three_billion_rows_stay_small(tiny: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("statement", ["SELECT 1", "  select modality from images limit 1; ", "WITH x AS (SELECT 1) SELECT * FROM x",
                                        "FROM images LIMIT 1", "SUMMARIZE images", "SHOW TABLES",
                                        "PIVOT images ON modality USING count(*)",
-                                       "SELECT caption FROM images WHERE caption GLOB '*fracture*' LIMIT 1"])
+                                       "SELECT caption FROM images WHERE caption GLOB '*fracture*' LIMIT 1",
+                                       "SELECT 'a', 'b' FROM images, (VALUES ('x'), ('y')) v(c) WHERE modality IN ('MR', 'CT')",
+                                       "SELECT * FROM images i JOIN cases c ON i.u_id = c.u_id WHERE i.plane IN ('x', 'y') AND 'y' = 'y'"])
 def test_ordinary_statements_pass_the_check(statement: str) -> None:
     assert check_sql(statement)
 
