@@ -279,7 +279,7 @@ def _jsonable(value: Any) -> Any:
 
 
 #: A history file larger than this is not read (100 queries of a few kB each are far less).
-MAX_HISTORY_BYTES = 4 << 20
+HISTORY_LIMIT = 4 << 20
 
 
 def _read_history(path: Path | None) -> list[str]:
@@ -287,7 +287,7 @@ def _read_history(path: Path | None) -> list[str]:
     if path is None:
         return []
     try:  # a regular file of bounded size: a FIFO or a huge file is no history
-        data = json.loads(read_regular(Path(path), MAX_HISTORY_BYTES))
+        data = json.loads(read_regular(Path(path), HISTORY_LIMIT))
     except (OSError, ValueError, RecursionError):
         return []
     if not isinstance(data, list):
