@@ -292,7 +292,8 @@ def _read_history(path: Path | None) -> list[str]:
         return []
     if not isinstance(data, list):
         return []
-    return [q for q in data if isinstance(q, str) and 0 < len(q) <= MAX_SQL_CHARS][:MAX_HISTORY]
+    longest = min(MAX_SQL_CHARS, HISTORY_LIMIT // MAX_HISTORY)
+    return [q for q in data if isinstance(q, str) and 0 < len(q) <= longest][:MAX_HISTORY]
 
 
 def _write_history(path: Path | None, history: list[str]) -> None:
