@@ -34,8 +34,9 @@ from medpix_tui.query import (REGEX_TIME_LIMIT, check_window, field_filter, pars
                               parse_projection, parse_sort, validate_filter)
 from medpix_tui.scan import Snapshot  # noqa: E402
 from medpix_tui.store import CASES, ID_FIELD, IMAGES, REPORTS  # noqa: E402
-from tests.test_hardening_properties import (any_filters, check_loaded_source, draw_source, evaluable_filters,  # noqa: E402
-                                             random_paths, reference_ids, regexes, release_docs, vocabulary)
+from tests.test_hardening_properties import (SQL_SECRET, any_filters, check_loaded_source,  # noqa: E402
+                                             check_sql_statement, draw_source, evaluable_filters, random_paths,
+                                             reference_ids, regexes, release_docs, sql_paths, sql_statements, vocabulary)
 
 COLLECTIONS = (IMAGES, CASES, REPORTS)
 #: a query may take the regex time limit plus this much for the rest of its work
@@ -96,7 +97,7 @@ def run_target(name: str, body: Any, strategy: st.SearchStrategy, examples: int,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=2000, help="examples per target (default 2000)")
-    ap.add_argument("--targets", default="filters,reference,fields,regex,keywords,ingest")
+    ap.add_argument("--targets", default="filters,reference,fields,regex,keywords,ingest,sql")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--source", type=Path, default=default_source_path(), help="the MedPix 2.0 release")
     args = ap.parse_args()
@@ -160,6 +161,28 @@ def main() -> int:
     def ingest(f: Findings, data: Any) -> None:
         check_loaded_source(draw_source(data, tmp / str(next(counter))))
 
+    sql_holder: dict[str, Any] = {}
+
+    def sql(f: Findings, statement: str) -> None:
+        """SQL over a tiny bundle from a folder holding .tmp/secret.txt: refused or answered, nothing touched."""
+        if "con" not in sql_holder:
+            import os
+
+            from medpix_tui.bundle import build_bundle
+            from medpix_tui.sql import connect
+            from tests.support import tree_digest, write_source
+
+            bundle = build_bundle(write_source(tmp / "sql-src"), tmp / "sql-bundle", with_model=False)
+            (tmp / "sql-work" / ".tmp").mkdir(parents=True)
+            (tmp / "sql-work" / ".tmp" / "secret.txt").write_text(SQL_SECRET)
+            os.chdir(tmp / "sql-work")
+            sql_holder.update(con=connect(bundle / "parquet"), paths=sql_paths(bundle, tmp / "sql-work"),
+                              watched={bundle: tree_digest(bundle), tmp / "sql-work": tree_digest(tmp / "sql-work")})
+        try:
+            check_sql_statement(sql_holder["con"], statement, sql_holder["watched"])
+        except AssertionError as exc:
+            f.record(f"sql: {str(exc)[:80]}", statement)
+
     collection = st.sampled_from(COLLECTIONS)
     sort_keys = st.lists(st.tuples(st.one_of(st.sampled_from(vocab["paths"][IMAGES]), random_paths()), st.sampled_from([1, -1])),
                          max_size=2)
@@ -175,6 +198,7 @@ def main() -> int:
                                    regexes(vocab["words"]), st.text(alphabet="imsxz", max_size=2))),
         "keywords": (keywords, st.text(max_size=40)),
         "ingest": (ingest, st.data()),
+        "sql": (sql, st.deferred(lambda: sql_statements(sql_holder.get("paths") or sql_paths(tmp / "sql-bundle", tmp / "sql-work")))),
     }
     chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(chosen) - set(targets)

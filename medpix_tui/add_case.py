@@ -30,6 +30,7 @@ from .source import (
     cross_problems,
     decode_problem,
     image_problems,
+    load_json,
     load_source,
     resolve_root,
 )
@@ -49,16 +50,9 @@ class AddCaseSummary:
 def read_case_file(path: Path) -> tuple[Any, list[Any]]:
     """The case document and image documents of ``{"case": {...}, "images": [...]}`` (or a case with "images")."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except RecursionError:
-        raise InputError(f"{path}: invalid JSON: nested too deeply") from None
+    data, why = load_json(path)  # the ingest's own reader: same size cap, same messages
+    if why:
+        raise InputError(f"{path}: {why}")
     if not isinstance(data, dict):
         raise InputError(f"{path}: must be a JSON object, got {type(data).__name__}")
     if "case" in data:

@@ -9,6 +9,12 @@ Three kinds of query, all compiled to one validated MongoDB-style filter:
 
 Regexes are compiled here with the ``regex`` module so that a catastrophic pattern hits a
 time limit instead of hanging the process (:class:`RegexMatcher`).
+
+Limits, each refused with one line (exit 2): a JSON filter of at most
+:data:`MAX_FILTER_BYTES` bytes and :data:`MAX_FILTER_NODES` conditions, nested at most
+:data:`MAX_DEPTH` levels, regexes of :data:`MAX_PATTERN` characters; a filter is
+evaluated within :data:`FILTER_TIME_LIMIT` seconds, its regexes within
+:data:`REGEX_TIME_LIMIT`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ REGEX_OPTIONS = frozenset("imsx")
 MAX_PATTERN = 1000
 MAX_DEPTH = 20
 MAX_LIMIT = 100_000
+#: Bytes of a JSON filter typed by a user, and conditions (objects, lists, keys) of any filter.
+MAX_FILTER_BYTES = 32_768
+MAX_FILTER_NODES = 5_000
+#: Seconds the evaluation of one filter over a collection may take.
+FILTER_TIME_LIMIT = 10.0
+_INT64 = (-(2**63), 2**63 - 1)
 #: Seconds all regex matching of one query may take before it is refused.
 REGEX_TIME_LIMIT = 2.0
 _FIELD_PATH = re.compile(r"^[^$.\s][^$]*$")
@@ -64,8 +76,10 @@ def compile_regex(pattern: object, options: object = "") -> regex.Pattern:
             warnings.simplefilter("ignore")
             compiled = regex.compile(pattern, flags)
             re.compile(pattern)  # a pattern must also mean the same to Python's re and to MongoDB
-    except (regex.error, re.error) as exc:
+    except (regex.error, re.error, ValueError, OverflowError) as exc:  # regex raises ValueError for (?V1), (?au)
         raise QueryError(f"invalid regex {pattern[:60]!r}: {exc}") from None
+    except RecursionError:
+        raise QueryError(f"invalid regex {pattern[:60]!r}: nested too deeply") from None
     return compiled
 
 
@@ -137,6 +151,8 @@ def _check_plain(value: Any, depth: int) -> None:
     """An embedded document used for equality may not hide operators in nested keys."""
     if depth > MAX_DEPTH:
         raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        raise QueryError(f"integer {str(value)[:30]} out of range (64-bit integers only)")
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str) and k.startswith("$"):
@@ -149,17 +165,42 @@ def _check_plain(value: Any, depth: int) -> None:
 
 def validate_filter(flt: Any) -> dict[str, Any]:
     """Return ``flt`` if it is a read-only filter; otherwise raise :class:`QueryError`."""
+    _check_size(flt)
     _validate(flt)
     checked: dict[str, Any] = flt
     return checked
 
 
+def _check_size(flt: Any) -> None:
+    """Refuse filters of more than :data:`MAX_FILTER_NODES` objects, lists and keys, or deeper than
+    :data:`MAX_DEPTH`, without recursion. Plain values in a list (a long ``$in``) are not counted."""
+    stack: list[tuple[Any, int]] = [(flt, 0)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1 + (len(value) if isinstance(value, dict) else 0)
+        if nodes > MAX_FILTER_NODES:
+            raise QueryError(f"filter too large (more than {MAX_FILTER_NODES} conditions)")
+        if depth > 2 * MAX_DEPTH + 2:  # each level of the filter is an object and often a list
+            raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list, tuple)))
+
+
 def parse_filter(text: str) -> dict[str, Any]:
     """Parse and validate a JSON filter typed by a user."""
+    if len(text) > MAX_FILTER_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILTER_BYTES:
+        raise QueryError(f"filter too long ({len(text.encode('utf-8', 'surrogatepass'))} bytes, limit {MAX_FILTER_BYTES})")
     try:
         flt = json.loads(text)
     except json.JSONDecodeError as exc:
         raise QueryError(f"filter is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise QueryError(f"filter nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise QueryError(f"filter is not valid JSON ({str(exc)[:80]})") from None
     return validate_filter(flt)
 
 

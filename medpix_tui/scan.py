@@ -28,7 +28,7 @@ from itertools import count
 from typing import Any
 
 from .errors import QueryError
-from .query import REGEX_TIME_LIMIT, RegexMatcher
+from .query import FILTER_TIME_LIMIT, REGEX_TIME_LIMIT, RegexMatcher
 
 _FLAG = "__medpix_flag_"
 #: Computed fields a rewritten filter tests: (field name, how to compute it from a document).
@@ -192,6 +192,7 @@ class Snapshot:
     def select(self, flt: dict[str, Any]) -> list[int]:
         """Indices of the documents matching a validated filter, in snapshot order."""
         deadline = time.monotonic() + REGEX_TIME_LIMIT
+        stop_at = time.monotonic() + FILTER_TIME_LIMIT
         conjuncts = _conjuncts(flt)
         candidates: list[int] | None = None
         residual: list[dict[str, Any]] = []
@@ -223,7 +224,13 @@ class Snapshot:
         if _uses(rewritten, "$regex"):  # left for mongomock, which would run it with re, without a time limit
             raise QueryError("$regex inside $elemMatch is not supported here: "
                              "{field: {\"$regex\": ...}} already matches any element of an array")
-        return [i for i in idx if _apply(rewritten, flags, self.docs[i])]
+        out = []
+        for n, i in enumerate(idx):
+            if not n % 16 and time.monotonic() > stop_at:
+                raise QueryError(f"filter took longer than {FILTER_TIME_LIMIT:g} s; simplify it")
+            if _apply(rewritten, flags, self.docs[i]):
+                out.append(i)
+        return out
 
     def _equality(self, clause: dict[str, Any]) -> list[int] | None:
         """Candidates for ``{path: "text"}``, ``{path: {"$eq": "text"}}``, ``{path: {"$in": [...]}}``, or an ``$or``."""

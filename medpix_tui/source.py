@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,13 +40,29 @@ CASE_KEYS = ("U_id", "TAC", "MRI", "Case", "Topic")
 IMAGE_KEYS = ("Type", "U_id", "image", "Description", "Location", "Location Category")
 #: Longest text accepted in any single field (the longest in the release is ~60 kB).
 MAX_TEXT = 1_000_000
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+#: Largest JSON file read (the release's largest is 3.1 MB); the size is checked before reading.
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Largest image file and pixel count accepted (the release's largest is ~0.5 megapixels),
+#: checked from the PNG header before any decoding.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 16_000_000
+#: Problems collected before validation stops (a hostile file can hold millions).
+MAX_PROBLEMS = 1000
+#: Nesting of values inside one document, beyond which it is refused (the release's is 2).
+MAX_DOC_DEPTH = 32
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+_INT64 = (-(2**63), 2**63 - 1)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Image.MAX_IMAGE_PIXELS = 64_000_000
+# Pillow only warns between MAX_IMAGE_PIXELS and twice that; a bomb is an error wherever
+# the library reads an image.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def is_plain_id(name: object) -> bool:
-    """True for ids safe to use as file names: no separators, no ``..``, no leading dot."""
-    return isinstance(name, str) and bool(_PLAIN_ID.match(name)) and ".." not in name
+    """True for ids safe to use as file names: printable letters, digits, ``_.-``; no ``..``, no leading dot,
+    no whitespace or control character anywhere (a trailing newline included)."""
+    return isinstance(name, str) and _PLAIN_ID.fullmatch(name) is not None and ".." not in name
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -80,21 +98,79 @@ class SourceData:
         return counts
 
 
-def _read_json(path: Path, label: str, problems: list[Problem]) -> Any:
-    if not path.is_file():
-        problems.append(Problem(label, "", "", "file is missing"))
-        return None
+def load_json(path: Path) -> tuple[Any, str | None]:
+    """The JSON value in ``path``, or None and why it cannot be used: one reader for ingest and add-case.
+
+    The size is checked before reading, so a 2 GB file is refused without being read.
+    """
+    path = Path(path)
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        if not path.exists():
+            return None, "file is missing"
+        if not path.is_file():
+            return None, "not a regular file"
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            return None, f"file too large ({size} bytes, limit {MAX_JSON_BYTES})"
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            return None, f"file too large (over {MAX_JSON_BYTES} bytes)"
+        return json.loads(data.decode("utf-8")), None
     except UnicodeDecodeError as exc:
-        problems.append(Problem(label, "", "", f"not UTF-8 text (byte {exc.start})"))
+        return None, f"not UTF-8 text (byte {exc.start})"
     except json.JSONDecodeError as exc:
-        problems.append(Problem(label, "", "", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"))
+        return None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
     except RecursionError:
-        problems.append(Problem(label, "", "", "invalid JSON: nested too deeply"))
+        return None, "invalid JSON: nested too deeply"
+    except ValueError as exc:  # an integer of more than 4300 digits
+        return None, f"invalid JSON: {str(exc)[:80]}"
+    except MemoryError:
+        return None, "invalid JSON: too large to read"
     except OSError as exc:
-        problems.append(Problem(label, "", "", f"cannot read: {exc.strerror}"))
-    return None
+        return None, f"cannot read: {exc.strerror or exc}"
+
+
+def _read_json(path: Path, label: str, problems: list[Problem]) -> Any:
+    data, why = load_json(path)
+    if why:
+        problems.append(Problem(label, "", "", why))
+    return data
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def value_problems(doc: dict[str, Any], file: str, record: str) -> list[Problem]:
+    """What the store cannot hold, anywhere in ``doc``: a key that is empty, starts with ``$`` or holds
+    NUL, text that is not Unicode (a lone surrogate from a ``\\ud800`` escape), an integer beyond
+    64 bits, nesting deeper than :data:`MAX_DOC_DEPTH`."""
+    problems: list[Problem] = []
+    stack: list[tuple[str, Any, int]] = [("", doc, 0)]
+    while stack and len(problems) < 20:
+        where, value, depth = stack.pop()
+        if depth > MAX_DOC_DEPTH:
+            problems.append(Problem(file, record, where, f"nested deeper than {MAX_DOC_DEPTH} levels"))
+        elif isinstance(value, dict):
+            for key, val in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                if not isinstance(key, str) or not key or key.startswith("$") or "\x00" in key or not _utf8(key):
+                    problems.append(Problem(file, record, repr(name)[1:-1][:60],
+                                            "invalid key: keys may not be empty, start with '$' or hold NUL"))
+                else:
+                    stack.append((name, val, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{where}.{i}", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str) and not _utf8(value):
+            problems.append(Problem(file, record, where, "text holds a lone surrogate (\\ud800-\\udfff), not valid Unicode"))
+        elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+            problems.append(Problem(file, record, where, f"integer out of range ({str(value)[:30]}; 64-bit integers only)"))
+    return problems
 
 
 def _check_text_map(value: Any, file: str, record: str, name: str, problems: list[Problem]) -> None:
@@ -114,8 +190,9 @@ def case_problems(doc: Any, index: int, file: str = CASES_FILE) -> list[Problem]
     """Schema problems of one case document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['U_id']})" if isinstance(doc.get("U_id"), str) else f"#{index}"
+    record = f"#{index} ({doc['U_id']})" if is_plain_id(doc.get("U_id")) else f"#{index}"
     problems = [Problem(file, record, key, "missing") for key in CASE_KEYS if key not in doc]
+    problems += value_problems(doc, file, record)
     if "U_id" in doc and not is_plain_id(doc["U_id"]):
         problems.append(Problem(file, record, "U_id", f"not a plain id: {str(doc['U_id'])[:60]!r}"))
     for key in ("TAC", "MRI"):
@@ -136,8 +213,9 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
     """Schema problems of one image document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['image']})" if isinstance(doc.get("image"), str) else f"#{index}"
+    record = f"#{index} ({doc['image']})" if is_plain_id(doc.get("image")) else f"#{index}"
     problems = [Problem(file, record, key, "missing") for key in IMAGE_KEYS if key not in doc]
+    problems += value_problems(doc, file, record)
     if "Type" in doc and doc["Type"] not in MODALITIES:
         problems.append(Problem(file, record, "Type", f"must be CT or MR, got {str(doc['Type'])[:40]!r}"))
     for key in ("U_id", "image"):
@@ -156,6 +234,42 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
 KeepImage = Callable[[str, Image.Image], None]
 
 
+def png_problem(path: Path) -> str | None:
+    """Why ``path`` is not a plain PNG of bounded size, from its chunk headers alone (nothing is decoded).
+
+    Refuses other formats, more than :data:`MAX_PIXELS` pixels, truncated chunks and any
+    data after the IEND chunk (a PNG followed by 2 GB of zeros).
+    """
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        return f"image file too large ({size} bytes, limit {MAX_IMAGE_BYTES})"
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return "image file does not decode (not a PNG file)"
+        first = True
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return "image file does not decode (truncated PNG: no IEND chunk)"
+            length, kind = struct.unpack(">I4s", header)
+            if first:
+                if kind != b"IHDR" or length < 8:
+                    return "image file does not decode (PNG without a header chunk)"
+                width, height = struct.unpack(">II", f.read(8))
+                if width * height > MAX_PIXELS:
+                    return f"image too large ({width} x {height} pixels, limit {MAX_PIXELS})"
+                f.seek(length - 8, 1)
+                first = False
+            else:
+                f.seek(length, 1)
+            f.seek(4, 1)  # the CRC
+            if f.tell() > size:
+                return "image file does not decode (truncated PNG chunk)"
+            if kind == b"IEND":
+                extra = size - f.tell()
+                return f"data after the PNG's end (IEND): {extra} bytes" if extra else None
+
+
 def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None) -> str | None:
     """Why the image file at ``path`` cannot be used, or None when it decodes (and ``keep`` took it)."""
     try:
@@ -163,10 +277,15 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
             return "image file is missing"
         if path.stat().st_size == 0:
             return "image file is empty"
+        why = png_problem(path)
+        if why:
+            return why
         with Image.open(path) as im:
             im.load()
             if keep is not None:
                 keep(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"image too large (limit {MAX_PIXELS} pixels)"
     except Exception as exc:  # PIL raises many types for damaged files
         return f"image file does not decode ({type(exc).__name__}: {str(exc)[:80]})"
     return None
@@ -252,6 +371,10 @@ def _read_splits(root: Path, problems: list[Problem]) -> dict[str, str | None]:
             problems.append(Problem(SPLIT_FILE, "", split, "must be a list of U_id"))
             continue
         for uid in uids:
+            if splits.get(uid, split) != split:
+                problems.append(Problem(SPLIT_FILE, uid[:60], split, f"case is also listed under {splits[uid]}: "
+                                        "a case belongs to one split"))
+                continue
             splits[uid] = split
     return splits
 
@@ -283,10 +406,11 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
             problems.append(Problem(label, "", "", f"must be a JSON array, got {got}"))
     if problems:
         raise ValidationError(problems)
-    for i, doc in enumerate(cases):
-        problems.extend(case_problems(doc, i))
-    for i, doc in enumerate(images):
-        problems.extend(image_problems(doc, i))
+    for docs, check in ((cases, case_problems), (images, image_problems)):
+        for i, doc in enumerate(docs):
+            problems.extend(check(doc, i))
+            if len(problems) >= MAX_PROBLEMS:  # the rest is not even looked at
+                raise ValidationError(problems[:MAX_PROBLEMS])
     if problems:
         raise ValidationError(problems)
     problems.extend(cross_problems(cases, images))

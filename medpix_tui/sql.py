@@ -1,7 +1,33 @@
-"""SQL over the bundle's Parquet with DuckDB: ``images``, ``cases`` and ``image_reports`` views."""
+"""SQL over the bundle's Parquet with DuckDB: ``images``, ``cases`` and ``image_reports`` views.
+
+The bundle is meant to be trusted in air-gapped labs, so SQL is a sandbox with two walls:
+
+* DuckDB itself: the three Parquet files are read once, read-only, into an in-memory
+  catalog (``medpix_bundle``) when the connection opens; then file access is switched off
+  (``enable_external_access = false`` with no allowed path, no temp directory), extension
+  loading too, a ``memory_limit`` is set and the configuration is locked. No statement can
+  read or write any file after that, the bundle's included.
+* :func:`check_sql`, before DuckDB runs anything: DuckDB's own parser splits the text
+  into statements and names their types, and its tokenizer lists the words; statements
+  that touch files, settings or extensions (``COPY``, ``EXPORT``, ``ATTACH``, ``DETACH``,
+  ``INSTALL``, ``LOAD``, ``SET``/``RESET``/``USE``, ``PRAGMA``/``IMPORT``), a ``CREATE``
+  of anything but a (temporary) table, view or macro, file-reading functions (``read_text``,
+  ``read_blob``, ``glob``, ``read_csv``...), a file named after ``FROM``/``JOIN`` and
+  changes to the bundle's own tables are refused with one line.
+
+Statements run in a helper thread under a time limit (:data:`DEFAULT_TIMEOUT`); SIGINT in
+the calling (main) thread, or :meth:`SqlConnection.interrupt` from any thread (the TUI's
+Esc), stops DuckDB at once. Results are capped in rows and bytes, so a ``SELECT * FROM
+range(3e9)`` cannot grow the process.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,40 +36,408 @@ import duckdb
 from .errors import BundleError, QueryError
 
 TABLES = ("images", "cases", "image_reports")
+#: The in-memory catalog holding the loaded tables; the views of :data:`TABLES` read it.
+CATALOG = "medpix_bundle"
+#: Seconds a statement may run (the CLI's ``--timeout``).
+DEFAULT_TIMEOUT = 30.0
+#: DuckDB's own limit; with no temp directory it cannot spill, so a bigger need is an error.
+MEMORY_LIMIT = "512MB"
+#: Rows and (approximate) bytes a result may hold in Python; more is an error, never a swap.
+MAX_RESULT_ROWS = 100_000
+MAX_RESULT_BYTES = 256 * 1024 * 1024
+#: Longest statement text accepted.
+MAX_SQL_CHARS = 100_000
+
+_ALLOWED_TYPES = {"SELECT", "EXPLAIN", "CREATE", "INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "CALL",
+                  "TRANSACTION", "MULTI", "MERGE_INTO"}
+_REFUSED_TYPES = {
+    "COPY": "COPY reads or writes files", "EXPORT": "EXPORT writes files", "ATTACH": "ATTACH opens databases",
+    "DETACH": "DETACH changes the databases", "LOAD": "INSTALL and LOAD change extensions",
+    "SET": "SET, RESET and USE change settings", "PRAGMA": "PRAGMA and IMPORT change settings or read files",
+    "PREPARE": "PREPARE is not supported here", "EXECUTE": "EXECUTE is not supported here",
+    "VACUUM": "VACUUM and ANALYZE are not needed here",
+}
+_CREATABLE = {"TABLE", "VIEW", "MACRO", "FUNCTION"}
+#: Table and scalar functions that read files or run SQL given as a string.
+_FILE_FUNCTIONS = {"glob", "query", "query_table", "sniff_csv", "iceberg_scan", "iceberg_metadata", "delta_scan",
+                   "sqlite_scan", "sqlite_attach", "postgres_scan", "mysql_scan", "load_aws_credentials",
+                   # run SQL given as data, reach Python objects, or change logging, profiling and resources
+                   "json_execute_serialized_sql", "python_map_function", "pandas_scan", "arrow_scan", "arrow_scan_dumb",
+                   "python_arrow_scan", "enable_logging", "disable_logging", "truncate_duckdb_logs", "enable_profiling",
+                   "disable_profiling", "create_external_resource", "register_external_resource",
+                   "register_external_resource_type", "deregister_external_resource", "destroy_external_resource",
+                   "add_grammar_extension", "remove_grammar_extension", "which_secret"}
+_FILE_PREFIXES = ("read_", "parquet_", "sniff_", "sqlite_", "postgres_", "mysql_", "iceberg_", "delta_", "arrow_scan")
+#: Functions whose output grows with a number argument. DuckDB builds a whole vector of
+#: such values outside its memory limit (``repeat('x', 1e8)`` over 100 rows took 10 GB),
+#: so each is shadowed by a macro that refuses results longer than :data:`MAX_INFLATE`
+#: (elements or characters); calling the originals as ``system.main.*`` is refused.
+MAX_INFLATE = 10_000
+_GUARDS = {  # name: [(parameters, size of the result, the call with the size-bearing argument as {})]
+    "repeat": [("s, n", "n * greatest(length(s), 1)", "repeat(s, {n})")],
+    "lpad": [("s, n, p", "n", "lpad(s, {n}, p)")],
+    "rpad": [("s, n, p", "n", "rpad(s, {n}, p)")],
+    "list_resize": [("l, n", "n", "list_resize(l, {n})"), ("l, n, v", "n", "list_resize(l, {n}, v)")],
+    "array_resize": [("l, n", "n", "array_resize(l, {n})"), ("l, n, v", "n", "array_resize(l, {n}, v)")],
+    "range": [("a", "a", "range({a})"), ("a, b", "b - a", "range(a, {b})"), ("a, b, c", "(b - a) / c", "range(a, {b}, c)")],
+    "generate_series": [("a", "a", "generate_series({a})"), ("a, b", "b - a", "generate_series(a, {b})"),
+                        ("a, b, c", "(b - a) / c", "generate_series(a, {b}, c)")],
+}
+_FORMATTING = {"printf", "format", "bar"}
+#: Growth of the process's resident memory while a statement runs before it is stopped.
+MAX_RSS_GROWTH = 512 * 1024 * 1024
+_WRITES = {"INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "CREATE", "MERGE_INTO"}
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(parquet_dir: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with one view per Parquet table, confined to the bundle's Parquet.
+def _words(text: str) -> list[tuple[str, str]]:
+    """(text, kind) of each token DuckDB's tokenizer finds, comments left out."""
+    tokens = duckdb.tokenize(text)
+    out = []
+    for i, (start, kind) in enumerate(tokens):
+        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(text)
+        if kind.name != "comment":
+            out.append((text[start:end].strip(), kind.name))
+    return out
 
-    Statements can read only that folder and write no file at all: ``read_text('/etc/...')``
-    or ``COPY ... TO`` fail, and the confinement cannot be switched off from SQL.
+
+def _name(word: str) -> str:
+    """An identifier as DuckDB resolves it: quotes removed, case folded."""
+    if len(word) >= 2 and word[0] == word[-1] == '"':
+        word = word[1:-1].replace('""', '"')
+    return word.lower()
+
+
+def _check_statement(text: str, kind: str) -> None:
+    if kind in _REFUSED_TYPES:
+        raise QueryError(f"SQL statement not allowed: {_REFUSED_TYPES[kind]}; only queries over the bundle's tables run here")
+    if kind not in _ALLOWED_TYPES:
+        raise QueryError(f"SQL statement not allowed ({kind.lower()}); only queries over the bundle's tables run here")
+    words = _words(text)
+    upper = [w.upper() if k == "keyword" else "" for w, k in words]
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement: check that one too
+        rest = text[text.upper().index("EXPLAIN") + len("EXPLAIN"):].lstrip()
+        if rest.upper().startswith("ANALYZE"):
+            rest = rest[len("ANALYZE"):]
+        check_sql(rest)
+    if kind == "CREATE":
+        i = 1
+        if upper[i:i + 2] == ["OR", "REPLACE"]:
+            i += 2
+        if i < len(upper) and upper[i] in ("TEMP", "TEMPORARY"):
+            i += 1
+        if i >= len(upper) or upper[i] not in _CREATABLE:
+            what = words[i][0] if i < len(words) else ""
+            raise QueryError(f"SQL statement not allowed: CREATE {what.upper()}; only CREATE [TEMP] TABLE, VIEW or MACRO "
+                             "(they live in memory)")
+    in_from = _from_clauses(words, upper)
+    for i, (word, wkind) in enumerate(words):
+        follows = words[i + 1][0] if i + 1 < len(words) else ""
+        if wkind in ("identifier", "keyword") and follows == "(":
+            fn = _name(word).rsplit(".", 1)[-1]
+            if fn in _FILE_FUNCTIONS or fn.startswith(_FILE_PREFIXES):
+                raise QueryError(f"SQL function {fn}() not allowed: SQL here reads only the bundle's tables "
+                                 f"({', '.join(TABLES)})")
+            if fn in _GUARDS and i and words[i - 1][0] == ".":
+                raise QueryError(f"SQL {fn}() must be called by its plain name (its results are limited to "
+                                 f"{MAX_INFLATE} elements or characters)")
+            if fn in _FORMATTING:
+                _check_widths(fn, words, i + 1)
+        if wkind == "string_const" and i and (upper[i - 1] in _TAKES_A_TABLE or (words[i - 1][0] == "," and in_from[i])):
+            raise QueryError(f"SQL may not read files ({word[:60]} in a FROM clause or as a table); "
+                             f"query the bundle's tables ({', '.join(TABLES)})")
+        if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
+            raise QueryError(f"the bundle's tables are read-only; create a TEMP table from {', '.join(TABLES)} instead")
+    if kind in ("DROP", "ALTER", "CREATE"):
+        target = _object_name(words, upper)
+        if target in _GUARDS:
+            raise QueryError(f"SQL may not redefine or drop {target}()")
+
+
+#: Keywords after which a string names a table, that is a file (DuckDB's replacement scans).
+_TAKES_A_TABLE = {"FROM", "JOIN", "SUMMARIZE", "DESCRIBE", "SHOW", "PIVOT", "UNPIVOT", "TABLE", "INTO", "UPDATE"}
+_CLAUSE_ENDS = {"WHERE", "GROUP", "ORDER", "HAVING", "LIMIT", "QUALIFY", "WINDOW", "UNION", "EXCEPT", "INTERSECT",
+                "ON", "USING", "SELECT", "RETURNING", "OFFSET", "SET", "VALUES"}
+
+
+def _from_clauses(words: list[tuple[str, str]], upper: list[str]) -> list[bool]:
+    """For each word, whether it sits directly in a FROM list (where ``, 'file.csv'`` names a file)."""
+    inside = [False]
+    out = []
+    for (word, _), key in zip(words, upper, strict=True):
+        out.append(inside[-1])
+        if word == "(":
+            inside.append(False)
+        elif word == ")" and len(inside) > 1:
+            inside.pop()
+        elif key in ("FROM", "JOIN"):
+            inside[-1] = True
+        elif key in _CLAUSE_ENDS:
+            inside[-1] = False
+    return out
+
+
+def _object_name(words: list[tuple[str, str]], upper: list[str]) -> str | None:
+    """The (last part of the) name a CREATE, DROP or ALTER statement defines or removes."""
+    kinds = {"TABLE", "VIEW", "MACRO", "FUNCTION", "SEQUENCE", "TYPE", "INDEX", "SCHEMA", "SECRET"}
+    at = next((i for i, u in enumerate(upper) if u in kinds), None)
+    if at is None:
+        return None
+    i = at + 1
+    while i < len(upper) and upper[i] in ("IF", "NOT", "EXISTS"):
+        i += 1
+    while i + 2 < len(words) and words[i + 1][0] == ".":
+        i += 2
+    return _name(words[i][0]) if i < len(words) else None
+
+
+def _check_widths(fn: str, words: list[tuple[str, str]], open_at: int) -> None:
+    """Refuse ``printf('%0100000000d', 1)`` and kin: a width beyond :data:`MAX_INFLATE` in the call."""
+    depth = 0
+    for word, kind in words[open_at:]:
+        depth += (word == "(") - (word == ")")
+        if depth <= 0:
+            return
+        if kind in ("string_const", "numeric_const"):
+            for digits in re.findall(r"\d+", word):
+                if int(digits[:12]) > MAX_INFLATE:
+                    raise QueryError(f"SQL {fn}() with a width of {digits[:12]} not allowed (limit {MAX_INFLATE})")
+
+
+def check_sql(query: str) -> list[Any]:
+    """DuckDB's statements of ``query``, each one allowed; else :class:`QueryError` saying why."""
+    if not isinstance(query, str):
+        raise QueryError("SQL must be text")
+    if len(query) > MAX_SQL_CHARS:
+        raise QueryError(f"SQL too long ({len(query)} characters, limit {MAX_SQL_CHARS})")
+    if "\x00" in query:
+        raise QueryError("SQL may not contain NUL characters")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:  # bytes that were not UTF-8 on the command line (surrogate escapes)
+        raise QueryError(f"SQL is not valid UTF-8 text (character {exc.start})") from None
+    try:
+        statements = duckdb.extract_statements(query)
+        kinds = [s.type.name for s in statements]
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL error: {_first_line(exc)}") from None
+    except ValueError:  # a statement type this duckdb's Python module cannot even name
+        raise QueryError("SQL statement not allowed; only queries over the bundle's tables run here") from None
+    if not statements:
+        raise QueryError("empty SQL statement (only ';' or comments): nothing to run")
+    for statement, kind in zip(statements, kinds, strict=True):
+        _check_statement(statement.query, kind)
+    return statements
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _approx_size(value: Any) -> int:
+    """Bytes a fetched value roughly holds in Python (for the result cap)."""
+    if isinstance(value, (str, bytes)):
+        return 49 + len(value)
+    if isinstance(value, dict):
+        return 64 + sum(_approx_size(k) + _approx_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return 56 + sum(_approx_size(v) for v in value)
+    return 32
+
+
+def _rss() -> int | None:
+    """Resident bytes of this process (Linux), or None where /proc is missing."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _name_thread(name: str) -> None:
+    """Name the calling OS thread (Linux), so ``top -H`` and tests can see a statement running."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class SqlConnection:
+    """An in-memory DuckDB over the bundle's tables, sandboxed; run statements with :meth:`run`."""
+
+    def __init__(self, raw: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+        self.raw = raw
+        self.memory_limit = memory_limit
+        self._why: str | None = None
+        self._running = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def interrupt(self, why: str = "cancelled") -> bool:
+        """Stop the running statement (any thread); False when none runs."""
+        if not self._running.is_set():
+            return False
+        self._why = why
+        self.raw.interrupt()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._running.is_set()
+
+    def close(self) -> None:
+        """Stop any running statement, then close DuckDB."""
+        self.interrupt("cancelled")
+        self._idle.wait(5)
+        try:
+            self.raw.close()
+        except duckdb.Error:  # still busy after the wait: the process is ending anyway
+            pass
+
+    def run(self, query: str, *, limit: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+            max_rows: int = MAX_RESULT_ROWS) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Check and run ``query`` (one or more statements); the last one's columns and rows.
+
+        ``limit`` keeps the first rows only (a screen's worth); without it more than
+        ``max_rows`` rows is an error. ``timeout`` (seconds, None for none) stops DuckDB.
+        """
+        statements = check_sql(query)
+        if timeout is not None and timeout <= 0:
+            raise QueryError("the SQL time limit must be positive")
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            _name_thread("medpix-sql")
+            try:
+                outcome["result"] = self._execute(statements, limit, max_rows)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        self._why = None
+        self._running.set()
+        self._idle.clear()
+        thread = threading.Thread(target=work, name="medpix-sql", daemon=True)
+        try:
+            thread.start()
+            self._watch(done, timeout)
+        except KeyboardInterrupt:
+            self.interrupt("interrupted")
+            done.wait()
+            raise
+        finally:
+            self._running.clear()
+            self._idle.set()
+        error = outcome.get("error")
+        if error is not None:
+            raise self._error(error, timeout) from None
+        return outcome["result"]
+
+    def _watch(self, done: threading.Event, timeout: float | None) -> None:
+        """Wait for ``done``; stop DuckDB at the time limit or when memory grows past :data:`MAX_RSS_GROWTH`."""
+        start_rss = _rss()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.02 if start_rss is not None else timeout):
+            rss = _rss()
+            if start_rss is not None and rss is not None and rss - start_rss > MAX_RSS_GROWTH:
+                self.interrupt("memory")
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                self.interrupt("timeout")
+                break
+        done.wait()
+
+    def _execute(self, statements: list[Any], limit: int | None, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+        rel: Any = None
+        for statement in statements:
+            rel = self.raw.execute(statement)
+        if rel is None or rel.description is None:
+            return [], []
+        columns = [d[0] for d in rel.description]
+        wanted = limit if limit is not None else max_rows + 1
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        while len(rows) < wanted:
+            chunk = rel.fetchmany(min(1024, wanted - len(rows)))
+            if not chunk:
+                break
+            size += sum(_approx_size(row) for row in chunk)
+            rows.extend(chunk)
+            if size > MAX_RESULT_BYTES:
+                raise QueryError(f"SQL result too large (over {MAX_RESULT_BYTES >> 20} MB); select fewer rows or columns")
+        if limit is None and len(rows) > max_rows:
+            raise QueryError(f"SQL result has more than {max_rows} rows; add a LIMIT or an aggregate")
+        return columns, rows
+
+    def _error(self, exc: BaseException, timeout: float | None) -> BaseException:
+        if isinstance(exc, QueryError):
+            return exc
+        if isinstance(exc, duckdb.InterruptException) or self._why:
+            if self._why == "memory":
+                return QueryError(f"SQL statement stopped: it needed more than {MAX_RSS_GROWTH >> 20} MB of memory; narrow it")
+            if self._why == "timeout":
+                return QueryError(f"SQL statement stopped at the {timeout:g} s time limit (--timeout)")
+            return QueryError("SQL statement cancelled")
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryError(f"SQL statement needs more than the {self.memory_limit} memory limit; narrow it")
+        if isinstance(exc, duckdb.Error):
+            return QueryError(f"SQL error: {_first_line(exc)}")
+        if isinstance(exc, MemoryError):
+            return QueryError("SQL result too large for memory; select fewer rows or columns")
+        return exc
+
+
+def _guarded(fn: str, size: str, call: str) -> str:
+    """``call`` with its ``{arg}`` replaced by ``arg``, or an error when ``size`` exceeds :data:`MAX_INFLATE`."""
+    refuse = f"error({_quote(f'{fn}() result longer than {MAX_INFLATE} elements or characters')})"
+    return re.sub(r"\{(\w+)\}", lambda m: f"CASE WHEN ({size}) > {MAX_INFLATE} THEN {refuse} ELSE {m[1]} END", call)
+
+
+def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnection:
+    """An in-memory DuckDB holding the bundle's three tables, confined as the module says.
+
+    The Parquet files are read here, read-only; afterwards no statement can open a file.
     """
     folder = Path(parquet_dir).resolve()
     for name in TABLES:
         if not (folder / f"{name}.parquet").is_file():
             raise BundleError(f"bundle has no {name}.parquet (rebuild it with 'medpix-tui bundle build')")
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET allowed_directories = [{_quote(str(folder) + '/')}]")
-    con.execute("SET enable_external_access = false")
-    for name in TABLES:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(str(folder / (name + '.parquet')))})")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-def run_sql(con: duckdb.DuckDBPyConnection, query: str, *,
-            limit: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement; return column names and rows (at most ``limit``)."""
-    if not query.strip():
-        raise QueryError("empty SQL statement")
+    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+              "allow_community_extensions": False, "memory_limit": memory_limit,
+              "threads": max(1, min(4, os.cpu_count() or 1))}
+    con = duckdb.connect(":memory:", config=config)
     try:
-        rel = con.execute(query)
-        columns = [d[0] for d in rel.description or []]
-        rows = rel.fetchmany(limit) if limit else rel.fetchall()
+        con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+        for name in TABLES:
+            con.execute(f"CREATE TABLE {CATALOG}.{name} AS SELECT * FROM read_parquet({_quote(str(folder / (name + '.parquet')))})")
+            con.execute(f"CREATE VIEW main.{name} AS SELECT * FROM {CATALOG}.{name}")
+        for fn, overloads in _GUARDS.items():
+            con.execute(f"CREATE MACRO main.{fn}" + ", ".join(f"({params}) AS system.main.{_guarded(fn, size, call)}"
+                                                            for params, size, call in overloads))
+        for setting in ("temp_directory = ''", "python_enable_replacements = false", "enable_external_access = false",
+                        "lock_configuration = true"):
+            con.execute(f"SET {setting}")
     except duckdb.Error as exc:
-        raise QueryError(f"SQL error: {str(exc).splitlines()[0]}") from None
-    return columns, rows
+        con.close()
+        raise BundleError(f"cannot read the bundle's Parquet in {folder}: {_first_line(exc)} "
+                          "(check it with 'medpix-tui bundle verify')") from None
+    return SqlConnection(con, memory_limit)
+
+
+def run_sql(con: SqlConnection, query: str, *, limit: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+            max_rows: int = MAX_RESULT_ROWS) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``query`` on ``con`` (see :meth:`SqlConnection.run`)."""
+    return con.run(query, limit=limit, timeout=timeout, max_rows=max_rows)
+

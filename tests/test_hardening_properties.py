@@ -551,3 +551,125 @@ def test_null_through_a_non_document_is_missing(stores, docs) -> None:
         assert [c["U_id"] for c in embedded.find(CASES, flt)] == no_ct, flt
     for flt in ({"TAC.0": {"$ne": None}}, {"TAC.0": {"$nin": [None]}}, {"$nor": [{"TAC.0": None}]}):
         assert embedded.count(CASES, flt) == 671 - len(no_ct), flt
+
+
+# -- SQL statements (issue 23): refused or answered, never a write, never a file outside -------
+
+SQL_SECRET = "SECRET-MARKER-7f3a"
+SQL_TABLES = ("images", "cases", "image_reports", "medpix_bundle.images", "t", "information_schema.tables")
+SQL_COLUMNS = ("*", "image", "u_id", "modality", "caption", "age", "split", "title", "count(*)", "1", "NULL")
+SQL_FUNCTIONS = ("read_text", "read_blob", "glob", "read_csv", "read_csv_auto", "read_json", "read_parquet",
+                 "parquet_metadata", "sniff_csv", "query", "query_table", "lower", "length", "repeat", "range",
+                 "generate_series", "lpad", "list_resize", "printf", "current_setting", "getvariable", "sum", "md5")
+SQL_VERBS = ("COPY", "EXPORT DATABASE", "IMPORT DATABASE", "ATTACH", "DETACH", "INSTALL", "LOAD", "FORCE INSTALL",
+             "SET", "RESET", "USE", "PRAGMA", "CHECKPOINT", "VACUUM", "CALL", "PREPARE p AS", "EXECUTE", "DROP TABLE",
+             "DROP MACRO", "ALTER TABLE", "DELETE FROM", "UPDATE", "INSERT INTO", "CREATE SECRET", "CREATE SCHEMA",
+             "CREATE TYPE", "CREATE SEQUENCE", "CREATE TABLE", "CREATE TEMP TABLE", "CREATE OR REPLACE TEMP VIEW",
+             "CREATE TEMP MACRO", "CREATE INDEX", "EXPLAIN", "EXPLAIN ANALYZE", "WITH", "SELECT", "FROM", "SUMMARIZE",
+             "DESCRIBE", "SHOW", "PIVOT", "BEGIN", "COMMIT", "ROLLBACK", "UPDATE EXTENSIONS")
+SQL_SETTINGS = ("enable_external_access", "temp_directory", "lock_configuration", "allowed_directories",
+                "memory_limit", "threads", "autoinstall_known_extensions", "home_directory")
+
+
+def sql_paths(bundle: Path, work: Path) -> list[str]:
+    """Paths a hostile statement aims at: the bundle's own files, the working folder's .tmp/, the system."""
+    return [str(bundle / "parquet" / "images.parquet"), str(bundle / "manifest.json"), str(bundle / "parquet" / "new.csv"),
+            str(bundle), ".tmp/secret.txt", ".tmp/out.csv", str(work / ".tmp" / "secret.csv"), "/etc/passwd",
+            "out.parquet", "*", "**/*.json", "s3://bucket/x", "http://localhost/x", ":memory:"]
+
+
+def _quote_sql(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sql_statements(paths: list[str]) -> st.SearchStrategy[str]:
+    """Statements as an attacker or an analyst types them: templates over real names and paths, and token soup."""
+    path = st.sampled_from(paths).map(_quote_sql)
+    number = st.sampled_from(["0", "3", "10000", "10001", "1e12", "3000000000", "-1", "pow(10, 8)::INT", "2**62"])
+    column = st.sampled_from(SQL_COLUMNS)
+    table = st.sampled_from(SQL_TABLES)
+    call = st.tuples(st.sampled_from(SQL_FUNCTIONS), st.lists(st.one_of(path, number, column), min_size=0, max_size=3)).map(
+        lambda t: f"{t[0]}({', '.join(t[1])})")
+    source = st.one_of(table, path, call, number.map(lambda n: f"range({n})"))
+    select = st.tuples(st.lists(st.one_of(column, call), min_size=1, max_size=3), source,
+                       st.sampled_from(["", " LIMIT 5", " WHERE modality = 'MR'", " GROUP BY ALL", " ORDER BY 1"])).map(
+        lambda t: f"SELECT {', '.join(t[0])} FROM {t[1]}{t[2]}")
+    benign_call = st.tuples(st.sampled_from(["lower", "length", "md5", "upper", "repeat", "range", "lpad", "list_resize"]),
+                            st.lists(st.one_of(st.sampled_from(["caption", "title", "age", "'x'", "[1, 2]"]), number),
+                                     min_size=1, max_size=3)).map(lambda t: f"{t[0]}({', '.join(t[1])})")
+    benign = st.tuples(st.lists(st.one_of(column, benign_call), min_size=1, max_size=3),
+                       st.sampled_from(["images", "cases", "image_reports", "range(5)", "images a JOIN cases b USING (u_id)"]),
+                       st.sampled_from(["", " LIMIT 5", " GROUP BY ALL", " ORDER BY 1"])).map(
+        lambda t: f"SELECT {', '.join(t[0])} FROM {t[1]}{t[2]}")
+    templates = st.one_of(
+        benign, benign, benign, select,
+        st.tuples(select, path, st.sampled_from(["", " (FORMAT csv)", " (FORMAT parquet)"])).map(lambda t: f"COPY ({t[0]}) TO {t[1]}{t[2]}"),
+        st.tuples(table, path).map(lambda t: f"COPY {t[0]} FROM {t[1]}"),
+        st.tuples(path, st.sampled_from(["", " AS x", " AS x (READ_ONLY)", " AS x (TYPE sqlite)"])).map(lambda t: f"ATTACH {t[0]}{t[1]}"),
+        st.tuples(st.sampled_from(SQL_SETTINGS), st.one_of(path, st.sampled_from(["true", "false", "'1GB'", "[]"]))).map(
+            lambda t: f"SET {t[0]} = {t[1]}"),
+        st.tuples(st.sampled_from(["CREATE TEMP TABLE t AS", "CREATE TABLE t AS", "CREATE OR REPLACE TEMP VIEW t AS",
+                                   "INSERT INTO t", "EXPLAIN ANALYZE", "EXPLAIN", "WITH w AS (SELECT 1)"]), select).map(" ".join),
+        st.tuples(st.sampled_from(["CREATE TEMP MACRO m(x) AS", "CREATE MACRO repeat(s, n) AS", "SELECT"]),
+                  st.one_of(call, column)).map(" ".join),
+        st.tuples(st.sampled_from(SQL_VERBS), st.lists(st.one_of(path, table, column, call, number), max_size=3)).map(
+            lambda t: " ".join([t[0], *t[1]])),
+        st.just(f"EXPORT DATABASE {_quote_sql(paths[3])}"),
+    )
+    soup = st.lists(st.one_of(st.sampled_from(SQL_VERBS + SQL_FUNCTIONS + SQL_TABLES + SQL_COLUMNS),
+                              path, number, st.sampled_from(["(", ")", ",", ";", "--", "/*", "*/", "'", '"', ".", "=", "$$", "\udcff", "\x00", "\u2028"]),
+                              st.text(max_size=6)), max_size=10).map(" ".join)
+    comments = st.sampled_from(["", "/* c */ ", "-- c\n", ";"])
+    return st.tuples(comments, st.one_of(templates, templates, soup), st.sampled_from(["", ";", "; SELECT 1", ";;"])).map("".join)
+
+
+def check_sql_statement(con: Any, statement: str, watched: dict[Path, dict[str, str]]) -> None:
+    """One statement is answered or refused with one ``QueryError`` line, file access by the statement
+    check itself; no watched folder changes, and no answer holds the secret planted outside the bundle."""
+    from tests.support import tree_digest
+
+    try:
+        _, rows = con.run(statement, timeout=2.0, max_rows=20_000)
+    except QueryError as exc:
+        assert str(exc) and "\n" not in str(exc) and "internal error" not in str(exc), repr(str(exc))
+        # the statement check refuses file access before DuckDB runs anything; DuckDB's own wall is the spare
+        assert "Permission Error" not in str(exc), f"only DuckDB's wall stopped {statement!r}"
+    else:
+        assert SQL_SECRET not in repr(rows), statement
+    for folder, before in watched.items():
+        assert tree_digest(folder) == before, f"{statement!r} changed {folder}"
+
+
+@pytest.fixture(scope="module")
+def sql_sandbox(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny bundle and a working folder holding ``.tmp/secret.txt``, the process working there."""
+    import os
+
+    from medpix_tui.bundle import build_bundle
+    from medpix_tui.sql import connect
+    from tests.support import tree_digest, write_source
+
+    root = tmp_path_factory.mktemp("sqlfuzz")
+    bundle = build_bundle(write_source(root / "src"), root / "bundle", with_model=False)
+    work = root / "work"
+    (work / ".tmp").mkdir(parents=True)
+    (work / ".tmp" / "secret.txt").write_text(SQL_SECRET)
+    (work / ".tmp" / "secret.csv").write_text(f"s\n{SQL_SECRET}\n")
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        yield connect(bundle / "parquet"), sql_paths(bundle, work), {bundle: tree_digest(bundle), work: tree_digest(work)}
+    finally:
+        os.chdir(old)
+
+
+SQL_FUZZED = Counter()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(data=st.data())
+def test_random_sql_is_refused_or_answered_and_touches_no_file(data, sql_sandbox) -> None:
+    con, paths, watched = sql_sandbox
+    statement = data.draw(sql_statements(paths))
+    SQL_FUZZED["statements"] += 1
+    check_sql_statement(con, statement, watched)

@@ -188,18 +188,27 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
 @click.argument("statement")
 @bundle_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds the statement may run before it is stopped.")
+@click.option("--max-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="A result with more rows is an error (add a LIMIT).")
 @click.pass_context
-def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str) -> None:
+def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, timeout: float, max_rows: int) -> None:
     """Run SQL (DuckDB) over the bundle's Parquet: tables images, cases, image_reports.
+
+    SQL reads only those tables and writes no file: COPY, EXPORT, ATTACH, INSTALL, LOAD,
+    SET, PRAGMA and file functions (read_text, read_csv, glob...) are refused; CREATE
+    [TEMP] TABLE, VIEW and MACRO work in memory. Ctrl+C stops a running statement.
 
     \b
     Example:
       medpix-tui sql "SELECT location_category, modality, count(*) n FROM images GROUP BY ALL ORDER BY n DESC"
     """
-    from ..sql import connect, run_sql
+    from ..sql import check_sql, connect, run_sql
 
+    check_sql(statement)  # a refused statement fails before the bundle is opened
     bundle = open_bundle_from(ctx, bundle_path)
-    columns, rows = run_sql(connect(bundle.parquet_dir), statement)
+    columns, rows = run_sql(connect(bundle.parquet_dir), statement, timeout=timeout, max_rows=max_rows)
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)

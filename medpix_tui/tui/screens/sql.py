@@ -2,7 +2,8 @@
 
 A schema sidebar (tables and columns; pick one to insert it), an editor, the result in a
 table, past queries under History (kept across sessions when the app has a history file),
-and an export of the full result.
+and an export of the full result. Statements run in the sandbox of :mod:`medpix_tui.sql`
+(no file access, a time and memory limit); Esc stops a running one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from textual.worker import get_current_worker
 from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
+from ...sql import MAX_SQL_CHARS
 from ..app import medpix
 from ..saving import document_options, save_interactively
 from ..widgets.footer import KeyFooter
@@ -45,8 +47,6 @@ DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM imag
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
 MAX_ROWS = 500
 MAX_HISTORY = 100
-#: The largest history file read (bytes); a longer entry than its share is dropped.
-HISTORY_LIMIT = 4 << 20
 CELL_WIDTH = 60
 HISTORY_WIDTH = 24
 
@@ -62,7 +62,8 @@ class SqlScreen(Screen[None]):
         Binding("f8", "history", "History", tooltip="Pick a past query"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar", tooltip="Show or hide tables and history"),
         Binding("ctrl+e", "focus_editor", "Editor", show=False, tooltip="Back to the editor"),
-        Binding("escape", "cancel_query", "Cancel", show=False, tooltip="Stop the running query"),
+        # priority: the editor would take Esc to move focus; check_action lets it do so when nothing runs
+        Binding("escape", "cancel_query", "Cancel", show=False, priority=True, tooltip="Stop the running query"),
     ]
 
     def __init__(self) -> None:
@@ -71,7 +72,6 @@ class SqlScreen(Screen[None]):
         self._con: Any = None
         self._history: list[str] = []
         self._last_query = ""
-        self._running = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -151,11 +151,7 @@ class SqlScreen(Screen[None]):
         started = time.perf_counter()
         try:
             with self._lock:
-                self._running = True
-                try:
-                    columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
-                finally:
-                    self._running = False
+                columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
         except MedpixError as exc:
             self.app.call_from_thread(self._error, str(exc))
             return
@@ -209,10 +205,16 @@ class SqlScreen(Screen[None]):
         sidebar = self.query_one("#sql-sidebar")
         sidebar.display = not sidebar.display
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc cancels only while a statement runs."""
+        if action == "cancel_query":
+            return self._con is not None and self._con.running
+        return True
+
     def action_cancel_query(self) -> None:
-        """Interrupt the query DuckDB is running (it then reports an error)."""
-        if self._running and self._con is not None:
-            self._con.interrupt()
+        """Stop the statement DuckDB is running at once; its worker then shows "SQL statement cancelled"."""
+        if self._con is not None and self._con.interrupt("cancelled"):
+            self.query_one("#sql-status", Static).update("Cancelling…")
 
     def action_focus_editor(self) -> None:
         self.query_one("#editor", TextArea).focus()
@@ -276,15 +278,22 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+#: A history file larger than this is not read (100 queries of a few kB each are far less).
+HISTORY_LIMIT = 4 << 20
+
+
 def _read_history(path: Path | None) -> list[str]:
-    """Past queries, newest first; a missing or unreadable file is an empty history."""
+    """Past queries, newest first; a missing, oversized or unreadable file is an empty history."""
     if path is None:
         return []
     try:  # a regular file of bounded size: a FIFO or a huge file is no history
         data = json.loads(read_regular(Path(path), HISTORY_LIMIT))
     except (OSError, ValueError, RecursionError):
         return []
-    return [q for q in data if isinstance(q, str) and len(q) <= HISTORY_LIMIT // MAX_HISTORY][:MAX_HISTORY] if isinstance(data, list) else []
+    if not isinstance(data, list):
+        return []
+    longest = min(MAX_SQL_CHARS, HISTORY_LIMIT // MAX_HISTORY)
+    return [q for q in data if isinstance(q, str) and 0 < len(q) <= longest][:MAX_HISTORY]
 
 
 def _write_history(path: Path | None, history: list[str]) -> None:
