@@ -103,8 +103,18 @@ class EfficientNetLite0(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled 1280-d features, before the projection."""
+        return self.features_from(self.blocks_until(x, 0), 0)
+
+    def blocks_until(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """The stem and blocks ``[0, stop)``: what a training run that freezes them can compute once."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[:stop]:
+            x = block(x)
+        return x
+
+    def features_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks ``[start, end)``, the head convolution and the average pool, from :meth:`blocks_until`'s output."""
+        for block in self._blocks[start:]:
             x = block(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         return x.mean(dim=(2, 3))

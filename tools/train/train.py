@@ -158,7 +158,7 @@ def dev_accuracy(model: torch.nn.Module, cfg: dict[str, Any], pack: Pack, pictur
     for start in range(0, len(rows), 256):
         idx = rows[start:start + 256]
         if cached is not None:
-            img = F.normalize(model.visual.proj(cached[idx]), dim=-1)
+            img = F.normalize(cached_forward(model, cfg, cached[idx]), dim=-1)
         else:
             img = F.normalize(model.visual(normalize(pictures[idx].float().unsqueeze(1) / 255.0, cfg)), dim=-1)
         for task in TASKS:
@@ -192,13 +192,35 @@ def joint_weights(labels: dict[str, torch.Tensor], rows: torch.Tensor, power: fl
     return weights / weights[rows].mean()
 
 
+def frozen_blocks(cfg: dict[str, Any]) -> int | None:
+    """How many leading blocks a run without augmentation computes once: all (``"trunk"``), N, or None (no cache)."""
+    tc = cfg["train"]
+    if tc.get("augment") or cfg["model_cfg"]["vision_cfg"].get("architecture") is None:
+        return None
+    freeze = tc.get("freeze")
+    return -1 if freeze == "trunk" else (int(freeze) if isinstance(freeze, int) and freeze > 0 else None)
+
+
+def cached_forward(model: torch.nn.Module, cfg: dict[str, Any], cached: torch.Tensor) -> torch.Tensor:
+    """The tower's output from what :func:`probe_features` cached: the projection, or the unfrozen blocks and it."""
+    n = frozen_blocks(cfg)
+    pooled = cached if n == -1 else model.visual.features_from(cached, n)
+    return model.visual.proj(model.visual.dropout(pooled))
+
+
 @torch.no_grad()
 def probe_features(model: torch.nn.Module, cfg: dict[str, Any], pictures: torch.Tensor, log=print) -> torch.Tensor:
-    """The frozen trunk's pooled features of every picture, computed once (``freeze: "trunk"``, no augmentation)."""
+    """What the frozen part of the tower gives for every picture, computed once (no augmentation).
+
+    ``freeze: "trunk"``: the pooled features (a linear probe); ``freeze: N``: the output of the
+    stem and the first N blocks, so that training runs only the blocks after them.
+    """
     model.visual.eval()
+    n = frozen_blocks(cfg)
     started, out = time.time(), []
     for start in range(0, len(pictures), 128):
-        out.append(model.visual.features(normalize(pictures[start:start + 128].float().unsqueeze(1) / 255.0, cfg)))
+        x = normalize(pictures[start:start + 128].float().unsqueeze(1) / 255.0, cfg)
+        out.append(model.visual.features(x) if n == -1 else model.visual.blocks_until(x, n))
     log(f"frozen trunk features of {len(pictures)} pictures in {time.time() - started:.0f}s")
     return torch.cat(out)
 
@@ -260,7 +282,15 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                                               balance).to(device) for task in TASKS}
     dev_rows = torch.from_numpy(pack.indices("dev")).to(device)
     sample_weights = joint_weights(labels, train_rows, float(tc.get("joint_balance", 0.0))).to(device)
-    cached = probe_features(model, cfg, pictures, log) if tc.get("freeze") == "trunk" and not tc.get("augment") else None
+    cached = None
+    if frozen_blocks(cfg) is not None:  # the frozen part is the package's weights: one cache per pack and cut
+        vision = cfg["model_cfg"]["vision_cfg"]
+        cache = pack.root / f"frozen-{vision['architecture']}-{frozen_blocks(cfg)}-{cfg['preprocess']['mean']}-{cfg['preprocess']['std']}.pt"
+        if cache.is_file():
+            cached = torch.load(cache, map_location=device, weights_only=True)
+        else:
+            cached = probe_features(model, cfg, pictures, log)
+            torch.save(cached.cpu(), cache)
     batch = min(int(tc["batch_size"]), len(train_rows))
     steps_per_epoch = len(train_rows) // batch
     total = steps_per_epoch * int(tc["epochs"])
@@ -311,7 +341,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                     x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 if cached is not None:
-                    img = F.normalize(model.visual.proj(model.visual.dropout(cached[idx])).float(), dim=-1)
+                    img = F.normalize(cached_forward(model, cfg, cached[idx]).float(), dim=-1)
                 else:
                     img = F.normalize(model.visual(x).float(), dim=-1)
                 cap = F.normalize(model.text.proj(features[idx]).float(), dim=-1)
