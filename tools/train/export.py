@@ -111,10 +111,18 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="run folder of tools.train.train")
+    parser.add_argument("--run", type=Path, help="run folder of tools.train.train")
     parser.add_argument("--pack", type=Path, required=True, help="the pack the run trained on")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
+    parser.add_argument("--release-only", action="store_true",
+                        help="only (re)write OUT's release embeddings, for a checkpoint exported before they existed")
     args = parser.parse_args()
+    if args.release_only:
+        write_release_embeddings(load_image_encoder(args.out), read_pack(args.pack), args.out)
+        print(json.dumps({"checkpoint": str(args.out), "release_embeddings": True}))
+        return
+    if args.run is None:
+        parser.error("--run is required (unless --release-only)")
     print(json.dumps(export(args.run, read_pack(args.pack), args.out)))
 
 
