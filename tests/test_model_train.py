@@ -216,7 +216,8 @@ def test_pretraining_runs_first_on_train_pictures_and_resumes(work: dict[str, Pa
 
 def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> None:
     model = work["model"]
-    for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", *TOKENIZER_FILES):
+    for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", "release_embeddings.safetensors",
+                 *TOKENIZER_FILES):
         assert (model / name).is_file(), name
         assert (model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by others (bundles are shared)"
     config = json.loads((model / CONFIG_FILE).read_text())

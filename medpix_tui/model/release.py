@@ -31,9 +31,13 @@ def write_release(model_dir: Path, images: list[str], digests: list[str], vector
 
     if not (len(images) == len(digests) == len(vectors)):
         raise ValueError("images, digests and vectors differ in length")
-    save_file({"embeddings": np.ascontiguousarray(vectors, dtype=np.float16)}, str(Path(model_dir) / RELEASE_FILE),
+    from ..atomic import umask_mode
+
+    path = Path(model_dir) / RELEASE_FILE
+    save_file({"embeddings": np.ascontiguousarray(vectors, dtype=np.float16)}, str(path),
               metadata={"sha256": json.dumps(digests), "images": json.dumps(images),
                         "weights_sha256": weights_sha256})
+    path.chmod(umask_mode(0o666))  # safetensors writes 0600; a bundle is read by others too
 
 
 def read_release(model_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:

@@ -69,7 +69,7 @@ def write_release_embeddings(encoder: Any, pack: Pack, out_dir: Path) -> None:
                   sha256_file(out_dir / WEIGHTS_FILE))
 
 
-def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
+def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> dict[str, Any]:
     """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
     from safetensors.torch import load_file
 
@@ -97,7 +97,8 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
     write_checkpoint(out_dir, config=open_clip_config(cfg, pack.meta["size"]), state=state, head=head,
                      prompts=prompts, metadata=metadata, tokenizer_dir=pack.text_dir)
     encoder = load_image_encoder(out_dir)
-    write_release_embeddings(encoder, pack, out_dir)
+    if release:  # a candidate scored only for the model card needs none
+        write_release_embeddings(encoder, pack, out_dir)
     metadata["evaluation"] = {}
     for split in ("dev", "test"):
         rows = pack.indices(split)
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
     parser.add_argument("--release-only", action="store_true",
                         help="only (re)write OUT's release embeddings, for a checkpoint exported before they existed")
+    parser.add_argument("--no-release", action="store_true",
+                        help="skip the release embeddings (a candidate that will not ship; bundle build then embeds)")
     args = parser.parse_args()
     if args.release_only:
         write_release_embeddings(load_image_encoder(args.out), read_pack(args.pack), args.out)
@@ -123,7 +126,7 @@ def main() -> None:
         return
     if args.run is None:
         parser.error("--run is required (unless --release-only)")
-    print(json.dumps(export(args.run, read_pack(args.pack), args.out)))
+    print(json.dumps(export(args.run, read_pack(args.pack), args.out, release=not args.no_release)))
 
 
 if __name__ == "__main__":
