@@ -153,3 +153,14 @@ def test_release_scores_of_another_reference_are_not_used(tmp_path: Path) -> Non
     (model / RELEASE_SCORES_FILE).write_text(json.dumps(content))
     assert read_release_scores(model, calibration) == {}
     assert read_release_scores(model, None) == {}
+
+
+def test_colour_share_is_numpy_s_channel_spread() -> None:
+    # the build computes it for every colour PNG, in PIL's loops: the same share as the plain formula
+    from medpix_tui.model.preprocess import CHROMA, colourful_share
+
+    rng = np.random.default_rng(1)
+    for mode in ("RGB", "RGBA", "P"):
+        im = Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).convert(mode)
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+        assert colourful_share(im) == float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > CHROMA).mean())
