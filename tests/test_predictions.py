@@ -164,3 +164,18 @@ def test_colour_share_is_numpy_s_channel_spread() -> None:
         im = Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)).convert(mode)
         rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
         assert colourful_share(im) == float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > CHROMA).mean())
+
+
+def test_without_calibration_predictions_say_uncalibrated(source_dir: Path, tmp_path: Path) -> None:
+    model = Path(shutil.copytree(shipped_checkpoint_dir(), tmp_path / "model"))
+    (model / "calibration.json").unlink()  # a checkpoint never calibrated
+    src = write_source(tmp_path / "src", [tiny_case("U1", ["U1_a"], ["U1_b"])],
+                       [tiny_image("U1", "U1_a", "CT"), tiny_image("U1", "U1_b", "MR")], {"train": ["U1"]},
+                       write_images=False)
+    for name, png in zip(("U1_a", "U1_b"), sorted((source_dir / "images").glob("*.png"))[:2]):
+        shutil.copyfile(png, src / "images" / f"{name}.png")  # the release's files: their embeddings ship
+    out = build_bundle(src, tmp_path / "uncalibrated", model_dir=model)
+    preds = [d["Prediction"] for d in open_bundle(out).store.find(IMAGES)]
+    assert len(preds) == 2 and all(p["calibrated"] is False and p["ood"] is None and p["status"] == "ok" for p in preds)
+    code, text, _ = run("bundle", "info", str(out))
+    assert code == 0 and "predicted: 2 images (uncalibrated, no OOD score; 0 unsure)" in text
