@@ -185,30 +185,60 @@ def _copy_images(source: SourceData, dest: Path, progress: Progress) -> None:
             advance(1)
 
 
+_COLOURFUL = "\0colourful"  # the key of the colour shares among the kept pictures (no image id has a NUL)
+
+
 def _keep_pictures(ckpt: Path | None) -> tuple[dict[str, Any], KeepImage | None]:
     """A dict that validation fills with the model's picture of each image it decodes."""
     pictures: dict[str, Any] = {}
     if ckpt is None:
         return pictures, None
     from .model import input_size
-    from .model.preprocess import picture_of
+    from .model.preprocess import colourful_share, picture_of
 
     size = input_size(ckpt)
-    return pictures, lambda name, im: pictures.__setitem__(name, picture_of(im, size))
+    colourful: dict[str, float] = {}
+    pictures[_COLOURFUL] = colourful
+
+    def keep(name: str, im: Any) -> None:
+        pictures[name] = picture_of(im, size)
+        colourful[name] = colourful_share(im)  # classify's colour rule; 0 at once for grey images
+
+    return pictures, keep
 
 
 def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, Any],
-               progress: Progress) -> dict[str, Any]:
-    """Copy the checkpoint and embed every image with it (from the pictures validation kept)."""
+               progress: Progress) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Copy the checkpoint, embed every image with it (from the pictures validation kept) and
+    answer for each (:mod:`.model.predictions`); returns the manifest's model entry and the
+    ``Prediction`` of each image id."""
     from . import model
+    from .model.case_text import write_case_embeddings
+    from .model.predictions import predict_images
+    from .model.similarity import load_index
 
     shutil.copytree(ckpt, tmp / MODEL_DIR)
     images = [(d["image"], tmp / IMAGE_DIR / f"{d['image']}{IMAGE_SUFFIX}") for d in source.images]
+    colourful = pictures.pop(_COLOURFUL, {})
     info = model.write_embeddings(tmp / MODEL_DIR, images, tmp / EMBEDDINGS_DIR, progress, pictures)
-    from .model.case_text import write_case_embeddings
-
+    index = load_index(tmp / EMBEDDINGS_DIR)  # the stored (float16) vectors, the ones queries use
+    if index.ids != [name for name, _ in images]:
+        raise BundleError("the embeddings just written do not follow the images' order")
+    predictions, summary = predict_images(tmp / MODEL_DIR, images, index.vectors, pictures, colourful, progress)
     cases = write_case_embeddings(source.cases, tmp / EMBEDDINGS_DIR, progress)
-    return {"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info, "case_texts": cases}
+    return ({"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info, "case_texts": cases,
+             "predictions": summary}, predictions)
+
+
+def _with_predictions(source: SourceData, predictions: dict[str, dict[str, Any]]) -> SourceData:
+    """The source with each image's ``Prediction`` (the store and Parquet carry it; none without a model)."""
+    if not predictions:
+        return source
+    from dataclasses import replace
+
+    from .model.predictions import attach
+
+    return replace(source, images=attach(source.images, predictions))
 
 
 def _write_failed(exc: BaseException) -> str | None:
@@ -266,10 +296,12 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
     try:
         os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the bundle from other users
         started = time.perf_counter()
+        _copy_images(source, tmp / IMAGE_DIR, progress)
+        model_info, predictions = _add_model(tmp, source, ckpt, pictures, progress) if ckpt else (None, {})
         store = Store.open_mongita(tmp / STORE_DIR, writable=True)
         try:
             with progress("Writing store", 1) as advance:
-                counts = store.load(source)
+                counts = store.load(_with_predictions(source, predictions))
                 advance(1)
             with progress("Writing Parquet", 1) as advance:
                 write_parquet(store, tmp / PARQUET_DIR)
@@ -281,8 +313,6 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
                 advance(1)
         finally:
             store.close()
-        _copy_images(source, tmp / IMAGE_DIR, progress)
-        model_info = _add_model(tmp, source, ckpt, pictures, progress) if ckpt else None
         manifest = {
             "format": FORMAT_MARK,
             "format_version": FORMAT_VERSION,

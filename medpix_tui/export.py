@@ -54,7 +54,19 @@ def image_row(doc: dict[str, Any], split: str | None) -> dict[str, Any]:
         "age": _age(desc.get("Age")), "sex": desc.get("Sex"), "acr_codes": desc.get("ACR Codes"),
         "figure_part": desc.get("Figure Part"), "location": doc.get("Location"),
         "location_category": doc.get("Location Category"), "split": split,
+        **prediction_columns(doc),
     }
+
+
+#: The model's answer as flat columns (see :mod:`.model.predictions`); null without a model.
+PREDICTION_TYPES = {"pred_modality": pa.string(), "pred_modality_p": pa.float64(), "pred_location": pa.string(),
+                    "pred_location_p": pa.float64(), "pred_ood": pa.float64(), "pred_status": pa.string()}
+
+
+def prediction_columns(doc: dict[str, Any]) -> dict[str, Any]:
+    """The ``pred_*`` columns of an image document (None each when it has no ``Prediction``)."""
+    pred = doc.get("Prediction") or {}
+    return {name: pred.get(name[len("pred_"):]) for name in PREDICTION_TYPES}
 
 
 def case_row(doc: dict[str, Any], split: str | None) -> dict[str, Any]:
@@ -86,6 +98,9 @@ def _table(rows: list[dict[str, Any]], docs: list[dict[str, Any]], nested: dict[
     table = pa.Table.from_pylist(rows) if rows else None
     if table is None:
         return pa.table({})
+    for name, typ in PREDICTION_TYPES.items():  # typed even when every value is null
+        if name in table.column_names:
+            table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(typ))
     for key, typ in nested.items():
         col = pa.array([doc.get(key) for doc in docs], type=typ)
         table = table.set_column(table.schema.get_field_index(key), key, col)
@@ -167,8 +182,8 @@ def _jsonl_line(doc: dict[str, Any]) -> str:
 
 def _write_jsonl_splits(sel: Selection, out: Path) -> list[Path]:
     groups: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
-    for doc in sel.images:
-        groups.setdefault(sel.split(doc["U_id"]), ([], []))[0].append(doc)
+    for doc in sel.images:  # the authors' documents: the model's Prediction stays in Parquet and JSON
+        groups.setdefault(sel.split(doc["U_id"]), ([], []))[0].append({k: v for k, v in doc.items() if k != "Prediction"})
     for case in sel.cases:
         groups.setdefault(sel.split(case["U_id"]), ([], []))[1].append(case)
     paths = []

@@ -96,6 +96,9 @@ def test_calibrate_refits_a_checkpoint_in_one_call(model_dir: Path, tmp_path: Pa
     assert content["ood"]["train_images"] == 4 and content["figures"]["test"]["n"] == 2
     calibration = load_calibration(copy)
     assert calibration is not None and calibration.reference.shape == (4, 960)
+    from medpix_tui.model.calibration import read_release_scores
+
+    assert len(read_release_scores(copy, calibration)) == 8  # every release image's OOD score, for bundle build
 
 
 def test_the_test_split_stays_accepted(model_dir: Path, source_dir: Path) -> None:

@@ -56,3 +56,15 @@ def test_bundle_embeddings_are_the_models_embeddings_of_the_files(real_bundle, m
     exact = load_image_encoder(model_dir).encode_files([real_bundle.image_path(n) for n in names])
     for name, vector in zip(names, exact):
         assert abs(float(index.vectors[index.ids.index(name)] @ vector) - 1.0) < 2e-3, name
+
+
+def test_shipped_release_embeddings_cover_every_release_image(real_bundle, source_dir: Path, model_dir: Path) -> None:
+    """The checkpoint ships a vector for each release file's sha256, so ``bundle build`` embeds none of them."""
+    from medpix_tui.model.checkpoint import WEIGHTS_FILE
+    from medpix_tui.model.release import read_release
+
+    shipped = read_release(model_dir, sha256_file(model_dir / WEIGHTS_FILE))
+    source = load_source(source_dir, check_images=False)
+    assert {sha256_file(source.image_path(d["image"])) for d in source.images} <= set(shipped)
+    info = real_bundle.manifest["model"]
+    assert (info["reused"], info["embedded"]) == (len(source.images), 0)

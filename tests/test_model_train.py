@@ -216,7 +216,8 @@ def test_pretraining_runs_first_on_train_pictures_and_resumes(work: dict[str, Pa
 
 def test_export_writes_open_clip_layout_with_figures(work: dict[str, Path]) -> None:
     model = work["model"]
-    for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", *TOKENIZER_FILES):
+    for name in (CONFIG_FILE, WEIGHTS_FILE, HEAD_FILE, METADATA_FILE, "prompts.json", "release_embeddings.safetensors",
+                 *TOKENIZER_FILES):
         assert (model / name).is_file(), name
         assert (model / name).stat().st_mode & 0o044 == 0o044, f"{name} must be readable by others (bundles are shared)"
     config = json.loads((model / CONFIG_FILE).read_text())
@@ -284,3 +285,89 @@ def test_bundle_build_takes_a_candidate_checkpoint(work: dict[str, Path]) -> Non
     out = build_bundle(work["source"], work["root"] / "candidate-bundle", model_dir=work["model"])
     bundle = open_bundle(out)
     assert bundle.manifest["model"]["name"] == "tiny" and bundle.manifest["model"]["count"] == 20
+
+
+def test_release_embeddings_are_reused_by_file_digest(work: dict[str, Path], tmp_path: Path) -> None:
+    """The export ships every pack image's vector under its file's sha256; the build embeds only the others."""
+    from medpix_tui.model.release import RELEASE_FILE
+
+    assert (work["model"] / RELEASE_FILE).is_file()
+    images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
+    info = write_embeddings(work["model"], images, tmp_path / "all")
+    assert (info["reused"], info["embedded"]) == (20, 0)
+    changed = tmp_path / "M3_mr.png"  # another picture under a release image's name: another digest
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(changed)
+    images = [(name, changed if name == "M3_mr" else path) for name, path in images]
+    info = write_embeddings(work["model"], images, tmp_path / "one")
+    assert (info["reused"], info["embedded"]) == (19, 1)
+    index = load_index(tmp_path / "one")
+    exact = load_image_encoder(work["model"]).encode_files([path for _, path in images])
+    np.testing.assert_allclose(index.vectors, exact, atol=2e-3)
+
+
+def test_release_embeddings_of_other_weights_are_not_used(work: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(work["model"], model)
+    state = load_file(str(model / WEIGHTS_FILE))
+    state["visual.conv1.weight"] = state["visual.conv1.weight"] * 0.5
+    save_file(state, str(model / WEIGHTS_FILE))
+    images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
+    info = write_embeddings(model, images, tmp_path / "emb")
+    assert (info["reused"], info["embedded"]) == (0, 20)
+
+
+def test_lite0_tower_trains_from_imagenet_weights_and_exports(work: dict[str, Path], tmp_path: Path) -> None:
+    """Pretrained EfficientNet-Lite0: frozen blocks keep the package's weights, the export loads into the library."""
+    from safetensors.torch import load_file
+
+    from medpix_tui.model.efficientnet import EfficientNetLite0, pretrained_state
+
+    cfg = deepcopy(TINY)
+    cfg["model_cfg"]["vision_cfg"] = {"architecture": "efficientnet_lite0", "image_size": SIZE, "dropout": 0.2,
+                                      "drop_path": 0.1}
+    cfg["preprocess"] = {"mean": 0.5, "std": 0.5}
+    cfg["train"].update(epochs=1, freeze=3, trunk_lr_scale=0.3, joint_balance=0.5)
+    cfg["train"]["augment"].update(zoom=2.0, window=0.5, erase=0.3)
+    pack = read_pack(work["pack"])
+    train(cfg, pack, tmp_path / "run", log=lambda *_: None)
+    export(tmp_path / "run", pack, tmp_path / "model")
+    best, imagenet = load_file(str(tmp_path / "run" / BEST)), pretrained_state()
+    torch.testing.assert_close(best["visual._blocks.2._depthwise_conv.weight"], imagenet["_blocks.2._depthwise_conv.weight"])
+    torch.testing.assert_close(best["visual._blocks.2._bn1.running_mean"], imagenet["_blocks.2._bn1.running_mean"])
+    assert not torch.equal(best["visual._blocks.9._project_conv.weight"], imagenet["_blocks.9._project_conv.weight"])
+    encoder = load_image_encoder(tmp_path / "model")
+    assert isinstance(encoder.tower, EfficientNetLite0) and encoder.dim == 16
+    reference = build_model(cfg, pack.text_dir, pretrained=False)
+    reference.load_state_dict(best, strict=False)
+    reference.eval()
+    x = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.tower(x), reference.visual(x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.tower.modules()), "folded into the convolutions"
+    meta = json.loads((tmp_path / "model" / METADATA_FILE).read_text())
+    assert meta["image_tower"]["architecture"].startswith("EfficientNet-Lite0")
+
+
+def test_window_jitter_keeps_the_background_black() -> None:
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.zeros(16, 32, 32, dtype=torch.uint8)
+    batch[:, 8:24, 8:24] = 120
+    cfg = {"rotate_deg": 0, "scale": 1.0, "shift": 0.0, "flip": 0.0, "gamma": 1.0, "contrast": 0.0, "brightness": 0.0,
+           "window": 1.0}
+    out = augment(batch, gen, cfg)
+    assert float(out[:, :, :4, :4].abs().max()) == 0.0
+    inside = out[:, 0, 12:20, 12:20].flatten(1).mean(1)
+    assert float(inside.std()) > 0.05, "each picture gets its own window"
+
+
+def test_joint_weights_even_out_modality_within_a_location() -> None:
+    from tools.train.train import joint_weights
+
+    labels = {"modality": torch.tensor([0] * 2 + [1] * 8), "location": torch.tensor([3] * 10)}
+    weights = joint_weights(labels, torch.arange(10), 1.0)
+    assert float(weights[:2].sum()) == pytest.approx(float(weights[2:].sum()))
+    assert float(weights.mean()) == pytest.approx(1.0)

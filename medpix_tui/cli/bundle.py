@@ -109,8 +109,20 @@ def info(path: Path, as_json: bool) -> None:
                           f"{counts['Image_Descriptions']} ({counts['images_ct']} CT, {counts['images_mr']} MR)"),
                          ("splits", ", ".join(f"{k} {v}" for k, v in sorted(counts["splits"].items()))),
                          ("model", _model_line(data, "the model commands refuse this bundle").removeprefix("model: ")),
+                         ("predicted", _predictions_line(data.get("model") or {})),
                          ("files", f"{data['files']} ({data['bytes'] / 1e6:.1f} MB)")):
         click.echo(f"{label:>9}: {value}")
+
+
+def _predictions_line(model: dict) -> str:
+    """What the bundle says about its images' ``Prediction`` documents."""
+    summary = model.get("predictions") if model else None
+    if not model:
+        return "none (the bundle has no model)"
+    if not summary:
+        return "none (built before predictions were stored; rebuild the bundle)"
+    calibrated = "calibrated" if summary["calibrated"] else "uncalibrated, no OOD score"
+    return f"{summary['count']} images ({calibrated}; {summary['unsure']} unsure)"
 
 
 @bundle.command()

@@ -37,21 +37,42 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
                      progress: Progress = silent, pictures: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Embed every ``(image id, PNG path)`` with the checkpoint in ``model_dir`` into ``out_dir``.
 
-    ``pictures`` (id -> :func:`~.preprocess.picture_of` at :func:`input_size`) spares decoding
-    the files again when the caller already has them. Returns what the bundle manifest records.
+    Images whose file's sha256 is among the checkpoint's shipped release embeddings
+    (:mod:`.release`) take that vector; only the others go through the image tower (and
+    torch loads only then). ``pictures`` (id -> :func:`~.preprocess.picture_of` at
+    :func:`input_size`) spares decoding the files again when the caller already has them.
+    Returns what the bundle manifest records.
     """
     import numpy as np
 
     from ..source import sha256_file
-    from .checkpoint import WEIGHTS_FILE
-    from .encoder import load_image_encoder
+    from .checkpoint import WEIGHTS_FILE, read_metadata
+    from .release import read_release
     from .similarity import EMBEDDINGS_FILE, save_index
 
-    encoder = load_image_encoder(model_dir)
-    if pictures is not None:
-        vectors = encoder.encode_arrays(np.stack([pictures[name] for name, _ in images]), progress, threads=None)
-    else:
-        vectors = encoder.encode_files([path for _, path in images], progress)
-    save_index(out_dir, [name for name, _ in images], vectors)
-    return {"name": encoder.name, "weights_sha256": sha256_file(Path(model_dir) / WEIGHTS_FILE),
-            "dim": encoder.dim, "count": len(images), "file": EMBEDDINGS_FILE, "dtype": "float16"}
+    weights_sha256 = sha256_file(Path(model_dir) / WEIGHTS_FILE)
+    shipped = read_release(model_dir, weights_sha256)
+    digests = [sha256_file(path) for _, path in images] if shipped else []
+    todo = [i for i in range(len(images)) if not shipped or digests[i] not in shipped]
+    dim = len(next(iter(shipped.values()))) if shipped else 0
+    name = str(read_metadata(model_dir).get("name", ""))
+    fresh = np.zeros((0, dim), np.float32)
+    if todo or not shipped:
+        from .encoder import load_image_encoder
+
+        encoder = load_image_encoder(model_dir)
+        dim, name = encoder.dim, encoder.name
+        subset = [images[i] for i in todo]
+        if pictures is not None:
+            fresh = encoder.encode_arrays(np.stack([pictures[n] for n, _ in subset]), progress, threads=None) \
+                if subset else np.zeros((0, dim), np.float32)
+        else:
+            fresh = encoder.encode_files([path for _, path in subset], progress)
+    vectors = np.zeros((len(images), dim), np.float32)
+    for row, i in enumerate(todo):
+        vectors[i] = fresh[row]
+    for i in sorted(set(range(len(images))) - set(todo)):
+        vectors[i] = shipped[digests[i]]
+    save_index(out_dir, [n for n, _ in images], vectors)
+    return {"name": name, "weights_sha256": weights_sha256, "dim": dim, "count": len(images),
+            "reused": len(images) - len(todo), "embedded": len(todo), "file": EMBEDDINGS_FILE, "dtype": "float16"}

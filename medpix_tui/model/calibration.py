@@ -6,6 +6,9 @@ sha256, so a new checkpoint is refitted in one command and a stale file is never
 
     calibration.json      temperature per task, the OOD score, its threshold, the figures
     ood_reference.npy     the training images' unit stage features (float16), the score's reference
+    ood_release.json      every release image's OOD score keyed by its file's sha256, so
+                          ``bundle build`` reuses them with the shipped release embeddings
+                          (which carry no stage features); bound to the weights and reference
 
 * **Temperature** (per task, fitted on dev by minimising the negative log-likelihood):
   CLIP's logits divided by it give probabilities that are right as often as they claim.
@@ -35,6 +38,7 @@ from .zeroshot import ZeroShotHead, softmax
 
 CALIBRATION_FILE = "calibration.json"
 OOD_REFERENCE_FILE = "ood_reference.npy"
+RELEASE_SCORES_FILE = "ood_release.json"
 FORMAT = 1
 ECE_BINS = 15
 OOD_K = 5
@@ -205,6 +209,64 @@ def load_calibration(model_dir: Path) -> Calibration | None:
     return Calibration(temperature=temperature, threshold=threshold, k=k, reference=reference, info=content)
 
 
+def _reference_digest(model_dir: Path) -> str:
+    from ..source import sha256_file
+
+    return sha256_file(Path(model_dir) / OOD_REFERENCE_FILE)
+
+
+def write_release_scores(model_dir: Path, digests: Sequence[str], scores: np.ndarray) -> Path:
+    """Store the release images' OOD scores under their files' sha256, bound to the weights and reference."""
+    from ..atomic import umask_mode
+
+    model_dir = Path(model_dir)
+    calibration = load_calibration(model_dir)
+    if calibration is None or len(digests) != len(scores):
+        raise ValueError("release scores need a current calibration and one score per digest")
+    content = {"format": FORMAT, "weights_sha256": _weights_digest(model_dir),
+               "reference_sha256": _reference_digest(model_dir), "k": calibration.k,
+               "scores": {d: round(float(v), 5) for d, v in zip(digests, scores, strict=True)}}
+    path = model_dir / RELEASE_SCORES_FILE
+    path.write_text(json.dumps(content, separators=(",", ":")) + "\n", encoding="utf-8")
+    path.chmod(umask_mode(0o666))
+    return path
+
+
+def read_release_scores(model_dir: Path, calibration: Calibration | None) -> dict[str, float]:
+    """sha256 -> OOD score of the release images; {} when absent or fitted for other weights or reference."""
+    path = Path(model_dir) / RELEASE_SCORES_FILE
+    if calibration is None or not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+        scores = {str(k): float(v) for k, v in content["scores"].items()}
+        current = (content["weights_sha256"] == _weights_digest(model_dir)
+                   and content["reference_sha256"] == _reference_digest(model_dir) and content["k"] == calibration.k)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"model release scores in {model_dir} are damaged ({str(exc)[:80]})") from None
+    return scores if current else {}
+
+
+def score_release(model_dir: Path, source_dir: Path, progress: Any = None) -> int:
+    """Embed every release image with the checkpoint and store their OOD scores (without refitting)."""
+    from ..progress import silent
+    from ..source import load_source, sha256_file
+    from .preprocess import load_many
+    from .runtime import load_encoder
+
+    calibration = load_calibration(model_dir)
+    if calibration is None:
+        raise BundleError(f"{model_dir}: {calibration_status(model_dir)}")
+    encoder = load_encoder(model_dir, calibrated=False)
+    source = load_source(source_dir, check_images=False)
+    paths = [source.image_path(d["image"]) for d in source.images]
+    with (progress or silent)("Scoring release images", 1) as advance:
+        _, features = encode_with_features(encoder, load_many(paths, encoder.size))
+        advance(1)
+    write_release_scores(model_dir, [sha256_file(p) for p in paths], calibration.scores(features))
+    return len(paths)
+
+
 def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None) -> dict[str, Any]:
     """Fit and store the calibration of the checkpoint in ``model_dir`` on a release's splits.
 
@@ -212,7 +274,7 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
     preprocessing) with the uncalibrated encoder; returns what was written.
     """
     from ..progress import silent
-    from ..source import load_source
+    from ..source import load_source, sha256_file
     from .preprocess import load_many
     from .prompts import truth_of
     from .runtime import load_encoder
@@ -221,6 +283,7 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
     encoder = load_encoder(model_dir, calibrated=False)
     source = load_source(source_dir, check_images=False)
     splits: dict[str, tuple[np.ndarray, np.ndarray, list[dict[str, str]]]] = {}
+    digests: list[str] = []
     for split in SPLITS:
         docs = [d for d in source.images if source.splits.get(d["U_id"]) == split]
         with progress(f"Embedding {split}", 1) as advance:
@@ -228,7 +291,11 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
             embeddings, features = encode_with_features(encoder, pictures)
             advance(1)
         splits[split] = (embeddings, features, [truth_of(d) for d in docs])
+        digests += [sha256_file(source.image_path(d["image"])) for d in docs]
     kind = "stage features" if hasattr(encoder, "encode_with_features") else "embeddings"
     content, reference = fit_calibration(encoder.head, splits, kind)
     write_calibration(model_dir, content, reference)
+    features = np.concatenate([splits[s][1] for s in ("train", "dev", "test")])
+    write_release_scores(model_dir, digests, ood_scores(features, reference.astype(np.float16).astype(np.float32),
+                                                        OOD_K))
     return content

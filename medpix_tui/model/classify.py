@@ -42,50 +42,59 @@ def answer_images(encoder: Any, calibration: Calibration | None, inputs: Sequenc
         probabilities = encoder.head.probabilities(embeddings)
         if calibration is not None:
             scores = calibration.scores(features)
-    classes = encoder.head.classes
-    out: list[dict[str, Any]] = []
     row_of = {i: r for r, i in enumerate(asked)}
+    out: list[dict[str, Any]] = []
     for i, item in enumerate(inputs):
-        answer: dict[str, Any] = {"file": str(item.path), "status": OK, "modality": None, "modality_source": None,
-                                  "location": None, "probabilities": None, "model_modality": None,
-                                  "model_probability": None, "disagrees": False, "ood": None, "reason": None,
-                                  "calibrated": calibration is not None}
-        if item.dicom_modality is not None:
-            answer["dicom_modality"] = item.dicom_modality or None
-            answer["frame"], answer["frames"] = item.frame, item.frames
-        if i not in row_of:
-            answer.update(status=NOT_CT_OR_MR, reason=f"DICOM Modality is {item.dicom_modality}, not CT or MR")
-            out.append(answer)
-            continue
-        r = row_of[i]
-        probs = {task: p[r] for task, p in probabilities.items()}
-        model_modality = classes["modality"][int(probs["modality"].argmax())]
-        answer.update(probabilities={task: _rounded(classes[task], p) for task, p in probs.items()},
-                      model_modality=model_modality, model_probability=round(float(probs["modality"].max()), 4))
-        tagged = item.dicom_modality if item.dicom_modality in classes["modality"] else None
-        if tagged:
-            answer.update(modality=tagged, modality_source="dicom", disagrees=model_modality != tagged)
-        else:
-            answer.update(modality=model_modality, modality_source="model")
-        reason = None
-        if calibration is not None:
-            score = float(scores[r])
-            answer["ood"] = {"score": round(score, 4), "threshold": round(calibration.threshold, 4),
-                             "familiar": score >= calibration.threshold}
-            if score < calibration.threshold:
-                reason = (f"not like the CT and MR slices the model knows "
-                          f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
-        if item.colourful > MAX_COLOURFUL:
-            reason = f"a colour picture ({100 * item.colourful:.0f}% of its pixels coloured): CT and MR slices are grey"
-        if reason:
-            answer.update(status=UNSURE, reason=reason)
-            if not tagged:
-                answer["modality"] = answer["modality_source"] = None
-            out.append(answer)
-            continue
-        answer["location"] = classes["location"][int(probs["location"].argmax())]
-        out.append(answer)
+        r = row_of.get(i)
+        probs = None if r is None else {task: p[r] for task, p in probabilities.items()}
+        score = None if r is None or calibration is None else float(scores[r])
+        out.append(answer_one(encoder.head.classes, calibration, item, probs, score))
     return out
+
+
+def answer_one(classes: dict[str, tuple[str, ...]], calibration: Calibration | None, item: ModelInput,
+               probs: dict[str, np.ndarray] | None, score: float | None) -> dict[str, Any]:
+    """The answer for one file from the head's probabilities and its OOD score.
+
+    The one rule for "the answer for an image": :func:`answer_images` calls it after
+    encoding, and ``bundle build`` (:mod:`.predictions`) with the embeddings and scores it
+    reuses. ``probs`` is None when the model was not asked (a DICOM tagged other than CT/MR);
+    ``score`` is None without a calibration.
+    """
+    answer: dict[str, Any] = {"file": str(item.path), "status": OK, "modality": None, "modality_source": None,
+                              "location": None, "probabilities": None, "model_modality": None,
+                              "model_probability": None, "disagrees": False, "ood": None, "reason": None,
+                              "calibrated": calibration is not None}
+    if item.dicom_modality is not None:
+        answer["dicom_modality"] = item.dicom_modality or None
+        answer["frame"], answer["frames"] = item.frame, item.frames
+    if probs is None:
+        answer.update(status=NOT_CT_OR_MR, reason=f"DICOM Modality is {item.dicom_modality}, not CT or MR")
+        return answer
+    model_modality = classes["modality"][int(probs["modality"].argmax())]
+    answer.update(probabilities={task: _rounded(classes[task], p) for task, p in probs.items()},
+                  model_modality=model_modality, model_probability=round(float(probs["modality"].max()), 4))
+    tagged = item.dicom_modality if item.dicom_modality in classes["modality"] else None
+    if tagged:
+        answer.update(modality=tagged, modality_source="dicom", disagrees=model_modality != tagged)
+    else:
+        answer.update(modality=model_modality, modality_source="model")
+    reason = None
+    if calibration is not None and score is not None:
+        answer["ood"] = {"score": round(score, 4), "threshold": round(calibration.threshold, 4),
+                         "familiar": score >= calibration.threshold}
+        if score < calibration.threshold:
+            reason = (f"not like the CT and MR slices the model knows "
+                      f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
+    if item.colourful > MAX_COLOURFUL:
+        reason = f"a colour picture ({100 * item.colourful:.0f}% of its pixels coloured): CT and MR slices are grey"
+    if reason:
+        answer.update(status=UNSURE, reason=reason)
+        if not tagged:
+            answer["modality"] = answer["modality_source"] = None
+        return answer
+    answer["location"] = classes["location"][int(probs["location"].argmax())]
+    return answer
 
 
 def pooled_probabilities(rows: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -24,7 +24,7 @@ import torch
 from ..progress import Progress, silent
 from .checkpoint import WEIGHTS_FILE, load_tensors, read_config, read_metadata
 from .preprocess import load_many
-from .tower import ModifiedResNet, build_tower, fold_batch_norms
+from .tower import build_tower, fold_batch_norms
 from .zeroshot import ZeroShotHead, load_head
 
 BATCH = 64
@@ -49,7 +49,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 class ImageEncoder:
     """A checkpoint's image tower, its input normalisation and its zero-shot head."""
 
-    tower: ModifiedResNet
+    tower: torch.nn.Module
     size: int
     mean: float
     std: float
@@ -58,7 +58,7 @@ class ImageEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.tower.attnpool.c_proj.out_features)
+        return int(self.tower.output_dim)
 
     def encode_arrays(self, pictures: np.ndarray, progress: Progress = silent,
                       threads: int | None = FORWARD_THREADS) -> np.ndarray:

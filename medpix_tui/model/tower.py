@@ -79,6 +79,7 @@ class ModifiedResNet(nn.Module):
     def __init__(self, layers: list[int], output_dim: int, heads: int, image_size: int, width: int) -> None:
         super().__init__()
         self.image_size = image_size
+        self.output_dim = output_dim
         self.conv1 = nn.Conv2d(3, width // 2, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width // 2)
         self.conv2 = nn.Conv2d(width // 2, width // 2, kernel_size=3, padding=1, bias=False)
@@ -117,6 +118,9 @@ def fold_batch_norms(tower: nn.Module) -> nn.Module:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    own = getattr(tower, "fold_batch_norms", None)
+    if own is not None:  # a tower that knows its own (convolution, batch norm) pairs
+        return own()
     for module in list(tower.modules()):
         for conv, norm in _CONV_BN:
             c, n = module._modules.get(conv), module._modules.get(norm)
@@ -126,9 +130,19 @@ def fold_batch_norms(tower: nn.Module) -> nn.Module:
     return tower
 
 
-def build_tower(model_cfg: dict) -> ModifiedResNet:
-    """The image tower an open_clip ``model_cfg`` describes (ResNet towers only)."""
+def build_tower(model_cfg: dict) -> nn.Module:
+    """The image tower an open_clip ``model_cfg`` describes.
+
+    ``vision_cfg.architecture`` = ``efficientnet_lite0`` selects the pretrained tower of
+    :mod:`.efficientnet`; otherwise it is open_clip's ModifiedResNet.
+    """
     vision = model_cfg["vision_cfg"]
+    if vision.get("architecture") is not None:
+        from .efficientnet import ARCHITECTURE, build_efficientnet
+
+        if vision["architecture"] != ARCHITECTURE:
+            raise ValueError(f"unknown image tower architecture {vision['architecture']!r}")
+        return build_efficientnet(model_cfg)
     layers = vision.get("layers")
     if not isinstance(layers, list) or len(layers) != 4:
         raise ValueError("only open_clip ModifiedResNet image towers (vision_cfg.layers = four ints) are supported")

@@ -69,7 +69,9 @@ def read_pack(root: Path) -> Pack:
 def augment(batch: torch.Tensor, gen: torch.Generator, cfg: dict[str, float]) -> torch.Tensor:
     """Random affine warp (rotation, scale, shift, flip) and intensity jitter of (B, S, S) uint8.
 
-    Returns (B, 1, S, S) floats in [0, 1].
+    Optional keys: ``zoom`` (largest zoom-in, e.g. 2.2: the tight crops of single vertebrae or
+    orbits that the test split holds; default ``scale``) and ``window`` (the share of pictures
+    re-windowed, see :func:`_window`). Returns (B, 1, S, S) floats in [0, 1].
     """
     b = batch.shape[0]
 
@@ -78,7 +80,7 @@ def augment(batch: torch.Tensor, gen: torch.Generator, cfg: dict[str, float]) ->
 
     x = batch.float().unsqueeze(1) / 255.0
     angle = uniform(-cfg["rotate_deg"], cfg["rotate_deg"]) * math.pi / 180
-    scale = torch.exp(uniform(-math.log(cfg["scale"]), math.log(cfg["scale"])))
+    scale = torch.exp(uniform(-math.log(cfg["scale"]), math.log(cfg.get("zoom", cfg["scale"]))))
     flip = torch.where(uniform(0, 1) < cfg["flip"], -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, uniform(-cfg["shift"], cfg["shift"])], 1),
@@ -89,9 +91,29 @@ def augment(batch: torch.Tensor, gen: torch.Generator, cfg: dict[str, float]) ->
     contrast = uniform(1 - cfg["contrast"], 1 + cfg["contrast"])[:, None, None, None]
     bright = uniform(-cfg["brightness"], cfg["brightness"])[:, None, None, None]
     x = (x.clamp(0, 1) ** gamma * contrast + bright).clamp(0, 1)
+    if cfg.get("window", 0.0):
+        x = _window(x, uniform, cfg["window"])
     if cfg.get("erase", 0.0):
         x = _erase(x, uniform, cfg["erase"])
     return x
+
+
+def _window(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:  # noqa: ANN001 - augment's sampler
+    """Re-window a share of the pictures: a random grey-level window stretched to [0, 1].
+
+    The release's CT slices come in the window their authors chose: brain (narrow, high
+    contrast), soft tissue, bone (wide: flat grey tissue, white bone) or lung (low centre).
+    A narrow window (width 0.35 to 1) centred anywhere in 0.15 to 0.75 mimics brain and lung
+    windows; a wide one (width up to 2, grey levels compressed) mimics bone windows, so the
+    modality is learnt from anatomy rather than from one window's grey levels.
+    """
+    b = x.shape[0]
+    width = torch.exp(uniform(math.log(0.35), math.log(2.0)))[:, None, None, None]
+    centre = uniform(0.15, 0.75)[:, None, None, None]
+    windowed = ((x - centre) / width + 0.5).clamp(0, 1)
+    windowed = torch.where(x > 0, windowed, torch.zeros_like(x))  # the black background stays black
+    pick = (uniform(0, 1) < probability)[:, None, None, None]
+    return torch.where(pick, windowed, x) if b else x
 
 
 def _erase(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:  # noqa: ANN001 - augment's sampler

