@@ -58,9 +58,10 @@ def image_row(doc: dict[str, Any], split: str | None) -> dict[str, Any]:
     }
 
 
-#: The model's answer as flat columns (see :mod:`.model.predictions`); null without a model.
-PREDICTION_TYPES = {"pred_modality": pa.string(), "pred_modality_p": pa.float64(), "pred_location": pa.string(),
-                    "pred_location_p": pa.float64(), "pred_ood": pa.float64(), "pred_status": pa.string()}
+#: The model's answer as flat columns (see :mod:`.model.predictions`) with their Arrow types (by name:
+#: pyarrow loads only when a file is written); null without a model.
+PREDICTION_TYPES = {"pred_modality": "string", "pred_modality_p": "float64", "pred_location": "string",
+                    "pred_location_p": "float64", "pred_ood": "float64", "pred_status": "string"}
 
 
 def prediction_columns(doc: dict[str, Any]) -> dict[str, Any]:
