@@ -25,8 +25,7 @@ from ..atomic import atomic_file
 from ..bundle import MANIFEST_SUM, Bundle, cache_dir
 from ..errors import InputError
 from ..query import project
-from .searching import SearchResult
-from .widgets.results import ROW_FIELDS
+from ..session import ROW_FIELDS, SearchResult
 
 #: Rows kept: a tall terminal's first screen and the page below it.
 ROWS = 120

@@ -14,26 +14,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Header, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..app import medpix
+from ...render import CASE_SECTIONS, TOPIC_SECTIONS, shown_value
+from ..app import GuardedScreen, alive, medpix
 from ..saving import SaveOption, save_interactively
 from ..widgets.doc_pane import DocPane
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 from ..widgets.image_strip import ImageStrip
 from ..widgets.image_view import ImageView
 
-CASE_SECTIONS = (
-    ("History", "History"), ("Exam", "Exam"), ("Findings", "Findings"),
-    ("Differential Diagnosis", "Differential Diagnosis"), ("Case Diagnosis", "Case Diagnosis"),
-    ("Diagnosis By", "Diagnosis By"), ("Treatment & Follow Up", "Treatment & Follow Up"), ("Discussion", "Discussion"),
-)
-TOPIC_SECTIONS = (
-    ("Disease Discussion", "Disease Discussion"), ("ACR Code", "ACR Code"), ("Category", "Category"),
-    ("Keywords", "Keywords"), ("Reference", "Reference"),
-)
 
 
 def image_legend(doc: dict[str, Any]) -> Content:
@@ -42,7 +34,7 @@ def image_legend(doc: dict[str, Any]) -> Content:
     age = f"{desc['Age']} y" if desc.get("Age") not in (None, "") else ""
     facts = [desc.get("Modality") or doc.get("Type"), desc.get("Plane"), age, desc.get("Sex")]
     where = [" / ".join(v for v in (doc.get("Location Category"), doc.get("Location")) if v),
-             f"ACR {desc['ACR Codes']}" if desc.get("ACR Codes") else "",
+             f"ACR {shown_value('ACR Codes', desc['ACR Codes'])}" if desc.get("ACR Codes") else "",
              f"Figure {desc['Figure Part']}" if desc.get("Figure Part") else "", doc["image"]]
     return Content.assemble(
         (" · ".join(str(f) for f in facts if f), "bold"), "\n",
@@ -51,7 +43,7 @@ def image_legend(doc: dict[str, Any]) -> Content:
     )
 
 
-class CaseScreen(Screen[None]):
+class CaseScreen(GuardedScreen):
     """One result at a time, with its whole case."""
 
     CSS_PATH = "case.tcss"
@@ -75,7 +67,7 @@ class CaseScreen(Screen[None]):
         self.case_images: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         with Horizontal(id="case-body"):
             with Vertical(id="case-left"):
                 yield ImageView(medpix(self).image_class, id="case-image")
@@ -102,11 +94,11 @@ class CaseScreen(Screen[None]):
             same_case = self.case is not None and uid == self.case.get("U_id")
             case = self.case if same_case else (store.get_case(uid) if uid else None)
             images = self.case_images if same_case else (store.images_of_case(uid) if uid else [])
-        if not worker.is_cancelled:
+        if not worker.is_cancelled and alive(self):
             self.app.call_from_thread(self._show, name, image, case, images)
 
     def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None, images: list[dict[str, Any]]) -> None:
-        if name != self.names[self.index]:
+        if name != self.names[self.index] or not alive(self):
             return
         new_case = case is not self.case or case is None
         self.case, self.case_images = case, images or ([image] if image else [])
@@ -121,6 +113,8 @@ class CaseScreen(Screen[None]):
         self._show_image(image, name)
 
     def _show_image(self, image: dict[str, Any] | None, name: str) -> None:
+        if not alive(self):
+            return
         self.image = image
         legend = self.query_one("#legend", Static)
         view = self.query_one("#case-image", ImageView)

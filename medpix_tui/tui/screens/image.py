@@ -6,16 +6,15 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Static
 
-from ..app import medpix
+from ..app import GuardedScreen, alive, medpix
 from ..widgets.footer import KeyFooter
 from ..widgets.image_view import ImageView
 from .case import image_legend
 
 
-class ImageScreen(Screen[None]):
+class ImageScreen(GuardedScreen):
     """A case's images, one at a time, as large as the terminal allows."""
 
     CSS_PATH = "image.tcss"
@@ -39,6 +38,8 @@ class ImageScreen(Screen[None]):
         self._show()
 
     def _show(self) -> None:
+        if not alive(self):
+            return
         doc = self.images[self.index]
         self.query_one("#full-legend", Static).update(image_legend(doc))
         self.query_one(ImageView).show(medpix(self).bundle.image_path(doc["image"]))

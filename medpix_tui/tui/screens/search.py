@@ -27,10 +27,10 @@ from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
-from ..app import MedpixApp, medpix
+from ..app import MedpixApp, alive, medpix
 from ..first_page import write_first_page
 from ..saving import SaveOption, save_interactively
-from ..searching import (
+from ...session import (
     SearchRequest,
     SearchResult,
     case_titles,
@@ -40,8 +40,10 @@ from ..searching import (
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 from ..widgets.results import ResultsTable
 
+NO_MATCH = "No images match. Loosen the query or press ctrl+r to reset."
 #: A key after this many quiet seconds searches at once; faster typing waits for a pause this long.
 DEBOUNCE = 0.1
 #: Below this many columns the facets start hidden, leaving the table the width.
@@ -98,7 +100,7 @@ class SearchScreen(Screen[None]):
         self._model: Any = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         with Horizontal(id="search-row"):
             yield Label("Search", classes="row-label")
             yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True, id="keywords")
@@ -109,7 +111,7 @@ class SearchScreen(Screen[None]):
             yield FacetPanel(id="facets")
             with Vertical(id="results-box"):
                 yield ResultsTable(id="results")
-                yield Static("No images match. Loosen the query or press ctrl+r to reset.", id="empty", markup=False)
+                yield Static(NO_MATCH, id="empty", markup=False)
         yield Static("Loading…", id="status", markup=False)
         yield KeyFooter()
 
@@ -185,10 +187,14 @@ class SearchScreen(Screen[None]):
             self.app.call_from_thread(self._show, result)
 
     def _show_titles(self) -> None:
+        if not alive(self):
+            return
         if self.result is not None:
             self.query_one(ResultsTable).show(self.result.images, self._titles, keep_cursor=True)
 
     def _show(self, result: SearchResult) -> None:
+        if not alive(self):
+            return
         self.result = result
         medpix(self).result = result
         table = self.query_one(ResultsTable)
@@ -197,7 +203,10 @@ class SearchScreen(Screen[None]):
         self._page_shown = False
         empty = not result.images
         table.display = not empty
-        self.query_one("#empty").display = empty
+        placeholder = self.query_one("#empty", Static)
+        placeholder.update(NO_MATCH)
+        placeholder.remove_class("-error")
+        placeholder.display = empty
         self._status(_summary(len(result.images), result.case_count, result.ranked, result.request))
         # the table is drawn first; facet counts follow, so they never delay it
         self.call_after_refresh(self._after_paint, result)
@@ -229,6 +238,8 @@ class SearchScreen(Screen[None]):
             self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
     async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+        if not alive(self):
+            return
         panel = self.query_one(FacetPanel)
         if self._universe is None:
             self._universe = universe
@@ -239,7 +250,22 @@ class SearchScreen(Screen[None]):
         panel.update_counts(counts)
 
     def _failed(self, message: str) -> None:
-        self._status(message, error=True)
+        """A query error empties the screen: no rows or counts of an earlier query stay to be saved or read."""
+        if not alive(self):
+            return
+        self.result = None
+        medpix(self).result = None
+        self._page_shown = False
+        table = self.query_one(ResultsTable)
+        table.show([], self._titles)
+        table.display = False
+        empty = self.query_one("#empty", Static)
+        empty.update(f"{message}\nFix the query above, or press ctrl+r to reset.")
+        empty.display = True
+        empty.add_class("-error")
+        if self._universe is not None:
+            self.query_one(FacetPanel).update_counts({})
+        self._status(f"Query error: {message}", error=True)
         self.notify(message, title="Query", severity="error", timeout=4)
 
     def _status(self, text: str, error: bool = False) -> None:
@@ -279,6 +305,8 @@ class SearchScreen(Screen[None]):
         """Open the case of the highlighted image, with the results to step through."""
         from .case import CaseScreen
 
+        if self.app.screen is not self or not alive(self):
+            return  # a key that arrived as another screen opened
         table = self.query_one(ResultsTable)
         if self._opening():
             return
@@ -334,6 +362,8 @@ class SearchScreen(Screen[None]):
             self.app.call_from_thread(self._show_within, names, label, kind == "meaning")
 
     def _show_within(self, names: tuple[str, ...], label: str, clear_keywords: bool) -> None:
+        if not alive(self):
+            return
         self._within, self._within_label = names, label
         if clear_keywords:
             self.query_one("#keywords", Input).value = ""

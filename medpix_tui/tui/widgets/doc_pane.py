@@ -14,9 +14,11 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
+from ...render import shown_value
+
 
 class DocPane(VerticalScroll, can_focus=True):
-    """Headings and bodies for a fixed list of ``(field, heading)`` sections."""
+    """Headings and bodies for a fixed list of sections (a section's field is its heading)."""
 
     DEFAULT_CSS = """
     DocPane { padding: 0 1; }
@@ -26,14 +28,14 @@ class DocPane(VerticalScroll, can_focus=True):
     DocPane > .-none { display: none; }
     """
 
-    def __init__(self, sections: tuple[tuple[str, str], ...], *, id: str | None = None) -> None:
+    def __init__(self, sections: tuple[str, ...], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.sections = sections
 
     def compose(self) -> ComposeResult:
         yield Static(classes="doc-title -none", markup=False)
-        for field, heading in self.sections:
-            yield Static(Content(heading), classes="heading -none", name=field)
+        for field in self.sections:
+            yield Static(Content(field), classes="heading -none", name=field)
             yield Static(classes="body -none", markup=False, name=field)
 
     def show(self, title: str, doc: Mapping[str, Any]) -> None:
@@ -43,16 +45,14 @@ class DocPane(VerticalScroll, can_focus=True):
         title_widget.set_class(not title, "-none")
         for widget in self.query(".heading, .body").results(Static):
             value = doc.get(widget.name or "")
-            text = _text(value)
+            text = _text(widget.name or "", value)
             if widget.has_class("body"):
                 widget.update(Content(text))
             widget.set_class(not text, "-none")
         self.scroll_home(animate=False)
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
+def _text(key: str, value: Any) -> str:
     if isinstance(value, list):
         return "\n".join(f"• {v}" for v in value)
-    return str(value).strip()
+    return shown_value(key, value)

@@ -15,7 +15,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
 from ...store import CASES, COLLECTIONS, IMAGES
-from ..searching import FIELDS
+from ...session import FIELDS
 
 
 class FieldQuery(Vertical):

@@ -19,6 +19,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from ..app import alive
+
 #: Larger images are shrunk before display: no terminal shows more pixels than this.
 MAX_SIDE = 1024
 
@@ -73,7 +75,7 @@ class ImageView(Container):
             message = f"Cannot read {path.name}: {exc}"
         else:
             message = ""
-        if get_current_worker().is_cancelled:
+        if get_current_worker().is_cancelled or not alive(self):
             return
         if message:
             self.app.call_from_thread(self._failed, path, message)
@@ -81,7 +83,7 @@ class ImageView(Container):
             self.app.call_from_thread(self._loaded, path, picture)
 
     def _loaded(self, path: Path, picture: PILImage.Image) -> None:
-        if path != self.path:
+        if path != self.path or not alive(self):
             return
         if self._picture is None:
             self._picture = self._image_class(picture, classes="picture")
@@ -92,7 +94,7 @@ class ImageView(Container):
         self.post_message(self.Loaded(self, path, True))
 
     def _failed(self, path: Path, message: str) -> None:
-        if path != self.path:
+        if path != self.path or not alive(self):
             return
         self._placeholder(message)
         self.post_message(self.Loaded(self, path, False))
