@@ -62,6 +62,8 @@ class MedpixApp(App[None]):
         Binding("f3", "switch_mode('sql')", "SQL", tooltip="DuckDB over the bundle's Parquet"),
         Binding("f4", "switch_mode('stats')", "Stats", tooltip="Distributions of the bundle or the results"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False, tooltip="Switch between the dark and light theme"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit medpix-tui (q too, when no box has the keys)"),
+        Binding("q", "quit_key", "Quit", show=False, tooltip="Quit (typed into a box, q is just a letter)"),
     ]
 
     def __init__(self, bundle: Bundle | str | Path, *, image_renderer: ImageRenderer = "auto",
@@ -149,6 +151,13 @@ class MedpixApp(App[None]):
         """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns."""
         return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
 
+    async def action_quit_key(self) -> None:
+        """``q`` quits like ctrl+q, but not from a dialog (where it may be meant for the dialog)."""
+        from textual.screen import ModalScreen
+
+        if not isinstance(self.screen, ModalScreen):
+            await self.action_quit()
+
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
@@ -233,6 +242,12 @@ def alive(node: DOMNode) -> bool:
     except Exception:  # noqa: BLE001 - no screen any more
         return False
     return not getattr(screen, "leaving", False) and screen.is_attached
+
+
+def copy_id(node: DOMNode, text: str) -> None:
+    """Put an id on the terminal's clipboard (OSC 52, which reaches the local clipboard over SSH) and say so."""
+    node.app.copy_to_clipboard(text)
+    node.app.notify(f"Copied {text}", title="Clipboard", timeout=3)
 
 
 def medpix(node: DOMNode) -> MedpixApp:

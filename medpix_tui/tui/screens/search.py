@@ -27,7 +27,7 @@ from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
-from ..app import MedpixApp, alive, medpix
+from ..app import MedpixApp, alive, copy_id, medpix
 from ..first_page import write_first_page
 from ..saving import SaveOption, save_interactively
 from ...session import (
@@ -35,6 +35,8 @@ from ...session import (
     SearchResult,
     case_titles,
     count_facets,
+    fill_snippets,
+    highlight_pattern,
     run_search,
 )
 from ..widgets.facets import FacetPanel
@@ -71,6 +73,8 @@ class SearchScreen(Screen[None]):
                 tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
         Binding("ctrl+n", "meaning", "Search by meaning", show=False,
                 tooltip="Rank images by the model's reading of the search text (needs a bundle with a model)"),
+        Binding("ctrl+y", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (OSC 52: works over SSH)"),
+        Binding("c", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (in the results)"),
     ]
 
     class ResultsShown(Message):
@@ -190,7 +194,9 @@ class SearchScreen(Screen[None]):
         if not alive(self):
             return
         if self.result is not None:
-            self.query_one(ResultsTable).show(self.result.images, self._titles, keep_cursor=True)
+            result, store = self.result, medpix(self).store
+            snippets = (lambda names: fill_snippets(store, result, names)) if result.keywords else None
+            self.query_one(ResultsTable).show(result.images, self._titles, keep_cursor=True, snippets=snippets)
 
     def _show(self, result: SearchResult) -> None:
         if not alive(self):
@@ -199,7 +205,10 @@ class SearchScreen(Screen[None]):
         medpix(self).result = result
         table = self.query_one(ResultsTable)
         # the store's opening listing replaces the kept first page row for row: the cursor stays
-        table.show(result.images, self._titles, keep_cursor=self._page_shown and result.request == SearchRequest())
+        store = medpix(self).store
+        snippets = (lambda names: fill_snippets(store, result, names)) if result.keywords else None
+        table.show(result.images, self._titles, keep_cursor=self._page_shown and result.request == SearchRequest(),
+                   snippets=snippets)
         self._page_shown = False
         empty = not result.images
         table.display = not empty
@@ -313,7 +322,21 @@ class SearchScreen(Screen[None]):
         if self.result is None or table.current_name is None:
             self.notify("No image selected", severity="warning")
             return
-        self.app.push_screen(CaseScreen(self.result.names, table.cursor_row))
+        self.app.push_screen(CaseScreen(table.names, table.cursor_row, highlight=highlight_pattern(self.result.keywords),
+                                        follow=self._follow))
+
+    def _follow(self, name: str) -> None:
+        """The case screen moved to ``name``: the results cursor goes there too."""
+        if alive(self) and self.result is not None:
+            self.query_one(ResultsTable).go_to(name)
+
+    def action_copy(self) -> None:
+        """Copy the highlighted image's id (OSC 52)."""
+        name = self.query_one(ResultsTable).current_name
+        if name is None:
+            self.notify("No image selected", severity="warning")
+        else:
+            copy_id(self, name)
 
     def action_similar(self) -> None:
         """Show the images the model finds most alike to the highlighted one."""
