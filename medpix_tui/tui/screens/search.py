@@ -128,7 +128,7 @@ class SearchScreen(Screen[None]):
         self._page_shown = True
         self._titles = dict(page.titles)
         self.query_one(ResultsTable).show(page.images, self._titles)
-        self._status(_summary(page.image_count, page.case_count, False, SearchRequest()))
+        self._status(_summary(page.image_count, page.case_count, False, SearchRequest(), self._totals()))
         self.call_after_refresh(self._first_page_drawn)
 
     def _first_page_drawn(self) -> None:
@@ -216,7 +216,7 @@ class SearchScreen(Screen[None]):
         placeholder.update(NO_MATCH)
         placeholder.remove_class("-error")
         placeholder.display = empty
-        self._status(_summary(len(result.images), result.case_count, result.ranked, result.request))
+        self._status(_summary(len(result.images), result.case_count, result.ranked, result.request, self._totals()))
         # the table is drawn first; facet counts follow, so they never delay it
         self.call_after_refresh(self._after_paint, result)
 
@@ -276,6 +276,11 @@ class SearchScreen(Screen[None]):
             self.query_one(FacetPanel).update_counts({})
         self._status(f"Query error: {message}", error=True)
         self.notify(message, title="Query", severity="error", timeout=4)
+
+    def _totals(self) -> tuple[int, int] | None:
+        counts = medpix(self).bundle.manifest.get("counts", {})
+        images, cases = counts.get("Image_Descriptions"), counts.get("Clinical_Reports")
+        return (images, cases) if isinstance(images, int) and isinstance(cases, int) else None
 
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#status", Static)
@@ -405,11 +410,12 @@ class SearchScreen(Screen[None]):
         await save_interactively(medpix(self), f"Save {len(result.images)} results", _save_options(medpix(self), result))
 
 
-def _summary(images: int, cases: int, ranked: bool, request: SearchRequest) -> str:
-    """The status line of a result."""
+def _summary(images: int, cases: int, ranked: bool, request: SearchRequest, totals: tuple[int, int] | None = None) -> str:
+    """The status line of a result: its size, of the bundle's when it is a part, then how it is ordered."""
     how = "ranked" if ranked else "in id order"
     hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""
-    return f"{images} images · {cases} cases · {how} · {request.describe()}{hint}"
+    of = f" (of {totals[0]} · {totals[1]})" if totals and (images, cases) != totals else ""
+    return f"{images} images · {cases} cases{of} · {how} · {request.describe()}{hint}"
 
 
 def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:

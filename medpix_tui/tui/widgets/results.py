@@ -234,7 +234,7 @@ class ResultsTable(DataTable[Cell]):
     def _more(self, count: int = PAGE) -> None:
         """Add the next ``count`` rows (cells are built only for rows that are shown)."""
         chunk = self._docs[self._shown: self._shown + count]
-        if chunk:
+        if chunk and len(self.columns) == len(self._keys):  # not while the columns are being rebuilt
             snippets = self.snippets([d["image"] for d in chunk]) if self.snippets is not None else {}
             self.add_rows([self._cells(d, snippets) for d in chunk])
             self._shown += len(chunk)
