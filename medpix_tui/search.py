@@ -115,7 +115,7 @@ def parse_keywords(text: str) -> KeywordQuery:
     excluded: list[Term] = []
     join_next = False
     for match in _TOKEN.finditer(text):
-        negate, phrase, closed, word = match.groups()
+        negate, phrase, _closed, word = match.groups()
         if word == "OR":
             join_next = bool(groups)
             continue

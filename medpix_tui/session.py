@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,9 +150,64 @@ def _facet_clauses(store: Store, facets: Mapping[str, frozenset[str]], skip: str
     return [facet_clause(store, k, v) for k, v in facets.items() if v and k != skip]
 
 
+_PATHS: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def known_paths(store: Store, collection: str) -> frozenset[str]:
+    """Every dotted path some document of ``collection`` holds (objects inside arrays included), once per store."""
+    key = (id(store), collection)
+    if key not in _PATHS:
+        paths: set[str] = set()
+
+        def walk(value: Any, prefix: str) -> None:
+            if isinstance(value, dict):
+                for name, inner in value.items():
+                    path = f"{prefix}.{name}" if prefix else str(name)
+                    paths.add(path)
+                    walk(inner, path)
+            elif isinstance(value, list):
+                for inner in value:
+                    walk(inner, prefix)
+
+        for doc in store.find(collection):
+            walk({k: v for k, v in doc.items() if k != "_id"}, "")
+        _PATHS[key] = frozenset(paths)
+    return _PATHS[key]
+
+
+def close_paths(path: str, known: frozenset[str], n: int = 3) -> list[str]:
+    """The known paths nearest a misspelt one (difflib, case folded first)."""
+    import difflib
+
+    folded = {p.casefold(): p for p in known}
+    if path.casefold() in folded:
+        return [folded[path.casefold()]]
+    return [folded[m] for m in difflib.get_close_matches(path.casefold(), list(folded), n=n, cutoff=0.5)]
+
+
+def check_fields(store: Store, collection: str, paths: Iterable[str]) -> None:
+    """Refuse a field no document of the collection has (it would silently match nothing), naming the closest."""
+    known = known_paths(store, collection)
+    for path in paths:
+        if path not in known:
+            near = close_paths(path, known)
+            hint = f": did you mean {' or '.join(near)}?" if near else ""
+            if not near:
+                elsewhere = [c for c in FIELDS if c != collection and path in known_paths(store, c)]
+                hint = f": it is a field of {' and '.join(elsewhere)}" if elsewhere else ""
+            raise QueryError(f"no field {path!r} in {collection}{hint}")
+
+
+def split_pair(text: str) -> tuple[str, str] | None:
+    """``path=regex`` or ``path~regex`` typed in one box, as the pair (None: no separator)."""
+    match = re.match(r"\s*([^=~\s][^=~]*?)\s*[=~]\s*(.+)$", text)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
     """The field query (and keywords) as image filters; raises QueryError on bad input."""
     flt = field_filter(request.pairs)
+    check_fields(store, request.collection, (p for p, _ in request.pairs))
     if not flt:
         clauses: list[dict[str, Any]] = []
     elif request.collection == CASES:

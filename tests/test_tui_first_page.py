@@ -11,6 +11,7 @@ from textual.widgets import Static
 from tui_support import SIZE, settle
 
 from medpix_tui.bundle import MANIFEST_SUM, Bundle, open_bundle
+from medpix_tui.session import SearchRequest, SearchResult
 from medpix_tui.store import IMAGES
 from medpix_tui.tui.app import MedpixApp
 from medpix_tui.tui.first_page import (
@@ -23,7 +24,6 @@ from medpix_tui.tui.first_page import (
     write_first_page,
 )
 from medpix_tui.tui.screens.search import SearchScreen
-from medpix_tui.session import SearchRequest, SearchResult
 from medpix_tui.tui.widgets.results import ResultsTable
 
 
@@ -42,11 +42,11 @@ class Recording(MedpixApp):
     #: Every notice, as given: a notice on screen times out, and a loaded host can settle later than that.
     notices: list[str]
 
-    def notify(self, message: str, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - App.notify's
+    def notify(self, message: str, *args, **kwargs) -> None:
         self.notices.append(message)
         super().notify(message, *args, **kwargs)
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - MedpixApp's
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.notices = []
         self.store_lock.acquire()  # no search can answer before the page is drawn

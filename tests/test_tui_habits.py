@@ -18,11 +18,11 @@ from medpix_tui.tui.widgets.results import ResultsTable
 pytestmark = pytest.mark.asyncio
 
 
-def status_text(app) -> str:  # noqa: ANN001 - a MedpixApp
+def status_text(app) -> str:
     return str(app.screen.query_one("#status", Static).render())
 
 
-async def search(pilot, keywords: str) -> ResultsTable:  # noqa: ANN001 - a Pilot
+async def search(pilot, keywords: str) -> ResultsTable:
     app = pilot.app
     await settle(pilot)
     await type_text(pilot, keywords)
@@ -154,7 +154,7 @@ async def test_topic_links_the_split_no_acr_placeholder_and_the_viewer(real_bund
         await pilot.press("f")
         await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen))
         viewer = app.screen
-        legend = lambda: str(viewer.query_one("#full-legend", Static).render())  # noqa: E731
+        legend = lambda: str(viewer.query_one("#full-legend", Static).render())
         assert f"image 1 of {len(images)}" in legend()
         await pilot.press("2", "z", "plus")
         view = viewer.query_one("#full-image")
@@ -162,3 +162,52 @@ async def test_topic_links_the_split_no_acr_placeholder_and_the_viewer(real_bund
         assert "zoom ×1.5" in legend()
         await pilot.press("0")
         assert view.zoom == 1.0 and "window: full" in legend()
+
+
+async def test_an_unknown_field_is_refused_with_the_closest_paths(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Description.Captoin")
+        await pilot.press("tab")
+        await type_text(pilot, "hemorrhage")
+        await wait_for(pilot, lambda: app.result is None and "Query error" in status_text(app))
+        assert "no field 'Description.Captoin'" in status_text(app) and "Description.Caption" in status_text(app)
+
+
+async def test_a_whole_pair_typed_in_the_field_box_searches_and_is_kept(real_bundle: Bundle) -> None:
+    from medpix_tui.query import field_filter
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Description.Caption=hemorrhage")
+        expected = [d["image"] for d in real_bundle.store.find(IMAGES, field_filter([("Description.Caption", "hemorrhage")]))]
+        await wait_for(pilot, lambda: app.result is not None and app.result.names == expected)
+        await pilot.press("enter")  # kept as a chip
+        await wait_for(pilot, lambda: app.screen.query_one("#fq-chips").has_class("-some"))
+        assert app.screen.query_one("#fq-path", Input).value == ""
+        assert app.result.request.pairs == (("Description.Caption", "hemorrhage"),)
+        await type_text(pilot, "Type~ct")
+        await wait_for(pilot, lambda: app.result is not None and len(app.result.request.pairs) == 2)
+
+
+async def test_switching_collection_drops_chips_that_cannot_match_and_says_so(real_bundle: Bundle) -> None:
+    from textual.widgets import Select
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#fq-collection", Select).value = "Image_Reports"
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Case.Title=fracture")
+        await pilot.press("enter")
+        await type_text(pilot, "Type=CT")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.result is not None and len(app.result.request.pairs) == 2)
+        app.screen.query_one("#fq-collection", Select).value = IMAGES
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.collection == IMAGES)
+        assert app.result.request.pairs == (("Type", "CT"),)
+        assert any("Dropped Case.Title~fracture" in n.message for n in app._notifications)

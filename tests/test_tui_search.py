@@ -21,7 +21,7 @@ from medpix_tui.tui.widgets.results import ResultsTable
 pytestmark = pytest.mark.asyncio
 
 
-def status_text(app) -> str:  # noqa: ANN001 - any MedpixApp
+def status_text(app) -> str:
     return str(app.screen.query_one("#status", Static).render())
 
 

@@ -23,9 +23,9 @@ from textual.screen import Screen
 from textual.widget import Widget
 
 from ..bundle import Bundle, open_bundle
+from ..session import SearchResult
 from ..store import Store
 from .first_page import FirstPage, read_first_page
-from ..session import SearchResult
 
 ImageRenderer = Literal["auto", "halfcell"]
 

@@ -31,7 +31,6 @@ from ..widgets.image_strip import ImageStrip
 from ..widgets.image_view import ImageView
 
 
-
 def image_legend(doc: dict[str, Any], highlight: str | None = None, split: str | None = None) -> Content:
     """Modality, plane, age and sex first (they must stay visible), then where, then the caption."""
     desc = doc.get("Description") or {}

@@ -22,14 +22,10 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Header, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
-from ...store import CASES, IMAGES
-from ..app import MedpixApp, alive, copy_id, medpix
-from ..first_page import write_first_page
-from ..saving import SaveOption, save_interactively
 from ...session import (
     SearchRequest,
     SearchResult,
@@ -39,6 +35,10 @@ from ...session import (
     highlight_pattern,
     run_search,
 )
+from ...store import CASES, IMAGES
+from ..app import MedpixApp, alive, copy_id, medpix
+from ..first_page import write_first_page
+from ..saving import SaveOption, save_interactively
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
 from ..widgets.footer import KeyFooter

@@ -20,9 +20,9 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from ...session import AGE_RANGES, SearchResult, age_range
 from ...store import IMAGES
 from ..app import medpix
-from ...session import AGE_RANGES, SearchResult, age_range
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
 
