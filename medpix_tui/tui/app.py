@@ -48,12 +48,25 @@ def _stats_screen() -> Screen[Any]:
     return StatsScreen()
 
 
+def _quality_screen() -> Screen[Any]:
+    from .screens.quality import QualityScreen  # the report is computed when the mode first opens
+
+    return QualityScreen()
+
+
+def _quiz_screen() -> Screen[Any]:
+    from .screens.quiz import QuizScreen
+
+    return QuizScreen()
+
+
 class MedpixApp(App[None]):
     """Search, read and analyse MedPix 2.0 from a terminal."""
 
     CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute, so subclasses elsewhere still find it
     TITLE = "MedPix 2.0"
-    MODES = {"search": _search_screen, "sql": _sql_screen, "stats": _stats_screen}
+    MODES = {"search": _search_screen, "sql": _sql_screen, "stats": _stats_screen, "quality": _quality_screen,
+             "quiz": _quiz_screen}
     DEFAULT_MODE = "search"
     BINDINGS = [
         Binding("f1", "help", "Help", tooltip="Keys and how to use this screen"),
@@ -61,6 +74,12 @@ class MedpixApp(App[None]):
         Binding("f2", "switch_mode('search')", "Search", tooltip="Search and read cases"),
         Binding("f3", "switch_mode('sql')", "SQL", tooltip="DuckDB over the bundle's Parquet"),
         Binding("f4", "switch_mode('stats')", "Stats", tooltip="Distributions of the bundle or the results"),
+        Binding("f5", "switch_mode('quality')", "Quality", show=False,
+                tooltip="Quality report: leakage across splits, duplicates, label conflicts, vocabulary"),
+        Binding("f6", "switch_mode('quiz')", "Quiz", show=False,
+                tooltip="Quiz: guess the diagnosis of cases from their images and history"),
+        Binding("f7", "similar_cases", "Similar cases", show=False,
+                tooltip="Cases like the open one, or like a history you type (sentence embeddings)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False, tooltip="Switch between the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit medpix-tui (q too, when no box has the keys)"),
         Binding("q", "quit_key", "Quit", show=False, tooltip="Quit (typed into a box, q is just a letter)"),
@@ -93,6 +112,8 @@ class MedpixApp(App[None]):
         self.store_lock = threading.Lock()
         #: The search screen's current result: what next/previous, saves and statistics use.
         self.result: SearchResult | None = None
+        #: The sentence model of similar cases, loaded on first use (:mod:`.screens.similar`).
+        self.sentence_encoder: Any = None
         counts = self.bundle.manifest.get("counts", {})
         self.sub_title = f"{counts.get('Image_Descriptions', '?')} images · {counts.get('Clinical_Reports', '?')} cases"
 
@@ -156,8 +177,19 @@ class MedpixApp(App[None]):
             self.push_screen(HelpScreen(self.screen))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns."""
+        """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns.
+
+        Similar cases are off while a quiz card hides its answer (the list would name it)."""
+        if action == "similar_cases" and getattr(self.screen, "hides_answer", False):
+            return False
         return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
+
+    def action_similar_cases(self) -> None:
+        """Cases like the open case, or like a typed history."""
+        from .screens.similar import similar_cases_action
+
+        if not getattr(self.screen, "hides_answer", False):
+            similar_cases_action(self)
 
     async def action_quit_key(self) -> None:
         """``q`` quits like ctrl+q, but not from a dialog (where it may be meant for the dialog)."""
