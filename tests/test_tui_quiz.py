@@ -61,7 +61,7 @@ def secrets(bundle: Bundle, uid: str) -> list[str]:
     return [words_of(h) for h in hidden if h and words_of(h)]
 
 
-async def start_deck(pilot, category: str) -> QuizScreen:  # noqa: ANN001 - textual's Pilot
+async def start_deck(pilot, category: str) -> QuizScreen:
     app = pilot.app
     await pilot.press("f6")
     await wait_for(pilot, lambda: isinstance(app.screen, DeckDialog))

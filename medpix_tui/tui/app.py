@@ -49,7 +49,7 @@ def _stats_screen() -> Screen[Any]:
 
 
 def _quality_screen() -> Screen[Any]:
-    from .screens.quality import QualityScreen  # the report is computed when the mode first opens
+    from .screens.quality import QualityScreen
 
     return QualityScreen()
 
