@@ -189,3 +189,25 @@ async def test_a_deck_from_the_current_results_and_an_empty_deck(real_bundle: Bu
         await wait_for(pilot, lambda: any("holds no case" in n.message for n in app._notifications))
         await wait_for(pilot, lambda: isinstance(app.screen, QuizScreen))
         assert app.screen.deck and set(app.screen.deck) == uids  # the deck played stays
+
+
+async def test_help_lists_the_new_keys_and_guides_the_quiz(real_bundle: Bundle) -> None:
+    from medpix_tui.tui.screens.help import HelpScreen
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = app.screen.query_one("Markdown").source
+        assert all(f"`{key}`" in text for key in ("f5", "f6", "f7")) and "Quality report" in text
+        await pilot.press("escape")
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Quality", "Quiz", "Similar cases"} <= titles
+        quiz = await start_deck(pilot, "trauma")
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = app.screen.query_one("Markdown").source
+        assert "## Quiz" in text and "Show the answer without guessing" in text
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is quiz)

@@ -42,6 +42,26 @@ GUIDES = {
         "(pick a column in the sidebar to insert it). Past queries are listed under History."
     ),
     "StatsScreen": "Distributions of modality, location category, plane, age and sex, for the whole bundle or the current results.",
+    "QualityScreen": (
+        "The bundle's quality report, as `medpix-tui report quality` writes it: image pairs that sit in two "
+        "splits (**leakage**), near-duplicates, label conflicts by kind, every raw label value with its clean "
+        "one, and the classes per split. It takes some seconds to compute (every image is decoded); the other "
+        "screens work meanwhile, and F5 again shows it at once. Enter on a row opens its case (`n`: the pair's "
+        "other image)."
+    ),
+    "QuizScreen": (
+        "Guess the diagnosis from the images and the history (`ctrl+l`: with findings, with the exam too). "
+        "Titles, diagnosis, differential, discussion, topic and captions stay hidden until you answer "
+        "(type it, Enter) or reveal (`ctrl+r`, or Enter on nothing). Answers count when they share most "
+        "words with the diagnosis or its synonyms (titles, topic keywords); the differential earns half. "
+        "Cards you miss come back sooner. `ctrl+o` picks a deck: the current search results, or a category, "
+        "ACR code, modality, location or split. Progress is kept per deck."
+    ),
+    "SimilarCasesScreen": (
+        "Cases whose history and findings read most like the query (cosine of MiniLM sentence "
+        "embeddings), best first. Enter opens one; `n`/`p` there walk the list. F7 on a case lists "
+        "the cases like it."
+    ),
 }
 
 

@@ -43,6 +43,9 @@ class QualityScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", tooltip="Back to the search"),
         Binding("ctrl+o", "open_case", "Open case", tooltip="Read the case of the highlighted row (Enter too)"),
+        Binding("right_square_bracket", "section(1)", "Section", key_display="]", tooltip="Next section of the report"),
+        Binding("left_square_bracket", "section(-1)", "Prev section", key_display="[", show=False,
+                tooltip="Previous section of the report"),
         Binding("ctrl+r", "recompute", "Recompute", show=False, tooltip="Compute the report again"),
     ]
 
@@ -67,7 +70,6 @@ class QualityScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "Quality report"
-        self.sub_title = "leakage · duplicates · conflicts · vocabulary · splits"
         self.action_recompute()
 
     # -- computing -----------------------------------------------------------------
@@ -85,7 +87,7 @@ class QualityScreen(Screen[None]):
         seconds = time.monotonic() - self._started
         self.query_one("#quality-summary", Static).update(
             f"Working: decoding every image for pixel digests and perceptual hashes, then pairing them "
-            f"({seconds:.0f} s; about 10 s on 2 cores). The other screens keep working meanwhile.")
+            f"({seconds:.0f} s so far; about 10 s on two idle cores). The other screens keep working meanwhile.")
 
     @work(thread=True, exclusive=True, group="quality")
     def _compute(self) -> None:
@@ -126,7 +128,10 @@ class QualityScreen(Screen[None]):
 
         self._stop_ticking()
         self.report = report
-        self.query_one("#quality-summary", Static).update("\n".join(summary_lines(report)))
+        lines = summary_lines(report)
+        # the vocabulary line is long and its tab says it all: the summary keeps the findings
+        self.query_one("#quality-summary", Static).update("\n".join(line for line in lines
+                                                                    if not line.startswith("vocabulary:")))
         counts = {
             "leakage": len(report["leakage"]["pairs"]),
             "near": len(report["duplicates"]["near"]),
@@ -204,6 +209,16 @@ class QualityScreen(Screen[None]):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self._open(event.data_table)
+
+    def action_section(self, delta: int) -> None:
+        """Show the next or previous section (wrapping around), its table focused."""
+        tabs = self.query_one(TabbedContent)
+        if not tabs.display:
+            return
+        names = list(SECTIONS)
+        name = names[(names.index(tabs.active.removeprefix("tab-")) + delta) % len(names)]
+        tabs.active = f"tab-{name}"
+        self.query_one(f"#table-{name}", DataTable).focus()
 
     def action_open_case(self) -> None:
         tabs = self.query_one(TabbedContent)

@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 
 from ...bundle import MANIFEST, sha256_regular
 from ...errors import MedpixError
+from ...store import CASES
 from ...quiz import (
     LEVELS,
     Card,
@@ -72,7 +73,7 @@ class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
             box.border_title = "Quiz deck"
             count = len(self.results or ())
             yield Checkbox(f"Only the current search results ({count} cases)" if count
-                           else "Only the current search results (search first)",
+                           else "Only the current search results (none: search first)",
                            value=bool(count), disabled=not count, id="deck-results")
             with Grid(id="deck-grid"):
                 yield Label("Category")
@@ -159,10 +160,11 @@ class QuizScreen(Screen[None]):
                 yield ImageView(medpix(self).image_class, id="quiz-image")
                 yield Static("", id="quiz-legend", markup=False)
                 yield ImageStrip(id="quiz-strip")
-            with VerticalScroll(id="quiz-right"):
-                yield Static("Choose a deck (ctrl+o).", id="quiz-card", markup=False)
-                yield Static("", id="quiz-verdict", markup=False)
-                yield Static("", id="quiz-answer", markup=False)
+            with Vertical(id="quiz-right-column"):
+                yield Static("", id="quiz-verdict", markup=False)  # the score stays in sight above the text
+                with VerticalScroll(id="quiz-right"):
+                    yield Static("Choose a deck (ctrl+o).", id="quiz-card", markup=False)
+                    yield Static("", id="quiz-answer", markup=False)
         yield Input(placeholder=ASK, id="quiz-input", compact=True)
         yield Static("", id="quiz-status", markup=False)
         yield KeyFooter()
@@ -175,7 +177,9 @@ class QuizScreen(Screen[None]):
     # -- decks ---------------------------------------------------------------------
     def action_deck(self) -> None:
         result = medpix(self).result
-        results = tuple(sorted({d["U_id"] for d in result.images})) if result is not None and result.images else None
+        # the results make a deck of their own only once a search narrowed them
+        narrowed = result is not None and bool(result.images) and result.case_count < medpix(self).bundle.manifest.get("counts", {}).get(CASES, 0)
+        results = tuple(sorted({d["U_id"] for d in result.images})) if result is not None and narrowed else None
         self.app.push_screen(DeckDialog(results, self.level), self._deck_chosen)
 
     def _deck_chosen(self, choice: tuple[DeckSpec, Level] | None) -> None:
@@ -259,7 +263,9 @@ class QuizScreen(Screen[None]):
         if not card.sections:
             text.append("(this case has no history or findings: guess from the images)\n")
         self.query_one("#quiz-card", Static).update(text)
-        self.query_one("#quiz-verdict", Static).update("")
+        verdict = self.query_one("#quiz-verdict", Static)
+        verdict.update("")
+        verdict.display = False
         self.query_one("#quiz-answer", Static).update("")
         self.query_one("#quiz-right", VerticalScroll).scroll_home(animate=False)
         answer = self.query_one("#quiz-input", Input)
@@ -319,8 +325,10 @@ class QuizScreen(Screen[None]):
                        style=VERDICT_STYLE[score.verdict])
         if text.strip():
             verdict.append(f" · you said {text.strip()!r}")
-        verdict.append(f"\n{score.reason}\n")
-        self.query_one("#quiz-verdict", Static).update(verdict)
+        verdict.append(f"\n{score.reason}")
+        shown = self.query_one("#quiz-verdict", Static)
+        shown.update(verdict)
+        shown.display = True
         self._fill_reveal(card.uid)
         answer = self.query_one("#quiz-input", Input)
         answer.value, answer.placeholder = "", NEXT
@@ -342,7 +350,10 @@ class QuizScreen(Screen[None]):
             text.append(f"{section}\n", style="bold underline")
             text.append(f"{body}\n\n")
         text.append(f"Case {uid}", style="dim")
-        self.query_one("#quiz-answer", Static).update(text)
+        answer = self.query_one("#quiz-answer", Static)
+        answer.update(text)
+        self.call_after_refresh(self.query_one("#quiz-right", VerticalScroll).scroll_to_widget, answer, top=True,
+                                animate=False)
 
     @work(thread=True, group="quiz-save")
     def _save(self, path: Path, state: QuizState) -> None:
@@ -354,10 +365,9 @@ class QuizScreen(Screen[None]):
     def _progress(self) -> str:
         if self.spec is None or self.state is None:
             return "No deck yet: press ctrl+o to choose one."
-        kept = "kept between starts" if self.path is not None else "kept while the app runs"
-        return (f"{self.spec.name}: {len(self.deck)} cases · card {self.state.step + (0 if self.revealed else 1)} · "
-                f"score {self.state.credit:g} of {self.state.answered} answered · shows {LEVEL_NAMES[self.level]} · "
-                f"progress {kept}")
+        kept = "" if self.path is not None else " · progress kept until you quit"
+        return (f"{len(self.deck)} cases · card {self.state.step + (0 if self.revealed else 1)} · "
+                f"score {self.state.credit:g} of {self.state.answered} answered · {self.level}{kept}")
 
     def _status(self, text: str) -> None:
         self.query_one("#quiz-status", Static).update(text)

@@ -80,6 +80,12 @@ def similar_cases_action(app: MedpixApp) -> None:
     app.push_screen(HistoryDialog(), chosen)
 
 
+def _cut(text: str | None, width: int = 40) -> str:
+    """One table cell: long titles cut with an ellipsis, so the diagnosis and split stay in sight."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 class HistoryDialog(ModalScreen[str | None]):
     """Type a history (and findings) to find the cases that read most alike."""
 
@@ -212,7 +218,7 @@ class SimilarCasesScreen(GuardedScreen):
         table.clear(columns=True)
         table.add_columns("#", "score", "case", "title", "diagnosis", "split")
         for i, row in enumerate(self.rows):
-            table.add_row(str(i + 1), f"{row['score']:.3f}", row["case"], row["title"] or "", row["diagnosis"] or "",
+            table.add_row(str(i + 1), f"{row['score']:.3f}", row["case"], _cut(row["title"]), _cut(row["diagnosis"]),
                           row["split"] or "", key=row["case"])
         self.query_one("#similar-loading").display = False
         table.display = True
