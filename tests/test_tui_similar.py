@@ -10,7 +10,7 @@ from medpix_tui.bundle import Bundle
 from medpix_tui.model.case_text import similar_cases
 from medpix_tui.tui.screens.case import CaseScreen
 from medpix_tui.tui.screens.search import SearchScreen
-from medpix_tui.tui.screens.similar import K, HistoryDialog, SimilarCasesScreen
+from medpix_tui.tui.screens.similar import HistoryDialog, K, SimilarCasesScreen
 
 pytestmark = pytest.mark.asyncio
 

@@ -28,7 +28,6 @@ from textual.worker import get_current_worker
 
 from ...bundle import MANIFEST, sha256_regular
 from ...errors import MedpixError
-from ...store import CASES
 from ...quiz import (
     LEVELS,
     Card,
@@ -44,6 +43,7 @@ from ...quiz import (
     score_answer,
     state_path,
 )
+from ...store import CASES
 from ..app import alive, medpix
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
