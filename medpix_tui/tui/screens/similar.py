@@ -163,8 +163,7 @@ class SimilarCasesScreen(GuardedScreen):
         yield DataTable(id="similar-table", cursor_type="row", zebra_stripes=True)
         yield KeyFooter()
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # GuardedScreen's own on_mount runs too (Textual dispatches along the MRO)
         self.title = "Similar cases"
         self.sub_title = self.label
         self.query_one("#similar-table").display = False
