@@ -211,3 +211,21 @@ async def test_help_lists_the_new_keys_and_guides_the_quiz(real_bundle: Bundle) 
         assert "## Quiz" in text and "Show the answer without guessing" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: app.screen is quiz)
+
+
+async def test_the_new_screens_fit_80x24(real_bundle: Bundle) -> None:
+    from test_tui_screens import footer_fits
+
+    from medpix_tui.tui.screens.quality import QualityScreen
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        quiz = await start_deck(pilot, "trauma")
+        assert {"Back", "Reveal", "Next card", "Deck"} <= set(footer_fits(app, 80))
+        assert quiz.query_one("#quiz-input", Input).region.height == 1
+        assert quiz.query_one("#quiz-image").region.height >= 6
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, QualityScreen))
+        await settle(pilot)
+        assert {"Back", "Open case"} <= set(footer_fits(app, 80))
