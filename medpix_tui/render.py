@@ -9,17 +9,30 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+#: The sections of a case and of its topic, in MedPix page order: the CLI's page and the TUI's panes.
 CASE_SECTIONS = ("History", "Exam", "Findings", "Differential Diagnosis", "Case Diagnosis", "Diagnosis By",
                  "Treatment & Follow Up", "Discussion")
-TOPIC_SECTIONS = ("Disease Discussion", "ACR Code", "Category", "Keywords", "Reference")
+TOPIC_SECTIONS = ("Disease Discussion", "ACR Code", "Category", "Keywords", "External Links", "Reference")
+#: MedPix's placeholder for "no ACR code" (21 topics, 99 images of the release).
+NO_ACR = "-1.-1"
+
+
+def shown_value(key: str, value: Any) -> str:
+    """A field's text as shown to a reader: the ACR placeholder reads "none", N/A reads as empty."""
+    text = "" if value is None else str(value).strip()
+    if text == "N/A":
+        return ""
+    if key in ("ACR Code", "ACR Codes") and text == NO_ACR:
+        return "none"
+    return text
 
 
 def _sections(title: str, data: dict[str, Any], keys: tuple[str, ...]) -> Panel:
     parts: list[RenderableType] = []
     for key in keys:
-        value = data.get(key)
-        if value and value != "N/A":
-            parts += [Text(key, style="bold cyan"), Text(str(value).strip()), Text("")]
+        value = shown_value(key, data.get(key))
+        if value:
+            parts += [Text(key, style="bold cyan"), Text(value), Text("")]
     return Panel(Group(*parts) if parts else Text("(empty)", style="dim"), title=title, title_align="left")
 
 
@@ -29,10 +42,9 @@ def image_facts(doc: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")),
-                         ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"), ("Plane", desc.get("Plane")),
-                         ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
-                         ("Age", desc.get("Age")), ("Sex", desc.get("Sex")), ("ACR codes", desc.get("ACR Codes")),
+    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")), ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"),
+                         ("Plane", desc.get("Plane")), ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
+                         ("Age", desc.get("Age")), ("Sex", desc.get("Sex")), ("ACR codes", shown_value("ACR Codes", desc.get("ACR Codes"))),
                          ("Caption", desc.get("Caption"))):
         table.add_row(label, Text(str(value if value is not None else "—")))
     return table

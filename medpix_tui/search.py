@@ -1,10 +1,22 @@
 """Ranked keyword search across image captions and their case and topic text.
 
-The index is SQLite FTS5 (in Python's standard library): BM25 ranking, prefix matching
-("enhanc" finds "enhancing") and per-column weights, so a caption or a diagnosis counts more
-than a long discussion. An image's score is its own BM25 plus half its case's, so images
-whose caption matches rank ahead of the other images of a matching case. A bundle ships
-the index prebuilt (``search.sqlite``); otherwise it is built in memory on first use.
+The index is SQLite FTS5 (in Python's standard library): BM25 ranking and per-column
+weights, so a caption or a diagnosis counts more than a long discussion. An image's score is
+its own BM25 plus half its case's, so images whose caption matches rank ahead of the other
+images of a matching case. A bundle ships the index prebuilt (``search.sqlite``); otherwise
+it is built in memory on first use.
+
+What people type (:func:`parse_keywords`), the one syntax of the TUI and ``query --keyword``:
+
+- ``ring enhancing lesion``: every word must occur (in the image's caption or facts, or in
+  its case or topic text: an image and its case are read as one document);
+- ``"ring enhancing"``: the words side by side, in that order;
+- ``glioma OR astrocytoma``: either;
+- ``-metastasis``: images whose text holds the word are left out;
+- ``enhanc*``: any word that starts so (without ``*`` a word matches whole words only).
+
+The user's text never reaches FTS5 as typed: each word becomes a quoted FTS5 string of
+letters and digits, so no input can form an FTS5 operator or a syntax error.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +57,97 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _TOKENIZER = "unicode61 remove_diacritics 2"
 
 
+@dataclass(frozen=True)
+class Term:
+    """One searched word or phrase: its words, whether the last one is a prefix."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+    def fts(self) -> str:
+        """The term as an FTS5 phrase (quoted words: safe whatever was typed)."""
+        return " + ".join(f'"{w}"' for w in self.words) + ("*" if self.prefix else "")
+
+    def pattern(self) -> str:
+        """A regex finding the term in text (for highlighting), as FTS5's tokenizer would."""
+        parts = [re.escape(w) for w in self.words]
+        tail = r"\w*" if self.prefix else r"(?!\w)"
+        return r"(?<!\w)" + r"\W+".join(parts) + tail
+
+
+@dataclass(frozen=True)
+class KeywordQuery:
+    """Parsed keywords: every group must match (a group matches when any of its terms does); no excluded term may."""
+
+    groups: tuple[tuple[Term, ...], ...]
+    excluded: tuple[Term, ...] = ()
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return tuple(t for g in self.groups for t in g)
+
+    def any_match(self) -> str:
+        """Every searched term ORed: what ranks the hits (each term that occurs adds to the score)."""
+        return " OR ".join(t.fts() for t in self.terms)
+
+    def group_match(self, group: tuple[Term, ...]) -> str:
+        return " OR ".join(t.fts() for t in group)
+
+    def highlight_pattern(self) -> str:
+        """One regex over every searched term, for marking hits in shown text (case-insensitive)."""
+        return "|".join(t.pattern() for t in sorted(self.terms, key=lambda t: -len(" ".join(t.words))))
+
+
+_TOKEN = re.compile(r'(-?)"([^"]*)("?)|(\S+)')
+
+
+def _term(text: str, *, phrase: bool) -> Term | None:
+    """A typed word or phrase as a Term (None when it holds no letters or digits)."""
+    prefix = text.rstrip().endswith("*")
+    words = tuple(w for w in _WORD.findall(text.lower()))
+    if not phrase and len(words) == 1 and len(words[0]) < 2 and not words[0].isdigit() and not prefix:
+        return None  # one letter would match half the dataset
+    return Term(words, prefix) if words else None
+
+
+def parse_keywords(text: str) -> KeywordQuery:
+    """Parse what was typed (the syntax in this module's docstring); QueryError says what to change."""
+    groups: list[list[Term]] = []
+    excluded: list[Term] = []
+    join_next = False
+    for match in _TOKEN.finditer(text):
+        negate, phrase, _closed, word = match.groups()
+        if word == "OR":
+            join_next = bool(groups)
+            continue
+        if phrase is not None:
+            term = _term(phrase + ("*" if match.end() < len(text) and text[match.end()] == "*" else ""), phrase=True)
+        else:
+            negate = "-" if word.startswith("-") and len(word) > 1 else ""
+            term = _term(word.removeprefix("-") if negate else word, phrase=False)
+        if term is None:
+            continue
+        if negate:
+            excluded.append(term)
+            join_next = False
+        elif join_next and groups:
+            groups[-1].append(term)
+            join_next = False
+        else:
+            groups.append([term])
+    if not groups:
+        if excluded:
+            raise QueryError("keywords only exclude (-word): add a word to look for")
+        raise QueryError("keyword search needs at least one word: type letters or digits, e.g. glioma")
+    count = sum(len(g) for g in groups) + len(excluded)
+    if count > MAX_TERMS:
+        raise QueryError(f"too many search words ({count}, at most {MAX_TERMS}): remove some")
+    return KeywordQuery(tuple(tuple(dict.fromkeys(g)) for g in groups), tuple(dict.fromkeys(excluded)))
+
+
 def terms_of(text: str) -> list[str]:
-    """Lower-case search words, in order, without repeats."""
-    terms = list(dict.fromkeys(w for w in _WORD.findall(text.lower()) if len(w) >= 2 or w.isdigit()))
-    if not terms:
-        raise QueryError("keyword search needs at least one word")
-    if len(terms) > MAX_TERMS:
-        raise QueryError(f"too many search words ({len(terms)}, at most {MAX_TERMS})")
-    return terms
+    """Lower-case searched words, in order, without repeats (excluded words are not searched)."""
+    return list(dict.fromkeys(w for t in parse_keywords(text).terms for w in t.words))
 
 
 def _text(doc: dict[str, Any], path: str) -> str:
@@ -96,15 +192,58 @@ class SearchIndex:
         self.conn.close()
 
     def search(self, text: str, *, limit: int = 50, allowed: set[str] | None = None) -> list[tuple[float, str]]:
-        """``(score, image)`` pairs, best first; ``allowed`` restricts to those images."""
-        match = " OR ".join(f'"{t}"*' for t in terms_of(text))
+        """``(score, image)`` pairs, best first; ``allowed`` restricts to those images.
+
+        Only images whose own text and case text together satisfy the query are returned;
+        they rank by the score of every searched term that occurs (BM25, as before).
+        """
+        query = parse_keywords(text)
         try:
-            scores = dict(self.conn.execute(_IMAGE_SCORES, (match,)))
-            case_rows = self.conn.execute(_CASE_SCORES_BY_IMAGE, (match,)).fetchall()
+            scores = dict(self.conn.execute(_IMAGE_SCORES, (query.any_match(),)))
+            case_rows = self.conn.execute(_CASE_SCORES_BY_IMAGE, (query.any_match(),)).fetchall()
+            for image, score in case_rows:
+                scores[image] = scores.get(image, 0.0) + CASE_SHARE * score
+            keep = set(scores)
+            for group in query.groups:
+                keep &= self._images_matching(query.group_match(group))
+            for term in query.excluded:
+                keep -= self._images_matching(term.fts())
         except sqlite3.Error as exc:
             raise QueryError(f"keyword search failed: {exc}") from None
-        for image, score in case_rows:
-            scores[image] = scores.get(image, 0.0) + CASE_SHARE * score
-        ranked = sorted(((s, i) for i, s in scores.items() if allowed is None or i in allowed),
+        ranked = sorted(((s, i) for i, s in scores.items() if i in keep and (allowed is None or i in allowed)),
                         key=lambda p: (-p[0], p[1]))
         return ranked[:limit] if limit else ranked
+
+    def _images_matching(self, match: str) -> set[str]:
+        """Images whose own text, or their case's, matches an FTS5 expression."""
+        own = {row[0] for row in self.conn.execute("SELECT image FROM images WHERE images MATCH ?", (match,))}
+        by_case = self.conn.execute("SELECT ic.image FROM image_case AS ic WHERE ic.u_id IN "
+                                    "(SELECT u_id FROM cases WHERE cases MATCH ?)", (match,))
+        return own | {row[0] for row in by_case}
+
+    def snippets(self, text: str, images: Iterable[str], *, tokens: int = 10) -> dict[str, str]:
+        """Where each image's hit is: a few words around it, hits between \x01 and \x02.
+
+        From the image's own text when it matches there, else from its case's.
+        """
+        names = list(images)
+        if not names:
+            return {}
+        match = parse_keywords(text).any_match()
+        out: dict[str, str] = {}
+        try:
+            for start in range(0, len(names), 500):
+                chunk = names[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for image, snippet in self.conn.execute(
+                        f"SELECT image, snippet(images, -1, char(1), char(2), '…', {int(tokens)}) FROM images "
+                        f"WHERE images MATCH ? AND image IN ({marks})", (match, *chunk)):
+                    out[image] = snippet
+                for image, snippet in self.conn.execute(
+                        f"SELECT ic.image, snippet(cases, -1, char(1), char(2), '…', {int(tokens)}) FROM cases "
+                        "JOIN image_case AS ic ON ic.u_id = cases.u_id "
+                        f"WHERE cases MATCH ? AND ic.image IN ({marks})", (match, *chunk)):
+                    out.setdefault(image, snippet)
+        except sqlite3.Error as exc:
+            raise QueryError(f"keyword search failed: {exc}") from None
+        return out

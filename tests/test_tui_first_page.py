@@ -11,6 +11,7 @@ from textual.widgets import Static
 from tui_support import SIZE, settle
 
 from medpix_tui.bundle import MANIFEST_SUM, Bundle, open_bundle
+from medpix_tui.session import SearchRequest, SearchResult
 from medpix_tui.store import IMAGES
 from medpix_tui.tui.app import MedpixApp
 from medpix_tui.tui.first_page import (
@@ -23,7 +24,6 @@ from medpix_tui.tui.first_page import (
     write_first_page,
 )
 from medpix_tui.tui.screens.search import SearchScreen
-from medpix_tui.tui.searching import SearchRequest, SearchResult
 from medpix_tui.tui.widgets.results import ResultsTable
 
 
@@ -39,9 +39,16 @@ class Recording(MedpixApp):
     """Starts with the store locked; records the screen when the kept page is drawn, acts, then unlocks."""
 
     seen: dict | None = None
+    #: Every notice, as given: a notice on screen times out, and a loaded host can settle later than that.
+    notices: list[str]
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - MedpixApp's
+    def notify(self, message: str, *args, **kwargs) -> None:
+        self.notices.append(message)
+        super().notify(message, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.notices = []
         self.store_lock.acquire()  # no search can answer before the page is drawn
         self._unlock = threading.Timer(30, self.store_lock.release)  # no hang when the page never comes
         self._unlock.start()
@@ -77,7 +84,7 @@ async def test_a_start_keeps_the_first_page_and_the_next_draws_it_before_the_sto
         assert not seen["answered"]
         assert seen["rows"] == expected_rows and seen["status"] == expected_status
         assert seen["focused"] is second.screen.query_one("#keywords")
-        assert any("still opening" in n.message for n in second._notifications)
+        assert any("still opening" in n for n in second.notices)
         # the store's answer replaced the page row for row, and the cursor stayed where it was moved
         table = second.screen.query_one(ResultsTable)
         assert second.result is not None and len(second.result.images) == second.bundle.store.count(IMAGES)

@@ -126,11 +126,27 @@ async def test_help_palette_and_theme(real_bundle: Bundle) -> None:
         assert isinstance(app.screen, HelpScreen)
 
 
-@pytest.mark.parametrize("width", [80, 120])
-async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: int) -> None:
+def footer_fits(app, width: int) -> list[str]:  # noqa: ANN001 - any MedpixApp
+    """The footer's keys left to right, checked to fit ``width`` without running under the palette key."""
     from textual.widgets._footer import FooterKey
 
     from medpix_tui.tui.widgets.footer import KeyFooter
+
+    footer = app.screen.query_one(KeyFooter)
+    keys = sorted((k for k in footer.query(FooterKey) if k.display), key=lambda k: k.region.x)
+    shown = [str(k.description) for k in keys]
+    assert footer.compact == (width < 100)
+    assert len(keys) >= 4 and "palette" in shown and "Quit" in shown, shown
+    assert keys[-1].region.right <= width, shown
+    for left, right in zip(keys, keys[1:]):  # the palette key is docked right: nothing may run under it
+        assert left.region.right <= right.region.x, (str(left.description), str(right.description))
+    return shown
+
+
+@pytest.mark.parametrize("width", [80, 120])
+async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: int) -> None:
+    from medpix_tui.tui.screens.case import CaseScreen
+    from medpix_tui.tui.screens.image import ImageScreen
 
     app = make_app(real_bundle)
     async with app.run_test(size=(width, 24)) as pilot:
@@ -138,15 +154,16 @@ async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: in
         for key, mode in (("f3", "sql"), ("f4", "stats"), ("f2", "search")):
             await pilot.press(key)
             await settle(pilot)
-            footer = app.screen.query_one(KeyFooter)
-            keys = sorted((k for k in footer.query(FooterKey) if k.display), key=lambda k: k.region.x)
-            shown = [str(k.description) for k in keys]
-            assert footer.compact == (width < 100)
+            shown = footer_fits(app, width)
             assert app.current_mode == mode and mode.title() not in [s.title() for s in shown], "the mode on screen has no key"
-            assert len(keys) >= 4 and "palette" in shown, shown
-            assert keys[-1].region.right <= width, shown
-            for left, right in zip(keys, keys[1:]):  # the palette key is docked right: nothing may run under it
-                assert left.region.right <= right.region.x, (str(left.description), str(right.description))
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CaseScreen) and app.screen.image is not None)
+        await settle(pilot)
+        assert {"Back", "Next", "Find"} <= set(footer_fits(app, width))
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen))
+        await settle(pilot)
+        assert {"Close", "Zoom"} <= set(footer_fits(app, width))
 
 
 async def test_import_app_loads_textual_image_first_and_leaves_the_collector_running() -> None:

@@ -21,7 +21,7 @@ from medpix_tui.tui.widgets.results import ResultsTable
 pytestmark = pytest.mark.asyncio
 
 
-def status_text(app) -> str:  # noqa: ANN001 - any MedpixApp
+def status_text(app) -> str:
     return str(app.screen.query_one("#status", Static).render())
 
 
@@ -73,24 +73,46 @@ async def test_field_query_on_cases_selects_their_images(real_bundle: Bundle) ->
         assert len(app.result.names) == real_bundle.store.count(IMAGES)
 
 
-async def test_bad_regex_is_a_notification_not_a_crash(real_bundle: Bundle) -> None:
+async def test_a_query_error_clears_the_table_and_facets_into_an_error_state(real_bundle: Bundle) -> None:
+    # the issue's case: field Case.Title on the cases, value fract(ure
     app = make_app(real_bundle)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        app.screen.query_one("#fq-collection", Select).value = CASES
         await pilot.click("#fq-path")
-        await type_text(pilot, "Description.Caption")
+        await type_text(pilot, "Case.Title")
         await pilot.press("tab")
-        await type_text(pilot, "gli")
-        await settle(pilot, 0.2)
-        before = app.result
-        await type_text(pilot, "(")
-        await settle(pilot, 0.2)
+        await type_text(pilot, "fract")
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.pairs == (("Case.Title", "fract"),))
+        assert app.result.images
+        await type_text(pilot, "(ure")
+        await wait_for(pilot, lambda: app.result is None)
+        await settle(pilot)
         assert any("invalid regex" in n.message for n in app._notifications)
         assert "invalid regex" in status_text(app)
-        assert app.result is before  # the last good result stays on screen
-        await pilot.press("backspace")
-        await settle(pilot, 0.2)
-        assert app.result is not before and len(app.result.names) > 0
+        table, empty = app.screen.query_one(ResultsTable), app.screen.query_one("#empty", Static)
+        assert not table.display and table.row_count == 0 and table.current_name is None
+        assert empty.display and "invalid regex" in str(empty.render()) and "Fix the query" in str(empty.render())
+        modality = app.screen.query_one("#facet-modality", SelectionList)
+        assert all(str(modality.get_option_at_index(i).prompt).rstrip().endswith(" 0") for i in range(modality.option_count))
+        await pilot.press("ctrl+s")  # nothing shown, nothing to save
+        assert not isinstance(app.screen, SaveDialog)
+        assert any("Nothing to save" in n.message for n in app._notifications)
+        await pilot.press("ctrl+o")
+        assert isinstance(app.screen, SearchScreen)
+        for _ in "(ure":
+            await pilot.press("backspace")
+        await wait_for(pilot, lambda: app.result is not None)
+        assert app.result.images and table.display and not empty.display
+
+
+async def test_keywords_without_a_word_are_an_error_state_too(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "([")
+        await wait_for(pilot, lambda: app.result is None and "Query error" in status_text(app))
+        assert "word" in status_text(app)
 
 
 async def test_empty_result_shows_a_placeholder(real_bundle: Bundle) -> None:
@@ -288,7 +310,7 @@ async def test_result_cells_are_one_line_cut_with_an_ellipsis(text, width, shown
 
 async def test_a_result_describes_itself_briefly(real_bundle: Bundle) -> None:
     """Textual's @work reprs a worker's arguments on the event loop: 2050 documents took milliseconds."""
-    from medpix_tui.tui.searching import SearchRequest, run_search
+    from medpix_tui.session import SearchRequest, run_search
 
     text = repr(run_search(real_bundle.store, SearchRequest()))
     assert len(text) < 300 and "2050 images" in text

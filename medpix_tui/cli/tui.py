@@ -20,6 +20,13 @@ def history_path() -> Path:
     return history_file().require()
 
 
+def state_dir() -> Path:
+    """Where the UI keeps per-user state (remembered searches, crash logs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("medpix-tui"))
+
+
 def run_tui(bundle_path: str | None) -> None:
     """Resolve (building on first use) the bundle with a progress bar, then run the app."""
     app_class = import_app()
@@ -29,9 +36,14 @@ def run_tui(bundle_path: str | None) -> None:
 
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
     if os.environ.get(SERVED_ENV) == "1":  # a browser's session (medpix-tui serve): keep nothing on the server
-        app_class(bundle, image_renderer="halfcell").run()  # a browser terminal answers no graphics query
+        # a browser terminal answers no graphics query: half-blocks
+        app = app_class(bundle, image_renderer="halfcell", crash_dir=state_dir() / "logs")
     else:
-        app_class(bundle, history_path=history_path(), first_page_dir=default_dir()).run()
+        app = app_class(bundle, history_path=history_path(), first_page_dir=default_dir(),
+                        crash_dir=state_dir() / "logs", state_dir=state_dir())
+    app.run()
+    if app.return_code:  # an internal error: Textual printed the line naming the log; never exit 0
+        raise SystemExit(app.return_code)
 
 
 def import_app() -> type[MedpixApp]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..progress import Progress, silent
+from ..session import FACETS as SESSION_FACETS
 
 #: The ``Prediction`` fields that have a Parquet column ``pred_<name>``, and their types.
 COLUMNS = {"modality": "string", "modality_p": "float64", "location": "string", "location_p": "float64",
@@ -36,10 +37,9 @@ COLUMNS = {"modality": "string", "modality_p": "float64", "location": "string", 
 #: The label each task's prediction is set against.
 TASK_FIELDS = {"modality": "Type", "location": "Location Category"}
 SAME, DIFFERS = "same", "differs"
-#: Facets for the terminal UI's facet list, as (key, title, document path): each counts
-#: ``same`` and ``differs`` (the session's facet machinery counts and filters by path).
-FACETS = (("pred_modality", "Prediction vs modality", "Prediction.modality_vs_label"),
-          ("pred_location", "Prediction vs location category", "Prediction.location_vs_label"))
+#: The facets "prediction vs label" per task, as (key, title, document path): the search session's
+#: own rows, each counting ``same`` and ``differs``.
+FACETS = tuple((f.key, f.title, f.path) for f in SESSION_FACETS if f.path.startswith("Prediction."))
 #: Sort by the model's confidence (lowest first finds the doubtful answers).
 CONFIDENCE_SORT = {"modality": "Prediction.modality_p", "location": "Prediction.location_p"}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
+import traceback
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -21,9 +23,9 @@ from textual.screen import Screen
 from textual.widget import Widget
 
 from ..bundle import Bundle, open_bundle
+from ..session import SearchResult
 from ..store import Store
 from .first_page import FirstPage, load_first_page
-from .searching import SearchResult
 
 ImageRenderer = Literal["auto", "halfcell"]
 
@@ -46,12 +48,25 @@ def _stats_screen() -> Screen[Any]:
     return StatsScreen()
 
 
+def _quality_screen() -> Screen[Any]:
+    from .screens.quality import QualityScreen
+
+    return QualityScreen()
+
+
+def _quiz_screen() -> Screen[Any]:
+    from .screens.quiz import QuizScreen
+
+    return QuizScreen()
+
+
 class MedpixApp(App[None]):
     """Search, read and analyse MedPix 2.0 from a terminal."""
 
     CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute, so subclasses elsewhere still find it
     TITLE = "MedPix 2.0"
-    MODES = {"search": _search_screen, "sql": _sql_screen, "stats": _stats_screen}
+    MODES = {"search": _search_screen, "sql": _sql_screen, "stats": _stats_screen, "quality": _quality_screen,
+             "quiz": _quiz_screen}
     DEFAULT_MODE = "search"
     BINDINGS = [
         Binding("f1", "help", "Help", tooltip="Keys and how to use this screen"),
@@ -59,12 +74,21 @@ class MedpixApp(App[None]):
         Binding("f2", "switch_mode('search')", "Search", tooltip="Search and read cases"),
         Binding("f3", "switch_mode('sql')", "SQL", tooltip="DuckDB over the bundle's Parquet"),
         Binding("f4", "switch_mode('stats')", "Stats", tooltip="Distributions of the bundle or the results"),
+        Binding("f5", "switch_mode('quality')", "Quality", show=False,
+                tooltip="Quality report: leakage across splits, duplicates, label conflicts, vocabulary"),
+        Binding("f6", "switch_mode('quiz')", "Quiz", show=False,
+                tooltip="Quiz: guess the diagnosis of cases from their images and history"),
+        Binding("f7", "similar_cases", "Similar cases", show=False,
+                tooltip="Cases like the open one, or like a history you type (sentence embeddings)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False, tooltip="Switch between the dark and light theme"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit medpix-tui (q too, when no box has the keys)"),
+        Binding("q", "quit_key", "Quit", show=False, tooltip="Quit (typed into a box, q is just a letter)"),
     ]
 
     def __init__(self, bundle: Bundle | str | Path, *, image_renderer: ImageRenderer = "auto",
                  history_path: Path | None = None, save_dir: Path | None = None,
-                 first_page_dir: Path | None = None) -> None:
+                 first_page_dir: Path | None = None, crash_dir: Path | None = None,
+                 state_dir: Path | None = None) -> None:
         super().__init__()
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
         #: Where first pages are kept between starts (:mod:`.first_page`); None: neither read nor kept.
@@ -75,6 +99,12 @@ class MedpixApp(App[None]):
         self.first_page_problem: str | None = None
         if first_page_dir:
             self.first_page, self.first_page_problem = load_first_page(first_page_dir, self.bundle)
+        #: Where the last search on this bundle is remembered between starts (:mod:`.remember`); None: not.
+        self.state_dir = state_dir
+        #: Where a crash's traceback is written (the terminal gets one line naming the file).
+        self.crash_dir = crash_dir
+        #: The crash log of the last unhandled exception, once written.
+        self.crash_log: Path | None = None
         self.image_renderer = image_renderer
         self.history_path = history_path
         self.save_dir = Path(save_dir) if save_dir else Path.cwd()
@@ -82,6 +112,8 @@ class MedpixApp(App[None]):
         self.store_lock = threading.Lock()
         #: The search screen's current result: what next/previous, saves and statistics use.
         self.result: SearchResult | None = None
+        #: The sentence model of similar cases, loaded on first use (:mod:`.screens.similar`).
+        self.sentence_encoder: Any = None
         counts = self.bundle.manifest.get("counts", {})
         self.sub_title = f"{counts.get('Image_Descriptions', '?')} images · {counts.get('Clinical_Reports', '?')} cases"
 
@@ -112,6 +144,31 @@ class MedpixApp(App[None]):
         gc.collect()
         gc.freeze()
 
+    def _handle_exception(self, error: Exception) -> None:
+        """Exit with status 1 after an unhandled exception; the traceback goes to a log file.
+
+        The terminal is restored by Textual as usual; instead of a screenful of traceback the
+        user reads one line naming the file that holds it.
+        """
+        if self.crash_dir is None:  # tests and embedders: Textual's own report
+            super()._handle_exception(error)
+            return
+        self._return_code = 1
+        if self._exception is None:
+            self._exception = error
+            self._exception_event.set()
+        text = "".join(traceback.format_exception(error))
+        try:
+            self.crash_dir.mkdir(parents=True, exist_ok=True)
+            log = self.crash_dir / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{threading.get_native_id()}.log"
+            log.write_text(text, encoding="utf-8")
+            self.crash_log = log
+            line = f"medpix-tui stopped on an internal error ({type(error).__name__}); the traceback is in {log}"
+        except OSError as exc:
+            line = f"medpix-tui stopped on an internal error ({type(error).__name__}: {error}); no log: {exc}"
+        self._exit_renderables.append(line)
+        self._close_messages_no_wait()
+
     def action_help(self) -> None:
         """Show the keys of the current screen and a short guide."""
         from .screens.help import HelpScreen
@@ -120,8 +177,26 @@ class MedpixApp(App[None]):
             self.push_screen(HelpScreen(self.screen))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns."""
+        """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns.
+
+        Similar cases are off while a quiz card hides its answer (the list would name it)."""
+        if action == "similar_cases" and getattr(self.screen, "hides_answer", False):
+            return False
         return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
+
+    def action_similar_cases(self) -> None:
+        """Cases like the open case, or like a typed history."""
+        from .screens.similar import similar_cases_action
+
+        if not getattr(self.screen, "hides_answer", False):
+            similar_cases_action(self)
+
+    async def action_quit_key(self) -> None:
+        """``q`` quits like ctrl+q, but not from a dialog (where it may be meant for the dialog)."""
+        from textual.screen import ModalScreen
+
+        if not isinstance(self.screen, ModalScreen):
+            await self.action_quit()
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
@@ -147,6 +222,72 @@ def declared_here(node: DOMNode, binding: Binding) -> bool:
     if not isinstance(node, (Screen, App)):
         return False
     return any(isinstance(b, Binding) and b.action == binding.action for b in type(node).BINDINGS)
+
+
+class GuardedScreen(Screen[None]):
+    """A screen that knows when it is leaving: answers arriving after that are dropped.
+
+    Escape can reach a screen before its mount finished, and a worker's answer can arrive
+    after the screen was dismissed; drawing into a screen in either state is what crashed
+    the app when browsing fast. ``dismiss`` waits for the mount, and :func:`alive` says
+    whether an answer still has somewhere to go.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leaving = False
+        self._ready = False
+        self._dismiss_when_ready = False
+
+    def on_mount(self) -> None:
+        self._ready = True
+        if self._dismiss_when_ready:
+            self.call_after_refresh(self._leave)
+
+    def _leave(self) -> None:
+        self.dismiss()  # not awaited: a screen cannot await its own dismissal
+
+    def dismiss(self, result: Any = None) -> Any:
+        if self.leaving:
+            return None
+        if not self._ready:  # mid-mount: leave once mounted
+            self._dismiss_when_ready = True
+            return None
+        if self.app.screen is not self:  # only the top screen leaves (a pop would take another)
+            return None
+        self.leaving = True
+        self.workers.cancel_node(self)
+        return super().dismiss(result)
+
+    def on_unmount(self) -> None:
+        self.leaving = True
+        self.workers.cancel_node(self)
+
+    #: Actions that may run before the screen is mounted (they wait for it) or while it leaves.
+    LEAVE_ACTIONS = frozenset({"back", "close"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No key acts on a screen that is not mounted yet or already leaving, but the key that leaves."""
+        if action in self.LEAVE_ACTIONS:
+            return True
+        return self._ready and not self.leaving
+
+
+def alive(node: DOMNode) -> bool:
+    """Whether ``node`` is still on a screen that has not been dismissed (so drawing into it is safe)."""
+    if not (node.is_attached and node.is_running):
+        return False
+    try:
+        screen = node if isinstance(node, Screen) else node.screen
+    except Exception:  # noqa: BLE001 - no screen any more
+        return False
+    return not getattr(screen, "leaving", False) and screen.is_attached
+
+
+def copy_id(node: DOMNode, text: str) -> None:
+    """Put an id on the terminal's clipboard (OSC 52, which reaches the local clipboard over SSH) and say so."""
+    node.app.copy_to_clipboard(text)
+    node.app.notify(f"Copied {text}", title="Clipboard", timeout=3)
 
 
 def medpix(node: DOMNode) -> MedpixApp:

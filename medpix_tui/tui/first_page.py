@@ -40,8 +40,7 @@ from ..bundle import (
 from ..errors import InputError
 from ..query import project, value_at
 from ..source import IMAGE_SUFFIX, MODALITIES
-from .searching import SearchResult
-from .widgets.results import ROW_FIELDS
+from ..session import ROW_FIELDS, SearchResult
 
 #: Rows kept: a tall terminal's first screen and the page below it.
 ROWS = 120

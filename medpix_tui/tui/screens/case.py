@@ -1,11 +1,15 @@
 """A case, read as on a MedPix case page: the image with its legend, the case and the topic.
 
-The screen walks a list of result images: next and previous move through the results,
-the strip moves through the images of the case on show.
+The screen walks a list of result images: next and previous move through the results
+(and the results table's cursor follows), the strip moves through the images of the case on
+show. The keyword search's words are marked in the caption, case and topic text; ``/``
+finds text inside the open case.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,69 +18,73 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Header, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..app import medpix
+from ...render import CASE_SECTIONS, TOPIC_SECTIONS, shown_value
+from ..app import GuardedScreen, alive, copy_id, medpix
 from ..saving import SaveOption, save_interactively
-from ..widgets.doc_pane import DocPane
+from ..widgets.doc_pane import HIT_STYLE, DocPane
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 from ..widgets.image_strip import ImageStrip
 from ..widgets.image_view import ImageView
 
-CASE_SECTIONS = (
-    ("History", "History"), ("Exam", "Exam"), ("Findings", "Findings"),
-    ("Differential Diagnosis", "Differential Diagnosis"), ("Case Diagnosis", "Case Diagnosis"),
-    ("Diagnosis By", "Diagnosis By"), ("Treatment & Follow Up", "Treatment & Follow Up"), ("Discussion", "Discussion"),
-)
-TOPIC_SECTIONS = (
-    ("Disease Discussion", "Disease Discussion"), ("ACR Code", "ACR Code"), ("Category", "Category"),
-    ("Keywords", "Keywords"), ("Reference", "Reference"),
-)
 
-
-def image_legend(doc: dict[str, Any]) -> Content:
+def image_legend(doc: dict[str, Any], highlight: str | None = None, split: str | None = None) -> Content:
     """Modality, plane, age and sex first (they must stay visible), then where, then the caption."""
     desc = doc.get("Description") or {}
     age = f"{desc['Age']} y" if desc.get("Age") not in (None, "") else ""
     facts = [desc.get("Modality") or doc.get("Type"), desc.get("Plane"), age, desc.get("Sex")]
     where = [" / ".join(v for v in (doc.get("Location Category"), doc.get("Location")) if v),
-             f"ACR {desc['ACR Codes']}" if desc.get("ACR Codes") else "",
-             f"Figure {desc['Figure Part']}" if desc.get("Figure Part") else "", doc["image"]]
+             f"ACR {shown_value('ACR Codes', desc['ACR Codes'])}" if desc.get("ACR Codes") else "",
+             f"Figure {desc['Figure Part']}" if desc.get("Figure Part") else "", doc["image"],
+             f"split: {split}" if split else ""]
+    caption = Content(desc.get("Caption") or "(no caption)")
+    if highlight:
+        caption = caption.highlight_regex(re.compile(highlight, re.IGNORECASE), style=HIT_STYLE)
     return Content.assemble(
         (" · ".join(str(f) for f in facts if f), "bold"), "\n",
         (" · ".join(w for w in where if w), "dim"), "\n",
-        desc.get("Caption") or "(no caption)",
+        caption,
     )
 
 
-class CaseScreen(Screen[None]):
+class CaseScreen(GuardedScreen):
     """One result at a time, with its whole case."""
 
     CSS_PATH = "case.tcss"
     BINDINGS = [
-        Binding("escape", "back", "Back", tooltip="Return to the results"),
+        Binding("escape", "back", "Back", tooltip="Return to the results (or close the find box)"),
         Binding("n", "step(1)", "Next", tooltip="Next result"),
-        Binding("p", "step(-1)", "Previous", tooltip="Previous result"),
-        Binding("right_square_bracket", "image(1)", "Next image", key_display="]", tooltip="Next image of this case"),
-        Binding("left_square_bracket", "image(-1)", "Prev image", key_display="[",
+        Binding("p", "step(-1)", "Prev", tooltip="Previous result"),
+        Binding("right_square_bracket", "image(1)", "Image", key_display="]", tooltip="Next image of this case"),
+        Binding("left_square_bracket", "image(-1)", "Prev image", key_display="[", show=False,
                 tooltip="Previous image of this case"),
-        Binding("f", "fullscreen", "Full screen", tooltip="Show the image on the whole screen"),
-        Binding("t", "toggle_pane", "Case/Topic", tooltip="Switch between the case and its topic"),
-        Binding("s", "save", "Save", tooltip="Save the image document, the case or the topic as JSON"),
+        Binding("f", "fullscreen", "Full", tooltip="Show the image on the whole screen"),
+        Binding("t", "toggle_pane", "Topic", tooltip="Switch between the case and its topic"),
+        Binding("slash", "find", "Find", key_display="/", tooltip="Find text in the case or topic shown"),
+        Binding("s", "save", "Save", show=False, tooltip="Save the image document, the case or the topic as JSON"),
+        Binding("c", "copy", "Copy id", show=False, tooltip="Copy the image id to the clipboard (OSC 52: works over SSH)"),
+        Binding("C", "copy_case", "Copy case id", show=False, tooltip="Copy the case id to the clipboard"),
     ]
 
-    def __init__(self, names: list[str], index: int) -> None:
+    def __init__(self, names: list[str], index: int, *, highlight: str | None = None,
+                 follow: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.names = names
         self.index = index
+        #: A regex of the searched words, marked in the text (None: no keyword search).
+        self.highlight = highlight
+        #: Told each result shown, so the results table's cursor follows.
+        self.follow = follow
+        self.split: str | None = None
         self.image: dict[str, Any] | None = None
         self.case: dict[str, Any] | None = None
         self.case_images: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         with Horizontal(id="case-body"):
             with Vertical(id="case-left"):
                 yield ImageView(medpix(self).image_class, id="case-image")
@@ -87,6 +95,7 @@ class CaseScreen(Screen[None]):
                     yield DocPane(CASE_SECTIONS, id="case-doc")
                 with TabPane("Topic", id="pane-topic"):
                     yield DocPane(TOPIC_SECTIONS, id="topic-doc")
+        yield Input(placeholder="find in this case (Enter: next match, Esc: close)", id="find", compact=True)
         yield KeyFooter()
 
     def on_mount(self) -> None:
@@ -103,13 +112,17 @@ class CaseScreen(Screen[None]):
             same_case = self.case is not None and uid == self.case.get("U_id")
             case = self.case if same_case else (store.get_case(uid) if uid else None)
             images = self.case_images if same_case else (store.images_of_case(uid) if uid else [])
-        if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, name, image, case, images)
+            split = store.split_of(uid) if uid else None
+        if not worker.is_cancelled and alive(self):
+            self.app.call_from_thread(self._show, name, image, case, images, split)
 
-    def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None,
-              images: list[dict[str, Any]]) -> None:
-        if name != self.names[self.index]:
+    def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None, images: list[dict[str, Any]],
+              split: str | None = None) -> None:
+        if name != self.names[self.index] or not alive(self):
             return
+        self.split = split
+        if self.follow is not None:
+            self.follow(name)
         new_case = case is not self.case or case is None
         self.case, self.case_images = case, images or ([image] if image else [])
         body = (case or {}).get("Case") or {}
@@ -118,11 +131,16 @@ class CaseScreen(Screen[None]):
         self.title = f"{uid} · result {self.index + 1} of {len(self.names)}"
         self.sub_title = body.get("Title") or "case not found"
         if new_case:  # the next result from the same case keeps the reader's place in the text
-            self.query_one("#case-doc", DocPane).show(body.get("Title", ""), body)
-            self.query_one("#topic-doc", DocPane).show(topic.get("Title", ""), topic)
+            self.query_one("#case-doc", DocPane).show(body.get("Title", ""), body, self.highlight)
+            self.query_one("#topic-doc", DocPane).show(topic.get("Title", ""), topic, self.highlight)
+            finding = self.query_one("#find", Input)
+            if finding.display and finding.value:
+                self._find(finding.value)
         self._show_image(image, name)
 
     def _show_image(self, image: dict[str, Any] | None, name: str) -> None:
+        if not alive(self):
+            return
         self.image = image
         legend = self.query_one("#legend", Static)
         view = self.query_one("#case-image", ImageView)
@@ -130,13 +148,58 @@ class CaseScreen(Screen[None]):
             legend.update(Content(f"{name}: no such image in this bundle"))
             view.show(None)
             return
-        legend.update(image_legend(image))
+        legend.update(image_legend(image, self.highlight, self.split))
         self.query_one(ImageStrip).set_images(self.case_images, image["image"])
         view.show(medpix(self).bundle.image_path(image["image"]))
 
     # -- actions -------------------------------------------------------------------
     def action_back(self) -> None:
+        finding = self.query("#find").results(Input)
+        box = next(iter(finding), None)
+        if box is not None and box.display:
+            self._close_find()
+            return
         self.dismiss()
+
+    def _pane(self) -> DocPane:
+        panes = self.query_one(TabbedContent)
+        return self.query_one("#topic-doc" if panes.active == "pane-topic" else "#case-doc", DocPane)
+
+    def action_find(self) -> None:
+        """Open the find box over the footer; what is typed is marked in the pane shown."""
+        box = self.query_one("#find", Input)
+        box.display = True
+        box.focus()
+
+    def _close_find(self) -> None:
+        box = self.query_one("#find", Input)
+        box.value = ""
+        box.display = False
+        for pane in self.query(DocPane):
+            pane.find("")
+        self._pane().focus()
+
+    @on(Input.Changed, "#find")
+    def _find_typed(self, event: Input.Changed) -> None:
+        self._find(event.value)
+
+    def _find(self, text: str) -> None:
+        count = self._pane().find(text)
+        if text.strip():
+            self.sub_title = f"{count} match{'es' if count != 1 else ''} for {text!r}" if count else f"no match for {text!r}"
+
+    @on(Input.Submitted, "#find")
+    def _find_next(self) -> None:
+        self._pane().find_next()
+
+    def action_copy(self) -> None:
+        """Copy the image id (OSC 52: the terminal's clipboard, also over SSH)."""
+        if self.image is not None:
+            copy_id(self, self.image["image"])
+
+    def action_copy_case(self) -> None:
+        if self.image is not None:
+            copy_id(self, self.image["U_id"])
 
     def action_step(self, delta: int) -> None:
         """Move to the next or previous result (stops at either end)."""
@@ -165,7 +228,10 @@ class CaseScreen(Screen[None]):
     def action_toggle_pane(self) -> None:
         panes = self.query_one(TabbedContent)
         panes.active = "pane-topic" if panes.active == "pane-case" else "pane-case"
-        self.query_one("#topic-doc" if panes.active == "pane-topic" else "#case-doc", DocPane).focus()
+        box = self.query_one("#find", Input)
+        if box.display and box.value:
+            self._find(box.value)
+        self._pane().focus()
 
     def action_fullscreen(self) -> None:
         from .image import ImageScreen

@@ -14,24 +14,54 @@ from ..app import declared_here
 
 GUIDES = {
     "SearchScreen": (
-        "Type **keywords** to rank images by caption, diagnosis, findings and topic text. "
+        "Type **keywords** to rank images by caption, diagnosis, findings and topic text: every "
+        "word must occur (`ring enhancing lesion`), `\"quoted words\"` side by side, `glioma OR "
+        "astrocytoma` either, `-metastasis` leaves out, `enhanc*` any word starting so. The "
+        "*Match* column shows where the words hit. "
         "The **field query** is the MedPix 2.0 authors' query: choose a collection, a field "
-        "(e.g. `Description.Caption`, `Case.Title`) and a regex, matched case-insensitively; "
-        "Enter keeps the pair, and kept pairs are ANDed. Tick **facets** on the left to narrow "
-        "the results; their counts follow the query. Enter on a result opens its case."
+        "(e.g. `Description.Caption`, `Case.Title`) and a regex, matched case-insensitively "
+        "(or type `Description.Caption=hemorrhage` in the field box); Enter keeps the pair, and "
+        "kept pairs are ANDed. Tick **facets** on the left to narrow the results; their counts "
+        "follow the query. Enter on a result opens its case.\n\n"
+        "In the results: `o` sorts by the next column, `O` reverses (or click a header); `c` "
+        "copies the image id; `q` quits."
     ),
     "CaseScreen": (
         "The image with its legend on the left, the case (history to discussion) and its topic "
         "on the right; scroll them with the arrows or PgUp/PgDn. The strip under the image "
-        "lists every image of the case."
+        "lists every image of the case. Searched words are underlined; `/` finds text in the "
+        "pane shown (Enter: next match, Esc: close)."
     ),
-    "ImageScreen": "The image on the whole screen. The arrows step through the images of the case.",
+    "ImageScreen": (
+        "The image on the whole screen. The arrows step through the images of the case; "
+        "`1`-`4` choose a window (full, soft tissue, bright, dark), `+`/`-` change the contrast, "
+        "`z`/`x` zoom in and out, `0` resets."
+    ),
     "SqlScreen": (
         "DuckDB SQL over the bundle's Parquet tables `images`, `cases` and `image_reports` "
         "(pick a column in the sidebar to insert it). Past queries are listed under History."
     ),
-    "StatsScreen": "Distributions of modality, location category, plane, age and sex, "
-                   "for the whole bundle or the current results.",
+    "StatsScreen": "Distributions of modality, location category, plane, age and sex, for the whole bundle or the current results.",
+    "QualityScreen": (
+        "The bundle's quality report, as `medpix-tui report quality` writes it: image pairs that sit in two "
+        "splits (**leakage**), near-duplicates, label conflicts by kind, every raw label value with its clean "
+        "one, and the classes per split. It takes some seconds to compute (every image is decoded); the other "
+        "screens work meanwhile, and F5 again shows it at once. Enter on a row opens its case (`n`: the pair's "
+        "other image)."
+    ),
+    "QuizScreen": (
+        "Guess the diagnosis from the images and the history (`ctrl+l`: with findings, with the exam too). "
+        "Titles, diagnosis, differential, discussion, topic and captions stay hidden until you answer "
+        "(type it, Enter) or reveal (`ctrl+r`, or Enter on nothing). Answers count when they share most "
+        "words with the diagnosis or its synonyms (titles, topic keywords); the differential earns half. "
+        "Cards you miss come back sooner. `ctrl+o` picks a deck: the current search results, or a category, "
+        "ACR code, modality, location or split. Progress is kept per deck."
+    ),
+    "SimilarCasesScreen": (
+        "Cases whose history and findings read most like the query (cosine of MiniLM sentence "
+        "embeddings), best first. Enter opens one; `n`/`p` there walk the list. F7 on a case lists "
+        "the cases like it."
+    ),
 }
 
 
@@ -39,7 +69,7 @@ class HelpScreen(ModalScreen[None]):
     """What the screen below does, and its keys, then the keys that work everywhere."""
 
     CSS_PATH = "help.tcss"
-    BINDINGS = [Binding("escape,q,f1,question_mark", "close", "Close")]
+    BINDINGS = [Binding("escape,f1,question_mark", "close", "Close")]
 
     def __init__(self, below: Screen[Any]) -> None:
         super().__init__()

@@ -22,26 +22,30 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Header, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
-from ...store import CASES, IMAGES
-from ..app import MedpixApp, medpix
-from ..first_page import write_first_page
-from ..saving import SaveOption, document_options, save_interactively
-from ..searching import (
+from ...session import (
     SearchRequest,
     SearchResult,
     case_titles,
     count_facets,
+    fill_snippets,
+    highlight_pattern,
     run_search,
 )
+from ...store import CASES, IMAGES
+from ..app import MedpixApp, alive, copy_id, medpix
+from ..first_page import write_first_page
+from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 from ..widgets.results import ResultsTable
 
+NO_MATCH = "No images match. Loosen the query or press ctrl+r to reset."
 #: A key after this many quiet seconds searches at once; faster typing waits for a pause this long.
 DEBOUNCE = 0.1
 #: Below this many columns the facets start hidden, leaving the table the width.
@@ -70,6 +74,8 @@ class SearchScreen(Screen[None]):
                 tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
         Binding("ctrl+n", "meaning", "Search by meaning", show=False,
                 tooltip="Rank images by the model's reading of the search text (needs a bundle with a model)"),
+        Binding("ctrl+y", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (OSC 52: works over SSH)"),
+        Binding("c", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (in the results)"),
     ]
 
     class ResultsShown(Message):
@@ -99,7 +105,7 @@ class SearchScreen(Screen[None]):
         self._model: Any = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         with Horizontal(id="search-row"):
             yield Label("Search", classes="row-label")
             yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True,
@@ -111,7 +117,7 @@ class SearchScreen(Screen[None]):
             yield FacetPanel(id="facets")
             with Vertical(id="results-box"):
                 yield ResultsTable(id="results")
-                yield Static("No images match. Loosen the query or press ctrl+r to reset.", id="empty", markup=False)
+                yield Static(NO_MATCH, id="empty", markup=False)
         yield Static("Loading…", id="status", markup=False)
         yield KeyFooter()
 
@@ -124,7 +130,7 @@ class SearchScreen(Screen[None]):
         self._page_shown = True
         self._titles = dict(page.titles)
         self.query_one(ResultsTable).show(page.images, self._titles)
-        self._status(_summary(page.image_count, page.case_count, False, SearchRequest()))
+        self._status(_summary(page.image_count, page.case_count, False, SearchRequest(), self._totals()))
         self.call_after_refresh(self._first_page_drawn)
 
     def _first_page_drawn(self) -> None:
@@ -186,20 +192,32 @@ class SearchScreen(Screen[None]):
             self.app.call_from_thread(self._show, result)
 
     def _show_titles(self) -> None:
+        if not alive(self):
+            return
         if self.result is not None:
-            self.query_one(ResultsTable).show(self.result.images, self._titles, keep_cursor=True)
+            result, store = self.result, medpix(self).store
+            snippets = (lambda names: fill_snippets(store, result, names)) if result.keywords else None
+            self.query_one(ResultsTable).show(result.images, self._titles, keep_cursor=True, snippets=snippets)
 
     def _show(self, result: SearchResult) -> None:
+        if not alive(self):
+            return
         self.result = result
         medpix(self).result = result
         table = self.query_one(ResultsTable)
         # the store's opening listing replaces the kept first page row for row: the cursor stays
-        table.show(result.images, self._titles, keep_cursor=self._page_shown and result.request == SearchRequest())
+        store = medpix(self).store
+        snippets = (lambda names: fill_snippets(store, result, names)) if result.keywords else None
+        table.show(result.images, self._titles, keep_cursor=self._page_shown and result.request == SearchRequest(),
+                   snippets=snippets)
         self._page_shown = False
         empty = not result.images
         table.display = not empty
-        self.query_one("#empty").display = empty
-        self._status(_summary(len(result.images), result.case_count, result.ranked, result.request))
+        placeholder = self.query_one("#empty", Static)
+        placeholder.update(NO_MATCH)
+        placeholder.remove_class("-error")
+        placeholder.display = empty
+        self._status(_summary(len(result.images), result.case_count, result.ranked, result.request, self._totals()))
         # the table is drawn first; facet counts follow, so they never delay it
         self.call_after_refresh(self._after_paint, result)
 
@@ -229,8 +247,9 @@ class SearchScreen(Screen[None]):
         if not worker.is_cancelled:  # queued, so counts reach the lists in order even while they mount
             self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
-    async def _show_counts(self, universe: dict[str, collections.Counter],
-                           counts: dict[str, collections.Counter]) -> None:
+    async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+        if not alive(self):
+            return
         panel = self.query_one(FacetPanel)
         if self._universe is None:
             self._universe = universe
@@ -241,8 +260,28 @@ class SearchScreen(Screen[None]):
         panel.update_counts(counts)
 
     def _failed(self, message: str) -> None:
-        self._status(message, error=True)
+        """A query error empties the screen: no rows or counts of an earlier query stay to be saved or read."""
+        if not alive(self):
+            return
+        self.result = None
+        medpix(self).result = None
+        self._page_shown = False
+        table = self.query_one(ResultsTable)
+        table.show([], self._titles)
+        table.display = False
+        empty = self.query_one("#empty", Static)
+        empty.update(f"{message}\nFix the query above, or press ctrl+r to reset.")
+        empty.display = True
+        empty.add_class("-error")
+        if self._universe is not None:
+            self.query_one(FacetPanel).update_counts({})
+        self._status(f"Query error: {message}", error=True)
         self.notify(message, title="Query", severity="error", timeout=4)
+
+    def _totals(self) -> tuple[int, int] | None:
+        counts = medpix(self).bundle.manifest.get("counts", {})
+        images, cases = counts.get("Image_Descriptions"), counts.get("Clinical_Reports")
+        return (images, cases) if isinstance(images, int) and isinstance(cases, int) else None
 
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#status", Static)
@@ -281,13 +320,29 @@ class SearchScreen(Screen[None]):
         """Open the case of the highlighted image, with the results to step through."""
         from .case import CaseScreen
 
+        if self.app.screen is not self or not alive(self):
+            return  # a key that arrived as another screen opened
         table = self.query_one(ResultsTable)
         if self._opening():
             return
         if self.result is None or table.current_name is None:
             self.notify("No image selected", severity="warning")
             return
-        self.app.push_screen(CaseScreen(self.result.names, table.cursor_row))
+        self.app.push_screen(CaseScreen(table.names, table.cursor_row, highlight=highlight_pattern(self.result.keywords),
+                                        follow=self._follow))
+
+    def _follow(self, name: str) -> None:
+        """The case screen moved to ``name``: the results cursor goes there too."""
+        if alive(self) and self.result is not None:
+            self.query_one(ResultsTable).go_to(name)
+
+    def action_copy(self) -> None:
+        """Copy the highlighted image's id (OSC 52)."""
+        name = self.query_one(ResultsTable).current_name
+        if name is None:
+            self.notify("No image selected", severity="warning")
+        else:
+            copy_id(self, name)
 
     def action_similar(self) -> None:
         """Show the images the model finds most alike to the highlighted one."""
@@ -336,6 +391,8 @@ class SearchScreen(Screen[None]):
             self.app.call_from_thread(self._show_within, names, label, kind == "meaning")
 
     def _show_within(self, names: tuple[str, ...], label: str, clear_keywords: bool) -> None:
+        if not alive(self):
+            return
         self._within, self._within_label = names, label
         if clear_keywords:
             self.query_one("#keywords", Input).value = ""
@@ -355,11 +412,12 @@ class SearchScreen(Screen[None]):
         await save_interactively(medpix(self), f"Save {len(result.images)} results", options)
 
 
-def _summary(images: int, cases: int, ranked: bool, request: SearchRequest) -> str:
-    """The status line of a result."""
+def _summary(images: int, cases: int, ranked: bool, request: SearchRequest, totals: tuple[int, int] | None = None) -> str:
+    """The status line of a result: its size, of the bundle's when it is a part, then how it is ordered."""
     how = "ranked" if ranked else "in id order"
     hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""
-    return f"{images} images · {cases} cases · {how} · {request.describe()}{hint}"
+    of = f" (of {totals[0]} · {totals[1]})" if totals and (images, cases) != totals else ""
+    return f"{images} images · {cases} cases{of} · {how} · {request.describe()}{hint}"
 
 
 def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:

@@ -25,7 +25,6 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import (
     DataTable,
-    Header,
     Label,
     OptionList,
     Static,
@@ -42,6 +41,7 @@ from ...sql import MAX_SQL_CHARS
 from ..app import medpix
 from ..saving import document_options, save_interactively
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
@@ -74,7 +74,7 @@ class SqlScreen(Screen[None]):
         self._last_query = ""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         with Horizontal(id="sql-body"):
             with Vertical(id="sql-sidebar"):
                 tree: Tree[str] = Tree("Tables", id="schema")

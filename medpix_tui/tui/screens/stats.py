@@ -16,14 +16,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
 from textual.screen import Screen
-from textual.widgets import Header, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
+from ...session import AGE_RANGES, SearchResult, age_range
 from ...store import IMAGES
 from ..app import medpix
-from ..searching import AGE_RANGES, SearchResult, age_range
 from ..widgets.footer import KeyFooter
+from ..widgets.header import SafeHeader
 
 PLOTS: tuple[tuple[str, str, str], ...] = (
     ("modality", "Modality", "Type"),
@@ -54,7 +55,7 @@ class StatsScreen(Screen[None]):
         self._drawn_for: object = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield SafeHeader()
         yield Static(id="stats-scope", markup=False)
         with Grid(id="stats-grid"):
             for key, title, _ in PLOTS:

@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.widget import AwaitMount
 from textual.widgets import Collapsible, SelectionList, Static
 
-from ..searching import FACETS, facet_order
+from ...session import FACETS, facet_order
 
 #: Facets shown open at start; the rest are a keystroke away.
 OPEN = ("modality", "category")

@@ -1,7 +1,9 @@
 """The authors' field query: a collection, then field = regex pairs (case-insensitive, ANDed).
 
 The pair being typed counts at once (results follow the keyboard); Enter or "Add" keeps it
-as a chip, and a chip is removed by pressing it.
+as a chip, and a chip is removed by pressing it. ``path=regex`` (or ``path~regex``) typed
+in the field box is a whole pair. Switching collection drops the chips whose field the new
+collection does not have, and says which.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
+from ...session import FIELDS, known_paths, split_pair
 from ...store import CASES, COLLECTIONS, IMAGES
-from ..searching import FIELDS
 
 
 class FieldQuery(Vertical):
@@ -71,6 +73,8 @@ class FieldQuery(Vertical):
     def _pending(self) -> tuple[str, str] | None:
         path = self.query_one("#fq-path", Input).value.strip()
         regex = self.query_one("#fq-regex", Input).value
+        if not regex and (whole := split_pair(path)) is not None:
+            return whole
         return (path, regex) if path and regex else None
 
     def clear(self) -> None:
@@ -89,7 +93,25 @@ class FieldQuery(Vertical):
         event.stop()
         fields = FIELDS.get(self.collection, FIELDS[CASES])
         self.query_one("#fq-path", Input).suggester = SuggestFromList(fields, case_sensitive=False)
+        self._drop_unmatchable()
         self._announce()
+
+    def _drop_unmatchable(self) -> None:
+        """Chips whose field the collection does not have could never match: drop them and say so."""
+        if not self._kept:
+            return
+        from ..app import medpix
+
+        try:
+            known = known_paths(medpix(self).store, self.collection)
+        except Exception:  # noqa: BLE001 - the store not open yet: the search will say what is wrong
+            return
+        dropped = [(p, r) for p, r in self._kept if p not in known]
+        if dropped:
+            self._kept = [pair for pair in self._kept if pair not in dropped]
+            self._redraw_chips()
+            names = ", ".join(f"{p}~{r}" for p, r in dropped)
+            self.notify(f"Dropped {names}: {self.collection} has no such field", title="Field query", severity="warning")
 
     @on(Input.Changed, "#fq-path, #fq-regex")
     def _typed(self, event: Input.Changed) -> None:
@@ -99,6 +121,9 @@ class FieldQuery(Vertical):
     @on(Input.Submitted, "#fq-path")
     def _path_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        if split_pair(event.value) is not None and not self.query_one("#fq-regex", Input).value:
+            self._keep(event)  # a whole path=regex pair
+            return
         self.query_one("#fq-regex", Input).focus()
 
     @on(Input.Submitted, "#fq-regex")

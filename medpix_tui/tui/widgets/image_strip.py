@@ -10,6 +10,8 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Tab, Tabs
 
+from ..app import alive
+
 
 class ImageStrip(Container):
     """Tabs named after the images of one case, CT first then MR (the case's own order)."""
@@ -31,31 +33,52 @@ class ImageStrip(Container):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._names: list[str] = []
+        self._active = ""
+        self._settling = False
 
     @property
     def names(self) -> list[str]:
         return list(self._names)
 
     def set_images(self, docs: list[dict[str, Any]], active: str) -> None:
-        """Show a case's images with ``active`` selected; rebuilt only when the case changes."""
+        """Show a case's images with ``active`` selected; rebuilt only when the case changes.
+
+        The tabs are mounted without an active tab, which is set once they are mounted and
+        only while the strip is still on screen: a strip whose screen left mid-mount (Escape
+        pressed as a case opened) would otherwise look for a tab that never arrived.
+        """
+        self._active = active
         names = [d["image"] for d in docs]
         if names == self._names and self.query(Tabs):
-            self.query_one(Tabs).active = active
+            self._activate()
             return
         had_focus = any(t.has_focus for t in self.query(Tabs))
         self.remove_children()
         self._names = names
-        tabs = Tabs(*(Tab(_label(i, d), id=d["image"]) for i, d in enumerate(docs)),
-                    active=active if active in names else None)
+        tabs = Tabs(*(Tab(_label(i, d), id=d["image"]) for i, d in enumerate(docs)))
+        self._settling = True  # until the tab asked for is active, the mount's own pick is not the user's
         self.mount(tabs)
+        self.call_after_refresh(self._activate)
         if had_focus:
             tabs.focus()
+
+    def _activate(self) -> None:
+        if not alive(self):
+            return
+        for tabs in self.query(Tabs):
+            if tabs.is_mounted and self._active in self._names and tabs.query(f"#tabs-list > #{self._active}"):
+                tabs.active = self._active
 
     @on(Tabs.TabActivated)
     def _activated(self, event: Tabs.TabActivated) -> None:
         event.stop()
-        if event.tab.id:
-            self.post_message(self.Chosen(event.tab.id))
+        if not event.tab.id or event.tab.id == self._active:
+            self._settling = False
+            return
+        if self._settling:
+            return
+        self._active = event.tab.id
+        self.post_message(self.Chosen(event.tab.id))
 
 
 def _label(index: int, doc: dict[str, Any]) -> Content:

@@ -3,32 +3,43 @@
 DataTable measures every cell of every row it is given, about half a millisecond a row;
 filling all 2050 images would stall the screen for a second after each keystroke. Rows
 are added in pages instead, the next page as the cursor or the scrollbar nears the end.
-The diagnosis column takes whatever width the others leave.
+The diagnosis column takes whatever width the others leave; after a keyword search a
+"Match" column shows where the words hit (the hits in bold). Any column sorts (``o``, or a
+click on its header; again to reverse); the order shown is the order the case screen steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console, ConsoleOptions
 from rich.measure import Measurement
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
+from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable
 
-#: (label, width); width None is the diagnosis column, which gets the rest.
-COLUMNS: tuple[tuple[str, int | None], ...] = (
-    ("Image", 19), ("Case", 7), ("Diagnosis / title", None), ("Mod", 3), ("Plane", 9), ("Location", 16),
-)
-#: The document fields a row shows (the title comes from the case).
-ROW_FIELDS = ("image", "U_id", "Type", "Description.Plane", "Location")
+from ...query import value_at
+
+#: key -> (label, width, document path); width None shares what the fixed columns leave.
+COLUMNS: dict[str, tuple[str, int | None, str]] = {
+    "image": ("Image", 19, "image"), "case": ("Case", 7, "U_id"), "title": ("Diagnosis / title", None, ""),
+    "mod": ("Mod", 3, "Type"), "plane": ("Plane", 9, "Description.Plane"), "location": ("Location", 16, "Location"),
+    "match": ("Match", None, ""),
+}
+PLAIN = ("image", "case", "title", "mod", "plane", "location")
+#: After keywords the plane and location make room for where the words hit.
+MATCHED = ("image", "case", "title", "mod", "match")
 MIN_DIAGNOSIS = 24
 #: Rows added at a time beyond what the table shows: few, as each costs time on every keystroke.
 PAGE = 20
 #: Load the next page when the cursor or the view is this many rows from the end.
 MARGIN = 10
+_BOLD = Style(bold=True)
 
 
 class Cell:
@@ -36,7 +47,8 @@ class Cell:
 
     DataTable renders every visible cell again after each change; a ``rich.text.Text``
     goes through wrapping and justification to produce the same single segment, at about
-    twice the cost, and the table's cells are most of a keystroke's drawing time.
+    twice the cost, and the table's cells are most of a keystroke's drawing time. Text
+    between \\x01 and \\x02 (a keyword hit) is drawn bold.
     """
 
     __slots__ = ("text",)
@@ -47,40 +59,81 @@ class Cell:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
         width = options.max_width
         text = self.text
+        if "\x01" in text:
+            yield from _marked(text, width)
+            return
         if cell_len(text) > width:
             text = set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
         yield Segment(text)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        width = cell_len(self.text)
+        width = cell_len(self.text.replace("\x01", "").replace("\x02", ""))
         return Measurement(width, width)
 
     def __str__(self) -> str:
-        return self.text
+        return self.text.replace("\x01", "").replace("\x02", "")
+
+
+def _marked(text: str, width: int) -> Iterator[Segment]:
+    """Segments of a snippet, hits bold, cut to ``width`` with an ellipsis."""
+    left = width
+    bold = False
+    for part in text.replace("\x02", "\x01").split("\x01"):
+        if part and left > 0:
+            if cell_len(part) > left:
+                part = set_cell_size(part, max(0, left - 1)) + "…" if left > 1 else set_cell_size(part, left)
+            left -= cell_len(part)
+            yield Segment(part, _BOLD if bold else None)
+        bold = not bold
 
 
 class ResultsTable(DataTable[Cell]):
-    """Images of the current result, in result order."""
+    """Images of the current result, in result order or sorted by a column."""
+
+    BINDINGS = [
+        Binding("o", "sort_next", "Sort", show=False, tooltip="Sort by the next column (o again moves on)"),
+        Binding("O", "sort_reverse", "Reverse sort", show=False, tooltip="Reverse the sort order"),
+    ]
+
+    class Sorted(Message):
+        """The order of the rows changed (by the user)."""
+
+        def __init__(self, column: str | None, reverse: bool) -> None:
+            super().__init__()
+            self.column = column
+            self.reverse = reverse
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._result_docs: list[dict[str, Any]] = []
         self._docs: list[dict[str, Any]] = []
         self._titles: dict[str, str] = {}
         self._shown = 0
-        self._diagnosis_width = 0
+        self._layout: tuple[int, tuple[str, ...]] = (0, ())
+        self._keys: tuple[str, ...] = PLAIN
+        #: Gives the snippets of these images (None: no keywords, no Match column).
+        self.snippets: Callable[[list[str]], dict[str, str]] | None = None
+        self.sort_column: str | None = None
+        self.sort_reverse = False
 
     def _set_columns(self) -> None:
         """(Re)create the columns for the current width; the rows shown so far come back."""
-        fixed = sum(w or 0 for _, w in COLUMNS) + 2 * self.cell_padding * len(COLUMNS) + 2  # + scrollbar
-        width = max(MIN_DIAGNOSIS, self.size.width - fixed)
-        if width == self._diagnosis_width:
+        keys = MATCHED if self.snippets is not None else PLAIN
+        fixed = sum(COLUMNS[k][1] or 0 for k in keys) + 2 * self.cell_padding * len(keys) + 2  # + scrollbar
+        spare = max(MIN_DIAGNOSIS, self.size.width - fixed)
+        if (spare, keys) == self._layout:
             return
-        self._diagnosis_width = width
+        self._layout, self._keys = (spare, keys), keys
+        flexible = [k for k in keys if COLUMNS[k][1] is None]
+        share = {k: spare // len(flexible) for k in flexible}
         cursor = self.cursor_row
         shown = self._shown
         self.clear(columns=True)
-        for label, column_width in COLUMNS:
-            self.add_column(label, width=column_width or width)
+        for key in keys:
+            label, column_width, _ = COLUMNS[key]
+            if key == self.sort_column:
+                label += " ▼" if self.sort_reverse else " ▲"
+            self.add_column(label, width=column_width or share[key], key=key)
         self._shown = 0
         self._more(shown)
         if self.row_count:
@@ -89,18 +142,25 @@ class ResultsTable(DataTable[Cell]):
     def on_resize(self, event: events.Resize) -> None:
         self._set_columns()
 
-    def show(self, images: list[dict[str, Any]], titles: dict[str, str], *, keep_cursor: bool = False) -> None:
+    def show(self, images: list[dict[str, Any]], titles: dict[str, str], *, keep_cursor: bool = False,
+             snippets: Callable[[list[str]], dict[str, str]] | None = None) -> None:
         """Replace the rows with these images, from the top (or where the cursor was)."""
         row = self.cursor_row if keep_cursor else 0
         shown = self._shown if keep_cursor else 0
-        self._docs, self._titles = images, titles
+        self._result_docs, self._titles = images, titles
+        self._docs = self._sorted(images)
+        self.snippets = snippets
         self._shown = 0
-        if not self.columns:
-            self._set_columns()
+        self._set_columns()
         self.clear()
         self._more(max(self.size.height + MARGIN, shown))
         if row:
             self.move_cursor(row=min(row, self.row_count - 1), animate=False)
+
+    @property
+    def names(self) -> list[str]:
+        """Every image of the result, in the order shown."""
+        return [d["image"] for d in self._docs]
 
     @property
     def current_name(self) -> str | None:
@@ -109,12 +169,82 @@ class ResultsTable(DataTable[Cell]):
             return None
         return self._docs[self.cursor_row]["image"]
 
+    def go_to(self, name: str) -> None:
+        """Put the cursor on an image of the result (adding rows until it is there)."""
+        names = self.names
+        if name not in names:
+            return
+        index = names.index(name)
+        if index >= self._shown:
+            self._more(index - self._shown + PAGE)
+        self.move_cursor(row=index, animate=False)
+
+    # -- sorting ---------------------------------------------------------------------
+    def sort_by(self, column: str | None, reverse: bool = False) -> None:
+        """Order the rows by a column (None: the result's own order); the cursor stays on its image."""
+        current = self.current_name
+        self.sort_column, self.sort_reverse = column, reverse
+        self._docs = self._sorted(self._result_docs)
+        self._layout = (0, ())  # headers show the order
+        shown = self._shown
+        self._shown = 0
+        self.clear(columns=True)
+        self._set_columns()
+        if not self._shown:
+            self._more(max(shown, self.size.height + MARGIN))
+        if current is not None:
+            self.go_to(current)
+        self.post_message(self.Sorted(column, reverse))
+
+    def _sorted(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        column = self.sort_column
+        if column is None or column not in COLUMNS:
+            return list(docs)
+        path = COLUMNS[column][2]
+        snippets = self.snippets([d["image"] for d in docs]) if column == "match" and self.snippets else {}
+
+        def key(doc: dict[str, Any]) -> tuple[int, Any]:
+            if column == "title":
+                value: Any = self._titles.get(doc.get("U_id", ""), "")
+            elif column == "match":
+                value = str(Cell(snippets.get(doc["image"], "")))
+            else:
+                value = value_at(doc, path)
+            text = "" if value is None else str(value)
+            number = _number(text)
+            return (0, number) if number is not None else (1, text.casefold())
+
+        return sorted(docs, key=key, reverse=self.sort_reverse)
+
+    def action_sort_next(self) -> None:
+        keys = (None, *self._keys)
+        position = keys.index(self.sort_column) if self.sort_column in keys else 0
+        self.sort_by(keys[(position + 1) % len(keys)], False)
+
+    def action_sort_reverse(self) -> None:
+        if self.sort_column is not None:
+            self.sort_by(self.sort_column, not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        column = str(event.column_key.value)
+        self.sort_by(column, not self.sort_reverse if column == self.sort_column else False)
+
+    # -- paging ----------------------------------------------------------------------
     def _more(self, count: int = PAGE) -> None:
         """Add the next ``count`` rows (cells are built only for rows that are shown)."""
         chunk = self._docs[self._shown: self._shown + count]
-        if chunk:
-            self.add_rows([_cells(d, self._titles.get(d["U_id"], "")) for d in chunk])
+        if chunk and len(self.columns) == len(self._keys):  # not while the columns are being rebuilt
+            snippets = self.snippets([d["image"] for d in chunk]) if self.snippets is not None else {}
+            self.add_rows([self._cells(d, snippets) for d in chunk])
             self._shown += len(chunk)
+
+    def _cells(self, doc: dict[str, Any], snippets: dict[str, str]) -> tuple[Cell, ...]:
+        desc = doc.get("Description") or {}
+        values = {"image": doc["image"], "case": doc["U_id"], "title": self._titles.get(doc["U_id"], ""),
+                  "mod": doc.get("Type"), "plane": desc.get("Plane"), "location": doc.get("Location"),
+                  "match": snippets.get(doc["image"], "")}
+        return tuple(Cell(" ".join(str(values[k] or "").split())) for k in self._keys)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.cursor_row >= self._shown - MARGIN:
@@ -126,7 +256,10 @@ class ResultsTable(DataTable[Cell]):
             self._more()
 
 
-def _cells(doc: dict[str, Any], title: str) -> tuple[Cell, ...]:
-    desc = doc.get("Description") or {}
-    values = (doc["image"], doc["U_id"], title, doc.get("Type"), desc.get("Plane"), doc.get("Location"))
-    return tuple(Cell(" ".join(str(v or "").split())) for v in values)
+def _number(text: str) -> float | None:
+    """A whole or decimal number as a number (ages sort 9 before 89), else None."""
+    try:
+        return float(text) if text.strip() and text.strip().lstrip("-").replace(".", "", 1).isdigit() else None
+    except ValueError:
+        return None
+

@@ -1,7 +1,8 @@
-"""What the search screen asks the store: keywords, the authors' field query and facets.
+"""A search session over a store: keywords, the authors' field query and facets.
 
-Pure functions over :class:`~medpix_tui.store.Store`, so the screen only gathers input and
-draws results, and tests and the benchmark can run a search without a terminal. Results are
+Pure functions over :class:`~medpix_tui.store.Store`, importable without Textual: the
+search screen only gathers input and draws results, and the CLI, tests and the benchmark
+run the same searches without a terminal. Results are
 always images (the table lists images); a field query on ``Clinical_Reports`` selects the
 images of the matching cases, one on ``Image_Reports`` the matching images.
 """
@@ -10,13 +11,15 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..query import and_filters, field_filter
-from ..source import SPLITS
-from ..store import CASES, IMAGES, REPORTS, Store
+from .errors import QueryError
+from .query import and_filters, field_filter
+from .search import parse_keywords
+from .source import SPLITS
+from .store import CASES, IMAGES, REPORTS, Store
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ FACETS: tuple[Facet, ...] = (
     Facet("age", "Age range", "Description.Age"),
     Facet("acr", "ACR code", "Description.ACR Codes"),
     Facet("split", "Split", "U_id"),  # counted by case, then read through the store's splits
+    # the model's answer beside the label ("same"/"differs"; absent in a bundle without a model)
+    Facet("pred_modality", "Prediction vs modality", "Prediction.modality_vs_label"),
+    Facet("pred_location", "Prediction vs location category", "Prediction.location_vs_label"),
 )
 FACET_BY_KEY = {f.key: f for f in FACETS}
 
@@ -48,6 +54,8 @@ AGE_RANGES: dict[str, str] = {
 SPLIT_ORDER = SPLITS
 #: Keywords count from this many characters: one letter would match half the dataset.
 MIN_KEYWORDS = 2
+#: Rows whose keyword snippets come with a search (about two screens); later rows' on demand.
+SNIPPET_ROWS = 40
 
 #: Dotted fields offered as suggestions in the field query, per collection.
 IMAGE_FIELDS = ("image", "U_id", "Type", "Location", "Location Category", "Description.Caption",
@@ -57,6 +65,8 @@ CASE_FIELDS = ("U_id", "Case.Title", "Case.History", "Case.Exam", "Case.Findings
                "Case.Case Diagnosis", "Case.Diagnosis By", "Case.Treatment & Follow Up", "Case.Discussion",
                "Topic.Title", "Topic.Disease Discussion", "Topic.ACR Code", "Topic.Category", "Topic.Keywords",
                "Topic.Reference", "TAC", "MRI")
+#: The document fields a results row shows (the title comes from the case).
+ROW_FIELDS = ("image", "U_id", "Type", "Description.Plane", "Location")
 FIELDS = {IMAGES: IMAGE_FIELDS, CASES: CASE_FIELDS, REPORTS: IMAGE_FIELDS + CASE_FIELDS[1:16]}
 
 
@@ -105,6 +115,8 @@ class SearchResult:
     #: The image filters before facets (field query, keywords, model answer): facets count within them.
     base: tuple[dict[str, Any], ...]
     ranked: bool
+    #: image -> where its keywords hit (hits between \x01 and \x02), filled as rows are shown.
+    snippets: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         # short: Textual's @work describes each worker by the repr of its arguments, on the event loop
@@ -117,6 +129,11 @@ class SearchResult:
     @property
     def case_count(self) -> int:
         return len({d["U_id"] for d in self.images})
+
+    @property
+    def keywords(self) -> str:
+        """The keywords that selected these images ("" when none did)."""
+        return self.request.active_keywords
 
     def selection_filter(self) -> dict[str, Any]:
         """A filter on ``Image_Descriptions`` selecting exactly these images."""
@@ -137,9 +154,64 @@ def _facet_clauses(store: Store, facets: Mapping[str, frozenset[str]], skip: str
     return [facet_clause(store, k, v) for k, v in facets.items() if v and k != skip]
 
 
+_PATHS: dict[tuple[int, str], frozenset[str]] = {}
+
+
+def known_paths(store: Store, collection: str) -> frozenset[str]:
+    """Every dotted path some document of ``collection`` holds (objects inside arrays included), once per store."""
+    key = (id(store), collection)
+    if key not in _PATHS:
+        paths: set[str] = set()
+
+        def walk(value: Any, prefix: str) -> None:
+            if isinstance(value, dict):
+                for name, inner in value.items():
+                    path = f"{prefix}.{name}" if prefix else str(name)
+                    paths.add(path)
+                    walk(inner, path)
+            elif isinstance(value, list):
+                for inner in value:
+                    walk(inner, prefix)
+
+        for doc in store.find(collection):
+            walk({k: v for k, v in doc.items() if k != "_id"}, "")
+        _PATHS[key] = frozenset(paths)
+    return _PATHS[key]
+
+
+def close_paths(path: str, known: frozenset[str], n: int = 3) -> list[str]:
+    """The known paths nearest a misspelt one (difflib, case folded first)."""
+    import difflib
+
+    folded = {p.casefold(): p for p in known}
+    if path.casefold() in folded:
+        return [folded[path.casefold()]]
+    return [folded[m] for m in difflib.get_close_matches(path.casefold(), list(folded), n=n, cutoff=0.5)]
+
+
+def check_fields(store: Store, collection: str, paths: Iterable[str]) -> None:
+    """Refuse a field no document of the collection has (it would silently match nothing), naming the closest."""
+    known = known_paths(store, collection)
+    for path in paths:
+        if path not in known:
+            near = close_paths(path, known)
+            hint = f": did you mean {' or '.join(near)}?" if near else ""
+            if not near:
+                elsewhere = [c for c in FIELDS if c != collection and path in known_paths(store, c)]
+                hint = f": it is a field of {' and '.join(elsewhere)}" if elsewhere else ""
+            raise QueryError(f"no field {path!r} in {collection}{hint}")
+
+
+def split_pair(text: str) -> tuple[str, str] | None:
+    """``path=regex`` or ``path~regex`` typed in one box, as the pair (None: no separator)."""
+    match = re.match(r"\s*([^=~\s][^=~]*?)\s*[=~]\s*(.+)$", text)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
     """The field query (and keywords) as image filters; raises QueryError on bad input."""
     flt = field_filter(request.pairs)
+    check_fields(store, request.collection, (p for p, _ in request.pairs))
     if not flt:
         clauses: list[dict[str, Any]] = []
     elif request.collection == CASES:
@@ -157,15 +229,41 @@ def _base_clauses(store: Store, request: SearchRequest) -> list[dict[str, Any]]:
     return clauses
 
 
-def run_search(store: Store, request: SearchRequest) -> SearchResult:
-    """The images a request selects; raises QueryError for a bad regex or keyword text."""
+def run_search(store: Store, request: SearchRequest, *, snippet_rows: int = SNIPPET_ROWS) -> SearchResult:
+    """The images a request selects; raises QueryError for a bad regex or keyword text.
+
+    With keywords, the snippets of the first ``snippet_rows`` images come along (the
+    rest when asked, :func:`fill_snippets`), so a keystroke never waits for all of them.
+    """
     base = _base_clauses(store, request)
     docs = store.find(IMAGES, and_filters(*base, *_facet_clauses(store, request.facets)))
     ranked = bool(request.active_keywords or request.within)
     if ranked:
         order = {name: i for i, name in enumerate(base[-1]["image"]["$in"])}
         docs.sort(key=lambda d: order[d["image"]])
-    return SearchResult(request, docs, tuple(base), ranked)
+    result = SearchResult(request, docs, tuple(base), ranked)
+    if result.keywords and snippet_rows:
+        fill_snippets(store, result, result.names[:snippet_rows])
+    return result
+
+
+def fill_snippets(store: Store, result: SearchResult, names: list[str]) -> dict[str, str]:
+    """Find (once) where the keywords hit in these images of ``result``; returns all known so far."""
+    missing = [n for n in names if n not in result.snippets]
+    if result.keywords and missing:
+        found = store.search_index().snippets(result.keywords, missing)
+        result.snippets.update({n: found.get(n, "") for n in missing})
+    return result.snippets
+
+
+def highlight_pattern(keywords: str) -> str | None:
+    """A regex marking the searched words in shown text (None: no usable keywords)."""
+    if len(keywords.strip()) < MIN_KEYWORDS:
+        return None
+    try:
+        return parse_keywords(keywords).highlight_pattern()
+    except QueryError:
+        return None
 
 
 def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Counter]:

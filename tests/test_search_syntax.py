@@ -1,0 +1,82 @@
+"""The keyword syntax (one parser for the TUI and ``query --keyword``), against the real release."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from medpix_tui.bundle import Bundle
+from medpix_tui.errors import QueryError
+from medpix_tui.query import value_at
+from medpix_tui.search import CASE_COLUMNS, IMAGE_COLUMNS, parse_keywords
+
+
+def words_of(real_bundle: Bundle, image: dict) -> set[str]:
+    """Every word of an image's indexed text and its case's, as the index's tokenizer splits them."""
+    case = real_bundle.store.get_case(image["U_id"]) or {}
+    texts = [value_at(image, p) for p, _ in IMAGE_COLUMNS.values()] + [value_at(case, p) for p, _ in CASE_COLUMNS.values()]
+    return {w for t in texts if isinstance(t, str) for w in re.findall(r"\w+", t.lower())}
+
+
+def test_the_syntax_parses_as_documented() -> None:
+    q = parse_keywords('"ring enhancing" lesion glioma OR astrocytoma -metastasis enhanc*')
+    assert [[t.words for t in g] for g in q.groups] == [[("ring", "enhancing")], [("lesion",)],
+                                                       [("glioma",), ("astrocytoma",)], [("enhanc",)]]
+    assert q.groups[-1][0].prefix and not q.groups[1][0].prefix
+    assert [t.words for t in q.excluded] == [("metastasis",)]
+
+
+@pytest.mark.parametrize("text", ["([", '"', "-", "a b", "*", "OR"])
+def test_no_word_is_one_clear_error(text: str) -> None:
+    with pytest.raises(QueryError, match="at least one word"):
+        parse_keywords(text)
+
+
+@pytest.mark.parametrize("text", ['NEAR(a b)', 'col:glioma', '"un"closed" (x', "glioma AND", '^glioma', "x" * 300])
+def test_fts5_syntax_typed_by_a_user_never_reaches_fts5(real_bundle: Bundle, text: str) -> None:
+    real_bundle.store.keyword_search(text, limit=5)  # no sqlite error: every word is quoted
+
+
+def test_words_are_anded_phrases_are_adjacent_and_minus_excludes(real_bundle: Bundle) -> None:
+    store = real_bundle.store
+    every = store.keyword_search("ring enhancing lesion", limit=0)
+    any_word = store.search_index().conn.execute("SELECT count(*) FROM images WHERE images MATCH 'ring OR enhancing OR lesion'").fetchone()[0]
+    assert 0 < len(every) < any_word
+    for _, image in every:
+        assert {"ring", "enhancing", "lesion"} <= words_of(real_bundle, image)
+    phrase = {d["image"] for _, d in store.keyword_search('"ring enhancing" lesion', limit=0)}
+    assert phrase and phrase <= {d["image"] for _, d in every}
+    either = {d["image"] for _, d in store.keyword_search("glioma OR astrocytoma", limit=0)}
+    assert {d["image"] for _, d in store.keyword_search("glioma", limit=0)} < either
+    without = store.keyword_search("glioma -astrocytoma", limit=0)
+    assert without and all("astrocytoma" not in words_of(real_bundle, d) for _, d in without)
+
+
+def test_prefix_only_with_a_star(real_bundle: Bundle) -> None:
+    store = real_bundle.store
+    assert store.keyword_search("enhanc", limit=0) == []
+    starred = store.keyword_search("enhanc*", limit=0)
+    assert starred and all(any(w.startswith("enhanc") for w in words_of(real_bundle, d)) for _, d in starred)
+
+
+def test_query_keyword_json_returns_only_documents_with_every_word(real_bundle: Bundle) -> None:
+    out = subprocess.run([sys.executable, "-m", "medpix_tui", "query", "--bundle", str(real_bundle.root),
+                          "--keyword", "ring enhancing lesion", "--json"], capture_output=True, text=True, check=True)
+    docs = json.loads(out.stdout)
+    assert docs and len(docs) <= 50
+    for doc in docs:
+        assert {"ring", "enhancing", "lesion"} <= words_of(real_bundle, doc)
+    expected = [d["image"] for _, d in real_bundle.store.keyword_search("ring enhancing lesion")]
+    assert [d["image"] for d in docs] == expected  # ranked as the library ranks
+
+
+def test_snippets_mark_the_hits(real_bundle: Bundle) -> None:
+    index = real_bundle.store.search_index()
+    hits = index.search("ring enhancing lesion", limit=5)
+    snippets = index.snippets("ring enhancing lesion", [name for _, name in hits])
+    assert set(snippets) == {name for _, name in hits}
+    assert all("\x01" in s and "\x02" in s for s in snippets.values())
