@@ -393,11 +393,11 @@ def test_ensemble_checkpoint_is_the_mean_of_its_members_logits(work: dict[str, P
     ens = load_image_encoder(tmp_path / "ens")
     pictures = pack.pictures[:6]
     got = {t: np.log(p) for t, p in ens.head.probabilities(ens.encode_arrays(pictures)).items()}
-    for task in got:
+    for task, log_probs in got.items():
         logits = sum(w * m.head.logit_scale * (m.encode_arrays(pictures) @ m.head.embeddings[task].T)
                      for w, m in zip((0.3, 0.7), members))
         want = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
-        np.testing.assert_allclose(got[task], want, atol=1e-4)
+        np.testing.assert_allclose(log_probs, want, atol=1e-4)
     text = load_text_tower(tmp_path / "ens")
     for task, spec in paper_prompts().items():
         np.testing.assert_allclose(text.encode(spec["texts"]), ens.head.embeddings[task], atol=1e-4)

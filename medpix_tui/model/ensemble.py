@@ -18,7 +18,7 @@ with ``preprocess_cfg`` mean 0 and std 1, so the tower receives pictures in [0, 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ class EnsembleTower(nn.Module):
         self.norms = norms
         self.scales = scales
         self.image_size = image_size
-        self.output_dim = sum(int(m.output_dim) for m in members)
+        self.output_dim = sum(int(cast(int, m.output_dim)) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([scale * F.normalize(member((x - mean) / std), dim=-1)
