@@ -371,3 +371,33 @@ def test_joint_weights_even_out_modality_within_a_location() -> None:
     weights = joint_weights(labels, torch.arange(10), 1.0)
     assert float(weights[:2].sum()) == pytest.approx(float(weights[2:].sum()))
     assert float(weights.mean()) == pytest.approx(1.0)
+
+
+def test_ensemble_checkpoint_is_the_mean_of_its_members_logits(work: dict[str, Path], tmp_path: Path) -> None:
+    """Two towers side by side as one CLIP: its logits are the shares' mean of the members', text search included."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tools.train.ensemble import compose
+
+    other = tmp_path / "other"  # a second member: the tiny model with another logit scale and a perturbed tower
+    shutil.copytree(work["model"], other)
+    state = load_file(str(other / WEIGHTS_FILE))
+    state["logit_scale"] = state["logit_scale"] + 0.7
+    state["visual.conv1.weight"] = state["visual.conv1.weight"] * 0.8
+    save_file(state, str(other / WEIGHTS_FILE))
+    pack = read_pack(work["pack"])
+    compose([work["model"], other], [0.3, 0.7], pack, tmp_path / "ens", "tiny-ens")
+    members = [load_image_encoder(work["model"]), load_image_encoder(other)]
+    ens = load_image_encoder(tmp_path / "ens")
+    pictures = pack.pictures[:6]
+    got = {t: np.log(p) for t, p in ens.head.probabilities(ens.encode_arrays(pictures)).items()}
+    for task, log_probs in got.items():
+        logits = sum(w * m.head.logit_scale * (m.encode_arrays(pictures) @ m.head.embeddings[task].T)
+                     for w, m in zip((0.3, 0.7), members))
+        want = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+        np.testing.assert_allclose(log_probs, want, atol=1e-4)
+    text = load_text_tower(tmp_path / "ens")
+    for task, spec in paper_prompts().items():
+        np.testing.assert_allclose(text.encode(spec["texts"]), ens.head.embeddings[task], atol=1e-4)

