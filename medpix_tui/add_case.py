@@ -19,9 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import move_into_place
 from .errors import InputError, Problem, ValidationError
-from .source import (CASES_FILE, IMAGE_DIR, IMAGE_SUFFIX, IMAGES_FILE, case_problems, cross_problems,
-                     decode_problem, image_problems, load_source, resolve_root)
+from .source import (
+    CASES_FILE,
+    IMAGE_DIR,
+    IMAGE_SUFFIX,
+    IMAGES_FILE,
+    case_problems,
+    cross_problems,
+    decode_problem,
+    image_problems,
+    load_source,
+    resolve_root,
+)
 
 
 @dataclass(frozen=True)
@@ -133,10 +144,10 @@ def add_case(case_json: Path, images_dir: Path, source: Path) -> AddCaseSummary:
         json_temps = {label: _write_new(root / label, data) for label, data in new_json.items()}
         temps.extend(json_temps.values())
         for tmp, final in staged:
-            os.replace(tmp, final)
+            move_into_place(tmp, final)
             placed.append(final)
         for label in (IMAGES_FILE, CASES_FILE):
-            os.replace(json_temps[label], root / label)
+            move_into_place(json_temps[label], root / label)
             replaced.append(label)
     except OSError as exc:
         for label in replaced:

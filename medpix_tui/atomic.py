@@ -3,7 +3,9 @@
 Everything is written under a temporary name in the destination's folder, flushed, then
 renamed into place; an existing destination is replaced only with ``force``, and a
 folder only when this tool wrote it (it holds the tool's mark file), so a mistyped
-``--out ~ --force`` cannot delete somebody's folder.
+``--out ~ --force`` cannot delete somebody's folder. A destination that is a FIFO, a device
+or a socket is refused, never replaced, and so is one overlapping a folder marked
+read-only for this process (:func:`mark_read_only`: every opened bundle).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +32,35 @@ def umask_mode(mode: int = 0o777) -> int:
     return mode & ~mask
 
 
+_READ_ONLY: set[Path] = set()
+_READ_ONLY_LOCK = threading.Lock()
+
+
+def mark_read_only(folder: Path) -> None:
+    """Refuse, for the rest of this process, every save inside ``folder`` or over a folder holding it."""
+    with _READ_ONLY_LOCK:
+        _READ_ONLY.add(Path(folder).resolve())
+
+
+def check_not_read_only(path: Path) -> None:
+    """Refuse a destination that overlaps a folder marked with :func:`mark_read_only` (an opened bundle)."""
+    target = Path(path).resolve()
+    with _READ_ONLY_LOCK:
+        roots = sorted(_READ_ONLY)
+    for root in roots:
+        if target == root or root in target.parents or target in root.parents:
+            raise InputError(f"refusing to write {path}: it overlaps the bundle {root}, which is read-only")
+
+
 def check_destination(path: Path, force: bool) -> None:
-    """Refuse a destination that exists (without ``force``) or whose folder is missing."""
+    """Refuse a destination that exists (without ``force``), is no file or folder, or whose folder is missing."""
     path = Path(path)
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise InputError(f"refusing to write {path}: it is a device, FIFO or socket, not a file")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists (use --force to overwrite)")
     if not path.parent.is_dir():
@@ -55,23 +85,92 @@ def check_replaceable(path: Path, mark: str) -> None:
                          "remove it yourself or choose another --out")
 
 
+def temp_file_beside(path: Path, *, prefix: str | None = None) -> Path:
+    """A new empty file in ``path``'s folder, with a hidden temporary name and the mode ``open`` would give."""
+    path = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.chmod(name, umask_mode(0o666))
+    return Path(name)
+
+
+def temp_dir_beside(path: Path, *, prefix: str | None = None) -> Path:
+    """A new empty folder in ``path``'s folder, with a hidden temporary name and the mode ``mkdir`` would give."""
+    path = Path(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
+    os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the result from other users
+    return tmp
+
+
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Flush the written file ``tmp`` to disk and rename it to ``path`` (replacing a file there)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, path: Path, *, aside_prefix: str | None = None) -> None:
+    """Rename the filled folder ``tmp`` to ``path``; an existing ``path`` is moved aside first, then removed.
+
+    If the second rename fails, the old folder goes back, so ``path`` is never left missing.
+    ``aside_prefix`` names the folder it waits in (so that a caller's clean-up finds one a crash left).
+    """
+    tmp, path = Path(tmp), Path(path)
+    if not path.exists():
+        os.rename(tmp, path)
+        return
+    aside = temp_dir_beside(path, prefix=aside_prefix or f".{path.name}.{os.getpid()}.")
+    old = aside / "old"
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.rename(old, path)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def publish_dir(tmp: Path, path: Path) -> bool:
+    """Rename the filled folder ``tmp`` to a ``path`` that does not exist; False (and ``tmp`` removed) when
+    another process published one first."""
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Replace a file this tool owns (a manifest, a cache entry) with ``data``, all or nothing."""
+    path = Path(path)
+    tmp = temp_file_beside(path)
+    try:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        move_into_place(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     check_destination(path, force)
+    tmp = temp_file_beside(path)
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, umask_mode(0o666))
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        move_into_place(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -81,29 +180,19 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, *, force: bool = False) -> Iterator[Path]:
+def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> Iterator[Path]:
     """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds.
 
-    The folder gets the empty :data:`EXPORT_MARK` file; an existing ``path`` is replaced only if it has one.
+    The folder gets the empty ``mark`` file; an existing ``path`` is replaced only if it has one.
     """
     path = Path(path)
     check_destination(path, force)
-    check_replaceable(path, EXPORT_MARK)
+    check_replaceable(path, mark)
+    tmp = temp_dir_beside(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
-    try:
-        os.chmod(tmp, umask_mode())
-        (tmp / EXPORT_MARK).touch()
+        (tmp / mark).touch()
         yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rename(path, old / "x")
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        replace_dir(tmp, path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None

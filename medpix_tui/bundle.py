@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
-from .atomic import umask_mode
+from .atomic import mark_read_only, umask_mode
 from .errors import BundleError, InputError, OutputExistsError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source
@@ -682,6 +682,7 @@ class Bundle:
         self.manifest = manifest
         self._lock = lock
         self._checked: set[str] = set()
+        mark_read_only(self.root)  # no export or save of this process writes into it
 
     def checked(self, rel: str) -> Path:
         """The path of the bundle file ``rel`` once it matches the manifest (size; digest when small)."""

@@ -57,3 +57,7 @@ class ValidationError(InputError):
         shown = "; ".join(str(p) for p in problems[:limit])
         more = f"; ... and {len(problems) - limit} more" if len(problems) > limit else ""
         super().__init__(f"invalid source: {len(problems)} problem(s): {shown}{more}")
+
+
+class ServerError(InputError):
+    """A MongoDB server named by ``--mongo-uri`` that cannot be reached or refuses the login."""

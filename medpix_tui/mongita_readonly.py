@@ -1,8 +1,10 @@
-"""mongita opened read-only: a bundle's store is read, never written.
+"""mongita, the embedded engine: opened read-only for reading, and the only module that knows its internals.
 
 Kept apart from :mod:`medpix_tui.store` so that importing the store costs nothing until a
 database is opened: mongita imports pymongo at package level (about a quarter of a second),
-which the terminal UI's first screen does not need.
+which the terminal UI's first screen does not need. Everything the store needs from mongita
+beyond its public client API (sharing the engine's decoded documents, releasing the engine's
+per-folder singleton) lives here, next to the read-only engine that builds on the same calls.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mongita.engines import disk_engine
 from mongita.engines.disk_engine import DiskEngine
-from mongita.mongita_client import MongitaClient
+from mongita.mongita_client import MongitaClient, MongitaClientDisk
 
 from .errors import BundleError
 
@@ -28,7 +31,7 @@ class ReadOnlyDiskEngine(DiskEngine):
             return self._collection_fhs[collection]
         except KeyError:
             pass
-        fh = open(self._get_full_path(collection, "$.data"), "rb")
+        fh = open(self._get_full_path(collection, "$.data"), "rb")  # the engine keeps it open until close()
         self._collection_fhs[collection] = fh
         return fh
 
@@ -47,3 +50,26 @@ class ReadOnlyMongitaClient(MongitaClient):
         self.engine = ReadOnlyDiskEngine(path)
         self.is_primary = True
         super().__init__()
+
+
+def open_client(path: str, *, writable: bool = False) -> Any:
+    """A client over the store folder ``path``: read-only unless ``writable`` (only bundle build writes)."""
+    return MongitaClientDisk(path) if writable else ReadOnlyMongitaClient(path)
+
+
+def stored_documents(client: Any, db_name: str, collection: str) -> list[dict[str, Any]]:
+    """Every stored document of a collection, as mongita's engine decoded and cached it.
+
+    mongita's ``find`` deep-copies each document it yields, which took two thirds of the
+    time the first search of the terminal UI waits for. A caller that never writes to the
+    documents can share the engine's copies, through the engine's own ``list_ids`` and
+    ``get_doc`` (the interface :class:`ReadOnlyDiskEngine` already builds on).
+    """
+    engine, name = client.engine, client[db_name][collection].full_name
+    return [engine.get_doc(name, doc_id) for doc_id in engine.list_ids(name)]
+
+
+def close_client(client: Any) -> None:
+    """Close the engine's files and forget its per-folder singleton, so the folder can be opened again."""
+    client.engine.close()
+    disk_engine.DISK_ENGINE_INCUMBENTS.pop(client.engine.base_storage_path, None)

@@ -19,7 +19,9 @@ class Progress(Protocol):
 @contextlib.contextmanager
 def silent(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A progress that shows nothing."""
-    yield lambda n=1: None
+    def advance(n: int = 1) -> None:
+        pass
+    yield advance
 
 
 def rich_progress() -> Progress:
@@ -37,6 +39,9 @@ def rich_progress() -> Progress:
             console=console, transient=False, disable=not console.is_terminal,
         ) as bar:
             tid = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(tid, n)
+
+            def advance(n: int = 1) -> None:
+                bar.advance(tid, n)
+            yield advance
 
     return task

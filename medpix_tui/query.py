@@ -31,6 +31,7 @@ ALLOWED_OPERATORS = frozenset({
     "$and", "$or", "$nor", "$not", "$exists", "$size", "$all", "$elemMatch",
 })
 LOGICAL = ("$and", "$or", "$nor")
+_READ_ONLY_HINT = f"read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))}"
 REGEX_OPTIONS = frozenset("imsx")
 MAX_PATTERN = 1000
 MAX_DEPTH = 20
@@ -88,13 +89,13 @@ def _check_operand(op: str, value: Any, depth: int) -> None:
             raise QueryError("$not needs an operator object such as {\"$regex\": \"...\"}")
 
 
-def _validate_operators(spec: dict, depth: int) -> None:
+def _validate_operators(spec: dict[str, Any], depth: int) -> None:
     """``spec`` is the value of a field condition that starts with operators."""
     for op, value in spec.items():
         if not isinstance(op, str) or not op.startswith("$"):
             raise QueryError(f"cannot mix operators and plain fields in one condition ({str(op)[:40]!r})")
         if op not in ALLOWED_OPERATORS or op in LOGICAL:
-            raise QueryError(f"operator {op} is not allowed (read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))})")
+            raise QueryError(f"operator {op} is not allowed ({_READ_ONLY_HINT})")
         _check_operand(op, value, depth)
     if "$options" in spec and "$regex" not in spec:
         raise QueryError("$options needs $regex")
@@ -123,7 +124,7 @@ def _validate(flt: Any, depth: int = 0, in_elem_match: bool = False) -> None:
                 if key == "$options" and "$regex" not in flt:
                     raise QueryError("$options needs $regex")
             else:
-                raise QueryError(f"operator {key} is not allowed (read-only operators only: {', '.join(sorted(ALLOWED_OPERATORS))})")
+                raise QueryError(f"operator {key} is not allowed ({_READ_ONLY_HINT})")
             continue
         _check_path(key)
         if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("$") for k in value):
@@ -149,7 +150,8 @@ def _check_plain(value: Any, depth: int) -> None:
 def validate_filter(flt: Any) -> dict[str, Any]:
     """Return ``flt`` if it is a read-only filter; otherwise raise :class:`QueryError`."""
     _validate(flt)
-    return flt
+    checked: dict[str, Any] = flt
+    return checked
 
 
 def parse_filter(text: str) -> dict[str, Any]:
@@ -263,7 +265,7 @@ def is_linear(pattern: str) -> bool:
     if "{" in pattern or ("(" in pattern and "|" in pattern):
         return False
     try:
-        import re._parser as sre_parse  # private, so a Python without it just takes the timed path
+        import re._parser as sre_parse  # type: ignore[import-not-found]  # private: without it, the timed path
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

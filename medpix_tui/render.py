@@ -29,8 +29,9 @@ def image_facts(doc: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")), ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"),
-                         ("Plane", desc.get("Plane")), ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
+    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")),
+                         ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"), ("Plane", desc.get("Plane")),
+                         ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
                          ("Age", desc.get("Age")), ("Sex", desc.get("Sex")), ("ACR codes", desc.get("ACR Codes")),
                          ("Caption", desc.get("Caption"))):
         table.add_row(label, Text(str(value if value is not None else "—")))
@@ -40,8 +41,10 @@ def image_facts(doc: dict[str, Any]) -> Table:
 def case_page(case: dict[str, Any], images: list[dict[str, Any]], split: str | None = None) -> RenderableType:
     """A whole case: title, the case sections, its images, the topic."""
     title = (case.get("Case") or {}).get("Title") or case.get("U_id")
-    header = Text.assemble((str(title), "bold"), (f"   {case.get('U_id')}", "dim"), (f"   split: {split}" if split else "", "dim"))
-    strip = Table("Image", "Modality", "Plane", "Caption", title=f"{len(images)} images", title_justify="left", expand=True)
+    header = Text.assemble((str(title), "bold"), (f"   {case.get('U_id')}", "dim"),
+                           (f"   split: {split}" if split else "", "dim"))
+    strip = Table("Image", "Modality", "Plane", "Caption", title=f"{len(images)} images", title_justify="left",
+                  expand=True)
     for doc in images:
         desc = doc.get("Description") or {}
         strip.add_row(doc["image"], doc["Type"], str(desc.get("Plane") or "—"), str(desc.get("Caption") or ""))
@@ -55,5 +58,6 @@ def image_page(doc: dict[str, Any], case: dict[str, Any] | None) -> RenderableTy
     parts: list[RenderableType] = [Panel(image_facts(doc), title=str(doc.get("image")), title_align="left")]
     if case:
         c = case.get("Case") or {}
-        parts.append(_sections(f"Case {case['U_id']}: {c.get('Title', '')}", c, ("History", "Findings", "Case Diagnosis")))
+        parts.append(_sections(f"Case {case['U_id']}: {c.get('Title', '')}", c,
+                               ("History", "Findings", "Case Diagnosis")))
     return Group(*parts)

@@ -10,9 +10,13 @@ here instead, in three steps:
    catastrophic pattern becomes a :class:`~medpix_tui.errors.QueryError`, not a hang): a
    top-level leaf on a string column once per distinct value, a nested one through a
    boolean flag; null conditions become flags too (:func:`null_or_missing`);
-3. whatever remains goes to mongomock's implementation of MongoDB query semantics.
+3. whatever remains goes to mongomock's implementation of MongoDB query semantics, through
+   its public functions only (:func:`mongo_matches`, :func:`key_candidates`, :func:`sort_key`;
+   ``tests/test_scan.py`` pins what this module relies on), with ``$size`` computed here
+   (mongomock counts a non-empty scalar as an array of size 1).
 
-Sorting ranks each sort path's values once, in BSON order, and then sorts integers.
+Sorting ranks each sort path's values once, in BSON order, and then sorts integers; a
+numeric field (a number written as text, such as ``Description.Age``) sorts as numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from .errors import QueryError
 from .query import REGEX_TIME_LIMIT, RegexMatcher
 
 _FLAG = "__medpix_flag_"
+#: Computed fields a rewritten filter tests: (field name, how to compute it from a document).
+Flags = list[tuple[str, Callable[[dict[str, Any]], bool]]]
 
 
 @cache
@@ -37,23 +43,61 @@ def _filtering() -> Any:
     return filtering
 
 
-@cache
-def _matcher() -> Any:
-    """mongomock's matcher, with MongoDB's ``$size`` (arrays only: mongomock counts a non-empty scalar as size 1)."""
-    matcher = _filtering()._Filterer()
-    matcher._operator_map["$size"] = lambda value, size: isinstance(value, (list, tuple)) and len(value) == size
-    return matcher
+def mongo_matches(flt: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """MongoDB's matching of one document (mongomock's public ``filter_applies``)."""
+    return bool(_filtering().filter_applies(flt, doc))
+
+
+def key_candidates(doc: dict[str, Any], path: str) -> Iterator[Any]:
+    """The values a dotted path reaches through objects and arrays, as MongoDB walks it (missing ones left out)."""
+    filtering = _filtering()
+    return (v for v in filtering.iter_key_candidates(path, doc) if v is not filtering.NOTHING)
 
 
 def values_at(doc: dict[str, Any], path: str) -> Iterator[Any]:
     """Values at a dotted path as MongoDB sees them (array elements included)."""
-    filtering = _filtering()
-    for value in filtering.iter_key_candidates(path, doc):
-        if value is filtering.NOTHING:
-            continue
+    for value in key_candidates(doc, path):
         if isinstance(value, list):
             yield from value
         yield value
+
+
+def as_number(value: Any) -> float | None:
+    """A number, or a number written as text (``" 42"``), as a float; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+def sort_key(path: str, doc: dict[str, Any], numeric: bool = False) -> Any:
+    """A document's key for sorting by ``path`` in MongoDB's (BSON) order.
+
+    With ``numeric``, text holding a number sorts as that number (so age 9 comes before 89);
+    other values keep their place in BSON order (null first, numbers before text).
+    """
+    resolve = _filtering().resolve_sort_key
+    if numeric:
+        number = as_number(next(iter(key_candidates(doc, path)), None))
+        if number is not None:
+            return resolve("n", {"n": number})
+    return resolve(path, doc)
+
+
+def sort_documents(docs: list[dict[str, Any]], keys: list[tuple[str, int]],
+                   numeric: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Sort documents like :meth:`Snapshot.sort` (stable, last key first), for a backend without a snapshot."""
+    out = list(docs)
+    for path, direction in reversed(keys):
+        out.sort(key=lambda doc: sort_key(path, doc, path in numeric), reverse=direction < 0)
+    return out
 
 
 _NOT_A_COLUMN = object()
@@ -95,7 +139,7 @@ class Column:
         idx = list(idx)
         if len(idx) <= len(self.rows):
             values = self.values
-            return [i for i in idx if negate != (values[i] is not None and matcher.search(values[i]))]
+            return [i for i in idx if negate != ((value := values[i]) is not None and matcher.search(value))]
         hits = {i for value, rows in self.rows.items() if matcher.search(value) for i in rows}
         return [i for i in idx if (i in hits) != negate]
 
@@ -103,8 +147,9 @@ class Column:
 class Snapshot:
     """The documents of one collection, with lazily built column indexes and sort ranks."""
 
-    def __init__(self, docs: list[dict[str, Any]]) -> None:
+    def __init__(self, docs: list[dict[str, Any]], numeric: frozenset[str] = frozenset()) -> None:
         self.docs = docs
+        self.numeric = numeric
         self._columns: dict[str, Column | None] = {}
         self._ranks: dict[str, list[int]] = {}
 
@@ -112,14 +157,14 @@ class Snapshot:
         """The path's :class:`Column` when its values are all scalar strings (or missing); else None."""
         if path not in self._columns:
             parts = path.split(".")
-            values: list[str | None] | None = []
+            values: list[str | None] = []
             for doc in self.docs:
                 value = _column_value(doc, parts)
                 if value is _NOT_A_COLUMN:
-                    values = None
-                    break
+                    self._columns[path] = None
+                    return None
                 values.append(value)
-            self._columns[path] = None if values is None else Column(values)
+            self._columns[path] = Column(values)
         return self._columns[path]
 
     def sort(self, indices: list[int], keys: list[tuple[str, int]]) -> list[int]:
@@ -132,8 +177,8 @@ class Snapshot:
     def _rank(self, path: str) -> list[int]:
         """Per document, the rank of its sort key at ``path`` among all documents (ties share a rank)."""
         if path not in self._ranks:
-            resolve = _filtering().resolve_sort_key
-            keys = [resolve(path, doc) for doc in self.docs]
+            numeric = path in self.numeric
+            keys = [sort_key(path, doc, numeric) for doc in self.docs]
             order = sorted(range(len(keys)), key=keys.__getitem__)
             ranks = [0] * len(keys)
             rank = 0
@@ -173,31 +218,26 @@ class Snapshot:
                 idx = [i for i in idx if negate != test(self.docs[i])]
         if not residual:
             return list(idx)
-        flags: list[tuple[str, Callable[[dict[str, Any]], bool]]] = []
+        flags: Flags = []
         rewritten = _rewrite({"$and": residual} if len(residual) > 1 else residual[0], flags, deadline, count())
-        if _untimed_regex(rewritten):
+        if _uses(rewritten, "$regex"):  # left for mongomock, which would run it with re, without a time limit
             raise QueryError("$regex inside $elemMatch is not supported here: "
                              "{field: {\"$regex\": ...}} already matches any element of an array")
-        out = []
-        apply = _matcher().apply
-        for i in idx:
-            doc = self.docs[i]
-            if flags:
-                doc = dict(doc)
-                for key, test in flags:
-                    doc[key] = test(doc)
-            if apply(rewritten, doc):
-                out.append(i)
-        return out
+        return [i for i in idx if _apply(rewritten, flags, self.docs[i])]
 
     def _equality(self, clause: dict[str, Any]) -> list[int] | None:
-        """Candidates for ``{path: "text"}``, ``{path: {"$eq": "text"}}``, ``{path: {"$in": [...]}}``, or an ``$or`` of them."""
+        """Candidates for ``{path: "text"}``, ``{path: {"$eq": "text"}}``, ``{path: {"$in": [...]}}``, or an ``$or``."""
         if len(clause) != 1:
             return None
         (path, cond), = clause.items()
         if path == "$or":
             parts = [self._equality(sub) for sub in cond]
-            return None if any(p is None for p in parts) else sorted({i for p in parts for i in p})
+            hits: set[int] = set()
+            for part in parts:
+                if part is None:
+                    return None
+                hits.update(part)
+            return sorted(hits)
         if path.startswith("$"):
             return None
         if isinstance(cond, dict) and len(cond) == 1 and "$eq" in cond:
@@ -226,7 +266,8 @@ def _conjuncts(flt: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _regex_leaf(clause: dict[str, Any], deadline: float) -> tuple[str, RegexMatcher, bool, dict | None] | None:
+def _regex_leaf(clause: dict[str, Any],
+                deadline: float) -> tuple[str, RegexMatcher, bool, dict[str, Any] | None] | None:
     """``{path: {"$regex": p, ...rest}}`` -> (path, matcher, negated, ``{path: rest}`` or None).
 
     ``{path: {"$not": {"$regex": p}}}`` alone is a negated leaf.
@@ -244,13 +285,47 @@ def _regex_leaf(clause: dict[str, Any], deadline: float) -> tuple[str, RegexMatc
     return path, matcher, False, ({path: rest} if rest else None)
 
 
-def _untimed_regex(flt: Any) -> bool:
-    """True when a ``$regex`` is left that mongomock would run with ``re``, without a time limit."""
+def _uses(flt: Any, op: str) -> bool:
+    """True when the operator ``op`` stands anywhere in the filter."""
     if isinstance(flt, dict):
-        return "$regex" in flt or any(_untimed_regex(v) for v in flt.values())
+        return op in flt or any(_uses(v, op) for v in flt.values())
     if isinstance(flt, list):
-        return any(_untimed_regex(v) for v in flt)
+        return any(_uses(v, op) for v in flt)
     return False
+
+
+def _apply(rewritten: dict[str, Any], flags: Flags, doc: dict[str, Any]) -> bool:
+    """Whether ``doc`` matches a filter :func:`_rewrite` produced, its flags computed first."""
+    if flags:
+        doc = dict(doc)
+        for key, test in flags:
+            doc[key] = test(doc)
+    return mongo_matches(rewritten, doc)
+
+
+def _matches(flt: dict[str, Any], doc: dict[str, Any], deadline: float) -> bool:
+    """One document against a validated filter, with this module's regex, null and ``$size`` semantics."""
+    flags: Flags = []
+    return _apply(_rewrite(flt, flags, deadline, count()), flags, doc)
+
+
+def _size_test(path: str, size: Any) -> Callable[[dict[str, Any]], bool]:
+    """MongoDB's ``$size``: some array at the path has exactly ``size`` elements (a scalar never matches)."""
+    return lambda doc: any(isinstance(v, list) and len(v) == size for v in key_candidates(doc, path))
+
+
+def _elem_match_test(path: str, query: dict[str, Any], deadline: float) -> Callable[[dict[str, Any]], bool]:
+    """``{path: {"$elemMatch": query}}`` evaluated here, for a query mongomock would read wrongly (``$size``).
+
+    A query of operators applies to each element itself, a query of fields to each object element.
+    """
+    on_value = all(k.startswith("$") for k in query)
+
+    def element(item: Any) -> bool:
+        if on_value:
+            return _matches({"v": query}, {"v": item}, deadline)
+        return isinstance(item, dict) and _matches(query, item, deadline)
+    return lambda doc: any(isinstance(arr, list) and any(element(e) for e in arr) for arr in key_candidates(doc, path))
 
 
 def _regex_test(path: str, matcher: RegexMatcher) -> Callable[[dict[str, Any]], bool]:
@@ -284,8 +359,8 @@ def null_or_missing(doc: dict[str, Any], path: str) -> bool:
     return not values or any(v is None or (isinstance(v, list) and None in v) for v in values)
 
 
-def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
-    """Replace nested regex and null conditions by flag fields that :meth:`Snapshot.select` computes.
+def _rewrite(flt: Any, flags: Flags, deadline: float, ids: Iterator[int]) -> Any:
+    """Replace nested regex, null and ``$size`` conditions by flag fields that :meth:`Snapshot.select` computes.
 
     ``$not`` (and ``$ne``/``$nin`` holding null) becomes ``$nor`` of the positive condition,
     so what it negates is rewritten too.
@@ -319,6 +394,12 @@ def _rewrite(flt: Any, flags: list, deadline: float, ids: Iterator[int]) -> Any:
             rewritten = True
             matcher = RegexMatcher.compile(cond.pop("$regex"), cond.pop("$options", ""), deadline)
             extra.append({flag(_regex_test(key, matcher)): True})
+        if "$size" in cond:
+            extra.append({flag(_size_test(key, cond.pop("$size"))): True})
+            rewritten = True
+        if "$elemMatch" in cond and isinstance(cond["$elemMatch"], dict) and _uses(cond["$elemMatch"], "$size"):
+            extra.append({flag(_elem_match_test(key, cond.pop("$elemMatch"), deadline)): True})
+            rewritten = True
         # {path: {$not: c}} is {$nor: [{path: c}]}, and $ne/$nin are $not of $eq/$in: the negated
         # condition gets the same rewriting (only $ne/$nin holding null need it)
         negated = [cond.pop("$not")] if "$not" in cond else []

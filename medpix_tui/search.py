@@ -26,7 +26,8 @@ IMAGE_COLUMNS: dict[str, tuple[str, float]] = {
 }
 CASE_COLUMNS: dict[str, tuple[str, float]] = {
     "title": ("Case.Title", 3.0), "diagnosis": ("Case.Case Diagnosis", 3.0), "topic": ("Topic.Title", 2.5),
-    "keywords": ("Topic.Keywords", 2.0), "findings": ("Case.Findings", 1.5), "ddx": ("Case.Differential Diagnosis", 1.0),
+    "keywords": ("Topic.Keywords", 2.0), "findings": ("Case.Findings", 1.5),
+    "ddx": ("Case.Differential Diagnosis", 1.0),
     "history": ("Case.History", 1.0), "exam": ("Case.Exam", 0.5), "discussion": ("Case.Discussion", 0.5),
     "treatment": ("Case.Treatment & Follow Up", 0.5), "disease": ("Topic.Disease Discussion", 0.5),
     "acr_category": ("Topic.Category", 1.0), "acr_code": ("Topic.ACR Code", 1.0),
@@ -65,11 +66,14 @@ class SearchIndex:
         self.conn = conn
 
     @classmethod
-    def build(cls, images: Iterable[dict[str, Any]], cases: Iterable[dict[str, Any]], path: Path | None = None) -> SearchIndex:
+    def build(cls, images: Iterable[dict[str, Any]], cases: Iterable[dict[str, Any]],
+              path: Path | None = None) -> SearchIndex:
         """Index documents, in memory or into a new file at ``path``."""
         conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        conn.execute(f"CREATE VIRTUAL TABLE images USING fts5(image UNINDEXED, {', '.join(IMAGE_COLUMNS)}, tokenize='{_TOKENIZER}')")
-        conn.execute(f"CREATE VIRTUAL TABLE cases USING fts5(u_id UNINDEXED, {', '.join(CASE_COLUMNS)}, tokenize='{_TOKENIZER}')")
+        conn.execute(f"CREATE VIRTUAL TABLE images USING fts5(image UNINDEXED, {', '.join(IMAGE_COLUMNS)}, "
+                     f"tokenize='{_TOKENIZER}')")
+        conn.execute(f"CREATE VIRTUAL TABLE cases USING fts5(u_id UNINDEXED, {', '.join(CASE_COLUMNS)}, "
+                     f"tokenize='{_TOKENIZER}')")
         conn.execute("CREATE TABLE image_case (image TEXT PRIMARY KEY, u_id TEXT NOT NULL)")
         conn.execute("CREATE INDEX image_case_uid ON image_case (u_id)")
         images = list(images)
@@ -101,5 +105,6 @@ class SearchIndex:
             raise QueryError(f"keyword search failed: {exc}") from None
         for image, score in case_rows:
             scores[image] = scores.get(image, 0.0) + CASE_SHARE * score
-        ranked = sorted(((s, i) for i, s in scores.items() if allowed is None or i in allowed), key=lambda p: (-p[0], p[1]))
+        ranked = sorted(((s, i) for i, s in scores.items() if allowed is None or i in allowed),
+                        key=lambda p: (-p[0], p[1]))
         return ranked[:limit] if limit else ranked

@@ -106,7 +106,8 @@ def _check_text_map(value: Any, file: str, record: str, name: str, problems: lis
         if val is not None and not isinstance(val, str):
             problems.append(Problem(file, record, f"{name}.{key}", f"must be text or null, got {type(val).__name__}"))
         elif isinstance(val, str) and len(val) > MAX_TEXT:
-            problems.append(Problem(file, record, f"{name}.{key}", f"text too long ({len(val)} characters, limit {MAX_TEXT})"))
+            problems.append(Problem(file, record, f"{name}.{key}",
+                                    f"text too long ({len(val)} characters, limit {MAX_TEXT})"))
 
 
 def case_problems(doc: Any, index: int, file: str = CASES_FILE) -> list[Problem]:
@@ -171,17 +172,17 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
     return None
 
 
-def cross_problems(cases: list[dict], images: list[dict]) -> list[Problem]:
+def cross_problems(cases: list[dict[str, Any]], images: list[dict[str, Any]]) -> list[Problem]:
     """Joins and uniqueness: every image's case exists, every listed name has a document."""
     problems: list[Problem] = []
-    case_by_id: dict[str, dict] = {}
+    case_by_id: dict[str, dict[str, Any]] = {}
     for i, case in enumerate(cases):
         uid = case.get("U_id")
         if isinstance(uid, str):
             if uid in case_by_id:
                 problems.append(Problem(CASES_FILE, f"#{i} ({uid})", "U_id", "duplicated case id"))
             case_by_id[uid] = case
-    image_by_name: dict[str, dict] = {}
+    image_by_name: dict[str, dict[str, Any]] = {}
     for i, img in enumerate(images):
         name = img.get("image")
         if isinstance(name, str):
@@ -201,14 +202,16 @@ def cross_problems(cases: list[dict], images: list[dict]) -> list[Problem]:
                 if not isinstance(name, str):
                     continue
                 listed.add(name)
-                img = image_by_name.get(name)
+                named = image_by_name.get(name)
                 record = f"#{i} ({case.get('U_id')})"
-                if img is None:
+                if named is None:
                     problems.append(Problem(CASES_FILE, record, key, f"image {name!r} has no image document"))
-                elif img.get("U_id") != case.get("U_id"):
-                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} belongs to case {img.get('U_id')!r}"))
-                elif img.get("Type") != modality:
-                    problems.append(Problem(CASES_FILE, record, key, f"image {name!r} is {img.get('Type')}, listed under {key}"))
+                elif named.get("U_id") != case.get("U_id"):
+                    problems.append(Problem(CASES_FILE, record, key,
+                                            f"image {name!r} belongs to case {named.get('U_id')!r}"))
+                elif named.get("Type") != modality:
+                    problems.append(Problem(CASES_FILE, record, key,
+                                            f"image {name!r} is {named.get('Type')}, listed under {key}"))
     for i, img in enumerate(images):
         name = img.get("image")
         if isinstance(name, str) and name not in listed and img.get("U_id") in case_by_id:
@@ -225,7 +228,7 @@ def image_file_problems(names: list[str], image_dir: Path, progress: Progress = 
 
     problems: list[Problem] = []
     with progress("Checking images", len(names)) as advance, ThreadPoolExecutor(workers) as pool:
-        for name, why in zip(names, pool.map(check, names)):
+        for name, why in zip(names, pool.map(check, names), strict=True):
             advance(1)
             if why:
                 problems.append(Problem(f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX}", name, "", why))
@@ -276,7 +279,8 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
     splits = _read_splits(root, problems)
     for data, label in ((cases, CASES_FILE), (images, IMAGES_FILE)):
         if not isinstance(data, list) and not any(p.file == label for p in problems):  # JSON null too
-            problems.append(Problem(label, "", "", f"must be a JSON array, got {'null' if data is None else type(data).__name__}"))
+            got = "null" if data is None else type(data).__name__
+            problems.append(Problem(label, "", "", f"must be a JSON array, got {got}"))
     if problems:
         raise ValidationError(problems)
     for i, doc in enumerate(cases):
@@ -294,7 +298,8 @@ def load_source(path: Path, *, check_images: bool = True, progress: Progress = s
             problems.extend(image_file_problems([d["image"] for d in images], image_dir, progress, keep=keep))
     if problems:
         raise ValidationError(problems)
-    digests = {label: sha256_file(root / label) for label in (CASES_FILE, IMAGES_FILE, SPLIT_FILE) if (root / label).exists()}
+    digests = {label: sha256_file(root / label) for label in (CASES_FILE, IMAGES_FILE, SPLIT_FILE)
+               if (root / label).exists()}
     return SourceData(root=root, cases=cases, images=images,
                       splits={c["U_id"]: splits.get(c["U_id"]) for c in cases},
                       image_dir=image_dir, digests=digests)

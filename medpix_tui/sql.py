@@ -35,7 +35,8 @@ def connect(parquet_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, query: str, *, limit: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+def run_sql(con: duckdb.DuckDBPyConnection, query: str, *,
+            limit: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one statement; return column names and rows (at most ``limit``)."""
     if not query.strip():
         raise QueryError("empty SQL statement")

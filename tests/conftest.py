@@ -32,3 +32,16 @@ def real_bundle_path(source_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 def real_bundle(real_bundle_path: Path) -> Bundle:
     """The session bundle, opened read-only."""
     return open_bundle(real_bundle_path)
+
+
+@pytest.fixture(scope="session")
+def server_store(source_dir: Path):
+    """The release loaded into mongomock behind the server backend (a MongoDB server's stand-in)."""
+    import mongomock
+
+    from medpix_tui.source import load_source
+    from medpix_tui.store import Store
+
+    store = Store.from_client(mongomock.MongoClient())
+    store.load(load_source(source_dir, check_images=False))
+    return store

@@ -68,9 +68,11 @@ def info(path: Path, as_json: bool) -> None:
         return
     counts = data["counts"]
     model = data.get("model") or {}
-    for label, value in (("path", data["path"]), ("format", data["format_version"]), ("built by", f"medpix-tui {data['tool_version']}"),
+    for label, value in (("path", data["path"]), ("format", data["format_version"]),
+                         ("built by", f"medpix-tui {data['tool_version']}"),
                          ("created", data["created"]), ("cases", counts["Clinical_Reports"]),
-                         ("images", f"{counts['Image_Descriptions']} ({counts['images_ct']} CT, {counts['images_mr']} MR)"),
+                         ("images",
+                          f"{counts['Image_Descriptions']} ({counts['images_ct']} CT, {counts['images_mr']} MR)"),
                          ("splits", ", ".join(f"{k} {v}" for k, v in sorted(counts["splits"].items()))),
                          ("model", model.get("name", "none") if model else "none"),
                          ("files", f"{data['files']} ({data['bytes'] / 1e6:.1f} MB)")):

@@ -11,12 +11,16 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..export import DEFAULT_FORMAT, FORMATS, LABELS, Selection, csv_cell, format_help, format_names
+from ..export import export as run_export
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
-from ..store import CASES, COLLECTIONS, IMAGES, REPORTS, Store
+from ..source import SPLITS
+from ..store import CASES, COLLECTIONS, IMAGES, NUMERIC_FIELDS, REPORTS, Store
 
 bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
-                             help="Bundle folder or archive (default: the global --bundle, $MEDPIX_BUNDLE, or bundle/medpix-2.0).")
+                             help="Bundle folder or archive "
+                                  "(default: the global --bundle, $MEDPIX_BUNDLE, or bundle/medpix-2.0).")
 mongo_option = click.option("--mongo-uri", default=None, envvar="MEDPIX_MONGO_URI",
                             help="Query a MongoDB server instead of the bundle's embedded store (mongodb://host/...).")
 
@@ -45,7 +49,8 @@ def build_filter(store: Store, fields: tuple[str, ...], filter_json: str | None,
 def _summary(collection: str, doc: dict[str, Any]) -> tuple[str, ...]:
     if collection == CASES:
         case = doc.get("Case") or {}
-        return doc.get("U_id", ""), str(len(doc.get("TAC") or [])), str(len(doc.get("MRI") or [])), str(case.get("Title", ""))
+        return (doc.get("U_id", ""), str(len(doc.get("TAC") or [])), str(len(doc.get("MRI") or [])),
+                str(case.get("Title", "")))
     desc = doc.get("Description") or {}
     return (doc.get("image", ""), doc.get("U_id", ""), doc.get("Type", ""), str(desc.get("Plane") or ""),
             str(doc.get("Location Category", "")), str(desc.get("Caption") or "")[:80])
@@ -55,7 +60,8 @@ def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float
     from rich.console import Console
     from rich.table import Table
 
-    headers = ("Case", "CT", "MR", "Title") if collection == CASES else ("Image", "Case", "Type", "Plane", "Location", "Caption")
+    headers = (("Case", "CT", "MR", "Title") if collection == CASES
+               else ("Image", "Case", "Type", "Plane", "Location", "Caption"))
     table = Table(*(("Score",) if scores else ()), *headers, title=f"{len(docs)} result(s)", title_justify="left")
     for i, doc in enumerate(docs):
         table.add_row(*((f"{scores[i]:.2f}",) if scores else ()), *_summary(collection, doc))
@@ -70,8 +76,10 @@ def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float
               help="Match a dotted field with a case-insensitive regex; repeat to AND (the authors' GUI query).")
 @click.option("--filter", "filter_json", metavar="JSON", help='A read-only MongoDB filter, e.g. \'{"Type": "MR"}\'.')
 @click.option("--keyword", "-k", metavar="WORDS", help="Ranked keyword search over caption, case and topic (images).")
-@click.option("--split", type=click.Choice(["train", "dev", "test"]), help="Only the authors' split.")
-@click.option("--sort", metavar="FIELDS", help="Comma-separated dotted fields, '-' for descending.")
+@click.option("--split", type=click.Choice(SPLITS), help="Only the authors' split.")
+@click.option("--sort", metavar="FIELDS",
+              help="Comma-separated dotted fields, '-' for descending "
+                   f"({', '.join(sorted(NUMERIC_FIELDS))} sorts as numbers).")
 @click.option("--skip", type=int, default=0, show_default=True)
 @click.option("--limit", type=int, default=0, help="At most this many results (0: all).")
 @click.option("--fields-out", "projection", metavar="FIELDS", help="Only these dotted fields in the output.")
@@ -147,40 +155,26 @@ def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: s
         Console().print(image_page(image, owner))
 
 
-@click.command()
+@click.command(help="Export the bundle, or a query's results, for analysis or training.\n\n\b\n" + format_help())
 @bundle_option
 @mongo_option
-@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl", "csv", "imagefolder", "json"]), default="parquet", show_default=True)
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Folder to create (a file for --format json).")
-@click.option("--label", type=click.Choice(["modality", "location"]), default="modality", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(format_names()), default=DEFAULT_FORMAT, show_default=True)
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Folder to create (a file for " + ", ".join(f"--format {f.name}" for f in FORMATS.values()
+                                                            if f.dataset and not f.folder) + ").")
+@click.option("--label", type=click.Choice(list(LABELS)), default="modality", show_default=True,
               help="Class folders of an imagefolder export.")
 @click.option("--collection", "-c", type=click.Choice(COLLECTIONS), default=IMAGES, show_default=True)
 @click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX", help="Export only matching documents.")
 @click.option("--filter", "filter_json", metavar="JSON", help="Export only documents matching this filter.")
-@click.option("--split", type=click.Choice(["train", "dev", "test"]))
+@click.option("--split", type=click.Choice(SPLITS), help="Only the authors' split.")
 @click.option("--force", is_flag=True,
               help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
 @click.pass_context
-def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path, label: str, collection: str,
-           fields: tuple[str, ...], filter_json: str | None, split: str | None, force: bool) -> None:
-    """Export the bundle, or a query's results, for analysis or training.
-
-    \b
-    parquet      images/cases/image_reports.parquet (flattened columns + nested structs)
-    jsonl        descriptions_<split>.jsonl and data_<split>.jsonl, as in the release
-    csv          images.csv and cases.csv
-    imagefolder  <split>/<label>/<image>.png, for torchvision's ImageFolder
-    json         one JSON array of image documents
-    """
-    from ..export import Selection
-    from ..export import export as run_export
-
+def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path, label: str,
+           collection: str, fields: tuple[str, ...], filter_json: str | None, split: str | None, force: bool) -> None:
     bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
-    if bundle is not None:
-        root, target = bundle.root.resolve(), out.resolve()
-        if target == root or root in target.parents or target in root.parents:
-            raise InputError(f"refusing to write {out}: it overlaps the bundle {bundle.root}, which is read-only")
-    store = Store.connect(mongo_uri) if mongo_uri else bundle.store
+    store = bundle.store if bundle is not None else store_from(ctx, bundle_path, mongo_uri)
     flt = build_filter(store, fields, filter_json, split)
     selection = Selection.from_query(store, collection, flt) if flt else None
     written = run_export(store, out, fmt, selection=selection, label=label,
@@ -207,9 +201,10 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str) -
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows([csv_cell(v) for v in row] for row in rows)
     elif fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, default=str, indent=1))
+        docs = [dict(zip(columns, r, strict=True)) for r in rows]
+        click.echo(json.dumps(docs, ensure_ascii=False, default=str, indent=1))
     else:
         from rich.console import Console
         from rich.table import Table

@@ -108,7 +108,7 @@ def load_image_encoder(model_dir: Path) -> ImageEncoder:
     tower = build_tower(config["model_cfg"])
     state = {k.removeprefix("visual."): v for k, v in load_tensors(Path(model_dir) / WEIGHTS_FILE, "visual.").items()}
     tower.load_state_dict(state, strict=True)
-    fold_batch_norms(tower.eval()).to(memory_format=torch.channels_last)  # oneDNN: 1.3 to 1.6x faster on CPU
+    fold_batch_norms(tower.eval()).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # oneDNN: 1.3-1.6x faster on CPU
     pre = config["preprocess_cfg"]
     return ImageEncoder(tower=tower, size=int(pre["size"]), mean=float(pre["mean"][0]), std=float(pre["std"][0]),
                         head=load_head(model_dir), name=str(read_metadata(model_dir).get("name", "")))

@@ -8,6 +8,7 @@ scores as its most similar image, so a case with many slices is not favoured.
 from __future__ import annotations
 
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def top_images(query: np.ndarray, index: EmbeddingIndex, k: int,
 
 
 def top_cases(query: np.ndarray, index: EmbeddingIndex, case_of: dict[str, str], k: int,
-              exclude: set[str] = frozenset()) -> list[dict[str, Any]]:
+              exclude: AbstractSet[str] = frozenset()) -> list[dict[str, Any]]:
     """The ``k`` cases whose best-matching image is most similar, with that image."""
     best: dict[str, tuple[float, str]] = {}
     for image_id, score in top_images(query, index, len(index.ids)):

@@ -1,7 +1,9 @@
 """The one save flow every screen uses: ask for a path, write off the event loop, confirm overwrites.
 
 Writers are library calls (:func:`~medpix_tui.export.write_documents`,
-:func:`~medpix_tui.export.export`): atomic, and refusing to replace a file unless ``force``.
+:func:`~medpix_tui.export.export`): atomic, refusing to replace a file unless ``force``, and
+refusing any path inside the bundle. Document formats come from the export table
+(:func:`document_options`).
 A refusal becomes a yes/no question, then the same call again with ``force=True``.
 
 In a served app (``medpix-tui serve``) the server's disk is not the user's: the same writer
@@ -18,6 +20,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,18 @@ class SaveOption:
     label: str
     default_name: str
     write: Writer
+
+
+def document_options(what: str, stem: str, write: Callable[[str, Path, bool], Any]) -> list[SaveOption]:
+    """One option per document format of the export table (:data:`~medpix_tui.export.FORMATS`).
+
+    ``write(fmt, path, force)`` writes the documents in format ``fmt``; the options are named
+    ``"<what> as <format>"`` with the default file name ``<stem><suffix>``.
+    """
+    from ..export import document_formats
+
+    return [SaveOption(f"{what} as {f.label}", f"{stem}{f.suffix}", partial(write, f.name))
+            for f in document_formats()]
 
 
 def resolve_path(text: str, base: Path) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..query import and_filters, field_filter
+from ..source import SPLITS
 from ..store import CASES, IMAGES, REPORTS, Store
 
 
@@ -44,7 +45,7 @@ AGE_RANGES: dict[str, str] = {
     **{f"{d * 10}-{d * 10 + 9}": (r"\d" if d == 0 else f"{d}\\d") for d in range(8)},
     "80+": r"[89]\d|\d{3,}",
 }
-SPLIT_ORDER = ("train", "dev", "test")
+SPLIT_ORDER = SPLITS
 #: Keywords count from this many characters: one letter would match half the dataset.
 MIN_KEYWORDS = 2
 
@@ -213,4 +214,5 @@ def facet_order(key: str, counts: collections.Counter) -> list[str]:
 def case_titles(store: Store) -> dict[str, str]:
     """U_id -> the case's diagnosis (or title), for the results table."""
     docs = store.find(CASES, projection=["U_id", "Case.Case Diagnosis", "Case.Title"])
-    return {d["U_id"]: (d.get("Case") or {}).get("Case Diagnosis") or (d.get("Case") or {}).get("Title") or "" for d in docs}
+    return {d["U_id"]: (d.get("Case") or {}).get("Case Diagnosis") or (d.get("Case") or {}).get("Title") or ""
+            for d in docs}

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from medpix_tui.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,6 @@ class Fetched:
             return self.content.decode(charset, errors="replace")
         except LookupError:
             return self.content.decode("utf-8", errors="replace")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ResponseCache:
@@ -78,7 +67,7 @@ class ResponseCache:
         path = self.path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"url": url, "content_type": content_type, "size": len(content), "fetched_at": time.time()}
-        _atomic_write(path, json.dumps(meta).encode("utf-8") + b"\n" + content)
+        write_atomic(path, json.dumps(meta).encode("utf-8") + b"\n" + content)
 
     def forget(self, url: str) -> None:
         """Drop an entry whose content proved unusable, so the next run fetches it again."""

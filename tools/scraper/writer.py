@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from PIL import Image
 
-from medpix_tui.atomic import check_replaceable
+from medpix_tui.atomic import check_replaceable, replace_dir
 from medpix_tui.errors import OutputExistsError
 from medpix_tui.source import (
     CASES_FILE,
@@ -108,16 +108,7 @@ class SourceWriter:
             writer.writerows(self.overview)
         write_review(self.staging / REVIEW_FILE, review)
         load_source(self.staging)
-        old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
-        if self.out.exists():
-            os.rename(self.out, old)
-        try:
-            os.rename(self.staging, self.out)
-        except OSError:
-            if old.exists():
-                os.rename(old, self.out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(self.staging, self.out)
 
     def discard(self) -> None:
         """Remove the partial folder (after an error or an interrupt)."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from medpix_tui.atomic import atomic_file
 
 
 def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -43,9 +44,8 @@ def end_epoch(out: Path, metrics: str, record: dict[str, Any], last: str, state:
     with open(out / metrics, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     log(json.dumps(record))
-    tmp = out / (last + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / last)
+    with atomic_file(out / last, force=True) as tmp:
+        torch.save(state, tmp)
 
 
 def next_epoch_overruns(deadline: float | None, epoch_start: float) -> bool:

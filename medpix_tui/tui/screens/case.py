@@ -60,7 +60,8 @@ class CaseScreen(Screen[None]):
         Binding("n", "step(1)", "Next", tooltip="Next result"),
         Binding("p", "step(-1)", "Previous", tooltip="Previous result"),
         Binding("right_square_bracket", "image(1)", "Next image", key_display="]", tooltip="Next image of this case"),
-        Binding("left_square_bracket", "image(-1)", "Prev image", key_display="[", tooltip="Previous image of this case"),
+        Binding("left_square_bracket", "image(-1)", "Prev image", key_display="[",
+                tooltip="Previous image of this case"),
         Binding("f", "fullscreen", "Full screen", tooltip="Show the image on the whole screen"),
         Binding("t", "toggle_pane", "Case/Topic", tooltip="Switch between the case and its topic"),
         Binding("s", "save", "Save", tooltip="Save the image document, the case or the topic as JSON"),
@@ -105,7 +106,8 @@ class CaseScreen(Screen[None]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, name, image, case, images)
 
-    def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None, images: list[dict[str, Any]]) -> None:
+    def _show(self, name: str, image: dict[str, Any] | None, case: dict[str, Any] | None,
+              images: list[dict[str, Any]]) -> None:
         if name != self.names[self.index]:
             return
         new_case = case is not self.case or case is None
@@ -172,7 +174,8 @@ class CaseScreen(Screen[None]):
             self.notify("No image to show", severity="warning")
             return
         names = [d["image"] for d in self.case_images]
-        self.app.push_screen(ImageScreen(self.case_images, names.index(self.image["image"]) if self.image["image"] in names else 0))
+        at = names.index(self.image["image"]) if self.image["image"] in names else 0
+        self.app.push_screen(ImageScreen(self.case_images, at))
 
     @work(exclusive=True, group="save")
     async def action_save(self) -> None:
@@ -193,5 +196,6 @@ def _save_options(image: dict[str, Any], case: dict[str, Any] | None) -> list[Sa
     if case is not None:
         uid = case["U_id"]
         options.append(SaveOption("Case (JSON)", f"{uid}.json", writer(case)))
-        options.append(SaveOption("Topic (JSON)", f"{uid}-topic.json", writer({"U_id": uid, "Topic": case.get("Topic") or {}})))
+        topic = {"U_id": uid, "Topic": case.get("Topic") or {}}
+        options.append(SaveOption("Topic (JSON)", f"{uid}-topic.json", writer(topic)))
     return options

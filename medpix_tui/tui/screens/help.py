@@ -30,7 +30,8 @@ GUIDES = {
         "DuckDB SQL over the bundle's Parquet tables `images`, `cases` and `image_reports` "
         "(pick a column in the sidebar to insert it). Past queries are listed under History."
     ),
-    "StatsScreen": "Distributions of modality, location category, plane, age and sex, for the whole bundle or the current results.",
+    "StatsScreen": "Distributions of modality, location category, plane, age and sex, "
+                   "for the whole bundle or the current results.",
 }
 
 
@@ -63,7 +64,8 @@ class HelpScreen(ModalScreen[None]):
         parts = [f"## {name.removesuffix('Screen')}", GUIDES.get(name, "")]
         if here:
             parts += ["### Keys here", "\n".join(dict.fromkeys(here))]
-        everywhere += ["- `ctrl+p`  Command palette: every action by name", "- `tab`  Next field or pane (the mouse works too)"]
+        everywhere += ["- `ctrl+p`  Command palette: every action by name",
+                       "- `tab`  Next field or pane (the mouse works too)"]
         parts += ["### Everywhere", "\n".join(dict.fromkeys(everywhere))]
         return "\n\n".join(parts)
 

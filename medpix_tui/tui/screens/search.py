@@ -29,7 +29,7 @@ from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, medpix
 from ..first_page import write_first_page
-from ..saving import SaveOption, save_interactively
+from ..saving import SaveOption, document_options, save_interactively
 from ..searching import (
     SearchRequest,
     SearchResult,
@@ -63,7 +63,8 @@ class SearchScreen(Screen[None]):
         Binding("ctrl+o", "open_case", "Open case", tooltip="Read the case of the highlighted image"),
         Binding("ctrl+s", "save", "Save", tooltip="Save the results (JSON, JSONL, Parquet) or their images"),
         Binding("ctrl+r", "reset", "Reset", tooltip="Clear keywords, field query and facets"),
-        Binding("ctrl+b", "toggle_facets", "Facets", tooltip="Show or hide the facets (hidden at first below 100 columns)"),
+        Binding("ctrl+b", "toggle_facets", "Facets",
+                tooltip="Show or hide the facets (hidden at first below 100 columns)"),
         Binding("down", "focus_results", "Results", show=False, tooltip="Move into the results table"),
         Binding("ctrl+g", "similar", "Similar images", show=False,
                 tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
@@ -101,7 +102,8 @@ class SearchScreen(Screen[None]):
         yield Header()
         with Horizontal(id="search-row"):
             yield Label("Search", classes="row-label")
-            yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True, id="keywords")
+            yield Input(placeholder="keywords: caption, diagnosis, findings… (e.g. glioma enhancing)", compact=True,
+                        id="keywords")
         with Horizontal(id="field-row"):
             yield Label("Fields", classes="row-label")
             yield FieldQuery(id="field-query")
@@ -227,7 +229,8 @@ class SearchScreen(Screen[None]):
         if not worker.is_cancelled:  # queued, so counts reach the lists in order even while they mount
             self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
-    async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+    async def _show_counts(self, universe: dict[str, collections.Counter],
+                           counts: dict[str, collections.Counter]) -> None:
         panel = self.query_one(FacetPanel)
         if self._universe is None:
             self._universe = universe
@@ -348,7 +351,8 @@ class SearchScreen(Screen[None]):
         if result is None or not result.images:
             self.notify("Nothing to save: the result is empty", severity="warning")
             return
-        await save_interactively(medpix(self), f"Save {len(result.images)} results", _save_options(medpix(self), result))
+        options = _save_options(medpix(self), result)
+        await save_interactively(medpix(self), f"Save {len(result.images)} results", options)
 
 
 def _summary(images: int, cases: int, ranked: bool, request: SearchRequest) -> str:
@@ -371,12 +375,10 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
         by_name = {d["image"]: d for d in store.find(collection, result.selection_filter())}
         return [by_name[n] for n in result.names if n in by_name]
 
-    def docs_writer(fmt: str):  # noqa: ANN202 - a closure per format
-        def write(path: Path, force: bool) -> Path:
-            from ...export import write_documents
+    def write_docs(fmt: str, path: Path, force: bool) -> Path:
+        from ...export import write_documents
 
-            return write_documents(documents(), path, fmt=fmt, force=force)
-        return write
+        return write_documents(documents(), path, fmt=fmt, force=force)
 
     def images_writer(modality: str | None):  # noqa: ANN202
         def write(path: Path, force: bool) -> list[Path]:
@@ -392,11 +394,9 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
                           image_path=bundle.image_path, force=force)
         return write
 
-    stem = "medpix-" + {"Image_Descriptions": "images", "Clinical_Reports": "cases", "Image_Reports": "reports"}[collection]
+    stem = "medpix-" + {IMAGES: "images", CASES: "cases", "Image_Reports": "reports"}[collection]
     return [
-        SaveOption(f"{collection} documents as JSON", f"{stem}.json", docs_writer("json")),
-        SaveOption(f"{collection} documents as JSONL", f"{stem}.jsonl", docs_writer("jsonl")),
-        SaveOption(f"{collection} documents as Parquet", f"{stem}.parquet", docs_writer("parquet")),
+        *document_options(f"{collection} documents", stem, write_docs),
         SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),
         SaveOption("CT images only, copied to a folder", "medpix-images-ct", images_writer("CT")),
         SaveOption("MR images only, copied to a folder", "medpix-images-mr", images_writer("MR")),

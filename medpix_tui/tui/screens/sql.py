@@ -37,7 +37,7 @@ from textual.worker import get_current_worker
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ..app import medpix
-from ..saving import SaveOption, save_interactively
+from ..saving import document_options, save_interactively
 from ..widgets.footer import KeyFooter
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
@@ -124,7 +124,8 @@ class SqlScreen(Screen[None]):
         for table, columns in schema.items():
             node = tree.root.add(Text(table, style="bold"), data=table, expand=table == "images")
             for column in columns:
-                node.add_leaf(Text.assemble(str(column[0]), " ", (_short_type(str(column[1])), "dim")), data=str(column[0]))
+                label = Text.assemble(str(column[0]), " ", (_short_type(str(column[1])), "dim"))
+                node.add_leaf(label, data=str(column[0]))
         self._history = history
         self._show_history()
 
@@ -163,7 +164,8 @@ class SqlScreen(Screen[None]):
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show, query, columns, rows, elapsed, history[:MAX_HISTORY])
 
-    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float, history: list[str]) -> None:
+    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float,
+              history: list[str]) -> None:
         self._last_query = query
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
@@ -222,21 +224,18 @@ class SqlScreen(Screen[None]):
             return
         query = self._last_query
 
-        def writer(fmt: str):  # noqa: ANN202 - a closure per format
-            def write(path: Path, force: bool) -> Path:
-                from ...export import write_documents
-                from ...sql import run_sql
+        def write(fmt: str, path: Path, force: bool) -> Path:
+            from ...export import write_documents
+            from ...sql import run_sql
 
-                with self._lock:
-                    columns, rows = run_sql(self._connection(), query)
-                docs = [dict(zip(columns, row, strict=True)) for row in rows]
-                if fmt != "parquet":
-                    docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
-                return write_documents(docs, path, fmt=fmt, force=force)
-            return write
+            with self._lock:
+                columns, rows = run_sql(self._connection(), query)
+            docs = [dict(zip(columns, row, strict=True)) for row in rows]
+            if fmt != "parquet":
+                docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
+            return write_documents(docs, path, fmt=fmt, force=force)
 
-        options = [SaveOption(f"Result as {label}", f"medpix-sql.{ext}", writer(ext))
-                   for label, ext in (("JSON", "json"), ("JSONL", "jsonl"), ("Parquet", "parquet"))]
+        options = document_options("Result", "medpix-sql", write)
         await save_interactively(medpix(self), "Export the SQL result", options)
 
     def on_unmount(self) -> None:
@@ -293,8 +292,6 @@ def _write_history(path: Path | None, history: list[str]) -> None:
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps(history, ensure_ascii=False, indent=0), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
+        write_atomic(Path(path), json.dumps(history, ensure_ascii=False, indent=0))
+    except (OSError, MedpixError):
         pass

@@ -44,7 +44,8 @@ class StatsScreen(Screen[None]):
 
     CSS_PATH = "stats.tcss"
     BINDINGS = [
-        Binding("r", "toggle_scope", "Bundle/results", tooltip="Switch between the whole bundle and the current results"),
+        Binding("r", "toggle_scope", "Bundle/results",
+                tooltip="Switch between the whole bundle and the current results"),
     ]
 
     def __init__(self) -> None:

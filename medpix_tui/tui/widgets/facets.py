@@ -68,7 +68,8 @@ class FacetPanel(VerticalScroll):
             # and a highlight reads like a tick
             options = SelectionList[str](id=f"facet-{facet.key}")
             options.add_options([(_prompt(v, counts[v]), v) for v in order])
-            boxes.append(Collapsible(options, title=facet.title, collapsed=facet.key not in OPEN, id=f"facet-box-{facet.key}"))
+            boxes.append(Collapsible(options, title=facet.title, collapsed=facet.key not in OPEN,
+                                     id=f"facet-box-{facet.key}"))
         self._counts = universe
         self.query("#facets-loading").remove()
         return self.mount_all(boxes)

@@ -48,7 +48,8 @@ class FieldQuery(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="fq-row"):
-            yield Select([(c, c) for c in COLLECTIONS], value=IMAGES, allow_blank=False, compact=True, id="fq-collection")
+            yield Select([(c, c) for c in COLLECTIONS], value=IMAGES, allow_blank=False, compact=True,
+                         id="fq-collection")
             yield Input(placeholder="field, e.g. Description.Caption", compact=True, id="fq-path",
                         suggester=SuggestFromList(FIELDS[IMAGES], case_sensitive=False))
             yield Label("~", classes="fq-tilde")

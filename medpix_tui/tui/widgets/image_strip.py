@@ -45,7 +45,8 @@ class ImageStrip(Container):
         had_focus = any(t.has_focus for t in self.query(Tabs))
         self.remove_children()
         self._names = names
-        tabs = Tabs(*(Tab(_label(i, d), id=d["image"]) for i, d in enumerate(docs)), active=active if active in names else None)
+        tabs = Tabs(*(Tab(_label(i, d), id=d["image"]) for i, d in enumerate(docs)),
+                    active=active if active in names else None)
         self.mount(tabs)
         if had_focus:
             tabs.focus()
