@@ -111,4 +111,6 @@ def test_info_json(real_bundle_path: Path) -> None:
     result = CliRunner().invoke(main, ["bundle", "info", str(real_bundle_path), "--json"])
     info = json.loads(result.output)
     assert info["counts"]["Clinical_Reports"] == 671 and info["format_version"] == 1
-    assert info["files"] == 2070 + (12 if info["model"] else 0)
+    model_files = [p for d in ("model", "embeddings") if (real_bundle_path / d).is_dir()
+                   for p in (real_bundle_path / d).rglob("*") if p.is_file()]
+    assert info["files"] == 2070 + len(model_files) and (len(model_files) > 0) == bool(info["model"])
