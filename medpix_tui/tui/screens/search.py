@@ -391,7 +391,7 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
             if not selection.images:
                 raise InputError(f"no {modality} images in these results")
             return export(store, path, "imagefolder", selection=selection, label="modality",
-                          image_path=bundle.image_path, force=force)
+                          bundle=bundle, force=force)  # bundle: its digest goes into the export manifest
         return write
 
     stem = "medpix-" + {IMAGES: "images", CASES: "cases", "Image_Reports": "reports"}[collection]
