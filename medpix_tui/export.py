@@ -4,14 +4,17 @@
   SQL and the nested documents kept as structs (``Description``, ``Case``, ``Topic``);
 * JSONL in the release's split format (``descriptions_<split>.jsonl``, ``data_<split>.jsonl``);
 * an image-folder tree ``<split>/<label>/<image>.png`` (torchvision ``ImageFolder`` layout);
-* CSV of the flattened columns (cells a spreadsheet would run as a formula get a leading ``'``).
+* CSV of the flattened columns (cells a spreadsheet would run as a formula get a leading ``'``);
+* the authors' RAG corpus and a knowledge graph (:mod:`.corpora`), a Hugging Face folder (:mod:`.hf`).
 
 One table, :data:`FORMATS`, names every format, and drives the CLI's ``--format`` choices and
 help, the terminal UI's save options and the dispatch of :func:`export` and
 :func:`write_documents`: a new format is one :class:`ExportFormat` row.
 
 Every export goes through :mod:`medpix_tui.atomic`: nothing half-written, nothing
-overwritten without ``force``, nothing written inside a bundle this process opened.
+overwritten without ``force``, nothing written inside a bundle this process opened. Every
+export also writes its manifest (:func:`run_export`), from which :func:`reproduce` writes the
+same bytes again and :func:`verify_export` checks the files.
 """
 
 from __future__ import annotations
@@ -427,9 +430,10 @@ class ExportQuery:
     def selection(self, store: Store) -> Selection:
         """Run the query: its documents with their images or cases."""
         from .query import and_filters, field_filter, parse_field_args, parse_sort
+        from .source import SPLITS
 
-        if self.split is not None and self.split not in ("train", "dev", "test"):
-            raise InputError(f"unknown split {self.split!r}: choose train, dev or test")
+        if self.split is not None and self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r}: choose {', '.join(SPLITS)}")
         flt = and_filters(field_filter(parse_field_args(self.fields)) if self.fields else {},
                           self.filter or {}, store.split_filter(self.split) if self.split else {})
         if self.keyword:
@@ -493,7 +497,7 @@ def _folder_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.relative_to(folder).as_posix() not in (EXPORT_MANIFEST, EXPORT_MARK))
 
 
-def leaking_train_images(bundle: Bundle) -> list[dict[str, Any]]:
+def leaking_train_images(bundle: Bundle, progress: Progress = silent) -> list[dict[str, Any]]:
     """Train images that are near-duplicates of a dev or test image (:func:`.quality.duplicates`), with partners."""
     from .quality import duplicates
 
@@ -501,7 +505,9 @@ def leaking_train_images(bundle: Bundle) -> list[dict[str, Any]]:
     images = store.find(IMAGES, projection=["image", "U_id"])
     split_of = store.splits()
     split_of_image = {d["image"]: split_of.get(d["U_id"]) for d in images}
-    pairs = duplicates(bundle, [d["image"] for d in images], split_of_image)["leakage"]["pairs"]
+    with progress("Comparing the images for leaks across splits", 1) as advance:
+        pairs = duplicates(bundle, [d["image"] for d in images], split_of_image)["leakage"]["pairs"]
+        advance(1)
     partners: dict[str, dict[str, str]] = {}
     for pair in pairs:
         for mine, other in ((pair["a"], pair["b"]), (pair["b"], pair["a"])):
@@ -569,7 +575,7 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     if exclude_leaks:
         assert bundle is not None
         chosen = {d["image"] for d in sel.images}
-        dropped = [leak for leak in leaking_train_images(bundle) if leak["image"] in chosen]
+        dropped = [leak for leak in leaking_train_images(bundle, progress) if leak["image"] in chosen]
         sel = _drop_images(sel, {leak["image"] for leak in dropped})
     job = ExportJob(sel, label, image_path, progress, store, bundle)
     manifest: dict[str, Any] = {
