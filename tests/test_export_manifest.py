@@ -179,3 +179,39 @@ def test_the_tui_folder_export_writes_a_manifest_of_its_images(real_bundle, tmp_
                                        str(tmp_path / "tree"), "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     assert tree_digest(tmp_path / "tree") == tree_digest(tmp_path / "again")
+
+
+async def test_the_search_screen_exports_its_results_in_a_table_format(real_bundle, tmp_path: Path) -> None:
+    """Ctrl+S on the search screen offers the folder formats of the export table; RAG writes its manifest."""
+    from textual.widgets import Input
+    from tui_support import SIZE, make_app, settle, type_text, wait_for
+
+    from medpix_tui.tui.screens.dialogs import SaveDialog
+
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.keywords.strip() == "glioma"
+                       and bool(app.result.names))
+        await settle(pilot)
+        names = list(app.result.names)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        dialog = app.screen
+        labels = [o.label for o in dialog.options]
+        assert {"Results as RAG corpus (folder)", "Results as knowledge graph (folder)",
+                "Results as Hugging Face folder (folder)", "Results as CSV (folder)"} <= set(labels)
+        dialog.query_one("#save-what").focus()
+        await pilot.press(*["down"] * labels.index("Results as RAG corpus (folder)"), "enter")
+        assert dialog.query_one("#save-path", Input).value == "medpix-images-rag"
+        dialog.query_one("#save-path", Input).focus()
+        await pilot.press("enter")
+        out = tmp_path / "medpix-images-rag"
+        await wait_for(pilot, lambda: (out / "manifest.json").is_file(), timeout=120)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "rag"
+    assert set(manifest["query"]["filter"]["image"]["$in"]) == set(names)
+    cases = {n.split("_")[0] for n in names}
+    assert {r["id"] for r in _jsonl(out / "rag.jsonl")} == cases
+    assert CliRunner().invoke(main, ["export", "verify", str(out)]).exit_code == 0

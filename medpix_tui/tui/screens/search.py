@@ -29,7 +29,7 @@ from ...errors import InputError, MedpixError
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, medpix
 from ..first_page import write_first_page
-from ..saving import SaveOption, document_options, save_interactively
+from ..saving import SaveOption, dataset_options, document_options, save_interactively
 from ..searching import (
     SearchRequest,
     SearchResult,
@@ -394,11 +394,18 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
                           bundle=bundle, force=force)  # bundle: its digest goes into the export manifest
         return write
 
+    def write_export(fmt: str, path: Path, force: bool) -> list[Path]:
+        from ...export import Selection, export
+
+        selection = Selection.from_query(store, IMAGES, result.selection_filter())
+        return export(store, path, fmt, selection=selection, bundle=bundle, force=force)
+
     stem = "medpix-" + {IMAGES: "images", CASES: "cases", "Image_Reports": "reports"}[collection]
     return [
         *document_options(f"{collection} documents", stem, write_docs),
         SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),
         SaveOption("CT images only, copied to a folder", "medpix-images-ct", images_writer("CT")),
         SaveOption("MR images only, copied to a folder", "medpix-images-mr", images_writer("MR")),
+        *dataset_options("Results", stem, write_export, skip=("imagefolder",)),
     ]
 
