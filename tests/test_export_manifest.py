@@ -181,6 +181,7 @@ def test_the_tui_folder_export_writes_a_manifest_of_its_images(real_bundle, tmp_
     assert tree_digest(tmp_path / "tree") == tree_digest(tmp_path / "again")
 
 
+@pytest.mark.asyncio
 async def test_the_search_screen_exports_its_results_in_a_table_format(real_bundle, tmp_path: Path) -> None:
     """Ctrl+S on the search screen offers the folder formats of the export table; RAG writes its manifest."""
     from textual.widgets import Input
