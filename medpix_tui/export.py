@@ -439,6 +439,8 @@ class ExportQuery:
         if self.keyword:
             if self.collection == CASES:
                 raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
+            if self.sort:
+                raise InputError("--sort does not go with --keyword: keyword results come in rank order")
             hits = store.keyword_search(self.keyword, flt=flt, limit=self.limit)
             return Selection.from_docs(store, IMAGES, [d for _, d in hits])
         if not flt and not self.sort and not self.limit and self.collection == IMAGES:

@@ -130,6 +130,7 @@ def test_from_manifest_of_another_bundle_is_refused(real_bundle, real_bundle_pat
     (["--format", "rag", "-c", "Clinical_Reports", "--keyword", "glioma", "--out", "{tmp}/x"],
      "--keyword ranks images"),
     (["--format", "kg"], "export needs --out"),
+    (["--keyword", "glioma", "--sort", "image", "--out", "{tmp}/x"], "--sort does not go with --keyword"),
     (["--from-manifest", "{tmp}/none.json", "--format", "kg", "--out", "{tmp}/x"], "drop --format"),
     (["--from-manifest", "{tmp}/none.json", "--out", "{tmp}/x"], "no export manifest"),
 ])
