@@ -56,23 +56,35 @@ def rag_text(case: dict[str, Any], images: Sequence[dict[str, Any]]) -> str:
     return f"{age} {sex} patient suffering from a {diagnosis}. {history}".strip()
 
 
-def rag_records(store: Store) -> list[dict[str, Any]]:
-    """One document per case with its metadata, in case order."""
+def _cases_images(store: Store, cases: list[dict[str, Any]] | None,
+                  images: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The given cases and images (an export's selection), or every one of the store."""
+    return (store.find("Clinical_Reports") if cases is None else cases,
+            store.find("Image_Descriptions") if images is None else images)
+
+
+def rag_records(store: Store, *, cases: list[dict[str, Any]] | None = None,
+                images: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One document per case with its metadata, in case order (default: every case of the store)."""
     splits = store.splits()
-    pairs = source_cases_with_images(store.find("Clinical_Reports"), store.find("Image_Descriptions"))
+    pairs = source_cases_with_images(*_cases_images(store, cases, images))
     return [{"id": case["U_id"], "text": rag_text(case, images), "metadata": {
         "title": value_at(case, "Case.Title"), "diagnosis": value_at(case, "Case.Case Diagnosis"),
         "acr_code": clean_acr(value_at(case, "Topic.ACR Code")), "category": value_at(case, "Topic.Category"),
         "split": splits.get(case["U_id"]), "images": [i["image"] for i in images]}} for case, images in pairs]
 
 
-def write_rag(store: Store, out_dir: Path, progress: Progress = silent) -> dict[str, int]:
-    """``rag.jsonl`` plus its embeddings (rows in ``rag_ids.json`` order) into ``out_dir``."""
+def write_rag(store: Store, out_dir: Path, progress: Progress = silent, *, cases: list[dict[str, Any]] | None = None,
+              images: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """``rag.jsonl`` plus its embeddings (rows in ``rag_ids.json`` order) into ``out_dir``.
+
+    ``cases`` and ``images`` restrict it to an export's selection (default: the whole store).
+    """
     import numpy as np
 
     from .model.case_text import embed_texts
 
-    records = rag_records(store)
+    records = rag_records(store, cases=cases, images=images)
     with open(out_dir / RAG_FILE, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -82,8 +94,11 @@ def write_rag(store: Store, out_dir: Path, progress: Progress = silent) -> dict[
     return {"documents": len(records), "encoded": encoded}
 
 
-def knowledge_graph(store: Store) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
-    """Nodes (id -> label and properties) and typed edges (start, type, end)."""
+def knowledge_graph(store: Store, *, cases: list[dict[str, Any]] | None = None,
+                    images: list[dict[str, Any]] | None = None
+                    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+    """Nodes (id -> label and properties) and typed edges (start, type, end); default: the whole store."""
+    cases, images = _cases_images(store, cases, images)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[tuple[str, str, str]] = []
 
@@ -93,7 +108,7 @@ def knowledge_graph(store: Store) -> tuple[dict[str, dict[str, Any]], list[tuple
         return node_id
 
     splits = store.splits()
-    for case in store.find("Clinical_Reports"):
+    for case in cases:
         uid = case["U_id"]
         c = node("Case", uid, title=str(value_at(case, "Case.Title") or ""), split=str(splits.get(uid) or ""))
         diagnosis = str(value_at(case, "Case.Case Diagnosis") or "").strip()
@@ -109,7 +124,7 @@ def knowledge_graph(store: Store) -> tuple[dict[str, dict[str, Any]], list[tuple
             category = str(value_at(case, "Topic.Category") or "").strip()
             if category:
                 edges.append((t, "IN_CATEGORY", node("Category", category)))
-    for image in store.find("Image_Descriptions"):
+    for image in images:
         i = node("Image", image["image"], caption=str(value_at(image, "Description.Caption") or ""))
         edges.append((f"case:{image['U_id']}", "HAS_IMAGE", i))
         edges.append((i, "OF_MODALITY", node("Modality", str(image.get("Type")))))
@@ -119,11 +134,15 @@ def knowledge_graph(store: Store) -> tuple[dict[str, dict[str, Any]], list[tuple
     return nodes, list(dict.fromkeys(edges))  # a topic shared by cases: one edge
 
 
-def write_kg(store: Store, out_dir: Path) -> dict[str, int]:
-    """The graph as neo4j-admin import CSV (one file per label plus relationships) and GraphML."""
+def write_kg(store: Store, out_dir: Path, *, cases: list[dict[str, Any]] | None = None,
+             images: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """The graph as neo4j-admin import CSV (one file per label plus relationships) and GraphML.
+
+    ``cases`` and ``images`` restrict it to an export's selection (default: the whole store).
+    """
     import networkx as nx  # type: ignore[import-untyped]
 
-    nodes, edges = knowledge_graph(store)
+    nodes, edges = knowledge_graph(store, cases=cases, images=images)
     by_label: dict[str, list[tuple[str, dict[str, Any]]]] = {label: [] for label in NODE_FILES}
     for node_id, props in nodes.items():
         by_label[props["label"]].append((node_id, props))

@@ -4,14 +4,17 @@
   SQL and the nested documents kept as structs (``Description``, ``Case``, ``Topic``);
 * JSONL in the release's split format (``descriptions_<split>.jsonl``, ``data_<split>.jsonl``);
 * an image-folder tree ``<split>/<label>/<image>.png`` (torchvision ``ImageFolder`` layout);
-* CSV of the flattened columns (cells a spreadsheet would run as a formula get a leading ``'``).
+* CSV of the flattened columns (cells a spreadsheet would run as a formula get a leading ``'``);
+* the authors' RAG corpus and a knowledge graph (:mod:`.corpora`), a Hugging Face folder (:mod:`.hf`).
 
 One table, :data:`FORMATS`, names every format, and drives the CLI's ``--format`` choices and
 help, the terminal UI's save options and the dispatch of :func:`export` and
 :func:`write_documents`: a new format is one :class:`ExportFormat` row.
 
 Every export goes through :mod:`medpix_tui.atomic`: nothing half-written, nothing
-overwritten without ``force``, nothing written inside a bundle this process opened.
+overwritten without ``force``, nothing written inside a bundle this process opened. Every
+export also writes its manifest (:func:`run_export`), from which :func:`reproduce` writes the
+same bytes again and :func:`verify_export` checks the files.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import csv
 import json
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import atomic_dir, atomic_file, check_not_read_only
+from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_destination, check_not_read_only
 from .errors import InputError
 from .progress import Progress, silent
 from .store import CASES, IMAGES, Store, image_report
@@ -32,8 +35,14 @@ from .store import CASES, IMAGES, Store, image_report
 if TYPE_CHECKING:  # pyarrow loads in the writers that use it: the table of formats costs no import
     import pyarrow as pa
 
+    from .bundle import Bundle
+
 LABELS = {"modality": "Type", "location": "Location Category"}
 UNSPLIT = "unsplit"
+#: Every Parquet file an export writes uses these options, so the same pyarrow writes the same bytes
+#: (pyarrow puts no timestamp in a file; its version is in the export manifest).
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "version": "2.6",
+                                   "data_page_version": "1.0", "use_dictionary": True, "write_statistics": True}
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -123,7 +132,11 @@ class Selection:
     @classmethod
     def from_query(cls, store: Store, collection: str, flt: dict[str, Any] | None) -> Selection:
         """A query's results: images (and their cases), or cases (and their images)."""
-        docs = store.find(collection, flt)
+        return cls.from_docs(store, collection, store.find(collection, flt))
+
+    @classmethod
+    def from_docs(cls, store: Store, collection: str, docs: list[dict[str, Any]]) -> Selection:
+        """Documents of ``collection`` (in their order) with their images or cases."""
         if collection == CASES:
             uids = [d["U_id"] for d in docs]
             images = store.find(IMAGES, {"U_id": {"$in": uids}})
@@ -172,7 +185,7 @@ def _write_parquet(sel: Selection, out_dir: Path) -> list[Path]:
     paths = []
     for name, table in parquet_tables(sel).items():
         path = out_dir / f"{name}.parquet"
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(table, path, **PARQUET_OPTIONS)
         paths.append(path)
     return paths
 
@@ -248,6 +261,10 @@ class ExportJob:
     label: str = "modality"
     image_path: Callable[[str], Path] | None = None
     progress: Progress = silent
+    store: Store | None = None
+    bundle: Bundle | None = None
+    #: What the writer counted (documents, nodes, ...), for the export manifest.
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 def _dataset_parquet(job: ExportJob, out: Path) -> list[Path]:
@@ -268,6 +285,35 @@ def _dataset_imagefolder(job: ExportJob, out: Path) -> list[Path]:
     return _write_imagefolder(job.selection, out, job.label, job.image_path, job.progress)
 
 
+def _dataset_rag(job: ExportJob, out: Path) -> list[Path]:
+    from .corpora import RAG_EMBEDDINGS, RAG_FILE, RAG_IDS, write_rag
+
+    assert job.store is not None
+    job.counts.update(write_rag(job.store, out, job.progress, cases=job.selection.cases, images=job.selection.images))
+    return [out / RAG_FILE, out / RAG_EMBEDDINGS, out / RAG_IDS]
+
+
+def _dataset_kg(job: ExportJob, out: Path) -> list[Path]:
+    from .corpora import GRAPHML_FILE, NODE_FILES, RELATIONSHIPS_FILE, write_kg
+
+    assert job.store is not None
+    job.counts.update(write_kg(job.store, out, cases=job.selection.cases, images=job.selection.images))
+    return [*(out / name for name in NODE_FILES.values()), out / RELATIONSHIPS_FILE, out / GRAPHML_FILE]
+
+
+def _dataset_hf(job: ExportJob, out: Path) -> list[Path]:
+    from .hf import write_hf
+
+    if job.bundle is None:
+        raise InputError("--format hf needs a bundle (the images go into the Parquet files), not --mongo-uri")
+    by_split: dict[str, list[dict[str, Any]]] = {}
+    for doc in job.selection.reports():
+        by_split.setdefault(job.selection.split(doc["U_id"]), []).append(doc)
+    counts = write_hf(job.bundle, out, by_split)
+    job.counts.update({f"{split}_rows": n for split, n in counts.items()})
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
 def _dataset_json(job: ExportJob, out: Path) -> list[Path]:
     _docs_json(job.selection.images, out)
     return [out]
@@ -285,7 +331,7 @@ def _docs_parquet(data: dict[str, Any] | list[dict[str, Any]], path: Path) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist([data] if isinstance(data, dict) else data), path)
+    pq.write_table(pa.Table.from_pylist([data] if isinstance(data, dict) else data), path, **PARQUET_OPTIONS)
 
 
 #: ``write(job, target)``: fill the temporary folder (or file) ``target``; return the files written.
@@ -308,6 +354,10 @@ class ExportFormat:
     #: A list of documents as one file (:func:`write_documents`, the terminal UI's saves); None: no such file.
     documents: DocumentWriter | None = None
     suffix: str = ""
+    #: The export options this format uses (recorded in the export manifest; others are refused).
+    options: tuple[str, ...] = ()
+    #: Whether it needs the bundle's image files (not possible from a MongoDB server).
+    needs_images: bool = False
 
 
 #: Every format, in the order the CLI and the terminal UI list them (the UI offers JSON first).
@@ -320,7 +370,13 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  _dataset_parquet, documents=_docs_parquet, suffix=".parquet"),
     ExportFormat("csv", "CSV", "images.csv and cases.csv", _dataset_csv),
     ExportFormat("imagefolder", "image folder", "<split>/<label>/<image>.png, for torchvision's ImageFolder",
-                 _dataset_imagefolder),
+                 _dataset_imagefolder, options=("label",), needs_images=True),
+    ExportFormat("rag", "RAG corpus", "rag.jsonl (one document per case) + rag_embeddings.npy + rag_ids.json",
+                 _dataset_rag),
+    ExportFormat("kg", "knowledge graph", "nodes_*.csv + relationships.csv (neo4j-admin import) + graph.graphml",
+                 _dataset_kg),
+    ExportFormat("hf", "Hugging Face folder", "data/<split>.parquet + README.md: datasets.load_dataset opens it",
+                 _dataset_hf, needs_images=True),
 )}
 
 
@@ -350,25 +406,313 @@ def _format(fmt: str, names: list[str]) -> ExportFormat:
     return FORMATS[fmt]
 
 
-def export(store: Store, out: Path, fmt: str, *, selection: Selection | None = None, label: str = "modality",
-           image_path: Callable[[str], Path] | None = None, force: bool = False,
-           progress: Progress = silent) -> list[Path]:
-    """Export a selection (default: everything) as a new folder ``out`` (or file); returns the files written.
+@dataclass(frozen=True)
+class ExportQuery:
+    """The exact query an export covers, as its manifest records it (the defaults: everything).
 
-    ``out`` may not overlap a bundle this process opened (bundles are read-only).
+    The same fields as ``medpix-tui query``: dotted-field regexes, a read-only filter, ranked
+    keywords (images), a sort, a limit, and the authors' split.
     """
+
+    collection: str = IMAGES
+    fields: tuple[str, ...] = ()
+    filter: dict[str, Any] | None = None
+    keyword: str | None = None
+    sort: str | None = None
+    limit: int = 0
+    split: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"collection": self.collection, "fields": list(self.fields), "filter": self.filter,
+                "keyword": self.keyword, "sort": self.sort, "limit": self.limit, "split": self.split}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ExportQuery:
+        """The query of an export manifest (InputError when it is not one)."""
+        keys = set(cls().to_json())
+        if not isinstance(data, dict) or set(data) != keys:
+            raise InputError(f"the manifest's query is not an object with keys {', '.join(sorted(keys))}")
+        fields, limit = data["fields"], data["limit"]
+        if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)) or type(limit) is not int:
+            raise InputError("the manifest's query has a bad fields list or limit")
+        for key in ("collection", "keyword", "sort", "split"):
+            if data[key] is not None and not isinstance(data[key], str):
+                raise InputError(f"the manifest's query {key} is not a string")
+        if data["filter"] is not None and not isinstance(data["filter"], dict):
+            raise InputError("the manifest's query filter is not an object")
+        return cls(data["collection"], tuple(fields), data["filter"], data["keyword"], data["sort"], limit,
+                   data["split"])
+
+    def selection(self, store: Store) -> Selection:
+        """Run the query: its documents with their images or cases."""
+        from .query import and_filters, field_filter, parse_field_args, parse_sort
+        from .source import SPLITS
+
+        if self.split is not None and self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r}: choose {', '.join(SPLITS)}")
+        flt = and_filters(field_filter(parse_field_args(self.fields)) if self.fields else {},
+                          self.filter or {}, store.split_filter(self.split) if self.split else {})
+        if self.keyword:
+            if self.collection == CASES:
+                raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
+            if self.sort:
+                raise InputError("--sort does not go with --keyword: keyword results come in rank order")
+            hits = store.keyword_search(self.keyword, flt=flt, limit=self.limit)
+            return Selection.from_docs(store, IMAGES, [d for _, d in hits])
+        if not flt and not self.sort and not self.limit and self.collection == IMAGES:
+            return Selection.everything(store)
+        return Selection.from_docs(store, self.collection,
+                                   store.find(self.collection, flt, sort=parse_sort(self.sort), limit=self.limit))
+
+
+#: The export manifest: a folder's ``manifest.json``, or ``<file>.manifest.json`` beside a one-file export.
+EXPORT_MANIFEST = "manifest.json"
+MANIFEST_SUFFIX = ".manifest.json"
+EXPORT_MANIFEST_VERSION = 1
+#: Libraries whose version decides the bytes of some format (recorded; a reproduction names a difference).
+WRITER_LIBRARIES = ("pyarrow", "numpy", "networkx")
+
+
+def manifest_path(out: Path) -> Path:
+    """Where the export manifest of ``out`` lives: inside a folder export, beside a one-file export."""
+    out = Path(out)
+    return out / EXPORT_MANIFEST if out.is_dir() else out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def bundle_digest(bundle: Bundle) -> str:
+    """The bundle's identity: the sha256 of its manifest (the first field of ``manifest.json.sha256``)."""
+    from .bundle import MANIFEST, MANIFEST_SUM, sha256_regular
+
+    try:
+        field0 = (bundle.root / MANIFEST_SUM).read_text(encoding="utf-8").split()
+    except OSError:
+        field0 = []
+    return field0[0] if field0 else sha256_regular(bundle.root / MANIFEST)
+
+
+def _library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in WRITER_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _file_entries(root: Path, files: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    from .bundle import sha256_regular
+
+    return {p.relative_to(root).as_posix(): {"sha256": sha256_regular(p), "size": p.stat().st_size}
+            for p in sorted(files)}
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Every file of an export folder but its manifest and mark."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() not in (EXPORT_MANIFEST, EXPORT_MARK))
+
+
+def leaking_train_images(bundle: Bundle, progress: Progress = silent) -> list[dict[str, Any]]:
+    """Train images that are near-duplicates of a dev or test image (:func:`.quality.duplicates`), with partners."""
+    from .quality import duplicates
+
+    store = bundle.store
+    images = store.find(IMAGES, projection=["image", "U_id"])
+    split_of = store.splits()
+    split_of_image = {d["image"]: split_of.get(d["U_id"]) for d in images}
+    with progress("Comparing the images for leaks across splits", 1) as advance:
+        pairs = duplicates(bundle, [d["image"] for d in images], split_of_image)["leakage"]["pairs"]
+        advance(1)
+    partners: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        for mine, other in ((pair["a"], pair["b"]), (pair["b"], pair["a"])):
+            theirs = split_of_image.get(other)
+            if split_of_image.get(mine) == "train" and theirs in ("dev", "test"):
+                partners.setdefault(mine, {})[other] = str(theirs)
+    return [{"image": name, "partners": [{"image": o, "split": s} for o, s in sorted(partners[name].items())]}
+            for name in sorted(partners)]
+
+
+def _drop_images(sel: Selection, names: set[str]) -> Selection:
+    """The selection less these images, and less the cases left without any image."""
+    before = {d["U_id"] for d in sel.images}
+    images = [d for d in sel.images if d["image"] not in names]
+    emptied = before - {d["U_id"] for d in images}
+    return Selection(images, [c for c in sel.cases if c["U_id"] not in emptied], sel.splits)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: its files (not the manifest) and the manifest as written."""
+
+    files: list[Path]
+    manifest: dict[str, Any]
+    manifest_path: Path
+
+
+def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None = None,
+               selection: Selection | None = None, bundle: Bundle | None = None, label: str = "modality",
+               exclude_leaks: bool = False, image_path: Callable[[str], Path] | None = None, force: bool = False,
+               progress: Progress = silent) -> ExportResult:
+    """Export a query's results (default: everything) as a new folder ``out`` (or file), with its manifest.
+
+    The manifest (:func:`manifest_path`) records the bundle's digest, the tool's version, the
+    exact query, the format and its options, the counts, the train images dropped by
+    ``exclude_leaks`` and the sha256 of every file, so :func:`reproduce` writes the same bytes
+    and :func:`verify_export` checks them. A ``selection`` (the terminal UI's results) is
+    recorded as the query of exactly its images. ``out`` may not overlap a bundle this process
+    opened (bundles are read-only).
+    """
+    from . import __version__
+
     spec = _format(fmt, format_names())
     assert spec.dataset is not None
+    if label not in LABELS:
+        raise InputError(f"unknown label {label!r}: choose {' or '.join(LABELS)}")
+    if bundle is not None:
+        image_path = image_path or bundle.image_path
+    if spec.needs_images and image_path is None:
+        raise InputError(f"--format {fmt} needs a bundle's image files, not --mongo-uri")
+    if exclude_leaks and bundle is None:
+        raise InputError("--exclude-leaks needs a bundle (it compares the image files), not --mongo-uri")
+    if query is None:
+        query = (ExportQuery(IMAGES, filter={"image": {"$in": [d["image"] for d in selection.images]}})
+                 if selection is not None else ExportQuery())
     out = Path(out)
     check_not_read_only(out)
-    job = ExportJob(selection or Selection.everything(store), label, image_path, progress)
+    mpath = out / EXPORT_MANIFEST if spec.folder else out.with_name(out.name + MANIFEST_SUFFIX)
+    if not spec.folder:
+        check_not_read_only(mpath)
+        check_destination(out, force)
+        check_destination(mpath, force)
+    sel = query.selection(store)
+    dropped: list[dict[str, Any]] = []
+    if exclude_leaks:
+        assert bundle is not None
+        chosen = {d["image"] for d in sel.images}
+        dropped = [leak for leak in leaking_train_images(bundle, progress) if leak["image"] in chosen]
+        sel = _drop_images(sel, {leak["image"] for leak in dropped})
+    job = ExportJob(sel, label, image_path, progress, store, bundle)
+    manifest: dict[str, Any] = {
+        "export": "medpix-tui", "version": EXPORT_MANIFEST_VERSION, "tool_version": __version__,
+        "libraries": _library_versions(),
+        "bundle": {"manifest_sha256": bundle_digest(bundle) if bundle is not None else None},
+        "format": fmt, "options": {"label": label} if "label" in spec.options else {},
+        "exclude_leaks": exclude_leaks, "query": query.to_json(),
+    }
+
+    def finish(root: Path, files: list[Path]) -> None:
+        manifest["counts"] = {"images": len(sel.images), "cases": len(sel.cases), "files": len(files),
+                              **job.counts}
+        manifest["excluded_leaks"] = dropped
+        manifest["files"] = _file_entries(root, files)
+
     if not spec.folder:
         with atomic_file(out, force=force) as tmp:
             spec.dataset(job, tmp)
-        return [out]
+            finish(tmp.parent, [tmp])
+            manifest["files"] = {out.name: manifest["files"].pop(tmp.name)}
+            with atomic_file(mpath, force=force) as mtmp:
+                mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
+        return ExportResult([out], manifest, mpath)
     with atomic_dir(out, force=force) as tmp:
-        written = spec.dataset(job, tmp)
-    return [out / p.relative_to(tmp) for p in written]
+        spec.dataset(job, tmp)
+        written = _folder_files(tmp)
+        finish(tmp, written)
+        (tmp / EXPORT_MANIFEST).write_text(_manifest_text(manifest), encoding="utf-8")
+    return ExportResult([out / p.relative_to(tmp) for p in written], manifest, mpath)
+
+
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+
+
+def export(store: Store, out: Path, fmt: str, *, selection: Selection | None = None, label: str = "modality",
+           image_path: Callable[[str], Path] | None = None, force: bool = False, bundle: Bundle | None = None,
+           progress: Progress = silent) -> list[Path]:
+    """Export a selection (default: everything) as a new folder ``out`` (or file); returns the files written.
+
+    The short form of :func:`run_export` (which also writes the export manifest).
+    """
+    return run_export(store, out, fmt, selection=selection, bundle=bundle, label=label, image_path=image_path,
+                      force=force, progress=progress).files
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """An export manifest: the file itself, a folder's ``manifest.json`` or a file's ``<file>.manifest.json``."""
+    path = Path(path)
+    if not path.name.endswith(MANIFEST_SUFFIX) and path.name != EXPORT_MANIFEST:
+        path = manifest_path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"no export manifest at {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read the export manifest {path}: {exc}") from None
+    if not (isinstance(data, dict) and data.get("export") == "medpix-tui" and isinstance(data.get("files"), dict)):
+        raise InputError(f"{path} is not a medpix-tui export manifest")
+    if data.get("version") != EXPORT_MANIFEST_VERSION:
+        raise InputError(f"{path}: export manifest version {data.get('version')!r}, "
+                         f"this tool reads {EXPORT_MANIFEST_VERSION}")
+    return data
+
+
+def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = False,
+              progress: Progress = silent) -> ExportResult:
+    """Write the export a manifest describes again, into ``out``; refused for another bundle."""
+    manifest = read_manifest(manifest_file)
+    wanted = (manifest.get("bundle") or {}).get("manifest_sha256")
+    if not isinstance(wanted, str):
+        raise InputError(f"{manifest_file} records no bundle (it was exported from a MongoDB server): "
+                         "it cannot be reproduced from a bundle")
+    have = bundle_digest(bundle)
+    if wanted != have:
+        raise InputError(f"the manifest was made from the bundle with manifest sha256 {wanted}, "
+                         f"but {bundle.path} has {have}")
+    fmt = manifest.get("format")
+    if fmt not in format_names():
+        raise InputError(f"the manifest's format {fmt!r} is not one this tool exports")
+    options = manifest.get("options") or {}
+    label = options.get("label", "modality") if isinstance(options, dict) else "modality"
+    return run_export(bundle.store, out, fmt, query=ExportQuery.from_json(manifest.get("query")), bundle=bundle,
+                      label=label, exclude_leaks=manifest.get("exclude_leaks") is True, force=force,
+                      progress=progress)
+
+
+def library_differences(manifest: dict[str, Any]) -> list[str]:
+    """Writer libraries whose version here differs from the manifest's (their bytes may differ)."""
+    recorded = manifest.get("libraries") or {}
+    here = _library_versions()
+    return [f"{name} {here[name]} here, {recorded.get(name)} in the manifest" for name in WRITER_LIBRARIES
+            if isinstance(recorded, dict) and name in recorded and recorded.get(name) != here[name]]
+
+
+def verify_export(path: Path) -> list[str]:
+    """Check an export (folder or file) against its manifest: one line per missing, changed or added file."""
+    from .bundle import sha256_regular
+
+    path = Path(path)
+    if path.name.endswith(MANIFEST_SUFFIX):
+        path = path.with_name(path.name[: -len(MANIFEST_SUFFIX)])
+    if not path.exists() and not Path(str(path) + MANIFEST_SUFFIX).exists():
+        raise InputError(f"no export at {path}")
+    manifest = read_manifest(path)
+    listed: dict[str, Any] = manifest["files"]
+    if path.is_dir():
+        root, present = path, {p.relative_to(path).as_posix(): p for p in _folder_files(path)}
+    else:
+        root, present = path.parent, ({path.name: path} if path.is_file() else {})
+    problems = []
+    for rel, entry in sorted(listed.items()):
+        if rel not in present:
+            problems.append(f"missing: {rel}")
+        elif not isinstance(entry, dict) or sha256_regular(root / rel) != entry.get("sha256"):
+            problems.append(f"changed: {rel}")
+    problems += [f"added: {rel}" for rel in sorted(set(present) - set(listed))]
+    return problems
 
 
 def write_documents(data: dict[str, Any] | list[dict[str, Any]], path: Path, *, fmt: str = "json",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .export import PARQUET_OPTIONS
 from .query import value_at
 from .source import SPLITS
 from .vocabulary import clean_age
@@ -100,6 +101,6 @@ def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[s
                                  pa.int32() if name == "age" else pa.string())
                   for name, values in columns.items()}
         table = pa.table(arrays).replace_schema_metadata(meta)
-        pq.write_table(table, out_dir / "data" / f"{split}.parquet", compression="zstd")
+        pq.write_table(table, out_dir / "data" / f"{split}.parquet", **PARQUET_OPTIONS)
     (out_dir / "README.md").write_text(_readme(counts), encoding="utf-8")
     return counts

@@ -77,7 +77,7 @@ def test_export_never_overwrites_without_force(real_bundle_path: Path, tmp_path:
         forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(ours),
                                       "--force", "--field", field])
         assert forced.exit_code == 0, forced.output
-    assert sorted(p.name for p in ours.iterdir()) == [".medpix-export", "cases.csv", "images.csv"]
+    assert sorted(p.name for p in ours.iterdir()) == [".medpix-export", "cases.csv", "images.csv", "manifest.json"]
     assert {r["modality"] for r in csv.DictReader(io.StringIO((ours / "images.csv").read_text()))} == {"MR"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary leftovers"
 

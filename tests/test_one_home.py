@@ -61,7 +61,8 @@ def _string_literals(path: Path) -> list[str]:
 # -- the export table ----------------------------------------------------------------------
 
 def test_the_export_table_drives_the_cli_choices_and_help() -> None:
-    assert _choices("export", "fmt") == format_names() == ["json", "jsonl", "parquet", "csv", "imagefolder"]
+    assert _choices("export", "fmt") == format_names() == [
+        "json", "jsonl", "parquet", "csv", "imagefolder", "rag", "kg", "hf"]
     helped = CliRunner().invoke(main, ["export", "--help"]).output
     for fmt in FORMATS.values():
         assert fmt.summary in " ".join(helped.split()), fmt.name

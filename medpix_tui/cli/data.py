@@ -11,8 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..export import DEFAULT_FORMAT, FORMATS, LABELS, Selection, csv_cell, format_help, format_names
-from ..export import export as run_export
+from ..export import DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, format_help, format_names
 from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
@@ -157,11 +156,22 @@ def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: s
         Console().print(image_page(image, owner))
 
 
-@click.command(help="Export the bundle, or a query's results, for analysis or training.\n\n\b\n" + format_help())
+#: Options that --from-manifest takes from the manifest (giving one too is refused).
+_QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keyword", "sort", "limit", "split",
+                  "exclude_leaks", "mongo_uri")
+
+
+@click.group(invoke_without_command=True,
+             help="Export the bundle, or a query's results, for analysis, training or retrieval.\n\n\b\n"
+                  + format_help() + "\n\n"
+                  "Every export writes manifest.json beside its files (a one-file export: <file>.manifest.json): "
+                  "the bundle's digest, the tool's version, the query, the format and options, the counts and "
+                  "the sha256 of each file. --from-manifest M writes the same bytes again; "
+                  "'medpix-tui export verify D' checks an export.")
 @bundle_option
 @mongo_option
 @click.option("--format", "fmt", type=click.Choice(format_names()), default=DEFAULT_FORMAT, show_default=True)
-@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Folder to create (a file for " + ", ".join(f"--format {f.name}" for f in FORMATS.values()
                                                             if f.dataset and not f.folder) + ").")
 @click.option("--label", type=click.Choice(list(LABELS)), default="modality", show_default=True,
@@ -169,19 +179,65 @@ def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: s
 @click.option("--collection", "-c", type=click.Choice(COLLECTIONS), default=IMAGES, show_default=True)
 @click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX", help="Export only matching documents.")
 @click.option("--filter", "filter_json", metavar="JSON", help="Export only documents matching this filter.")
+@click.option("--keyword", "-k", metavar="WORDS", help="Export the images these keywords rank (with --limit: the top).")
+@click.option("--sort", metavar="FIELDS", help="Comma-separated dotted fields, '-' for descending (row order).")
+@click.option("--limit", type=int, default=0, help="At most this many documents (0: all).")
 @click.option("--split", type=click.Choice(SPLITS), help="Only the authors' split.")
+@click.option("--exclude-leaks", is_flag=True,
+              help="Drop from train the near-duplicates of dev and test images (listed in the manifest).")
+@click.option("--from-manifest", "from_manifest", type=click.Path(path_type=Path), metavar="M",
+              help="Redo the export an export manifest (or export folder) describes, byte for byte.")
 @click.option("--force", is_flag=True,
               help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
 @click.pass_context
-def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path, label: str,
-           collection: str, fields: tuple[str, ...], filter_json: str | None, split: str | None, force: bool) -> None:
+def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path | None,
+           label: str, collection: str, fields: tuple[str, ...], filter_json: str | None, keyword: str | None,
+           sort: str | None, limit: int, split: str | None, exclude_leaks: bool, from_manifest: Path | None,
+           force: bool) -> None:
+    from ..export import ExportQuery, library_differences, read_manifest, reproduce, run_export
+
+    if ctx.invoked_subcommand:
+        return
+    if out is None:
+        raise InputError("export needs --out (the folder or file to write)")
+    given = [name for name in _QUERY_OPTIONS
+             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
+    if from_manifest is not None:
+        if given:
+            flags = ", ".join("--" + {"fmt": "format", "filter_json": "filter", "fields": "field"}.get(n, n)
+                              .replace("_", "-") for n in given)
+            raise InputError(f"--from-manifest takes the format and the query from the manifest: drop {flags}")
+        for line in library_differences(read_manifest(from_manifest)):
+            click.echo(f"note: {line}; its files may differ", err=True)
+        result = reproduce(open_bundle_from(ctx, bundle_path), from_manifest, out, force=force,
+                           progress=rich_progress())
+        click.echo(f"wrote {len(result.files)} file(s) to {out} (manifest: {result.manifest_path})")
+        return
+    if "label" in given and "label" not in FORMATS[fmt].options:
+        raise InputError(f"--label applies to --format imagefolder, not --format {fmt}")
     bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
     store = bundle.store if bundle is not None else store_from(ctx, bundle_path, mongo_uri)
-    flt = build_filter(store, fields, filter_json, split)
-    selection = Selection.from_query(store, collection, flt) if flt else None
-    written = run_export(store, out, fmt, selection=selection, label=label,
-                         image_path=bundle.image_path if bundle else None, force=force, progress=rich_progress())
-    click.echo(f"wrote {len(written)} file(s) to {out}")
+    query = ExportQuery(collection, fields, parse_filter(filter_json) if filter_json else None, keyword, sort, limit,
+                        split)
+    result = run_export(store, out, fmt, query=query, bundle=bundle, label=label, exclude_leaks=exclude_leaks,
+                        force=force, progress=rich_progress())
+    dropped = result.manifest["excluded_leaks"]
+    click.echo(f"wrote {len(result.files)} file(s) to {out} (manifest: {result.manifest_path})"
+               + (f"; left out {len(dropped)} train image(s) that leak into dev/test" if exclude_leaks else ""))
+
+
+@export.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def export_verify(path: Path) -> None:
+    """Check an export folder (or one-file export) against its manifest: exit 0 ok, 1 listing each difference."""
+    from ..export import verify_export
+
+    problems = verify_export(path)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{path}: every file matches its manifest")
 
 
 @click.command()

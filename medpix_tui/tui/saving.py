@@ -55,6 +55,21 @@ def document_options(what: str, stem: str, write: Callable[[str, Path, bool], An
             for f in document_formats()]
 
 
+def dataset_options(what: str, stem: str, write: Callable[[str, Path, bool], Any], *,
+                    skip: tuple[str, ...] = ()) -> list[SaveOption]:
+    """One option per folder export of the table that has no document file (CSV, RAG, graph, Hugging Face...).
+
+    ``write(fmt, path, force)`` exports the results in format ``fmt`` (with its manifest); ``skip``
+    names formats the screen offers its own way. Options: ``"<what> as <format> (folder)"``,
+    default folder ``<stem>-<format>``.
+    """
+    from ..export import FORMATS
+
+    return [SaveOption(f"{what} as {f.label} (folder)", f"{stem}-{f.name}", partial(write, f.name))
+            for f in FORMATS.values()
+            if f.dataset is not None and f.folder and f.documents is None and f.name not in skip]
+
+
 def resolve_path(text: str, base: Path) -> Path:
     """A path as typed: ``~`` expanded, relative to the folder the app was started in."""
     path = Path(text.strip()).expanduser()

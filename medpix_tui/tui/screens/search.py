@@ -38,7 +38,7 @@ from ...session import (
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, alive, copy_id, medpix
 from ..first_page import write_first_page
-from ..saving import SaveOption, document_options, save_interactively
+from ..saving import SaveOption, dataset_options, document_options, save_interactively
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
 from ..widgets.footer import KeyFooter
@@ -449,8 +449,14 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
             if not selection.images:
                 raise InputError(f"no {modality} images in these results")
             return export(store, path, "imagefolder", selection=selection, label="modality",
-                          image_path=bundle.image_path, force=force)
+                          bundle=bundle, force=force)  # bundle: its digest goes into the export manifest
         return write
+
+    def write_export(fmt: str, path: Path, force: bool) -> list[Path]:
+        from ...export import Selection, export
+
+        selection = Selection.from_query(store, IMAGES, result.selection_filter())
+        return export(store, path, fmt, selection=selection, bundle=bundle, force=force)
 
     stem = "medpix-" + {IMAGES: "images", CASES: "cases", "Image_Reports": "reports"}[collection]
     return [
@@ -458,5 +464,6 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
         SaveOption("All images, copied to a folder", "medpix-images", images_writer(None)),
         SaveOption("CT images only, copied to a folder", "medpix-images-ct", images_writer("CT")),
         SaveOption("MR images only, copied to a folder", "medpix-images-mr", images_writer("MR")),
+        *dataset_options("Results", stem, write_export, skip=("imagefolder",)),
     ]
 
