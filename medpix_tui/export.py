@@ -524,7 +524,8 @@ def leaking_train_images(bundle: Bundle, progress: Progress = silent) -> list[di
     split_of = store.splits()
     split_of_image = {d["image"]: split_of.get(d["U_id"]) for d in images}
     with progress("Comparing the images for leaks across splits", 1) as advance:
-        pairs = duplicates(bundle, [d["image"] for d in images], split_of_image)["leakage"]["pairs"]
+        pairs = duplicates(bundle, [d["image"] for d in images], split_of_image,
+                           {d["image"]: d["U_id"] for d in images})["leakage"]["pairs"]
         advance(1)
     partners: dict[str, dict[str, str]] = {}
     for pair in pairs:

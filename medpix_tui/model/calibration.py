@@ -295,7 +295,7 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
     kind = "stage features" if hasattr(encoder, "encode_with_features") else "embeddings"
     content, reference = fit_calibration(encoder.head, splits, kind)
     write_calibration(model_dir, content, reference)
-    features = np.concatenate([splits[s][1] for s in ("train", "dev", "test")])
+    features = np.concatenate([splits[s][1] for s in SPLITS])
     write_release_scores(model_dir, digests, ood_scores(features, reference.astype(np.float16).astype(np.float32),
                                                         OOD_K))
     return content

@@ -43,6 +43,7 @@ from ...quiz import (
     score_answer,
     state_path,
 )
+from ...source import SPLITS
 from ...store import CASES
 from ..app import alive, medpix
 from ..widgets.footer import KeyFooter
@@ -85,7 +86,7 @@ class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
                 yield Label("Location")
                 yield Input(placeholder="contains, e.g. Thorax", id="deck-location", compact=True)
                 yield Label("Split")
-                yield Select([(s, s) for s in ("train", "dev", "test")], prompt="any", id="deck-split", compact=True)
+                yield Select([(s, s) for s in SPLITS], prompt="any", id="deck-split", compact=True)
                 yield Label("A card shows")
                 yield Select([(LEVEL_NAMES[level], level) for level in LEVELS], value=self.level, allow_blank=False,
                              id="deck-level", compact=True)
