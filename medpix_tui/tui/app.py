@@ -151,6 +151,20 @@ class MedpixApp(App[None]):
         """Hide the key of the mode on screen (f2 on Search): the other keys then fit in 80 columns."""
         return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
 
+    async def action_quit(self) -> None:
+        """Remember the search (per bundle) and quit."""
+        self.remember()
+        await super().action_quit()
+
+    def remember(self) -> None:
+        """Keep the search screen's query and position for the next start."""
+        from .screens.search import SearchScreen
+
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                if isinstance(screen, SearchScreen):
+                    screen.remember()
+
     async def action_quit_key(self) -> None:
         """``q`` quits like ctrl+q, but not from a dialog (where it may be meant for the dialog)."""
         from textual.screen import ModalScreen

@@ -102,6 +102,9 @@ class SearchScreen(Screen[None]):
         self._within: tuple[str, ...] = ()
         self._within_label = ""
         self._model: Any = None
+        #: Remembered at the last exit, applied as the screen opens (facets once their lists exist).
+        self._facets_to_tick: dict[str, frozenset[str]] = {}
+        self._position_to_restore: str | None = None
 
     def compose(self) -> ComposeResult:
         yield SafeHeader()
@@ -121,6 +124,7 @@ class SearchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#keywords", Input).focus()
+        self._restore()
         page = medpix(self).first_page
         if page is None:
             self._search()
@@ -130,6 +134,34 @@ class SearchScreen(Screen[None]):
         self.query_one(ResultsTable).show(page.images, self._titles)
         self._status(_summary(page.image_count, page.case_count, False, SearchRequest(), self._totals()))
         self.call_after_refresh(self._first_page_drawn)
+
+    def _restore(self) -> None:
+        """Put back the search this bundle was left on (a notice when a kept file was ignored)."""
+        app = medpix(self)
+        if app.state_dir is None:
+            return
+        from ..remember import read_state
+
+        state, problem = read_state(app.state_dir, app.bundle)
+        if problem:
+            self.notify(problem, title="Remembered search", severity="warning", timeout=6)
+        if state is None or state.empty:
+            return
+        with self.prevent(Input.Changed):
+            self.query_one("#keywords", Input).value = state.keywords
+        if state.collection != IMAGES or state.pairs:
+            self.query_one(FieldQuery).restore(state.collection, state.pairs)
+        self._facets_to_tick = dict(state.facets)
+        self._position_to_restore = state.position
+
+    def remember(self) -> None:
+        """Keep the search on screen and the cursor's image for the next start on this bundle."""
+        app = medpix(self)
+        if app.state_dir is None or self.result is None or not alive(self):
+            return
+        from ..remember import Remembered, write_state
+
+        write_state(app.state_dir, app.bundle, Remembered.of(self.result.request, self.query_one(ResultsTable).current_name))
 
     def _first_page_drawn(self) -> None:
         self.post_message(self.FirstPageShown())
@@ -221,6 +253,9 @@ class SearchScreen(Screen[None]):
         self.call_after_refresh(self._after_paint, result)
 
     def _after_paint(self, result: SearchResult) -> None:
+        if self._position_to_restore is not None and result is self.result and not self._facets_to_tick:
+            self.query_one(ResultsTable).go_to(self._position_to_restore)
+            self._position_to_restore = None
         self.post_message(self.ResultsShown(result))
         if result is self.result:
             self._count(result)
@@ -256,6 +291,12 @@ class SearchScreen(Screen[None]):
             if mounting is not None:
                 await mounting
             medpix(self).settle_memory()
+            if self._facets_to_tick:
+                ticks, self._facets_to_tick = self._facets_to_tick, {}
+                panel.select(ticks)
+                if not panel.selections and self._position_to_restore and self.result is not None:
+                    self.query_one(ResultsTable).go_to(self._position_to_restore)  # no tick came back
+                    self._position_to_restore = None
         panel.update_counts(counts)
 
     def _failed(self, message: str) -> None:
