@@ -261,12 +261,13 @@ async def test_similar_images_without_a_model_says_so(real_bundle: Bundle) -> No
 async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
     from medpix_tui.model.service import BundleModel
 
-    app = make_app(real_bundle)
+    app = make_app(real_bundle)  # no preloading: the first key loads the model, and says so at once
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         target = app.screen.query_one(ResultsTable).current_name
         app.screen.query_one(ResultsTable).focus()
         await pilot.press("ctrl+g")
+        assert "Loading the model for similar images" in status_text(app)
         await wait_for(pilot, lambda: app.result is not None and bool(app.result.request.within), timeout=60)
         await settle(pilot)
         expected = [r["image"] for r in BundleModel(real_bundle).similar(target, k=50)["images"]]
@@ -280,9 +281,10 @@ async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
 async def test_search_by_meaning_ranks_by_the_text_tower(real_bundle: Bundle) -> None:
     from medpix_tui.model.service import BundleModel
 
-    app = make_app(real_bundle)
+    app = make_app(real_bundle, preload_model=True)  # as the CLI runs it: the model loads behind the first results
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot)  # every worker done, the model's load too
+        assert app.screen._model is not None
         await pilot.press("ctrl+n")  # an empty search box: nothing to embed
         assert any("Type what to look for" in n.message for n in app._notifications)
         await type_text(pilot, "ring enhancing lesion")

@@ -69,7 +69,7 @@ class MedpixApp(App[None]):
     def __init__(self, bundle: Bundle | str | Path, *, image_renderer: ImageRenderer = "auto",
                  history_path: Path | None = None, save_dir: Path | None = None,
                  first_page_dir: Path | None = None, crash_dir: Path | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, preload_model: bool = True) -> None:
         super().__init__()
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
         #: Where first pages are kept between starts (:mod:`.first_page`); None: neither read nor kept.
@@ -78,6 +78,8 @@ class MedpixApp(App[None]):
         self.first_page: FirstPage | None = read_first_page(first_page_dir, self.bundle) if first_page_dir else None
         #: Where the last search on this bundle is remembered between starts (:mod:`.remember`); None: not.
         self.state_dir = state_dir
+        #: Load the bundle's model in a worker once the first results are drawn (tests turn it off).
+        self.preload_model = preload_model
         #: Where a crash's traceback is written (the terminal gets one line naming the file).
         self.crash_dir = crash_dir
         #: The crash log of the last unhandled exception, once written.
