@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MedpixError, OutputExistsError
 
@@ -67,7 +67,7 @@ async def save_interactively(app: MedpixApp, title: str, options: list[SaveOptio
             return saved
 
 
-async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None | bool:
+async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None | Literal[False]:
     """Write, confirming a replacement: the path saved, None when the user kept the old file, False on failure."""
     from .screens.dialogs import ConfirmDialog
 
