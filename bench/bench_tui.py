@@ -203,7 +203,7 @@ async def interactive(bundle: str) -> tuple[list[float], float, float, int, list
             if predicate(item):
                 return at
 
-    app = Probe(bundle, image_renderer="halfcell", history_path=None)
+    app = Probe(bundle, image_renderer="halfcell", history_path=None, preload_model=False)  # RSS without torch
     latencies: list[float] = []
     async with app.run_test(size=(100, 32)) as pilot:
         await until(lambda keywords: keywords == "")
