@@ -3,6 +3,8 @@ the cursor following the case screen, keyword hits shown, find in a case, the fu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.widgets import Input, Static
 from tui_support import SIZE, make_app, settle, type_text, wait_for
@@ -211,3 +213,27 @@ async def test_switching_collection_drops_chips_that_cannot_match_and_says_so(re
         await wait_for(pilot, lambda: app.result is not None and app.result.request.collection == IMAGES)
         assert app.result.request.pairs == (("Type", "CT"),)
         assert any("Dropped Case.Title~fracture" in n.message for n in app._notifications)
+
+
+async def test_a_failed_save_keeps_the_dialog_and_a_missing_folder_is_offered(real_bundle: Bundle, tmp_path: Path) -> None:
+    from medpix_tui.tui.screens.dialogs import ConfirmDialog, SaveDialog
+
+    (tmp_path / "blocker").write_text("a file where a folder is expected\n")
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await search(pilot, "glioma")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "blocker/out.json"
+        await pilot.press("enter")
+        # the write fails: the dialog comes back with the path typed, not the default
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog)
+                       and app.screen.query_one("#save-path", Input).value == str(tmp_path / "blocker" / "out.json"))
+        assert any(n.title == "Save failed" for n in app._notifications)
+        app.screen.query_one("#save-path", Input).value = "new/deeper/out.json"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "does not exist" in app.screen.question
+        await pilot.press("y")
+        await wait_for(pilot, lambda: (tmp_path / "new" / "deeper" / "out.json").is_file())
+        await wait_for(pilot, lambda: isinstance(app.screen, SearchScreen))

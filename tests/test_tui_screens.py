@@ -60,8 +60,29 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
         assert "SQL error" in str(screen.query_one("#sql-status", Static).render())
         assert any(n.severity == "error" and "SQL error" in n.message for n in app._notifications)
 
-        await pilot.press("f8", "enter")  # recall the good query from history
+        # the failed statement is kept too, first and marked, so it can be fixed rather than retyped
+        assert json.loads(history.read_text())[:2] == [{"sql": "SELECT nope FROM images", "failed": True}, QUERY]
+        entries = screen.query_one("#history", OptionList)
+        assert entries.option_count == 2 and "failed" in str(entries.get_option_at_index(0).prompt)
+        assert str(entries.get_option_at_index(1).prompt) == QUERY.strip()  # the whole statement, lines kept
+        await pilot.press("f8", "down", "enter")  # recall the good query from history
         assert screen.query_one("#editor", TextArea).text == QUERY
+
+        await pilot.press("ctrl+j")
+        await settle(pilot)
+        await pilot.press("ctrl+s")  # and as CSV
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        dialog = app.screen
+        dialog.query_one("#save-what").focus()
+        await pilot.press("down", "down", "down", "enter")
+        assert dialog.query_one("#save-path", Input).value == "medpix-sql.csv"
+        dialog.query_one("#save-path", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (tmp_path / "medpix-sql.csv").is_file())
+        import csv
+
+        with (tmp_path / "medpix-sql.csv").open(newline="") as f:
+            assert list(csv.reader(f)) == [columns] + [[str(v) for v in r] for r in rows]
 
         await pilot.press("f2")  # back to search, and again to SQL: the screen is kept
         await pilot.press("f3")

@@ -197,9 +197,14 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
         app.screen.query_one("#save-path", Input).value = "sub/../out.parquet"
         await pilot.press("enter")
+        # the "sub" folder is missing: offered to be created; "n" goes back to the dialog, Escape gives up
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog) and "does not exist" in app.screen.question)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        assert app.screen.query_one("#save-path", Input).value.endswith("sub/../out.parquet")
+        await pilot.press("escape")
         await settle(pilot)
-        assert not (tmp_path / "out.parquet").exists()  # the "sub" folder is missing: a notification
-        assert any(n.severity == "error" for n in app._notifications)
+        assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "sub").exists()
 
 
 async def test_save_result_images_to_a_folder_by_modality(real_bundle: Bundle, tmp_path: Path) -> None:
@@ -256,12 +261,13 @@ async def test_similar_images_without_a_model_says_so(real_bundle: Bundle) -> No
 async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
     from medpix_tui.model.service import BundleModel
 
-    app = make_app(real_bundle)
+    app = make_app(real_bundle)  # no preloading: the first key loads the model, and says so at once
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         target = app.screen.query_one(ResultsTable).current_name
         app.screen.query_one(ResultsTable).focus()
         await pilot.press("ctrl+g")
+        assert "Loading the model for similar images" in status_text(app)
         await wait_for(pilot, lambda: app.result is not None and bool(app.result.request.within), timeout=60)
         await settle(pilot)
         expected = [r["image"] for r in BundleModel(real_bundle).similar(target, k=50)["images"]]
@@ -275,9 +281,10 @@ async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
 async def test_search_by_meaning_ranks_by_the_text_tower(real_bundle: Bundle) -> None:
     from medpix_tui.model.service import BundleModel
 
-    app = make_app(real_bundle)
+    app = make_app(real_bundle, preload_model=True)  # as the CLI runs it: the model loads behind the first results
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot)  # every worker done, the model's load too
+        assert app.screen._model is not None
         await pilot.press("ctrl+n")  # an empty search box: nothing to embed
         assert any("Type what to look for" in n.message for n in app._notifications)
         await type_text(pilot, "ring enhancing lesion")

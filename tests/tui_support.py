@@ -20,9 +20,13 @@ setattr(get_cell_size, "_result", CellSize(10, 20))
 SIZE = (100, 32)
 
 
-def make_app(bundle: Bundle, save_dir: Path | None = None) -> MedpixApp:
-    """The app as tests use it: half-block images, no SQL history file, saves in ``save_dir``."""
-    return MedpixApp(bundle, image_renderer="halfcell", history_path=None, save_dir=save_dir)
+def make_app(bundle: Bundle, save_dir: Path | None = None, *, preload_model: bool = False) -> MedpixApp:
+    """The app as tests use it: half-block images, no SQL history file, saves in ``save_dir``.
+
+    The model loads only when a test asks for it (as the app does on the first model key),
+    so the other tests do not wait for it.
+    """
+    return MedpixApp(bundle, image_renderer="halfcell", history_path=None, save_dir=save_dir, preload_model=preload_model)
 
 
 async def settle(pilot: Pilot, pause: float = 0.0) -> None:

@@ -88,7 +88,7 @@ class MedpixApp(App[None]):
     def __init__(self, bundle: Bundle | str | Path, *, image_renderer: ImageRenderer = "auto",
                  history_path: Path | None = None, save_dir: Path | None = None,
                  first_page_dir: Path | None = None, crash_dir: Path | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, preload_model: bool = True) -> None:
         super().__init__()
         self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
         #: Where first pages are kept between starts (:mod:`.first_page`); None: neither read nor kept.
@@ -101,6 +101,8 @@ class MedpixApp(App[None]):
             self.first_page, self.first_page_problem = load_first_page(first_page_dir, self.bundle)
         #: Where the last search on this bundle is remembered between starts (:mod:`.remember`); None: not.
         self.state_dir = state_dir
+        #: Load the bundle's model in a worker once the first results are drawn (tests turn it off).
+        self.preload_model = preload_model
         #: Where a crash's traceback is written (the terminal gets one line naming the file).
         self.crash_dir = crash_dir
         #: The crash log of the last unhandled exception, once written.
@@ -190,6 +192,20 @@ class MedpixApp(App[None]):
 
         if not getattr(self.screen, "hides_answer", False):
             similar_cases_action(self)
+
+    async def action_quit(self) -> None:
+        """Remember the search (per bundle) and quit."""
+        self.remember()
+        await super().action_quit()
+
+    def remember(self) -> None:
+        """Keep the search screen's query and position for the next start."""
+        from .screens.search import SearchScreen
+
+        for stack in self._screen_stacks.values():
+            for screen in stack:
+                if isinstance(screen, SearchScreen):
+                    screen.remember()
 
     async def action_quit_key(self) -> None:
         """``q`` quits like ctrl+q, but not from a dialog (where it may be meant for the dialog)."""

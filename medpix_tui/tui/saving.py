@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import InputError, MedpixError, OutputExistsError
 from ..web import SERVED_ENV
@@ -82,15 +82,41 @@ def is_served(app: MedpixApp) -> bool:
 
 
 async def save_interactively(app: MedpixApp, title: str, options: list[SaveOption]) -> Path | None:
-    """Run the dialog and the write; notify the outcome. Call from an async worker."""
+    """Run the dialog and the write; notify the outcome. Call from an async worker.
+
+    A write that fails brings the dialog back with the same choice and path, so a typo is
+    fixed rather than retyped; a missing folder is offered to be created.
+    """
     from .screens.dialogs import ConfirmDialog, SaveDialog
 
     if is_served(app):
         return await _deliver_interactively(app, title, options)
-    picked = await app.push_screen_wait(SaveDialog(title, options, app.save_dir))
-    if picked is None:
-        return None
-    option, path = picked
+    choice, typed = 0, None
+    while True:
+        picked = await app.push_screen_wait(SaveDialog(title, options, app.save_dir, choice=choice, path=typed))
+        if picked is None:
+            return None
+        option, path = picked
+        choice, typed = options.index(option), str(path)
+        folder = path.parent
+        if not folder.exists():
+            if not await app.push_screen_wait(ConfirmDialog(f"The folder {folder} does not exist.\nCreate it?",
+                                                            yes="Create (y)", no="Back (n)")):
+                continue
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                app.notify(f"Cannot create {folder}: {exc.strerror or exc}", title="Save failed", severity="error")
+                continue
+        saved = await _write(app, option, path)
+        if saved is not False:
+            return saved
+
+
+async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None | Literal[False]:
+    """Write, confirming a replacement: the path saved, None when the user kept the old file, False on failure."""
+    from .screens.dialogs import ConfirmDialog
+
     force = False
     while True:
         try:
@@ -103,10 +129,10 @@ async def save_interactively(app: MedpixApp, title: str, options: list[SaveOptio
             continue
         except MedpixError as exc:
             app.notify(str(exc), title="Save failed", severity="error")
-            return None
+            return False
         except Exception as exc:  # a save must never take the app down
             app.notify(f"{type(exc).__name__}: {exc}", title="Save failed", severity="error")
-            return None
+            return False
         app.notify(f"Saved {path}", title="Save")
         return path
 

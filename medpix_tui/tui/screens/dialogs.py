@@ -20,13 +20,16 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
     CSS_PATH = "dialogs.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, options: list[SaveOption], base: Path | None) -> None:
+    def __init__(self, title: str, options: list[SaveOption], base: Path | None, *, choice: int = 0,
+                 path: str | None = None) -> None:
         """``base`` is the folder names are relative to; None in a served app, whose saves are downloads."""
         super().__init__()
         self.dialog_title = title
         self.options = options
         self.base = base
-        self._choice = 0
+        self._choice = choice
+        #: What the path box starts with (a failed save comes back with what was typed).
+        self._path = path
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog") as box:
@@ -34,16 +37,17 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
             if len(self.options) > 1:
                 with RadioSet(id="save-what"):
                     for i, option in enumerate(self.options):
-                        yield RadioButton(option.label, value=i == 0)
+                        yield RadioButton(option.label, value=i == self._choice)
             else:
                 yield Label(self.options[0].label, classes="what")
+            start = self._path or self.options[self._choice].default_name
             if self.base is None:
                 yield Label("File name (your browser downloads it; nothing is written on the server):",
                             classes="hint")
-                yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
+                yield Input(start, id="save-path", select_on_focus=False)
             else:
                 yield Label("Save to (relative to the folder shown below):", classes="hint")
-                yield Input(self.options[0].default_name, id="save-path", select_on_focus=False)
+                yield Input(start, id="save-path", select_on_focus=False)
                 yield Label(str(self.base), classes="hint", id="save-base")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -83,17 +87,18 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, *, yes: str = "Replace (y)", no: str = "Keep (n)") -> None:
         super().__init__()
         self.question = question
+        self.yes, self.no = yes, no
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="dialog confirm") as box:
             box.border_title = "Confirm"
             yield Label(self.question, classes="question")
             with Horizontal(classes="buttons"):
-                yield Button("Replace (y)", variant="error", id="yes")
-                yield Button("Keep (n)", variant="primary", id="no")
+                yield Button(self.yes, variant="error", id="yes")
+                yield Button(self.no, variant="primary", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -10,6 +10,7 @@ is on screen, so they never delay it. The first page kept by the last start
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,16 @@ class SearchScreen(Screen[None]):
         self._within: tuple[str, ...] = ()
         self._within_label = ""
         self._model: Any = None
+        self._model_loading = False
+        self._model_lock = threading.Lock()
+        self._model_error = ""
+        #: The model request waiting for the model to load, and when it was asked.
+        self._model_wanted: tuple[str, str] | None = None
+        self._model_started = 0.0
+        self._model_ticker: Timer | None = None
+        #: Remembered at the last exit, applied as the screen opens (facets once their lists exist).
+        self._facets_to_tick: dict[str, frozenset[str]] = {}
+        self._position_to_restore: str | None = None
 
     def compose(self) -> ComposeResult:
         yield SafeHeader()
@@ -123,6 +134,7 @@ class SearchScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#keywords", Input).focus()
+        self._restore()
         page = medpix(self).first_page
         if page is None:
             self._search()
@@ -132,6 +144,34 @@ class SearchScreen(Screen[None]):
         self.query_one(ResultsTable).show(page.images, self._titles)
         self._status(_summary(page.image_count, page.case_count, False, SearchRequest(), self._totals()))
         self.call_after_refresh(self._first_page_drawn)
+
+    def _restore(self) -> None:
+        """Put back the search this bundle was left on (a notice when a kept file was ignored)."""
+        app = medpix(self)
+        if app.state_dir is None:
+            return
+        from ..remember import read_state
+
+        state, problem = read_state(app.state_dir, app.bundle)
+        if problem:
+            self.notify(problem, title="Remembered search", severity="warning", timeout=6)
+        if state is None or state.empty:
+            return
+        with self.prevent(Input.Changed):
+            self.query_one("#keywords", Input).value = state.keywords
+        if state.collection != IMAGES or state.pairs:
+            self.query_one(FieldQuery).restore(state.collection, state.pairs)
+        self._facets_to_tick = dict(state.facets)
+        self._position_to_restore = state.position
+
+    def remember(self) -> None:
+        """Keep the search on screen and the cursor's image for the next start on this bundle."""
+        app = medpix(self)
+        if app.state_dir is None or self.result is None or not alive(self):
+            return
+        from ..remember import Remembered, write_state
+
+        write_state(app.state_dir, app.bundle, Remembered.of(self.result.request, self.query_one(ResultsTable).current_name))
 
     def _first_page_drawn(self) -> None:
         self.post_message(self.FirstPageShown())
@@ -222,6 +262,11 @@ class SearchScreen(Screen[None]):
         self.call_after_refresh(self._after_paint, result)
 
     def _after_paint(self, result: SearchResult) -> None:
+        if self._model is None and not self._model_loading:
+            self._preload()
+        if self._position_to_restore is not None and result is self.result and not self._facets_to_tick:
+            self.query_one(ResultsTable).go_to(self._position_to_restore)
+            self._position_to_restore = None
         self.post_message(self.ResultsShown(result))
         if result is self.result:
             self._count(result)
@@ -257,6 +302,12 @@ class SearchScreen(Screen[None]):
             if mounting is not None:
                 await mounting
             medpix(self).settle_memory()
+            if self._facets_to_tick:
+                ticks, self._facets_to_tick = self._facets_to_tick, {}
+                panel.select(ticks)
+                if not panel.selections and self._position_to_restore and self.result is not None:
+                    self.query_one(ResultsTable).go_to(self._position_to_restore)  # no tick came back
+                    self._position_to_restore = None
         panel.update_counts(counts)
 
     def _failed(self, message: str) -> None:
@@ -364,30 +415,92 @@ class SearchScreen(Screen[None]):
         if not medpix(self).has_model:
             self.notify("No model in this bundle: similar-image and meaning search are unavailable", severity="warning")
             return False
-        self.notify("Asking the model…", timeout=2)
+        if self._model_error:
+            self.notify(self._model_error, title="Model", severity="error")
+            return False
         return True
 
-    @work(thread=True, exclusive=True, group="model")
     def _ask_model(self, kind: str, query: str) -> None:
-        """Load the model's parts outside the store lock (slow), answer under it."""
+        """Answer now when the model is loaded; else say so at once, load it, and answer when it is."""
+        if self._model is not None:
+            self._answer(kind, query)
+            return
+        self._model_wanted = (kind, query)
+        self._model_started = time.monotonic()
+        self._model_progress()
+        if self._model_ticker is None:
+            self._model_ticker = self.set_interval(0.5, self._model_progress)
+        self._load_model()
+
+    def _model_progress(self) -> None:
+        if self._model_wanted is None or not alive(self):
+            return
+        seconds = time.monotonic() - self._model_started
+        what = "similar images" if self._model_wanted[0] == "similar" else "the meaning search"
+        self._status(f"Loading the model for {what}… {seconds:.0f} s (once, then answers take under a second)")
+
+    def _preload(self) -> None:
+        """Start loading the model behind the first results, so the first model key finds it ready."""
+        app = medpix(self)
+        if app.preload_model and app.has_model and self._model is None:
+            self._load_model()
+
+    @work(thread=True, group="model-load", exit_on_error=False)
+    def _load_model(self) -> None:
+        """Load the model's parts (slow, once) outside the store lock; answer a waiting request after."""
+        if self._model is not None or not self._model_lock.acquire(blocking=False):
+            return  # loaded, or loading in another worker (which answers the waiting request)
+        self._model_loading = True
         try:
             from ...model.service import BundleModel
 
-            if self._model is None:
-                self._model = BundleModel(medpix(self).bundle)
-            model = self._model
-            _ = model.text_tower if kind == "meaning" else model.index
+            model = BundleModel(medpix(self).bundle)
+            _ = model.index, model.text_tower
+            with medpix(self).store_lock:
+                _ = model.docs
+            model.text_tower.encode(["warm up"])  # the first encoding initialises the tower's kernels
+        except MedpixError as exc:
+            error = str(exc)
+        except ImportError as exc:
+            error = f"model support is not installed ({exc.name})"
+        else:
+            error = ""
+            self._model = model
+        finally:
+            self._model_loading = False
+            self._model_lock.release()
+        if alive(self):
+            self.app.call_from_thread(self._model_loaded, error)
+
+    def _model_loaded(self, error: str) -> None:
+        if self._model_ticker is not None:
+            self._model_ticker.stop()
+            self._model_ticker = None
+        wanted, self._model_wanted = self._model_wanted, None
+        if error:
+            self._model_error = error
+            if wanted is not None:
+                self.notify(error, title="Model", severity="error")
+                if self.result is not None:
+                    self._status(_summary(len(self.result.images), self.result.case_count, self.result.ranked,
+                                          self.result.request, self._totals()))
+            return
+        if wanted is not None:
+            self._answer(*wanted)
+
+    @work(thread=True, exclusive=True, group="model")
+    def _answer(self, kind: str, query: str) -> None:
+        """The model's answer (fast once loaded), under the store lock."""
+        model = self._model
+        try:
             with medpix(self).store_lock:
                 answer = model.similar(query, k=MODEL_K) if kind == "similar" else model.search(query, k=MODEL_K)
         except MedpixError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        except ImportError as exc:
-            self.app.call_from_thread(self.notify, f"model support is not installed ({exc.name})", severity="error")
-            return
         names = tuple(row["image"] for row in answer["images"])
         label = f"similar to {query}" if kind == "similar" else f"meaning of \"{query}\""
-        if not get_current_worker().is_cancelled:
+        if not get_current_worker().is_cancelled and alive(self):
             self.app.call_from_thread(self._show_within, names, label, kind == "meaning")
 
     def _show_within(self, names: tuple[str, ...], label: str, clear_keywords: bool) -> None:

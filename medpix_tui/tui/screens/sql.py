@@ -13,6 +13,7 @@ import decimal
 import json
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from ...bundle import read_regular
 from ...errors import MedpixError
 from ...sql import MAX_SQL_CHARS
 from ..app import medpix
-from ..saving import document_options, save_interactively
+from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
 
@@ -48,7 +49,8 @@ DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM imag
 MAX_ROWS = 500
 MAX_HISTORY = 100
 CELL_WIDTH = 60
-HISTORY_WIDTH = 24
+#: A past statement shows this many of its lines (the rest is counted).
+HISTORY_LINES = 8
 
 
 class SqlScreen(Screen[None]):
@@ -71,6 +73,8 @@ class SqlScreen(Screen[None]):
         self._lock = threading.Lock()
         self._con: Any = None
         self._history: list[str] = []
+        #: Statements of the history that failed (kept, marked, so a typo is fixed rather than retyped).
+        self._failed: set[str] = set()
         self._last_query = ""
 
     def compose(self) -> ComposeResult:
@@ -109,7 +113,7 @@ class SqlScreen(Screen[None]):
     def _load_schema(self) -> None:
         from ...sql import TABLES, run_sql
 
-        history = _read_history(medpix(self).history_path)
+        history, self._failed = _read_history(medpix(self).history_path)
         try:
             with self._lock:
                 con = self._connection()
@@ -133,7 +137,7 @@ class SqlScreen(Screen[None]):
     def _show_history(self) -> None:
         options = self.query_one("#history", OptionList)
         options.clear_options()
-        options.add_options([Option(Content(_one_line(q, HISTORY_WIDTH))) for q in self._history])
+        options.add_options([Option(_history_entry(q, q in self._failed)) for q in self._history])
 
     # -- running -------------------------------------------------------------------
     def action_run_query(self) -> None:
@@ -153,11 +157,15 @@ class SqlScreen(Screen[None]):
             with self._lock:
                 columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
         except MedpixError as exc:
-            self.app.call_from_thread(self._error, str(exc))
+            history = [query] + [q for q in self._history if q != query]
+            self._failed.add(query)
+            _write_history(medpix(self).history_path, history[:MAX_HISTORY], self._failed)
+            self.app.call_from_thread(self._error, str(exc), history[:MAX_HISTORY])
             return
         elapsed = time.perf_counter() - started
         history = [query] + [q for q in self._history if q != query]
-        _write_history(medpix(self).history_path, history[:MAX_HISTORY])
+        self._failed.discard(query)
+        _write_history(medpix(self).history_path, history[:MAX_HISTORY], self._failed)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show, query, columns, rows, elapsed, history[:MAX_HISTORY])
 
@@ -175,7 +183,10 @@ class SqlScreen(Screen[None]):
         self._history = history
         self._show_history()
 
-    def _error(self, message: str) -> None:
+    def _error(self, message: str, history: list[str] | None = None) -> None:
+        if history is not None:
+            self._history = history
+            self._show_history()
         self.query_one("#sql-status", Static).update(Text(message, style="bold red"))
         self.query_one("#sql-time", Static).update("")
         self.notify(message, title="SQL", severity="error", timeout=5)
@@ -233,12 +244,15 @@ class SqlScreen(Screen[None]):
 
             with self._lock:
                 columns, rows = run_sql(self._connection(), query)
+            if fmt == "csv":
+                return _write_csv(columns, rows, path, force)
             docs = [dict(zip(columns, row, strict=True)) for row in rows]
             if fmt != "parquet":
                 docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
             return write_documents(docs, path, fmt=fmt, force=force)
 
-        options = document_options("Result", "medpix-sql", write)
+        options = [*document_options("Result", "medpix-sql", write),
+                   SaveOption("Result as CSV", "medpix-sql.csv", partial(write, "csv"))]
         await save_interactively(medpix(self), "Export the SQL result", options)
 
     def on_unmount(self) -> None:
@@ -282,26 +296,65 @@ def _jsonable(value: Any) -> Any:
 HISTORY_LIMIT = 4 << 20
 
 
-def _read_history(path: Path | None) -> list[str]:
-    """Past queries, newest first; a missing, oversized or unreadable file is an empty history."""
+def _history_entry(query: str, failed: bool) -> Content:
+    """A past statement as written, wrapped to the sidebar (up to a few lines), a failed one marked."""
+    lines = query.strip().splitlines() or [""]
+    shown = "\n".join(line.rstrip() for line in lines[:HISTORY_LINES])
+    if len(lines) > HISTORY_LINES:
+        shown += f"\n… ({len(lines) - HISTORY_LINES} more lines)"
+    return Content.assemble(("✗ failed\n", "bold red"), shown) if failed else Content(shown)
+
+
+def _write_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path, force: bool) -> Path:
+    """The result as CSV (nested values as JSON), written atomically."""
+    import csv
+
+    from ...atomic import atomic_file
+    from ...export import csv_cell
+
+    with atomic_file(Path(path), force=force) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([csv_cell("" if v is None else json.dumps(_jsonable(v), ensure_ascii=False)
+                                      if isinstance(v, (dict, list, tuple)) else _jsonable(v)) for v in row])
+    return Path(path)
+
+
+def _read_history(path: Path | None) -> tuple[list[str], set[str]]:
+    """Past statements, newest first, and those that failed.
+
+    A missing, oversized, irregular (a FIFO) or malformed file is an empty history; an entry
+    longer than its share of the file, or than a statement may be, is dropped.
+    """
     if path is None:
-        return []
+        return [], set()
     try:  # a regular file of bounded size: a FIFO or a huge file is no history
         data = json.loads(read_regular(Path(path), HISTORY_LIMIT))
     except (OSError, ValueError, RecursionError):
-        return []
+        return [], set()
     if not isinstance(data, list):
-        return []
+        return [], set()
     longest = min(MAX_SQL_CHARS, HISTORY_LIMIT // MAX_HISTORY)
-    return [q for q in data if isinstance(q, str) and 0 < len(q) <= longest][:MAX_HISTORY]
+    history: list[str] = []
+    failed: set[str] = set()
+    for entry in data:  # a statement, or {"sql": ..., "failed": true}
+        sql = entry.get("sql") if isinstance(entry, dict) else entry
+        if isinstance(sql, str) and 0 < len(sql) <= longest:
+            history.append(sql)
+            if isinstance(entry, dict) and entry.get("failed") is True:
+                failed.add(sql)
+    return history[:MAX_HISTORY], failed
 
 
-def _write_history(path: Path | None, history: list[str]) -> None:
-    """Keep the history for the next session; a read-only home only loses it."""
+def _write_history(path: Path | None, history: list[str], failed: set[str] | None = None) -> None:
+    """Keep the history for the next session (atomically); a read-only home only loses it."""
     if path is None:
         return
+    failed = failed or set()
+    data = [{"sql": q, "failed": True} if q in failed else q for q in history]
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(Path(path), json.dumps(history, ensure_ascii=False, indent=0))
+        write_atomic(Path(path), json.dumps(data, ensure_ascii=False, indent=0))
     except (OSError, MedpixError):
         pass

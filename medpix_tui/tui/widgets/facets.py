@@ -103,6 +103,14 @@ class FacetPanel(VerticalScroll):
         return {(options.id or "").removeprefix("facet-"): frozenset(options.selected)
                 for options in self.query(SelectionList) if options.selected}
 
+    def select(self, selections: dict[str, frozenset[str]]) -> None:
+        """Tick these values (those the lists have); Changed messages follow as for clicks."""
+        for key, values in selections.items():
+            for options in self.query(f"#facet-{key}").results(SelectionList):
+                for value in values:
+                    if value in self._order.get(key, []):
+                        options.select(value)
+
     def clear(self) -> None:
         """Untick everything (one Changed message follows per list that changed)."""
         for options in self.query(SelectionList):

@@ -77,6 +77,13 @@ class FieldQuery(Vertical):
             return whole
         return (path, regex) if path and regex else None
 
+    def restore(self, collection: str, pairs: tuple[tuple[str, str], ...]) -> None:
+        """Show a remembered collection and kept pairs."""
+        self.query_one("#fq-collection", Select).value = collection
+        self._kept = list(pairs)
+        self._redraw_chips()
+        self._announce()
+
     def clear(self) -> None:
         """Forget every pair (the collection stays)."""
         self._kept.clear()

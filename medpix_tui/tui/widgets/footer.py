@@ -47,7 +47,7 @@ class KeyFooter(Footer):
                 self.call_after_refresh(self._fit)
             return
         self._tries = 0
-        total = max(k.region.right for k in keys) - self.region.x
+        total: float = max(k.region.right for k in keys) - self.region.x
         if total <= limit:
             return
         gap = (total - sum(k.region.width for k in keys)) / max(1, len(keys) - 1)
