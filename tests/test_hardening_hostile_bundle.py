@@ -730,4 +730,4 @@ def test_a_crafted_sql_history_is_no_history(kind: str, tmp_path: Path) -> None:
     reader.start()
     reader.join(30)
     assert answer, "reading the history blocked"
-    assert answer[0] == (["SELECT 1"] if kind == "long-entry" else [])
+    assert answer[0][0] == (["SELECT 1"] if kind == "long-entry" else [])

@@ -259,11 +259,11 @@ async def test_tui_sql_screen_shows_empty_statements_and_esc_cancels(tiny: Path)
 
 def test_history_file_is_bounded_and_validated(tmp_path: Path) -> None:
     """The SQL history lives in the user's data folder: a bad or huge file is an empty history, never a crash."""
-    from medpix_tui.tui.screens.sql import MAX_HISTORY_BYTES, _read_history
+    from medpix_tui.tui.screens.sql import HISTORY_LIMIT, _read_history
 
     path = tmp_path / "history.json"
-    for content in (b"5", b'{"a": 1}', b"[" * 100_000, b"\xff\xfe", b'["' + b"x" * (MAX_HISTORY_BYTES + 1) + b'"]'):
+    for content in (b"5", b'{"a": 1}', b"[" * 100_000, b"\xff\xfe", b'["' + b"x" * (HISTORY_LIMIT + 1) + b'"]'):
         path.write_bytes(content)
-        assert _read_history(path) == []
-    path.write_text(json.dumps(["SELECT 1", 7, None, "", "x" * 200_000, "SELECT 2"]))
-    assert _read_history(path) == ["SELECT 1", "SELECT 2"]
+        assert _read_history(path) == ([], set())
+    path.write_text(json.dumps(["SELECT 1", 7, None, "", "x" * 200_000, {"sql": "SELECT 2", "failed": True}]))
+    assert _read_history(path) == (["SELECT 1", "SELECT 2"], {"SELECT 2"})
