@@ -166,7 +166,8 @@ def _walk(root: Path) -> dict[str, os.stat_result]:
 
 def file_digests(root: Path, progress: Progress = silent) -> dict[str, dict[str, Any]]:
     """relative path -> {sha256, size} for every file under ``root`` except the manifest."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM))
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, MANIFEST_SUM))
     out = {}
     with progress("Hashing files", len(files)) as advance:
         for path in files:
@@ -253,7 +254,10 @@ def _write_failed(exc: BaseException) -> str | None:
 
 
 def _checkpoint_for_build(model_dir: Path | None) -> Path:
-    """The checkpoint a build copies: ``model_dir``, else the shipped one; an error naming the rule when there is none."""
+    """The checkpoint a build copies: ``model_dir``, else the shipped one.
+
+    An error naming the rule when there is none.
+    """
     from .model.checkpoint import is_checkpoint
 
     found = locations.model_dir(model_dir)
@@ -490,11 +494,14 @@ def check_ours(out: Path) -> None:
     expected = {**manifest["files"]}
     extra = sorted(set(present) - set(expected) - {MANIFEST, MANIFEST_SUM})
     if extra:
-        raise _refuse(out, f"it holds files its manifest does not list: {', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}")
+        raise _refuse(out, "it holds files its manifest does not list: "
+                           f"{', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}")
     differ = sorted(rel for rel, entry in expected.items()
-                    if rel not in present or not stat.S_ISREG(present[rel].st_mode) or present[rel].st_size != entry["size"])
+                    if rel not in present or not stat.S_ISREG(present[rel].st_mode)
+                    or present[rel].st_size != entry["size"])
     if differ:
-        raise _refuse(out, f"its files do not match its manifest: {', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}")
+        raise _refuse(out, "its files do not match its manifest: "
+                           f"{', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''}")
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -564,7 +571,8 @@ def _parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise damaged(root, MANIFEST, f"is unreadable ({exc})") from None
     if isinstance(manifest, dict) and "format_version" in manifest and manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; this version reads {FORMAT_VERSION}")
+        raise BundleError(f"{root} has bundle format {manifest.get('format_version')!r}; "
+                          f"this version reads {FORMAT_VERSION}")
     check_manifest(manifest, path)
     return cast(dict[str, Any], manifest)
 
@@ -597,7 +605,8 @@ class VerifyReport:
         return not (self.missing or self.added or self.changed)
 
     def lines(self) -> list[str]:
-        return [f"missing: {p}" for p in self.missing] + [f"added: {p}" for p in self.added] + [f"changed: {p}" for p in self.changed]
+        return ([f"missing: {p}" for p in self.missing] + [f"added: {p}" for p in self.added]
+                + [f"changed: {p}" for p in self.changed])
 
 
 def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
@@ -892,7 +901,8 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
     if member.mode & 0o7000:
         return "marked setuid, setgid or sticky"
     parts = name.split("/")
-    if parts[0] != DEFAULT_NAME or (len(parts) > 1 and not safe_relative("/".join(parts[1:]))) or "\\" in name or "\0" in name:
+    if (parts[0] != DEFAULT_NAME or (len(parts) > 1 and not safe_relative("/".join(parts[1:])))
+            or "\\" in name or "\0" in name):
         return f"outside the bundle folder {DEFAULT_NAME}/"
     if member.isfile() and len(parts) == 1:
         return "the bundle root as a file"
@@ -906,7 +916,8 @@ def read_archive(tar: tarfile.TarFile, archive: Path) -> tuple[list[tarfile.TarI
     duplicates, files the manifest does not list or lists at another size, and members whose
     data is not all inside the archive (a member declaring more bytes than the file holds).
     """
-    size = os.fstat(tar.fileobj.fileno()).st_size if tar.fileobj is not None and hasattr(tar.fileobj, "fileno") else None
+    size = (os.fstat(tar.fileobj.fileno()).st_size
+            if tar.fileobj is not None and hasattr(tar.fileobj, "fileno") else None)
 
     def refuse(why: str) -> BundleError:
         return BundleError(f"{archive} is not a bundle archive ({why})")
@@ -947,7 +958,8 @@ def read_archive(tar: tarfile.TarFile, archive: Path) -> tuple[list[tarfile.TarI
         if entry is None:
             raise refuse(f"entry {member.name!r} is not in its manifest")
         if member.size != entry["size"]:
-            raise BundleError(f"{archive} does not verify: changed: {rel} ({member.size} bytes, the manifest says {entry['size']})")
+            raise BundleError(f"{archive} does not verify: changed: {rel} "
+                              f"({member.size} bytes, the manifest says {entry['size']})")
     folders = {"/".join(rel.split("/")[:i]) for rel in files for i in range(1, rel.count("/") + 1)}
     for member in members:
         if member.isdir() and "/" in member.name and member.name.split("/", 1)[1] not in folders:
@@ -1085,14 +1097,16 @@ def _unpack_cached(archive: Path) -> Path:
             except (tarfile.TarError, EOFError) as exc:
                 raise BundleError(f"{archive} is damaged or not a bundle archive ({exc})") from None
             except OSError as exc:
-                raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {exc.strerror or exc}") from None
+                raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: "
+                                  f"{exc.strerror or exc}") from None
             report = verify_bundle(tmp / DEFAULT_NAME)
             if not report.ok:
                 raise BundleError(f"{archive} does not verify: {'; '.join(report.lines()[:5])}")
             os.chmod(tmp, umask_mode())
             if not publish_dir(tmp, entry):  # another process unpacked it first
                 if not _entry_matches(entry, raw):
-                    raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: {entry} is in the way") from None
+                    raise BundleError(f"cannot unpack {archive} into the cache folder {cache}: "
+                                      f"{entry} is in the way") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -43,7 +43,10 @@ def versions() -> dict[str, str | None]:
 
 
 def bundle_state(path: Path | None) -> dict[str, Any]:
-    """Whether a bundle is there, and its counts and model from the manifest (not verified: that is ``bundle verify``)."""
+    """Whether a bundle is there, and its counts and model from the manifest.
+
+    Not verified: that is ``bundle verify``.
+    """
     from .bundle import MANIFEST, read_manifest
 
     if path is None:
@@ -127,7 +130,8 @@ def diagnose(bundle: str | Path | None = None, source: str | Path | None = None)
 
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The text form of :func:`diagnose`: one line per item, each path with its rule in brackets."""
-    lines = [f"{'checkout':>11}: {report['checkout'] or 'none: installed (defaults: user folders; the source must be named)'}"]
+    installed = "none: installed (defaults: user folders; the source must be named)"
+    lines = [f"{'checkout':>11}: {report['checkout'] or installed}"]
     for key, label in (("bundle", "bundle"), ("source", "source"), ("model", "model"), ("cache", "cache"),
                        ("state", "state dir"), ("history", "SQL history"), ("first_pages", "first pages")):
         item = report[key]
@@ -144,7 +148,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"{'':>11}  {item['name'] or 'no medpix_model.json'} (what a build ships)")
     vers = report["versions"]
     lines.append(f"{'python':>11}: {vers['python']}")
-    lines.append(f"{'versions':>11}: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in vers.items() if k != "python"))
+    lines.append(f"{'versions':>11}: "
+                 + ", ".join(f"{k} {v or 'not installed'}" for k, v in vers.items() if k != "python"))
     term = report["terminal"]
     env = " ".join(f"{k}={v}" for k, v in term["env"].items()) or "no terminal variables set"
     lines.append(f"{'terminal':>11}: images as {term['graphics']} ({term['how']}; {env})")

@@ -197,7 +197,8 @@ def _jsonl_line(doc: dict[str, Any]) -> str:
 def _write_jsonl_splits(sel: Selection, out: Path) -> list[Path]:
     groups: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
     for doc in sel.images:  # the authors' documents: the model's Prediction stays in Parquet and JSON
-        groups.setdefault(sel.split(doc["U_id"]), ([], []))[0].append({k: v for k, v in doc.items() if k != "Prediction"})
+        groups.setdefault(sel.split(doc["U_id"]), ([], []))[0].append(
+            {k: v for k, v in doc.items() if k != "Prediction"})
     for case in sel.cases:
         groups.setdefault(sel.split(case["U_id"]), ([], []))[1].append(case)
     paths = []

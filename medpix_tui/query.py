@@ -192,7 +192,8 @@ def _check_size(flt: Any) -> None:
 def parse_filter(text: str) -> dict[str, Any]:
     """Parse and validate a JSON filter typed by a user."""
     if len(text) > MAX_FILTER_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILTER_BYTES:
-        raise QueryError(f"filter too long ({len(text.encode('utf-8', 'surrogatepass'))} bytes, limit {MAX_FILTER_BYTES})")
+        raise QueryError(f"filter too long ({len(text.encode('utf-8', 'surrogatepass'))} bytes, "
+                         f"limit {MAX_FILTER_BYTES})")
     try:
         flt = json.loads(text)
     except json.JSONDecodeError as exc:

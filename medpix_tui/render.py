@@ -42,9 +42,12 @@ def image_facts(doc: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")), ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"),
-                         ("Plane", desc.get("Plane")), ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
-                         ("Age", desc.get("Age")), ("Sex", desc.get("Sex")), ("ACR codes", shown_value("ACR Codes", desc.get("ACR Codes"))),
+    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")),
+                         ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"),
+                         ("Plane", desc.get("Plane")),
+                         ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
+                         ("Age", desc.get("Age")), ("Sex", desc.get("Sex")),
+                         ("ACR codes", shown_value("ACR Codes", desc.get("ACR Codes"))),
                          ("Caption", desc.get("Caption"))):
         table.add_row(label, Text(str(value if value is not None else "—")))
     return table

@@ -266,7 +266,7 @@ def highlight_pattern(keywords: str) -> str | None:
         return None
 
 
-def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Counter]:
+def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Counter[str]]:
     """Live counts per facet value: each facet counted under every filter but its own.
 
     Counting a facet without its own selection keeps its other values visible, so ticking
@@ -275,7 +275,7 @@ def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Co
     facets = result.request.facets
     own = [f for f in FACETS if facets.get(f.key)]
     shared = [f for f in FACETS if not facets.get(f.key)]
-    counts: dict[str, collections.Counter] = {}
+    counts: dict[str, collections.Counter[str]] = {}
     groups = [(shared, None)] + [([f], f.key) for f in own]
     for group, skip in groups:
         if not group:
@@ -287,9 +287,9 @@ def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Co
     return counts
 
 
-def _values(store: Store, facet: Facet, raw: collections.Counter) -> collections.Counter:
+def _values(store: Store, facet: Facet, raw: collections.Counter[Any]) -> collections.Counter[str]:
     """Raw path counts as the facet's values (age ranges, splits), without missing values."""
-    out: collections.Counter = collections.Counter()
+    out: collections.Counter[str] = collections.Counter()
     for value, n in raw.items():
         if facet.key == "age":
             value = age_range(value)
@@ -300,7 +300,7 @@ def _values(store: Store, facet: Facet, raw: collections.Counter) -> collections
     return out
 
 
-def facet_order(key: str, counts: collections.Counter) -> list[str]:
+def facet_order(key: str, counts: collections.Counter[str]) -> list[str]:
     """The order a facet lists its values in: natural for ages and splits, else by count."""
     if key == "age":
         return [v for v in AGE_RANGES if v in counts]

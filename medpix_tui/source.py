@@ -167,9 +167,11 @@ def value_problems(doc: dict[str, Any], file: str, record: str) -> list[Problem]
         elif isinstance(value, list):
             stack.extend((f"{where}.{i}", v, depth + 1) for i, v in enumerate(value))
         elif isinstance(value, str) and not _utf8(value):
-            problems.append(Problem(file, record, where, "text holds a lone surrogate (\\ud800-\\udfff), not valid Unicode"))
+            problems.append(Problem(file, record, where,
+                                    "text holds a lone surrogate (\\ud800-\\udfff), not valid Unicode"))
         elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
-            problems.append(Problem(file, record, where, f"integer out of range ({str(value)[:30]}; 64-bit integers only)"))
+            problems.append(Problem(file, record, where,
+                                    f"integer out of range ({str(value)[:30]}; 64-bit integers only)"))
     return problems
 
 

@@ -79,7 +79,8 @@ _GUARDS = {  # name: [(parameters, size of the result, the call with the size-be
     "rpad": [("s, n, p", "n", "rpad(s, {n}, p)")],
     "list_resize": [("l, n", "n", "list_resize(l, {n})"), ("l, n, v", "n", "list_resize(l, {n}, v)")],
     "array_resize": [("l, n", "n", "array_resize(l, {n})"), ("l, n, v", "n", "array_resize(l, {n}, v)")],
-    "range": [("a", "a", "range({a})"), ("a, b", "b - a", "range(a, {b})"), ("a, b, c", "(b - a) / c", "range(a, {b}, c)")],
+    "range": [("a", "a", "range({a})"), ("a, b", "b - a", "range(a, {b})"),
+              ("a, b, c", "(b - a) / c", "range(a, {b}, c)")],
     "generate_series": [("a", "a", "generate_series({a})"), ("a, b", "b - a", "generate_series(a, {b})"),
                         ("a, b, c", "(b - a) / c", "generate_series(a, {b}, c)")],
 }
@@ -113,7 +114,8 @@ def _name(word: str) -> str:
 
 def _check_statement(text: str, kind: str) -> None:
     if kind in _REFUSED_TYPES:
-        raise QueryError(f"SQL statement not allowed: {_REFUSED_TYPES[kind]}; only queries over the bundle's tables run here")
+        raise QueryError(f"SQL statement not allowed: {_REFUSED_TYPES[kind]}; "
+                         "only queries over the bundle's tables run here")
     if kind not in _ALLOWED_TYPES:
         raise QueryError(f"SQL statement not allowed ({kind.lower()}); only queries over the bundle's tables run here")
     words = _words(text)
@@ -131,8 +133,8 @@ def _check_statement(text: str, kind: str) -> None:
             i += 1
         if i >= len(upper) or upper[i] not in _CREATABLE:
             what = words[i][0] if i < len(words) else ""
-            raise QueryError(f"SQL statement not allowed: CREATE {what.upper()}; only CREATE [TEMP] TABLE, VIEW or MACRO "
-                             "(they live in memory)")
+            raise QueryError(f"SQL statement not allowed: CREATE {what.upper()}; "
+                             "only CREATE [TEMP] TABLE, VIEW or MACRO (they live in memory)")
     in_from = _from_clauses(words, upper)
     for i, (word, wkind) in enumerate(words):
         follows = words[i + 1][0] if i + 1 < len(words) else ""
@@ -146,7 +148,8 @@ def _check_statement(text: str, kind: str) -> None:
                                  f"{MAX_INFLATE} elements or characters)")
             if fn in _FORMATTING:
                 _check_widths(fn, words, i + 1)
-        if wkind == "string_const" and i and (upper[i - 1] in _TAKES_A_TABLE or (words[i - 1][0] == "," and in_from[i])):
+        if (wkind == "string_const" and i
+                and (upper[i - 1] in _TAKES_A_TABLE or (words[i - 1][0] == "," and in_from[i]))):
             raise QueryError(f"SQL may not read files ({word[:60]} in a FROM clause or as a table); "
                              f"query the bundle's tables ({', '.join(TABLES)})")
         if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
@@ -343,7 +346,8 @@ class SqlConnection:
         error = outcome.get("error")
         if error is not None:
             raise self._error(error, timeout) from None
-        return outcome["result"]
+        result: tuple[list[str], list[tuple[Any, ...]]] = outcome["result"]
+        return result
 
     def _watch(self, done: threading.Event, timeout: float | None) -> None:
         """Wait for ``done``; stop DuckDB at the time limit or when memory grows past :data:`MAX_RSS_GROWTH`."""
@@ -359,7 +363,8 @@ class SqlConnection:
                 break
         done.wait()
 
-    def _execute(self, statements: list[Any], limit: int | None, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _execute(self, statements: list[Any], limit: int | None,
+                 max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
         rel: Any = None
         for statement in statements:
             rel = self.raw.execute(statement)
@@ -376,7 +381,8 @@ class SqlConnection:
             size += sum(_approx_size(row) for row in chunk)
             rows.extend(chunk)
             if size > MAX_RESULT_BYTES:
-                raise QueryError(f"SQL result too large (over {MAX_RESULT_BYTES >> 20} MB); select fewer rows or columns")
+                raise QueryError(f"SQL result too large (over {MAX_RESULT_BYTES >> 20} MB); "
+                                 "select fewer rows or columns")
         if limit is None and len(rows) > max_rows:
             raise QueryError(f"SQL result has more than {max_rows} rows; add a LIMIT or an aggregate")
         return columns, rows
@@ -386,7 +392,8 @@ class SqlConnection:
             return exc
         if isinstance(exc, duckdb.InterruptException) or self._why:
             if self._why == "memory":
-                return QueryError(f"SQL statement stopped: it needed more than {MAX_RSS_GROWTH >> 20} MB of memory; narrow it")
+                return QueryError(f"SQL statement stopped: it needed more than {MAX_RSS_GROWTH >> 20} MB of memory; "
+                                  "narrow it")
             if self._why == "timeout":
                 return QueryError(f"SQL statement stopped at the {timeout:g} s time limit (--timeout)")
             return QueryError("SQL statement cancelled")
@@ -414,14 +421,16 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
     for name in TABLES:
         if not (folder / f"{name}.parquet").is_file():
             raise BundleError(f"bundle has no {name}.parquet (rebuild it with 'medpix-tui bundle build')")
-    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-              "allow_community_extensions": False, "memory_limit": memory_limit,
-              "threads": max(1, min(4, os.cpu_count() or 1))}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+        "allow_community_extensions": False, "memory_limit": memory_limit,
+        "threads": max(1, min(4, os.cpu_count() or 1))}
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute(f"ATTACH ':memory:' AS {CATALOG}")
         for name in TABLES:
-            con.execute(f"CREATE TABLE {CATALOG}.{name} AS SELECT * FROM read_parquet({_quote(str(folder / (name + '.parquet')))})")
+            parquet = _quote(str(folder / (name + ".parquet")))
+            con.execute(f"CREATE TABLE {CATALOG}.{name} AS SELECT * FROM read_parquet({parquet})")
             con.execute(f"CREATE VIEW main.{name} AS SELECT * FROM {CATALOG}.{name}")
         for fn, overloads in _GUARDS.items():
             con.execute(f"CREATE MACRO main.{fn}" + ", ".join(f"({params}) AS system.main.{_guarded(fn, size, call)}"

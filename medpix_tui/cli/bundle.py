@@ -30,8 +30,9 @@ def _model_line(manifest: dict[str, Any], why_none: str) -> str:
 @bundle.command()
 @click.option("--source", "-s", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
               locate=locations.default_source,
-              help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/). Default: $MEDPIX_SOURCE, "
-                   "else ../shared/medpix-2.0 beside a checkout; installed outside one, it must be named.")
+              help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/). "
+                   "Default: $MEDPIX_SOURCE, else ../shared/medpix-2.0 beside a checkout; "
+                   "installed outside one, it must be named.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
               locate=locations.default_bundle, help=f"Bundle folder to create ({BUNDLE_RULE.split(';')[0]}).")
 @click.option("--force", is_flag=True,
@@ -40,7 +41,8 @@ def _model_line(manifest: dict[str, Any], why_none: str) -> str:
               locate=locations.model_dir,
               help="The CLIP checkpoint folder to ship (default: the checkout's bundle/model, else the one "
                    "installed with medpix-tui).")
-@click.option("--no-model", is_flag=True, help="Leave out the CLIP checkpoint and embeddings (the model commands then refuse).")
+@click.option("--no-model", is_flag=True,
+              help="Leave out the CLIP checkpoint and embeddings (the model commands then refuse).")
 def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | None, no_model: bool) -> None:
     """Validate a source folder and build a bundle from it, atomically.
 
@@ -61,7 +63,8 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
     if src.path is None:
         raise InputError(f"no source release: {src.rule}")
     target = Location(out, "--out") if out is not None else locations.default_bundle()
-    build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model, model_dir=model_dir,
+    build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model,
+                 model_dir=model_dir,
                  parents=out is None)  # the user data folder may not exist yet; a named --out's parent must
     manifest = open_bundle(target.require()).manifest
     counts = manifest["counts"]

@@ -15,7 +15,8 @@ from ..progress import rich_progress
               help="Browser tabs served at once (each runs its own app); past that the page says the server is full.")
 @click.option("--token", default=None,
               help="Access token to require (default: generated and printed when --host is not loopback).")
-@click.option("--idle", default="30m", show_default=True, help="End sessions without input for this long (90s, 30m, 2h).")
+@click.option("--idle", default="30m", show_default=True,
+              help="End sessions without input for this long (90s, 30m, 2h).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, max_sessions: int, token: str | None, idle: str) -> None:
     """Serve the full app to browsers on the lab's network, offline.

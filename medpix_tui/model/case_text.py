@@ -133,7 +133,8 @@ class CaseIndex:
             raise BundleError(f"case embeddings unreadable in {embeddings_dir} ({str(exc)[:80]}); "
                               "run medpix-tui bundle verify") from None
         if self.vectors.ndim != 2 or len(self.ids) != self.vectors.shape[0]:
-            raise BundleError(f"case embeddings in {embeddings_dir} do not match their ids; run medpix-tui bundle verify")
+            raise BundleError(f"case embeddings in {embeddings_dir} do not match their ids; "
+                              "run medpix-tui bundle verify")
         self.row = {uid: i for i, uid in enumerate(self.ids)}
 
     def rank(self, query: np.ndarray, k: int, *, exclude: frozenset[str] = frozenset(),
@@ -202,7 +203,8 @@ def _bm25_cases(bundle: Any, text: str, limit: int) -> list[str]:
     return [r[0] for r in rows]
 
 
-def retrieval_hits(bundle: Any, ks: Sequence[int] = (1, 5, 10), encoder: SentenceEncoder | None = None) -> dict[str, Any]:
+def retrieval_hits(bundle: Any, ks: Sequence[int] = (1, 5, 10),
+                   encoder: SentenceEncoder | None = None) -> dict[str, Any]:
     """The authors' use of retrieval, scored: for each test case's history, is a train case with
     the same diagnosis (and, separately, the same ACR code) among the top k? Embeddings beside BM25."""
     from ..vocabulary import clean_acr

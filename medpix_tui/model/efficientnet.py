@@ -140,7 +140,10 @@ class EfficientNetLite0(nn.Module):
 
 
 def build_efficientnet(model_cfg: dict[str, Any]) -> EfficientNetLite0:
-    """The tower an open_clip-style ``model_cfg`` with ``vision_cfg.architecture`` = ``efficientnet_lite0`` describes."""
+    """The tower an open_clip-style ``model_cfg`` describes.
+
+    Its ``vision_cfg.architecture`` is ``efficientnet_lite0``.
+    """
     vision = model_cfg["vision_cfg"]
     return EfficientNetLite0(int(model_cfg["embed_dim"]), int(vision["image_size"]),
                              float(vision.get("dropout", 0.0)), float(vision.get("drop_path", 0.0)))

@@ -41,7 +41,8 @@ class EnsembleTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([scale * F.normalize(member((x - mean) / std), dim=-1)
-                          for member, (mean, std), scale in zip(self.members, self.norms, self.scales)], dim=-1)
+                          for member, (mean, std), scale in zip(self.members, self.norms, self.scales, strict=True)],
+                         dim=-1)
 
     def fold_batch_norms(self) -> EnsembleTower:
         from .tower import fold_batch_norms
@@ -62,7 +63,8 @@ class EnsembleProjection(nn.Module):
         self.scales = scales
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([s * F.normalize(m(x), dim=-1) for m, s in zip(self.members, self.scales)], dim=-1)
+        return torch.cat([s * F.normalize(m(x), dim=-1) for m, s in zip(self.members, self.scales, strict=True)],
+                         dim=-1)
 
 
 def _members(model_cfg: dict[str, Any]) -> list[dict[str, Any]]:

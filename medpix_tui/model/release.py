@@ -56,4 +56,4 @@ def read_release(model_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:
         raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
     if meta.get("weights_sha256") != weights_sha256 or len(digests) != len(vectors):
         return {}
-    return dict(zip(digests, vectors))
+    return dict(zip(digests, vectors, strict=True))

@@ -39,8 +39,8 @@ from ..bundle import (
 )
 from ..errors import InputError
 from ..query import project, value_at
-from ..source import IMAGE_SUFFIX, MODALITIES
 from ..session import ROW_FIELDS, SearchResult
+from ..source import IMAGE_SUFFIX, MODALITIES
 
 #: Rows kept: a tall terminal's first screen and the page below it.
 ROWS = 120
@@ -66,7 +66,10 @@ class FirstPage:
 
 
 def default_dir() -> Path:
-    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder (:func:`medpix_tui.locations.first_page_dir`)."""
+    """Where ``medpix-tui`` keeps first pages: ``first-page/`` in the cache folder.
+
+    See :func:`medpix_tui.locations.first_page_dir`.
+    """
     from ..locations import first_page_dir
 
     return first_page_dir().require()

@@ -83,13 +83,15 @@ def _parse(data: dict[str, Any]) -> Remembered:
     keywords, collection, position = data.get("keywords", ""), data.get("collection", IMAGES), data.get("position")
     pairs = data.get("pairs", [])
     facets = data.get("facets", {})
-    if not isinstance(keywords, str) or collection not in COLLECTIONS or not (position is None or isinstance(position, str)):
+    if (not isinstance(keywords, str) or collection not in COLLECTIONS
+            or not (position is None or isinstance(position, str))):
         raise ValueError("bad values")
     if not (isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
                                             for p in pairs)):
         raise ValueError("bad field query")
-    if not (isinstance(facets, dict) and all(k in FACET_BY_KEY and isinstance(v, list) and all(isinstance(x, str) for x in v)
-                                             for k, v in facets.items())):
+    if not (isinstance(facets, dict)
+            and all(k in FACET_BY_KEY and isinstance(v, list) and all(isinstance(x, str) for x in v)
+                    for k, v in facets.items())):
         raise ValueError("bad facets")
     return Remembered(keywords, collection, tuple((p, r) for p, r in pairs),
                       {k: frozenset(v) for k, v in facets.items() if v}, position)

@@ -83,7 +83,8 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also log every curation drop.")
 def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Path, force: bool,
          cache: Path | None, rate: float, retries: int, backoff: float, timeout: float, limit: int | None,
-         openi_base: str, medpix_base: str, renderer: str | None, coll: str, overrides: tuple[Path, ...], keep: tuple[str, ...], drop: tuple[str, ...],
+         openi_base: str, medpix_base: str, renderer: str | None, coll: str, overrides: tuple[Path, ...],
+         keep: tuple[str, ...], drop: tuple[str, ...],
          contact: str | None, verbose: bool) -> None:
     """Harvest MedPix cases (Open-i records, MedPix case pages, images) into a MedPix 2.0 source folder.
 

@@ -97,7 +97,8 @@ class ChromiumRenderer:
             self.driver = webdriver.Chrome(service=Service(executable_path=driver), options=options)
         except WebDriverException as exc:
             self._scratch.cleanup()
-            first = (exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)).strip() else type(exc).__name__
+            first = ((exc.msg or str(exc)).strip().splitlines()[0] if (exc.msg or str(exc)).strip()
+                     else type(exc).__name__)
             raise RendererUnavailable(f"chromium did not start: {first[:200]}") from exc
         self.start_seconds = time.perf_counter() - start
         self.driver.set_page_load_timeout(page_timeout)

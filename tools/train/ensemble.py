@@ -46,15 +46,15 @@ def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path,
     configs = [read_config(m) for m in members]
     tensors = [load_tensors(m / WEIGHTS_FILE) for m in members]
     logit = [float(t["logit_scale"].float().exp().clamp(max=100.0)) for t in tensors]
-    big_s = sum(w * s for w, s in zip(shares, logit))
-    scales = [math.sqrt(w * s / big_s) for w, s in zip(shares, logit)]
+    big_s = sum(w * s for w, s in zip(shares, logit, strict=True))
+    scales = [math.sqrt(w * s / big_s) for w, s in zip(shares, logit, strict=True)]
     prompts = read_prompts(members[0])
     if any(read_prompts(m) != prompts for m in members[1:]):
         raise SystemExit("error: the members were trained with different prompts")
     vision = {"architecture": "ensemble", "image_size": int(configs[0]["preprocess_cfg"]["size"]),
               "members": [{"model_cfg": c["model_cfg"], "mean": float(c["preprocess_cfg"]["mean"][0]),
                            "std": float(c["preprocess_cfg"]["std"][0]), "scale": a}
-                          for c, a in zip(configs, scales)]}
+                          for c, a in zip(configs, scales, strict=True)]}
     model_cfg = {"embed_dim": sum(int(c["model_cfg"]["embed_dim"]) for c in configs), "vision_cfg": vision,
                  "text_cfg": configs[0]["model_cfg"]["text_cfg"]}
     config = {"model_cfg": model_cfg,
@@ -67,7 +67,8 @@ def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path,
             elif key.startswith("text.proj."):
                 state[f"text.proj.members.{i}.{key.removeprefix('text.proj.')}"] = value
     heads = [load_tensors(m / HEAD_FILE) for m in members]
-    head = {task: torch.cat([a * h[task].float() for a, h in zip(scales, heads)], dim=-1) for task in TASKS}
+    head = {task: torch.cat([a * h[task].float() for a, h in zip(scales, heads, strict=True)], dim=-1)
+            for task in TASKS}
     metas = [read_metadata(m) for m in members]
     n_image = sum(int(m["image_tower"]["parameters"]) for m in metas)
     metadata: dict[str, Any] = {
@@ -105,7 +106,8 @@ def main() -> None:
     parser.add_argument("--pack", type=Path, required=True, help="the pack the members were trained on")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument("--name", default="medpix-clip-ensemble")
-    parser.add_argument("--dev-only", action="store_true", help="score dev only, no release embeddings (choosing shares)")
+    parser.add_argument("--dev-only", action="store_true",
+                        help="score dev only, no release embeddings (choosing shares)")
     args = parser.parse_args()
     splits = ("dev",) if args.dev_only else ("dev", "test")
     print(json.dumps(compose(args.member, args.share, read_pack(args.pack), args.out, args.name, splits,

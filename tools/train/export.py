@@ -80,7 +80,8 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
     state = load_file(str(run_dir / BEST))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("text.transformer.") for k in missing):
-        raise SystemExit(f"error: {run_dir / BEST} does not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise SystemExit(f"error: {run_dir / BEST} does not fit the config "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
     with torch.no_grad():
         head = prompt_embeddings(model, torch.from_numpy(pack.features).float(), pack)

@@ -58,7 +58,7 @@ def build_pack(source: Path, size: int, out: Path, context_length: int = 128, lo
     log(f"pictures: {len(docs)} at {size}px")
     pictures = load_many([src.image_path(d["image"]) for d in docs], size)
     with zipfile.ZipFile(out / PICTURES_FILE, "w", zipfile.ZIP_STORED) as zf:
-        for doc, pic in zip(docs, pictures):
+        for doc, pic in zip(docs, pictures, strict=True):
             buf = io.BytesIO()
             Image.fromarray(pic).save(buf, "PNG", optimize=True)
             zf.writestr(f"{doc['image']}.png", buf.getvalue())

@@ -61,7 +61,7 @@ def region_view(source_dir: Path, model_dir: Path, split: str) -> dict[str, Any]
     docs = [d for d in source.images if source.splits.get(d["U_id"]) == split]
     predicted = load_image_encoder(model_dir).classify_files([source.image_path(d["image"]) for d in docs])
     flagged = {d["image"]: label_semantics(d) for d in docs}
-    right = [p["location"] == d["Location Category"] for p, d in zip(predicted, docs)]
+    right = [p["location"] == d["Location Category"] for p, d in zip(predicted, docs, strict=True)]
     keep = [i for i, d in enumerate(docs) if flagged[d["image"]] is None]
     return {
         "split": split, "n": len(docs), "location_accuracy": round(sum(right) / len(docs), 4),
@@ -69,7 +69,8 @@ def region_view(source_dir: Path, model_dir: Path, split: str) -> dict[str, Any]
         "consistent_location_accuracy": round(sum(right[i] for i in keep) / len(keep), 4),
         "consistent_ci95": case_interval([right[i] for i in keep], [docs[i]["U_id"] for i in keep]),
         "label_semantics": [{"image": d["image"], "label": d["Location Category"], "caption_names": flagged[d["image"]],
-                             "predicted": p["location"]} for d, p in zip(docs, predicted) if flagged[d["image"]]],
+                             "predicted": p["location"]}
+                            for d, p in zip(docs, predicted, strict=True) if flagged[d["image"]]],
     }
 
 

@@ -84,7 +84,8 @@ def build_model(cfg: dict[str, Any], text_dir: Path, pretrained: bool = True) ->
     oc = open_clip()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_cfg = deepcopy(cfg["model_cfg"])
-    model_cfg["text_cfg"].update(hf_model_name=str(text_dir), hf_tokenizer_name=str(text_dir), hf_model_pretrained=False)
+    model_cfg["text_cfg"].update(hf_model_name=str(text_dir), hf_tokenizer_name=str(text_dir),
+                                 hf_model_pretrained=False)
     architecture = model_cfg["vision_cfg"].get("architecture")
     if architecture is not None:
         model_cfg["vision_cfg"] = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8}
@@ -285,7 +286,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     cached = None
     if frozen_blocks(cfg) is not None:  # the frozen part is the package's weights: one cache per pack and cut
         vision = cfg["model_cfg"]["vision_cfg"]
-        cache = pack.root / f"frozen-{vision['architecture']}-{frozen_blocks(cfg)}-{cfg['preprocess']['mean']}-{cfg['preprocess']['std']}.pt"
+        cache = pack.root / (f"frozen-{vision['architecture']}-{frozen_blocks(cfg)}"
+                             f"-{cfg['preprocess']['mean']}-{cfg['preprocess']['std']}.pt")
         if cache.is_file():
             cached = torch.load(cache, map_location=device, weights_only=True)
         else:
@@ -303,8 +305,9 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
-    run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": _device_name(device), "epochs_done": 0,
-                           "best_epoch": None, "best_dev": None, "best_score": -1.0, "seconds": 0.0, "stopped_early": False}
+    run: dict[str, Any] = {"name": cfg["name"], "config_digest": digest, "device": _device_name(device),
+                           "epochs_done": 0, "best_epoch": None, "best_dev": None, "best_score": -1.0,
+                           "seconds": 0.0, "stopped_early": False}
     budget = float(tc.get("max_minutes", 0)) * 60
     # max_minutes bounds this invocation, so a resumed run gets its own budget
     deadline = time.time() + budget if budget else None
@@ -377,8 +380,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                   **{f"dev_{t}_accuracy": round(a, 4) for t, a in dev.items()}, "dev_score": round(score, 4),
                   "logit_scale": round(float(model.logit_scale.detach().exp()), 2), "best": improved,
                   "epoch_seconds": round(time.time() - epoch_start, 1), "seconds": run["seconds"]}
-        end_epoch(out, METRICS, record, LAST, {"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run},
-                  log)
+        end_epoch(out, METRICS, record, LAST,
+                  {"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run}, log)
         if epoch + 1 < int(tc["epochs"]) and next_epoch_overruns(deadline, epoch_start):
             run["stopped_early"] = True
             log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
@@ -394,7 +397,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (metrics, last.pt, best weights)")
     parser.add_argument("--export", type=Path, default=None, help="write the checkpoint here (default: OUT/model)")
     parser.add_argument("--no-export", action="store_true", help="train only")
-    parser.add_argument("--seed", type=int, default=None, help="replace the config's seed (another draw of the same recipe)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="replace the config's seed (another draw of the same recipe)")
     parser.add_argument("--epochs", type=int, default=None, help="replace the config's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic GPU kernels, so that a rerun can give the same weights (may be slower)")

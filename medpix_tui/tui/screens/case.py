@@ -65,7 +65,8 @@ class CaseScreen(GuardedScreen):
         Binding("t", "toggle_pane", "Topic", tooltip="Switch between the case and its topic"),
         Binding("slash", "find", "Find", key_display="/", tooltip="Find text in the case or topic shown"),
         Binding("s", "save", "Save", show=False, tooltip="Save the image document, the case or the topic as JSON"),
-        Binding("c", "copy", "Copy id", show=False, tooltip="Copy the image id to the clipboard (OSC 52: works over SSH)"),
+        Binding("c", "copy", "Copy id", show=False,
+                tooltip="Copy the image id to the clipboard (OSC 52: works over SSH)"),
         Binding("C", "copy_case", "Copy case id", show=False, tooltip="Copy the case id to the clipboard"),
     ]
 
@@ -186,7 +187,8 @@ class CaseScreen(GuardedScreen):
     def _find(self, text: str) -> None:
         count = self._pane().find(text)
         if text.strip():
-            self.sub_title = f"{count} match{'es' if count != 1 else ''} for {text!r}" if count else f"no match for {text!r}"
+            self.sub_title = (f"{count} match{'es' if count != 1 else ''} for {text!r}" if count
+                              else f"no match for {text!r}")
 
     @on(Input.Submitted, "#find")
     def _find_next(self) -> None:

@@ -41,7 +41,10 @@ GUIDES = {
         "DuckDB SQL over the bundle's Parquet tables `images`, `cases` and `image_reports` "
         "(pick a column in the sidebar to insert it). Past queries are listed under History."
     ),
-    "StatsScreen": "Distributions of modality, location category, plane, age and sex, for the whole bundle or the current results.",
+    "StatsScreen": (
+        "Distributions of modality, location category, plane, age and sex, "
+        "for the whole bundle or the current results."
+    ),
     "QualityScreen": (
         "The bundle's quality report, as `medpix-tui report quality` writes it: image pairs that sit in two "
         "splits (**leakage**), near-duplicates, label conflicts by kind, every raw label value with its clean "

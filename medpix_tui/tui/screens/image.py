@@ -27,11 +27,14 @@ class ImageScreen(GuardedScreen):
         Binding("right,right_square_bracket,n", "step(1)", "Next image", key_display="→"),
         Binding("left,left_square_bracket,p", "step(-1)", "Prev image", key_display="←", show=False),
         Binding("1", "window('full')", "Full range", show=False, tooltip="Window: every grey value"),
-        Binding("2", "window('soft tissue')", "Soft tissue", show=False, tooltip="Window: the middle greys, more contrast"),
+        Binding("2", "window('soft tissue')", "Soft tissue", show=False,
+                tooltip="Window: the middle greys, more contrast"),
         Binding("3", "window('bright')", "Bright", show=False, tooltip="Window: the bright end (bone, contrast)"),
         Binding("4", "window('dark')", "Dark", show=False, tooltip="Window: the dark end (air, fluid)"),
-        Binding("plus,equals_sign", "contrast(0.8)", "Contrast", key_display="+/-", tooltip="More contrast (narrower window)"),
-        Binding("minus", "contrast(1.25)", "Contrast-", key_display="-", show=False, tooltip="Less contrast (wider window)"),
+        Binding("plus,equals_sign", "contrast(0.8)", "Contrast", key_display="+/-",
+                tooltip="More contrast (narrower window)"),
+        Binding("minus", "contrast(1.25)", "Contrast-", key_display="-", show=False,
+                tooltip="Less contrast (wider window)"),
         Binding("z", "zoom(1)", "Zoom", tooltip="Zoom in toward the centre"),
         Binding("x", "zoom(-1)", "Zoom out", show=False, tooltip="Zoom out"),
         Binding("0", "reset_view", "Reset view", show=False, tooltip="Full window, no zoom"),
@@ -67,7 +70,8 @@ class ImageScreen(GuardedScreen):
         width, level = view.window
         named = next((name for name, w in WINDOWS.items() if w == view.window), f"W {width:.0f} L {level:.0f}")
         facts = f"{self.position} · window: {named}" + (f" · zoom ×{view.zoom:g}" if view.zoom > 1 else "")
-        self.query_one("#full-legend", Static).update(Content.assemble((facts, "bold"), "\n", image_legend(self.images[self.index])))
+        self.query_one("#full-legend", Static).update(
+            Content.assemble((facts, "bold"), "\n", image_legend(self.images[self.index])))
 
     def action_window(self, name: str) -> None:
         self.query_one(ImageView).set_view(window=WINDOWS[name])

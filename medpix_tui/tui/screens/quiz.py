@@ -179,7 +179,8 @@ class QuizScreen(Screen[None]):
     def action_deck(self) -> None:
         result = medpix(self).result
         # the results make a deck of their own only once a search narrowed them
-        narrowed = result is not None and bool(result.images) and result.case_count < medpix(self).bundle.manifest.get("counts", {}).get(CASES, 0)
+        narrowed = (result is not None and bool(result.images)
+                    and result.case_count < medpix(self).bundle.manifest.get("counts", {}).get(CASES, 0))
         results = tuple(sorted({d["U_id"] for d in result.images})) if result is not None and narrowed else None
         self.app.push_screen(DeckDialog(results, self.level), self._deck_chosen)
 
@@ -274,7 +275,8 @@ class QuizScreen(Screen[None]):
         answer.focus()
         # the strip names images by number, modality and plane: captions often name the diagnosis
         self.query_one(ImageStrip).set_images(
-            [{"image": name, "Type": label.split(" ")[0] if label else "", "Description": {"Plane": " ".join(label.split(" ")[1:])}}
+            [{"image": name, "Type": label.split(" ")[0] if label else "",
+              "Description": {"Plane": " ".join(label.split(" ")[1:])}}
              for name, label in zip(card.images, card.image_labels, strict=True)],
             card.images[0] if card.images else "")
         self._show_image(0)

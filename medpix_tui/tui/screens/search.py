@@ -75,7 +75,8 @@ class SearchScreen(Screen[None]):
                 tooltip="Images that look like the highlighted one (needs a bundle with a model)"),
         Binding("ctrl+n", "meaning", "Search by meaning", show=False,
                 tooltip="Rank images by the model's reading of the search text (needs a bundle with a model)"),
-        Binding("ctrl+y", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (OSC 52: works over SSH)"),
+        Binding("ctrl+y", "copy", "Copy id", show=False,
+                tooltip="Copy the highlighted image's id (OSC 52: works over SSH)"),
         Binding("c", "copy", "Copy id", show=False, tooltip="Copy the highlighted image's id (in the results)"),
     ]
 
@@ -171,7 +172,8 @@ class SearchScreen(Screen[None]):
             return
         from ..remember import Remembered, write_state
 
-        write_state(app.state_dir, app.bundle, Remembered.of(self.result.request, self.query_one(ResultsTable).current_name))
+        write_state(app.state_dir, app.bundle,
+                    Remembered.of(self.result.request, self.query_one(ResultsTable).current_name))
 
     def _first_page_drawn(self) -> None:
         self.post_message(self.FirstPageShown())
@@ -292,7 +294,8 @@ class SearchScreen(Screen[None]):
         if not worker.is_cancelled:  # queued, so counts reach the lists in order even while they mount
             self.app.call_from_thread(self.call_later, self._show_counts, universe, counts)
 
-    async def _show_counts(self, universe: dict[str, collections.Counter], counts: dict[str, collections.Counter]) -> None:
+    async def _show_counts(self, universe: dict[str, collections.Counter],
+                           counts: dict[str, collections.Counter]) -> None:
         if not alive(self):
             return
         panel = self.query_one(FacetPanel)
@@ -379,8 +382,8 @@ class SearchScreen(Screen[None]):
         if self.result is None or table.current_name is None:
             self.notify("No image selected", severity="warning")
             return
-        self.app.push_screen(CaseScreen(table.names, table.cursor_row, highlight=highlight_pattern(self.result.keywords),
-                                        follow=self._follow))
+        self.app.push_screen(CaseScreen(table.names, table.cursor_row,
+                                        highlight=highlight_pattern(self.result.keywords), follow=self._follow))
 
     def _follow(self, name: str) -> None:
         """The case screen moved to ``name``: the results cursor goes there too."""
@@ -525,7 +528,8 @@ class SearchScreen(Screen[None]):
         await save_interactively(medpix(self), f"Save {len(result.images)} results", options)
 
 
-def _summary(images: int, cases: int, ranked: bool, request: SearchRequest, totals: tuple[int, int] | None = None) -> str:
+def _summary(images: int, cases: int, ranked: bool, request: SearchRequest,
+             totals: tuple[int, int] | None = None) -> str:
     """The status line of a result: its size, of the bundle's when it is a part, then how it is ordered."""
     how = "ranked" if ranked else "in id order"
     hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""

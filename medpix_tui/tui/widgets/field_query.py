@@ -118,7 +118,8 @@ class FieldQuery(Vertical):
             self._kept = [pair for pair in self._kept if pair not in dropped]
             self._redraw_chips()
             names = ", ".join(f"{p}~{r}" for p, r in dropped)
-            self.notify(f"Dropped {names}: {self.collection} has no such field", title="Field query", severity="warning")
+            self.notify(f"Dropped {names}: {self.collection} has no such field", title="Field query",
+                        severity="warning")
 
     @on(Input.Changed, "#fq-path, #fq-regex")
     def _typed(self, event: Input.Changed) -> None:
