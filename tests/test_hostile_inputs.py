@@ -325,5 +325,5 @@ async def test_tui_field_query_with_rejected_flags_is_a_notice(tmp_path: Path) -
         app.screen.query_one("#fq-regex", Input).value = "(?V1)glioma"
         await wait_for(pilot, lambda: any("invalid regex" in n.message for n in app._notifications))
         await settle(pilot)
-        assert app.is_running and app.result is before
+        assert app.is_running and before is not None and app.result is None  # the error state: no stale result
         assert "invalid regex" in str(app.screen.query_one("#status", Static).render())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from textual.widgets import DataTable, Static, TabbedContent
 from tui_support import SIZE, make_app, settle, type_text, wait_for
@@ -14,7 +16,19 @@ from medpix_tui.tui.screens.search import SearchScreen
 pytestmark = pytest.mark.asyncio
 
 
-async def test_the_report_fills_the_screen_and_a_leakage_pair_opens_its_case(real_bundle: Bundle) -> None:
+async def test_the_report_fills_the_screen_and_a_leakage_pair_opens_its_case(
+        real_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medpix_tui.quality as quality_module
+
+    # The report's image decoding waits at a gate until the search has answered, so the test shows
+    # that the search does not wait for the report, whatever the host's speed.
+    gate, decode = threading.Event(), quality_module.pictures
+
+    def gated(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gate.wait(300)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(quality_module, "pictures", gated)
     app = make_app(real_bundle)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -30,6 +44,7 @@ async def test_the_report_fills_the_screen_and_a_leakage_pair_opens_its_case(rea
         await type_text(pilot, "glioma")
         await wait_for(pilot, lambda: app.result is not None and app.result.keywords == "glioma")
         assert quality.report is None, "the search waited for the report"
+        gate.set()
 
         await pilot.press("f5")
         await wait_for(pilot, lambda: quality.report is not None, timeout=180)

@@ -267,7 +267,9 @@ async def test_similar_images_from_the_model(real_bundle: Bundle) -> None:
         target = app.screen.query_one(ResultsTable).current_name
         app.screen.query_one(ResultsTable).focus()
         await pilot.press("ctrl+g")
-        assert "Loading the model for similar images" in status_text(app)
+        # progress from the first key, unless this process had the model's modules loaded and it was quicker
+        assert ("Loading the model for similar images" in status_text(app)
+                or (app.result is not None and bool(app.result.request.within))), status_text(app)
         await wait_for(pilot, lambda: app.result is not None and bool(app.result.request.within), timeout=60)
         await settle(pilot)
         expected = [r["image"] for r in BundleModel(real_bundle).similar(target, k=50)["images"]]
