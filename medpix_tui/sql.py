@@ -42,6 +42,8 @@ CATALOG = "medpix_bundle"
 DEFAULT_TIMEOUT = 30.0
 #: DuckDB's own limit; with no temp directory it cannot spill, so a bigger need is an error.
 MEMORY_LIMIT = "512MB"
+#: The limit while the tables load (then :data:`MEMORY_LIMIT`, or what they took plus room).
+LOAD_MEMORY_LIMIT = "4GB"
 #: Rows and (approximate) bytes a result may hold in Python; more is an error, never a swap.
 MAX_RESULT_ROWS = 100_000
 MAX_RESULT_BYTES = 256 * 1024 * 1024
@@ -412,10 +414,12 @@ def _guarded(fn: str, size: str, call: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: f"CASE WHEN ({size}) > {MAX_INFLATE} THEN {refuse} ELSE {m[1]} END", call)
 
 
-def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnection:
+def connect(parquet_dir: Path, *, memory_limit: str | None = None) -> SqlConnection:
     """An in-memory DuckDB holding the bundle's three tables, confined as the module says.
 
     The Parquet files are read here, read-only; afterwards no statement can open a file.
+    ``memory_limit`` defaults to :data:`MEMORY_LIMIT` or, for a bundle whose tables take more
+    (the release's take 26 MB; a x30 copy about 800 MB), what they take plus 256 MB for statements.
     """
     folder = Path(parquet_dir).resolve()
     for name in TABLES:
@@ -423,7 +427,10 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
             raise BundleError(f"bundle has no {name}.parquet (rebuild it with 'medpix-tui bundle build')")
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-        "allow_community_extensions": False, "memory_limit": memory_limit,
+        "allow_community_extensions": False, "memory_limit": memory_limit or LOAD_MEMORY_LIMIT,
+        # no spilling to disk at all, from the start: set after the load, DuckDB refuses once the big
+        # tables of a x30 bundle have used the default temporary folder
+        "temp_directory": "",
         "threads": max(1, min(4, os.cpu_count() or 1))}
     con = duckdb.connect(":memory:", config=config)
     try:
@@ -435,8 +442,11 @@ def connect(parquet_dir: Path, *, memory_limit: str = MEMORY_LIMIT) -> SqlConnec
         for fn, overloads in _GUARDS.items():
             con.execute(f"CREATE MACRO main.{fn}" + ", ".join(f"({params}) AS system.main.{_guarded(fn, size, call)}"
                                                             for params, size, call in overloads))
-        for setting in ("temp_directory = ''", "python_enable_replacements = false", "enable_external_access = false",
-                        "lock_configuration = true"):
+        if memory_limit is None:
+            loaded = con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()
+            memory_limit = f"{max(int(MEMORY_LIMIT.removesuffix('MB')), (int(loaded[0] if loaded else 0) >> 20) + 256)}MB"
+        for setting in (f"memory_limit = '{memory_limit}'", "python_enable_replacements = false",
+                        "enable_external_access = false", "lock_configuration = true"):
             con.execute(f"SET {setting}")
     except duckdb.Error as exc:
         con.close()
