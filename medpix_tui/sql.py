@@ -444,7 +444,8 @@ def connect(parquet_dir: Path, *, memory_limit: str | None = None) -> SqlConnect
                                                             for params, size, call in overloads))
         if memory_limit is None:
             loaded = con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()
-            memory_limit = f"{max(int(MEMORY_LIMIT.removesuffix('MB')), (int(loaded[0] if loaded else 0) >> 20) + 256)}MB"
+            tables_mb = int(loaded[0] if loaded else 0) >> 20
+            memory_limit = f"{max(int(MEMORY_LIMIT.removesuffix('MB')), tables_mb + 256)}MB"
         for setting in (f"memory_limit = '{memory_limit}'", "python_enable_replacements = false",
                         "enable_external_access = false", "lock_configuration = true"):
             con.execute(f"SET {setting}")
