@@ -104,6 +104,7 @@ def main() -> None:
               f"over {len(firsts)} runs ({', '.join(f'{t:.2f}' for t in firsts)})")
         print(f"memory of one session (its app process): {statistics.median(memory):.0f} MiB; "
               f"server process alone {server_alone:.0f} MiB")
+        wait_for(lambda: not app_pids(server.process.pid), 120, "the browser's sessions to end")
         results = asyncio.run(side_by_side(base, 8))
         answers = sorted(a for _, a in results)
         print(f"8 sessions side by side: first screens {min(f for f, _ in results):.2f} to "

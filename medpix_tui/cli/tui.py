@@ -37,7 +37,8 @@ def run_tui(bundle_path: str | None) -> None:
     bundle = resolve_bundle(bundle_path, progress=rich_progress())
     if os.environ.get(SERVED_ENV) == "1":  # a browser's session (medpix-tui serve): keep nothing on the server
         # a browser terminal answers no graphics query: half-blocks
-        app = app_class(bundle, image_renderer="halfcell", crash_dir=state_dir() / "logs")
+        # and the model loads on the first key that needs it, not in every session (about 250 MB each)
+        app = app_class(bundle, image_renderer="halfcell", crash_dir=state_dir() / "logs", preload_model=False)
     else:
         app = app_class(bundle, history_path=history_path(), first_page_dir=default_dir(),
                         crash_dir=state_dir() / "logs", state_dir=state_dir())
