@@ -21,6 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
+from ...bundle import open_regular
 from ..app import alive
 
 #: Larger images are shrunk before display: no terminal shows more pixels than this.
@@ -101,7 +102,8 @@ class ImageView(Container):
         try:
             original = self._original if self._original is not None and path == self._original_path else None
             if original is None:
-                with PILImage.open(path) as opened:
+                # a regular file only: a FIFO planted under an image's name must not block the worker
+                with open_regular(path) as raw, PILImage.open(raw) as opened:
                     opened.load()
                     original = opened.convert("RGB")
                 original.thumbnail((MAX_SIDE, MAX_SIDE))
