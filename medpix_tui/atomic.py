@@ -11,6 +11,7 @@ read-only for this process (:func:`mark_read_only`: every opened bundle).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -201,6 +202,21 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def try_write_json(path: Path, data: object) -> bool:
+    """Write ``data`` as JSON to ``path`` atomically, making its folder; False when it cannot be.
+
+    For files kept only to help (a remembered state, a kept first page): failing to write one
+    is no reason to stop, so the caller learns of it rather than getting an error.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, force=True) as tmp:
+            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    except (OSError, InputError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
