@@ -188,20 +188,29 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
-    path = Path(path)
-    check_destination(path, force)
-    tmp = temp_file_beside(path)
+def moved_into_place(tmp: Path, path: Path, *, note: str = "") -> Iterator[Path]:
+    """Yield ``tmp`` to write, then move it to ``path``; on failure remove it, an OSError as one line.
+
+    ``note`` ends that line (e.g. " (nothing was written)").
+    """
     try:
         yield tmp
         move_into_place(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}{note}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
+    path = Path(path)
+    check_destination(path, force)
+    with moved_into_place(temp_file_beside(path), path) as tmp:
+        yield tmp
 
 
 def try_write_json(path: Path, data: object) -> bool:
