@@ -11,6 +11,7 @@ read-only for this process (:func:`mark_read_only`: every opened bundle).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -187,20 +188,44 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
-    path = Path(path)
-    check_destination(path, force)
-    tmp = temp_file_beside(path)
+def moved_into_place(tmp: Path, path: Path, *, note: str = "") -> Iterator[Path]:
+    """Yield ``tmp`` to write, then move it to ``path``; on failure remove it, an OSError as one line.
+
+    ``note`` ends that line (e.g. " (nothing was written)").
+    """
     try:
         yield tmp
         move_into_place(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}{note}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
+    path = Path(path)
+    check_destination(path, force)
+    with moved_into_place(temp_file_beside(path), path) as tmp:
+        yield tmp
+
+
+def try_write_json(path: Path, data: object) -> bool:
+    """Write ``data`` as JSON to ``path`` atomically, making its folder; False when it cannot be.
+
+    For files kept only to help (a remembered state, a kept first page): failing to write one
+    is no reason to stop, so the caller learns of it rather than getting an error.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path, force=True) as tmp:
+            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    except (OSError, InputError):
+        return False
+    return True
 
 
 @contextlib.contextmanager

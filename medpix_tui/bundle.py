@@ -45,7 +45,7 @@ from . import __version__, locations
 from .atomic import (
     mark_read_only,
     move_aside,
-    move_into_place,
+    moved_into_place,
     point_link,
     publish_dir,
     temp_dir_beside,
@@ -851,18 +851,11 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
     remove_stale_temporaries(archive.parent)
     files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(real_root)["files"])]
     tmp = temp_file_beside(archive, prefix=f"{_TMP_PREFIX}{os.getpid()}-pack-")
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar, progress("Packing", len(files)) as advance:
-            for rel in files:
-                tar.add(real_root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
-                advance(1)
-        move_into_place(tmp, archive)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {archive}: {exc.strerror or exc} (nothing was written)") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with (moved_into_place(tmp, archive, note=" (nothing was written)"),
+          tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar, progress("Packing", len(files)) as advance):
+        for rel in files:
+            tar.add(real_root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
+            advance(1)
     return archive
 
 

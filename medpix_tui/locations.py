@@ -68,6 +68,19 @@ def _user_dir(kind: str) -> Path:
     return Path(getattr(platformdirs, f"user_{kind}_dir")(APP_NAME))
 
 
+def _named(option: Path | str | None, flag: str, env: str) -> Location | None:
+    """The place the user named: ``option`` (given as ``flag``), else ``$env``; None when neither.
+
+    A command-line option beats the environment, and an empty value counts as not given.
+    """
+    if option:
+        return Location(Path(option), flag)
+    value = os.environ.get(env)
+    if value:
+        return Location(Path(value), f"${env}")
+    return None
+
+
 def data_dir() -> Location:
     """Where an installed medpix-tui keeps its default bundle."""
     return Location(_user_dir("data"), "the user data folder")
@@ -80,9 +93,8 @@ def state_dir() -> Location:
 
 def cache_dir() -> Location:
     """Where archives are unpacked and first pages kept: ``$MEDPIX_CACHE``, else the user cache folder."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Location(Path(env), f"${CACHE_ENV}")
+    if (named := _named(None, "", CACHE_ENV)) is not None:
+        return named
     return Location(_user_dir("cache"), "the user cache folder")
 
 
@@ -101,11 +113,8 @@ def first_page_dir() -> Location:
 def default_bundle(option: Path | str | None = None) -> Location:
     """``option`` (``--bundle``), else ``$MEDPIX_BUNDLE``, else ``bundle/medpix-2.0`` in a checkout,
     else ``medpix-2.0`` in the user data folder."""
-    if option:
-        return Location(Path(option), "--bundle")
-    env = os.environ.get(BUNDLE_ENV)
-    if env:
-        return Location(Path(env), f"${BUNDLE_ENV}")
+    if (named := _named(option, "--bundle", BUNDLE_ENV)) is not None:
+        return named
     root = checkout_root()
     if root is not None:
         return Location(root / "bundle" / DEFAULT_BUNDLE_NAME, "the default in a checkout: bundle/medpix-2.0")
@@ -116,11 +125,8 @@ def default_bundle(option: Path | str | None = None) -> Location:
 def default_source(option: Path | str | None = None) -> Location:
     """``option`` (``--source``), else ``$MEDPIX_SOURCE``, else ``../shared/medpix-2.0`` beside a
     checkout; an installed medpix-tui has no default (path None)."""
-    if option:
-        return Location(Path(option), "--source")
-    env = os.environ.get(SOURCE_ENV)
-    if env:
-        return Location(Path(env), f"${SOURCE_ENV}")
+    if (named := _named(option, "--source", SOURCE_ENV)) is not None:
+        return named
     root = checkout_root()
     if root is not None:
         return Location(root.parent / "shared" / DEFAULT_BUNDLE_NAME, "the default in a checkout: ../shared/medpix-2.0")

@@ -188,13 +188,20 @@ def _check_text_map(value: Any, file: str, record: str, name: str, problems: lis
                                     f"text too long ({len(val)} characters, limit {MAX_TEXT})"))
 
 
+def _document_problems(doc: dict[str, Any], index: int, file: str, id_key: str,
+                       keys: tuple[str, ...]) -> tuple[str, list[Problem]]:
+    """How messages name the document (its index, and its ``id_key`` when that is a plain id),
+    and the problems any document can have: a key of ``keys`` missing, a value of a bad kind."""
+    record = f"#{index} ({doc[id_key]})" if is_plain_id(doc.get(id_key)) else f"#{index}"
+    problems = [Problem(file, record, key, "missing") for key in keys if key not in doc]
+    return record, problems + value_problems(doc, file, record)
+
+
 def case_problems(doc: Any, index: int, file: str = CASES_FILE) -> list[Problem]:
     """Schema problems of one case document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['U_id']})" if is_plain_id(doc.get("U_id")) else f"#{index}"
-    problems = [Problem(file, record, key, "missing") for key in CASE_KEYS if key not in doc]
-    problems += value_problems(doc, file, record)
+    record, problems = _document_problems(doc, index, file, "U_id", CASE_KEYS)
     if "U_id" in doc and not is_plain_id(doc["U_id"]):
         problems.append(Problem(file, record, "U_id", f"not a plain id: {str(doc['U_id'])[:60]!r}"))
     for key in ("TAC", "MRI"):
@@ -215,9 +222,7 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
     """Schema problems of one image document (no cross-document checks)."""
     if not isinstance(doc, dict):
         return [Problem(file, f"#{index}", "", f"must be an object, got {type(doc).__name__}")]
-    record = f"#{index} ({doc['image']})" if is_plain_id(doc.get("image")) else f"#{index}"
-    problems = [Problem(file, record, key, "missing") for key in IMAGE_KEYS if key not in doc]
-    problems += value_problems(doc, file, record)
+    record, problems = _document_problems(doc, index, file, "image", IMAGE_KEYS)
     if "Type" in doc and doc["Type"] not in MODALITIES:
         problems.append(Problem(file, record, "Type", f"must be CT or MR, got {str(doc['Type'])[:40]!r}"))
     for key in ("U_id", "image"):

@@ -69,32 +69,31 @@ def read_prompts(model_dir: Path) -> dict[str, dict[str, Any]]:
     return _read_json(Path(model_dir) / PROMPTS_FILE)
 
 
-def load_tensors(path: Path, prefix: str = "") -> dict[str, Any]:
-    """The tensors of a safetensors file whose names start with ``prefix`` (prefix kept)."""
+def _load(path: Path, prefix: str, safe_open: Any, framework: str) -> dict[str, Any]:
+    """The named tensors of ``path`` read with ``safe_open``; a missing or bad file is a BundleError."""
     from safetensors import SafetensorError
-    from safetensors.torch import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework=framework) as f:
             return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
     except FileNotFoundError as exc:
         raise BundleError(f"model checkpoint incomplete: {path} is missing") from exc
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+
+
+def load_tensors(path: Path, prefix: str = "") -> dict[str, Any]:
+    """The tensors of a safetensors file whose names start with ``prefix`` (prefix kept)."""
+    from safetensors.torch import safe_open
+
+    return _load(path, prefix, safe_open, "pt")
 
 
 def load_arrays(path: Path, prefix: str = "") -> dict[str, Any]:
     """:func:`load_tensors` as numpy arrays, without importing torch."""
-    from safetensors import SafetensorError
-    from safetensors import safe_open as safe_open_np
+    from safetensors import safe_open
 
-    try:
-        with safe_open_np(str(path), framework="np") as f:
-            return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
-    except FileNotFoundError as exc:
-        raise BundleError(f"model checkpoint incomplete: {path} is missing") from exc
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+    return _load(path, prefix, safe_open, "np")
 
 
 def text_weights_path() -> Path:

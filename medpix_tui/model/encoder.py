@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +22,7 @@ import torch
 
 from ..progress import Progress, silent
 from .checkpoint import WEIGHTS_FILE, load_tensors, read_config, read_metadata
-from .preprocess import load_many
+from .preprocess import encode_files_prefetched
 from .tower import build_tower, fold_batch_norms
 from .zeroshot import ZeroShotHead, load_head
 
@@ -83,19 +82,9 @@ class ImageEncoder:
 
     def encode_files(self, paths: Sequence[Path], progress: Progress = silent) -> np.ndarray:
         """Unit embeddings of image files (PNG, JPEG, DICOM); batch i+1 decodes while i runs."""
-        chunks = [paths[start:start + BATCH] for start in range(0, len(paths), BATCH)]
-        if not chunks:
+        if not paths:
             return np.zeros((0, self.dim), np.float32)
-        out = []
-        with progress("Embedding images", len(paths)) as advance, ThreadPoolExecutor(1) as reader:
-            pending = reader.submit(load_many, chunks[0], self.size)
-            for i, chunk in enumerate(chunks):
-                pictures = pending.result()
-                if i + 1 < len(chunks):
-                    pending = reader.submit(load_many, chunks[i + 1], self.size)
-                out.append(self.encode_arrays(pictures))
-                advance(len(chunk))
-        return np.concatenate(out)
+        return encode_files_prefetched(paths, self.size, BATCH, self.encode_arrays, progress)
 
     def classify_files(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
         """Modality and location of each file, with probabilities."""

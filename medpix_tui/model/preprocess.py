@@ -8,7 +8,7 @@ seen: 8-bit grayscale, longest side resized to the model's size, centred on blac
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from ..errors import InputError
+from ..progress import Progress
 from .dicom import MIN_SIDE, WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
@@ -163,3 +164,23 @@ def load_many(paths: Sequence[Path], size: int, workers: int = 2) -> np.ndarray:
     with ThreadPoolExecutor(workers) as pool:
         arrays = list(pool.map(lambda p: load_square(p, size), paths))
     return np.stack(arrays) if arrays else np.zeros((0, size, size), np.uint8)
+
+
+def encode_files_prefetched(paths: Sequence[Path], size: int, chunk: int,
+                            encode: Callable[[np.ndarray], np.ndarray], progress: Progress) -> np.ndarray:
+    """``encode`` of the pictures of ``paths`` (at least one), ``chunk`` files at a time.
+
+    The next chunk decodes in a thread while ``encode`` runs on this one, so decoding and
+    the model overlap; both encoders (torch and numpy) embed files this way.
+    """
+    chunks = [paths[start:start + chunk] for start in range(0, len(paths), chunk)]
+    out = []
+    with progress("Embedding images", len(paths)) as advance, ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(load_many, chunks[0], size)
+        for i, part in enumerate(chunks):
+            pictures = pending.result()
+            if i + 1 < len(chunks):
+                pending = reader.submit(load_many, chunks[i + 1], size)
+            out.append(encode(pictures))
+            advance(len(part))
+    return np.concatenate(out)

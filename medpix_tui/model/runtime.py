@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..progress import Progress, silent
 from .checkpoint import read_config, read_metadata
-from .preprocess import load_many
+from .preprocess import encode_files_prefetched, load_many
 from .zeroshot import ZeroShotHead, load_head
 
 BATCH = 16
@@ -79,19 +78,9 @@ class NumpyImageEncoder:
 
     def encode_files(self, paths: Sequence[Path], progress: Progress = silent) -> np.ndarray:
         """Unit embeddings of image files (PNG, JPEG, DICOM); batch i+1 decodes while i runs."""
-        chunks = [paths[start:start + 4 * BATCH] for start in range(0, len(paths), 4 * BATCH)]
-        if len(chunks) <= 1:
+        if len(paths) <= 4 * BATCH:
             return self.encode_arrays(load_many(paths, self.size), progress)
-        out = []
-        with progress("Embedding images", len(paths)) as advance, ThreadPoolExecutor(1) as reader:
-            pending = reader.submit(load_many, chunks[0], self.size)
-            for i, chunk in enumerate(chunks):
-                pictures = pending.result()
-                if i + 1 < len(chunks):
-                    pending = reader.submit(load_many, chunks[i + 1], self.size)
-                out.append(self.encode_arrays(pictures))
-                advance(len(chunk))
-        return np.concatenate(out)
+        return encode_files_prefetched(paths, self.size, 4 * BATCH, self.encode_arrays, progress)
 
     def classify_files(self, paths: Sequence[Path]) -> list[dict[str, Any]]:
         """Modality and location of each file, with probabilities."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_file
+from ..atomic import try_write_json
 from ..bundle import (
     IMAGE_DIR,
     MANIFEST_SUM,
@@ -37,7 +37,6 @@ from ..bundle import (
     Bundle,
     read_regular,
 )
-from ..errors import InputError
 from ..query import project, value_at
 from ..session import ROW_FIELDS, SearchResult
 from ..source import IMAGE_SUFFIX, MODALITIES
@@ -213,11 +212,7 @@ def write_first_page(folder: Path, bundle: Bundle, result: SearchResult, titles:
     images = [project(d, fields) for d in result.images[:ROWS]]
     data = {"format": FORMAT, "images": images, "titles": {d["U_id"]: titles.get(d["U_id"], "") for d in images},
             "image_count": len(result.images), "case_count": result.case_count}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, force=True) as tmp:
-            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    except (OSError, InputError):
+    if not try_write_json(path, data):
         return None
     prune_pages(path.parent)
     return path

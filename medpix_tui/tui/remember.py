@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_file
+from ..atomic import try_write_json
 from ..bundle import MANIFEST_SUM, Bundle
-from ..errors import InputError
 from ..session import FACET_BY_KEY, SearchRequest
 from ..store import COLLECTIONS, IMAGES
 
@@ -105,10 +104,6 @@ def write_state(folder: Path, bundle: Bundle, state: Remembered) -> Path | None:
     data = {"kind": KIND, "format": FORMAT, "bundle": _digest(bundle), "keywords": state.keywords,
             "collection": state.collection, "pairs": [list(p) for p in state.pairs],
             "facets": {k: sorted(v) for k, v in state.facets.items()}, "position": state.position}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path, force=True) as tmp:
-            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    except (OSError, InputError):
+    if not try_write_json(path, data):
         return None
     return path

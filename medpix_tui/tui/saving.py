@@ -127,14 +127,17 @@ async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None 
                 return None
             force = True
             continue
-        except MedpixError as exc:
-            app.notify(str(exc), title="Save failed", severity="error")
-            return False
         except Exception as exc:  # a save must never take the app down
-            app.notify(f"{type(exc).__name__}: {exc}", title="Save failed", severity="error")
+            _notify_failed(app, exc)
             return False
         app.notify(f"Saved {path}", title="Save")
         return path
+
+
+def _notify_failed(app: MedpixApp, exc: Exception) -> None:
+    """Tell of a failed save: our errors in their own words, anything else with its type."""
+    message = str(exc) if isinstance(exc, MedpixError) else f"{type(exc).__name__}: {exc}"
+    app.notify(message, title="Save failed", severity="error")
 
 
 def _locked(app: MedpixApp, write: Writer, path: Path, force: bool) -> Any:
@@ -152,11 +155,8 @@ async def _deliver_interactively(app: MedpixApp, title: str, options: list[SaveO
     option, path = picked
     try:
         payload, name = await asyncio.to_thread(_render_download, app, option.write, path.name)
-    except MedpixError as exc:
-        app.notify(str(exc), title="Save failed", severity="error")
-        return None
     except Exception as exc:  # a save must never take the app down
-        app.notify(f"{type(exc).__name__}: {exc}", title="Save failed", severity="error")
+        _notify_failed(app, exc)
         return None
     app.deliver_binary(payload, save_filename=name)
     app.notify(f"{name} sent to your browser's downloads", title="Save")
