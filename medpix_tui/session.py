@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import vocabulary
 from .errors import QueryError
 from .query import and_filters, field_filter
 from .search import parse_keywords
@@ -140,6 +141,29 @@ class SearchResult:
         return {"image": {"$in": self.names}}
 
 
+def _cleaner(facet: Facet) -> Callable[[Any], Any] | None:
+    """How a facet reads raw label strings (:mod:`.vocabulary`): one meaning is one value."""
+    return None if facet.key in ("age", "split") else vocabulary.FIELDS.get(facet.path)
+
+
+#: The facet value of a label that says nothing (N/A, the ACR placeholder -1.-1, a missing field).
+UNKNOWN = "unknown"
+_RAW: dict[tuple[int, str], list[Any]] = {}
+
+
+def _clean_value(cleaner: Callable[[Any], Any], raw: Any) -> str:
+    value = cleaner(raw)
+    return UNKNOWN if value in (None, "") else str(value)
+
+
+def _raw_values(store: Store, path: str) -> list[Any]:
+    """Every raw value of an image field in the store (kept per store: a bundle does not change)."""
+    key = (id(store), path)
+    if key not in _RAW:
+        _RAW[key] = list(store.facet_counts(IMAGES, {}, [path])[path])
+    return _RAW[key]
+
+
 def facet_clause(store: Store, key: str, values: frozenset[str]) -> dict[str, Any]:
     """The filter for the ticked values of one facet (values of a facet are ORed)."""
     facet = FACET_BY_KEY[key]
@@ -147,6 +171,10 @@ def facet_clause(store: Store, key: str, values: frozenset[str]) -> dict[str, An
         return {facet.path: {"$regex": f"^(?:{'|'.join(AGE_RANGES[v] for v in sorted(values))})$"}}
     if key == "split":
         return store.split_filter(*values)
+    cleaner = _cleaner(facet)
+    if cleaner is not None:  # a clean value stands for every raw spelling of it
+        raw = [v for v in _raw_values(store, facet.path) if _clean_value(cleaner, v) in values]
+        return {facet.path: {"$in": sorted(raw, key=str)}}
     return {facet.path: {"$in": sorted(values)}}
 
 
@@ -290,11 +318,14 @@ def count_facets(store: Store, result: SearchResult) -> dict[str, collections.Co
 def _values(store: Store, facet: Facet, raw: collections.Counter[Any]) -> collections.Counter[str]:
     """Raw path counts as the facet's values (age ranges, splits), without missing values."""
     out: collections.Counter[str] = collections.Counter()
+    cleaner = _cleaner(facet)
     for value, n in raw.items():
         if facet.key == "age":
             value = age_range(value)
         elif facet.key == "split":
             value = store.split_of(value)
+        elif cleaner is not None:
+            value = _clean_value(cleaner, value)
         if value not in (None, ""):
             out[str(value)] += n
     return out

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 from PIL import Image
@@ -179,3 +180,21 @@ def test_without_calibration_predictions_say_uncalibrated(source_dir: Path, tmp_
     assert len(preds) == 2 and all(p["calibrated"] is False and p["ood"] is None and p["status"] == "ok" for p in preds)
     code, text, _ = run("bundle", "info", str(out))
     assert code == 0 and "predicted: 2 images (uncalibrated, no OOD score; 0 unsure)" in text
+
+
+@pytest.mark.asyncio
+async def test_the_results_show_the_model_and_sort_by_its_confidence(real_bundle) -> None:
+    """At 150 columns a bundle with predictions shows the model's answer; its column sorts doubt first."""
+    from tui_support import make_app, settle, wait_for
+
+    from medpix_tui.tui.widgets.results import ResultsTable
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=(150, 32)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(ResultsTable)
+        await wait_for(pilot, lambda: "model" in {str(k.value) for k in table.columns})
+        table.sort_by("model", reverse=False)
+        await settle(pilot)
+        probabilities = [real_bundle.store.get_image(n)["Prediction"]["modality_p"] for n in table.names[:20]]
+        assert probabilities == sorted(probabilities) and probabilities[0] < 0.75

@@ -104,3 +104,17 @@ def test_the_command(real_bundle_path: Path, tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "medpix_tui", "report", "quality", "--bundle",
                             str(real_bundle_path), "--html", str(out)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already exists" in again.stderr
+
+
+def test_facets_read_labels_through_the_vocabulary(real_bundle: Bundle) -> None:
+    """One meaning, one facet value: Transverse is Axial; N/A and -1.-1 are "unknown"."""
+    from medpix_tui.session import SearchRequest, count_facets, run_search
+
+    store = real_bundle.store
+    counts = count_facets(store, run_search(store, SearchRequest()))
+    assert "Transverse" not in counts["plane"] and counts["plane"]["Axial"] == 1404 + 16
+    assert counts["sex"] == {"male": 1098, "female": 885, "unknown": 67}
+    assert "-1.-1" not in counts["acr"] and counts["acr"]["unknown"] == 99
+    ticked = run_search(store, SearchRequest(facets={"plane": frozenset({"Axial"})}))
+    assert len(ticked.names) == 1420
+    assert {store.get_image(n)["Description"]["Plane"] for n in ticked.names} == {"Axial", "Transverse"}

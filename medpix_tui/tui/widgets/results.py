@@ -30,8 +30,13 @@ COLUMNS: dict[str, tuple[str, int | None, str]] = {
     "image": ("Image", 19, "image"), "case": ("Case", 7, "U_id"), "title": ("Diagnosis / title", None, ""),
     "mod": ("Mod", 3, "Type"), "plane": ("Plane", 9, "Description.Plane"), "location": ("Location", 16, "Location"),
     "match": ("Match", None, ""),
+    # the model's modality and its probability; sorting it puts the least confident answers first
+    "model": ("Model", 7, "Prediction.modality_p"),
 }
 PLAIN = ("image", "case", "title", "mod", "plane", "location")
+#: From this table width (a terminal of about 140 columns with the facets), a bundle with
+#: predictions also shows the model's answer.
+WIDE = 110
 #: After keywords the plane and location make room for where the words hit.
 MATCHED = ("image", "case", "title", "mod", "match")
 MIN_DIAGNOSIS = 24
@@ -118,7 +123,9 @@ class ResultsTable(DataTable[Cell]):
 
     def _set_columns(self) -> None:
         """(Re)create the columns for the current width; the rows shown so far come back."""
-        keys = MATCHED if self.snippets is not None else PLAIN
+        keys: tuple[str, ...] = MATCHED if self.snippets is not None else PLAIN
+        if self.size.width >= WIDE and any("Prediction" in d for d in self._docs[:1]):
+            keys += ("model",)
         fixed = sum(COLUMNS[k][1] or 0 for k in keys) + 2 * self.cell_padding * len(keys) + 2  # + scrollbar
         spare = max(MIN_DIAGNOSIS, self.size.width - fixed)
         if (spare, keys) == self._layout:
@@ -243,7 +250,7 @@ class ResultsTable(DataTable[Cell]):
         desc = doc.get("Description") or {}
         values = {"image": doc["image"], "case": doc["U_id"], "title": self._titles.get(doc["U_id"], ""),
                   "mod": doc.get("Type"), "plane": desc.get("Plane"), "location": doc.get("Location"),
-                  "match": snippets.get(doc["image"], "")}
+                  "match": snippets.get(doc["image"], ""), "model": _model_cell(doc.get("Prediction"))}
         return tuple(Cell(" ".join(str(values[k] or "").split())) for k in self._keys)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -254,6 +261,13 @@ class ResultsTable(DataTable[Cell]):
         super().watch_scroll_y(old_value, new_value)
         if new_value + self.scrollable_content_region.height >= self._shown - MARGIN:
             self._more()
+
+
+def _model_cell(prediction: Any) -> str:
+    """"MR .97": the model's modality and its probability (empty for a bundle without a model)."""
+    if not isinstance(prediction, dict) or prediction.get("modality_p") is None:
+        return ""
+    return f"{prediction.get('modality')} {float(prediction['modality_p']):.2f}".replace(" 0.", " .")
 
 
 def _number(text: str) -> float | None:
