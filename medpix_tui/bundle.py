@@ -751,6 +751,16 @@ class Bundle:
                     self.checked(rel)
         return self.root / rel_dir
 
+    @cached_property
+    def digest(self) -> str:
+        """The bundle's identity, the sha256 of its manifest: what names its kept first page,
+        remembered search, quiz progress and the exports made from it."""
+        try:
+            field0 = read_regular(self.root / MANIFEST_SUM, 1024).decode("ascii").split()
+        except (OSError, UnicodeDecodeError):
+            field0 = []
+        return field0[0] if field0 and _HEX64.fullmatch(field0[0]) else sha256_regular(self.root / MANIFEST)
+
     @property
     def parquet_dir(self) -> Path:
         return self.checked_dir(PARQUET_DIR)

@@ -480,17 +480,6 @@ def manifest_path(out: Path) -> Path:
     return out / EXPORT_MANIFEST if out.is_dir() else out.with_name(out.name + MANIFEST_SUFFIX)
 
 
-def bundle_digest(bundle: Bundle) -> str:
-    """The bundle's identity: the sha256 of its manifest (the first field of ``manifest.json.sha256``)."""
-    from .bundle import MANIFEST, MANIFEST_SUM, sha256_regular
-
-    try:
-        field0 = (bundle.root / MANIFEST_SUM).read_text(encoding="utf-8").split()
-    except OSError:
-        field0 = []
-    return field0[0] if field0 else sha256_regular(bundle.root / MANIFEST)
-
-
 def _library_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -601,7 +590,7 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     manifest: dict[str, Any] = {
         "export": "medpix-tui", "version": EXPORT_MANIFEST_VERSION, "tool_version": __version__,
         "libraries": _library_versions(),
-        "bundle": {"manifest_sha256": bundle_digest(bundle) if bundle is not None else None},
+        "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None},
         "format": fmt, "options": {"label": label} if "label" in spec.options else {},
         "exclude_leaks": exclude_leaks, "query": query.to_json(),
     }
@@ -670,7 +659,7 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
     if not isinstance(wanted, str):
         raise InputError(f"{manifest_file} records no bundle (it was exported from a MongoDB server): "
                          "it cannot be reproduced from a bundle")
-    have = bundle_digest(bundle)
+    have = bundle.digest
     if wanted != have:
         raise InputError(f"the manifest was made from the bundle with manifest sha256 {wanted}, "
                          f"but {bundle.path} has {have}")

@@ -258,7 +258,7 @@ def quality_report(bundle: Bundle) -> dict[str, Any]:
     return {
         "report": "quality",
         "version": REPORT_VERSION,
-        "bundle": {"path": str(bundle.root), "manifest_sha256": _manifest_digest(bundle),
+        "bundle": {"path": str(bundle.root), "manifest_sha256": bundle.digest,
                    "images": len(images), "cases": len(cases)},
         "vocabulary": vocabulary(images),
         "conflicts": conflicts,
@@ -268,10 +268,6 @@ def quality_report(bundle: Bundle) -> dict[str, Any]:
         "splits": split_balance(images, split_of),
         "seconds": round(time.perf_counter() - started, 2),
     }
-
-
-def _manifest_digest(bundle: Bundle) -> str:
-    return hashlib.sha256((bundle.root / "manifest.json").read_bytes()).hexdigest()
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

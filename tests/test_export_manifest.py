@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from medpix_tui.cli import main
 from medpix_tui.errors import InputError
-from medpix_tui.export import EXPORT_MANIFEST, Selection, bundle_digest, export, format_names, run_export
+from medpix_tui.export import EXPORT_MANIFEST, Selection, export, format_names, run_export
 from tests.support import tree_digest
 
 LEAK_TRAIN, LEAK_TEST = "MPX1139_synpic18560", "MPX2540_synpic18534"
@@ -121,7 +121,7 @@ def test_from_manifest_of_another_bundle_is_refused(real_bundle, real_bundle_pat
     moved.write_text(json.dumps(manifest))
     _one_line_error(real_bundle_path, ["--from-manifest", str(moved), "--out", str(tmp_path / "again")], other)
     _one_line_error(real_bundle_path, ["--from-manifest", str(moved), "--out", str(tmp_path / "again")],
-                    bundle_digest(real_bundle))
+                    real_bundle.digest)
     assert not (tmp_path / "again").exists()
 
 

@@ -25,7 +25,7 @@ from medpix_tui.cli import main
 from medpix_tui.errors import QueryError
 from medpix_tui.sql import MAX_INFLATE, check_sql, connect
 from tests.support import tree_digest, write_source
-from tests.tui_support import SIZE, make_app, settle, wait_for
+from tests.tui_support import SIZE, make_app, open_screen, settle, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNAWAY = "SELECT count(*) FROM range(1000000000000)"
@@ -243,10 +243,7 @@ async def test_tui_sql_screen_shows_empty_statements_and_esc_cancels(tiny: Path)
     app = make_app(open_bundle(tiny))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("f3")
-        await wait_for(pilot, lambda: isinstance(app.screen, SqlScreen))
-        screen = app.screen
-        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
         status = screen.query_one("#sql-status", Static)
         for statement in (";", "/* only a comment */"):
             screen.query_one("#editor", TextArea).load_text(statement)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, OptionList, Static, TextArea
-from tui_support import SIZE, make_app, settle, wait_for
+from tui_support import SIZE, make_app, open_screen, settle, wait_for
 
 from medpix_tui.bundle import Bundle
 from medpix_tui.sql import connect, run_sql
@@ -30,10 +30,7 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
     app.history_path = history
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("f3")
-        await wait_for(pilot, lambda: isinstance(app.screen, SqlScreen))
-        screen = app.screen
-        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
         assert screen.query_one("#schema").root.children  # tables listed
         assert screen.query_one("#editor", TextArea).language == "sql", "the editor highlights SQL"
         screen.query_one("#editor", TextArea).load_text(QUERY)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
 from textual_image._terminal import CellSize, get_cell_size
@@ -53,3 +54,11 @@ async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout: float =
 async def type_text(pilot: Pilot, text: str) -> None:
     """Type ``text`` key by key into the focused widget."""
     await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+async def open_screen(pilot: Pilot, key: str, screen_class: type) -> Any:
+    """Press the mode's key, wait until its screen is the one shown and has settled; return it."""
+    await pilot.press(key)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, screen_class))
+    await settle(pilot)
+    return pilot.app.screen

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..source import SPLITS
 from .data import bundle_option, open_bundle_from
-
-
-def bundle_digest(root: Path) -> str:
-    """The bundle's manifest digest: what names its saved progress."""
-    from ..bundle import MANIFEST
-
-    return (Path(root) / f"{MANIFEST}.sha256").read_text(encoding="ascii").split(" ", 1)[0]
-
-
-def quiz_state_dir() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("medpix-tui"))
 
 
 @click.command()
@@ -64,8 +49,10 @@ def quiz(ctx: click.Context, bundle_path: str | None, category: str | None, acr:
                                       ("location", location), ("split", split), ("keyword", keyword)) if v]
     spec = DeckSpec(", ".join(named) or "all cases", category, acr, modality, location, split, uids)
     deck = deck_uids(store, spec)
-    path = state_path(quiz_state_dir(), bundle_digest(bundle.root), spec)
-    state, notice = load_state(path, bundle_digest(bundle.root), spec)
+    from ..locations import state_dir
+
+    path = state_path(state_dir().require(), bundle.digest, spec)
+    state, notice = load_state(path, bundle.digest, spec)
     if notice:
         click.echo(f"note: {notice}", err=True)
     if reset:

@@ -21,10 +21,11 @@ def history_path() -> Path:
 
 
 def state_dir() -> Path:
-    """Where the UI keeps per-user state (remembered searches, crash logs)."""
-    import platformdirs
+    """Where the UI keeps per-user state: remembered searches, quiz progress, crash logs
+    (:func:`medpix_tui.locations.state_dir`)."""
+    from ..locations import state_dir as located
 
-    return Path(platformdirs.user_state_dir("medpix-tui"))
+    return located().require()
 
 
 def run_tui(bundle_path: str | None) -> None:

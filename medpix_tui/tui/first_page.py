@@ -32,7 +32,6 @@ from typing import Any
 from ..atomic import try_write_json
 from ..bundle import (
     IMAGE_DIR,
-    MANIFEST_SUM,
     SEARCH_FILE,
     Bundle,
     read_regular,
@@ -77,10 +76,9 @@ def default_dir() -> Path:
 def page_path(folder: Path, bundle: Bundle) -> Path | None:
     """The bundle's file in ``folder``, named by its manifest digest (None without a digest)."""
     try:
-        digest = read_regular(bundle.root / MANIFEST_SUM, 1024).decode("ascii").split(" ", 1)[0]
-    except (OSError, UnicodeDecodeError):
+        name = f"{bundle.digest}.json"
+    except OSError:
         return None
-    name = f"{digest}.json"
     return Path(folder) / name if _PAGE_NAME.fullmatch(name) else None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import try_write_json
-from ..bundle import MANIFEST_SUM, Bundle
+from ..bundle import Bundle
 from ..session import FACET_BY_KEY, SearchRequest
 from ..store import COLLECTIONS, IMAGES
 
@@ -46,8 +46,8 @@ class Remembered:
 
 def _digest(bundle: Bundle) -> str | None:
     try:
-        return (bundle.root / MANIFEST_SUM).read_text(encoding="ascii").split(" ", 1)[0].strip() or None
-    except (OSError, UnicodeDecodeError):
+        return bundle.digest
+    except OSError:  # no manifest to name it by: nothing is remembered
         return None
 
 

@@ -26,7 +26,6 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from ...bundle import MANIFEST, sha256_regular
 from ...errors import MedpixError
 from ...quiz import (
     LEVELS,
@@ -195,7 +194,7 @@ class QuizScreen(Screen[None]):
 
     def _state_file(self, spec: DeckSpec) -> tuple[Path | None, str]:
         app = medpix(self)
-        digest = sha256_regular(app.bundle.root / MANIFEST)
+        digest = app.bundle.digest
         return (state_path(app.state_dir, digest, spec) if app.state_dir is not None else None), digest
 
     @work(thread=True, exclusive=True, group="quiz-deck")
