@@ -754,12 +754,15 @@ class Bundle:
     @cached_property
     def digest(self) -> str:
         """The bundle's identity, the sha256 of its manifest: what names its kept first page,
-        remembered search, quiz progress and the exports made from it."""
+        remembered search, quiz progress and the exports made from it. Read from
+        ``manifest.json.sha256`` (a regular file); without one the bundle is named damaged."""
         try:
             field0 = read_regular(self.root / MANIFEST_SUM, 1024).decode("ascii").split()
         except (OSError, UnicodeDecodeError):
             field0 = []
-        return field0[0] if field0 and _HEX64.fullmatch(field0[0]) else sha256_regular(self.root / MANIFEST)
+        if not field0 or not _HEX64.fullmatch(field0[0]):
+            raise damaged(self.root, MANIFEST_SUM, "is missing or unreadable")
+        return field0[0]
 
     @property
     def parquet_dir(self) -> Path:

@@ -36,6 +36,7 @@ from ..bundle import (
     Bundle,
     read_regular,
 )
+from ..errors import BundleError
 from ..query import project, value_at
 from ..session import ROW_FIELDS, SearchResult
 from ..source import IMAGE_SUFFIX, MODALITIES
@@ -77,7 +78,7 @@ def page_path(folder: Path, bundle: Bundle) -> Path | None:
     """The bundle's file in ``folder``, named by its manifest digest (None without a digest)."""
     try:
         name = f"{bundle.digest}.json"
-    except OSError:
+    except BundleError:  # no digest to name it by: nothing is kept or read
         return None
     return Path(folder) / name if _PAGE_NAME.fullmatch(name) else None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..atomic import try_write_json
 from ..bundle import Bundle
+from ..errors import BundleError
 from ..session import FACET_BY_KEY, SearchRequest
 from ..store import COLLECTIONS, IMAGES
 
@@ -47,7 +48,7 @@ class Remembered:
 def _digest(bundle: Bundle) -> str | None:
     try:
         return bundle.digest
-    except OSError:  # no manifest to name it by: nothing is remembered
+    except BundleError:  # no digest to name it by: nothing is remembered
         return None
 
 
