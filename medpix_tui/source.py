@@ -298,23 +298,26 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
     return None
 
 
+def _index_by(docs: list[dict[str, Any]], key: str, file: str, why: str,
+              problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    """The documents by their text ``key`` (the last one wins), noting ``why`` for every repeated value."""
+    by_key: dict[str, dict[str, Any]] = {}
+    for i, doc in enumerate(docs):
+        value = doc.get(key)
+        if isinstance(value, str):
+            if value in by_key:
+                problems.append(Problem(file, f"#{i} ({value})", key, why))
+            by_key[value] = doc
+    return by_key
+
+
 def cross_problems(cases: list[dict[str, Any]], images: list[dict[str, Any]]) -> list[Problem]:
     """Joins and uniqueness: every image's case exists, every listed name has a document."""
     problems: list[Problem] = []
-    case_by_id: dict[str, dict[str, Any]] = {}
-    for i, case in enumerate(cases):
-        uid = case.get("U_id")
-        if isinstance(uid, str):
-            if uid in case_by_id:
-                problems.append(Problem(CASES_FILE, f"#{i} ({uid})", "U_id", "duplicated case id"))
-            case_by_id[uid] = case
-    image_by_name: dict[str, dict[str, Any]] = {}
+    case_by_id = _index_by(cases, "U_id", CASES_FILE, "duplicated case id", problems)
+    image_by_name = _index_by(images, "image", IMAGES_FILE, "duplicated image id", problems)
     for i, img in enumerate(images):
         name = img.get("image")
-        if isinstance(name, str):
-            if name in image_by_name:
-                problems.append(Problem(IMAGES_FILE, f"#{i} ({name})", "image", "duplicated image id"))
-            image_by_name[name] = img
         uid = img.get("U_id")
         if isinstance(uid, str) and uid not in case_by_id:
             problems.append(Problem(IMAGES_FILE, f"#{i} ({name})", "U_id", f"no case with U_id {uid!r}"))

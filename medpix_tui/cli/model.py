@@ -241,7 +241,22 @@ def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_cas
                    f"{_pct(result['modality_accuracy']).strip()} and {_pct(result['location_accuracy']).strip()}")
 
 
-def _print_ranked(result: dict[str, Any]) -> None:
+def _ranked_options(default_k: int) -> Any:
+    """The options of a command that ranks images and cases: ``-k``, ``--bundle``, ``--json``."""
+    k_option = click.option("-k", "k", type=click.IntRange(min=1), default=default_k, show_default=True,
+                            help="How many images and cases.")
+
+    def decorate(f: Any) -> Any:
+        return k_option(_bundle_option(_json_option(click.pass_context(f))))
+
+    return decorate
+
+
+def _echo_ranked(result: dict[str, Any], as_json: bool) -> None:
+    """The ranked images, then the ranked cases (or the whole result as one JSON object)."""
+    if as_json:
+        click.echo(json.dumps(result))
+        return
     click.echo("images:")
     for row in result["images"]:
         click.echo(f"  {row['score']:.3f}  {row['image']}  case {row['case']}  {row['modality']}, {row['location']}")
@@ -252,10 +267,7 @@ def _print_ranked(result: dict[str, Any]) -> None:
 
 @click.command("similar")
 @click.argument("target")
-@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="How many images and cases.")
-@_bundle_option
-@_json_option
-@click.pass_context
+@_ranked_options(default_k=5)
 def similar(ctx: click.Context, target: str, k: int, bundle_path: str | None, as_json: bool) -> None:
     """The K images and cases most similar to TARGET, by cosine of image embeddings.
 
@@ -271,18 +283,12 @@ def similar(ctx: click.Context, target: str, k: int, bundle_path: str | None, as
     if looks_like_file and not Path(target).is_file():  # an image id has neither: say so before loading
         raise InputError(f"{target}: no such file")
     result = _bundle_model(ctx, bundle_path).similar(target, k)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        _print_ranked(result)
+    _echo_ranked(result, as_json)
 
 
 @click.command("search-images")
 @click.argument("text")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many images and cases.")
-@_bundle_option
-@_json_option
-@click.pass_context
+@_ranked_options(default_k=10)
 def search_images(ctx: click.Context, text: str, k: int, bundle_path: str | None, as_json: bool) -> None:
     """The K images (and cases) that best match TEXT, by cosine in the CLIP space.
 
@@ -294,10 +300,7 @@ def search_images(ctx: click.Context, text: str, k: int, bundle_path: str | None
     if not text.strip():
         raise InputError("the search text is empty")
     result = _bundle_model(ctx, bundle_path).search(text, k)
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        _print_ranked(result)
+    _echo_ranked(result, as_json)
 
 
 COMMANDS = [classify, eval_command, similar, search_images]

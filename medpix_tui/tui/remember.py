@@ -10,7 +10,7 @@ No Textual here: the search screen gathers and applies the state.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,21 @@ KIND = "medpix-tui search state"
 
 @dataclass(frozen=True)
 class Remembered:
-    """What the search screen shows, as kept between starts."""
+    """What the search screen shows, as kept between starts: the request typed and ticked, and the cursor."""
 
-    keywords: str = ""
-    collection: str = IMAGES
-    pairs: tuple[tuple[str, str], ...] = ()
-    facets: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Keywords, field query and facets (a model's answer, ``within``, is not kept: it belongs to one run).
+    request: SearchRequest = field(default_factory=SearchRequest)
     #: The image the results cursor was on.
     position: str | None = None
 
     @classmethod
     def of(cls, request: SearchRequest, position: str | None) -> Remembered:
-        return cls(request.keywords, request.collection, tuple(request.pairs),
-                   {k: frozenset(v) for k, v in request.facets.items() if v}, position)
+        facets = {k: frozenset(v) for k, v in request.facets.items() if v}
+        return cls(replace(request, pairs=tuple(request.pairs), facets=facets, within=(), within_label=""), position)
 
     @property
     def empty(self) -> bool:
-        return not (self.keywords or self.pairs or self.facets or self.collection != IMAGES) and self.position is None
+        return self.request == SearchRequest() and self.position is None
 
 
 def _digest(bundle: Bundle) -> str | None:
@@ -93,8 +91,8 @@ def _parse(data: dict[str, Any]) -> Remembered:
             and all(k in FACET_BY_KEY and isinstance(v, list) and all(isinstance(x, str) for x in v)
                     for k, v in facets.items())):
         raise ValueError("bad facets")
-    return Remembered(keywords, collection, tuple((p, r) for p, r in pairs),
-                      {k: frozenset(v) for k, v in facets.items() if v}, position)
+    return Remembered(SearchRequest(keywords, collection, tuple((p, r) for p, r in pairs),
+                                    {k: frozenset(v) for k, v in facets.items() if v}), position)
 
 
 def write_state(folder: Path, bundle: Bundle, state: Remembered) -> Path | None:
@@ -102,9 +100,10 @@ def write_state(folder: Path, bundle: Bundle, state: Remembered) -> Path | None:
     path = state_path(folder, bundle)
     if path is None:
         return None
-    data = {"kind": KIND, "format": FORMAT, "bundle": _digest(bundle), "keywords": state.keywords,
-            "collection": state.collection, "pairs": [list(p) for p in state.pairs],
-            "facets": {k: sorted(v) for k, v in state.facets.items()}, "position": state.position}
+    request = state.request
+    data = {"kind": KIND, "format": FORMAT, "bundle": _digest(bundle), "keywords": request.keywords,
+            "collection": request.collection, "pairs": [list(p) for p in request.pairs],
+            "facets": {k: sorted(v) for k, v in request.facets.items()}, "position": state.position}
     if not try_write_json(path, data):
         return None
     return path

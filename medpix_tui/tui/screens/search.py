@@ -158,11 +158,12 @@ class SearchScreen(Screen[None]):
             self.notify(problem, title="Remembered search", severity="warning", timeout=6)
         if state is None or state.empty:
             return
+        request = state.request
         with self.prevent(Input.Changed):
-            self.query_one("#keywords", Input).value = state.keywords
-        if state.collection != IMAGES or state.pairs:
-            self.query_one(FieldQuery).restore(state.collection, state.pairs)
-        self._facets_to_tick = dict(state.facets)
+            self.query_one("#keywords", Input).value = request.keywords
+        if request.collection != IMAGES or request.pairs:
+            self.query_one(FieldQuery).restore(request.collection, request.pairs)
+        self._facets_to_tick = dict(request.facets)
         self._position_to_restore = state.position
 
     def remember(self) -> None:
