@@ -1,8 +1,14 @@
-"""Modal dialogs: where to save (with a sensible default name) and whether to overwrite."""
+"""Modal dialogs: where to save (with a sensible default name) and whether to overwrite.
+
+:class:`FormDialog` is the shape every form dialog shares (the save dialog here, the quiz's
+deck and the similar-cases history): Enter or the primary button submits, Escape or Cancel
+answers None.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -13,12 +19,38 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
 from ..saving import SaveOption, resolve_path
 
+ResultT = TypeVar("ResultT")
 
-class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
+
+class FormDialog(ModalScreen[ResultT | None]):
+    """A form in a modal: Enter in a box or the primary button calls :meth:`submit`; Escape or Cancel: None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    @staticmethod
+    def buttons(submit: str, submit_id: str, cancel_id: str) -> Horizontal:
+        """The row under the form: the primary action, then Cancel."""
+        return Horizontal(Button(submit, variant="primary", id=submit_id, classes="submit"),
+                          Button("Cancel", id=cancel_id, classes="cancel"), classes="buttons")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, ".submit")
+    def _submitted(self) -> None:
+        self.submit()
+
+    def submit(self) -> None:
+        """Dismiss with what the form says, or tell the user what is missing and stay."""
+        raise NotImplementedError
+
+    @on(Button.Pressed, ".cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class SaveDialog(FormDialog[tuple[SaveOption, Path]]):
     """Pick what to save and the file (or folder) name; the name follows the choice until edited."""
 
     CSS_PATH = "dialogs.tcss"
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, options: list[SaveOption], base: Path | None, *, choice: int = 0,
                  path: str | None = None) -> None:
@@ -49,9 +81,7 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
                 yield Label("Save to (relative to the folder shown below):", classes="hint")
                 yield Input(start, id="save-path", select_on_focus=False)
                 yield Label(str(self.base), classes="hint", id="save-base")
-            with Horizontal(classes="buttons"):
-                yield Button("Save", variant="primary", id="save")
-                yield Button("Cancel", id="cancel")
+            yield self.buttons("Save", "save", "cancel")
 
     def on_mount(self) -> None:
         self.query_one("#save-path", Input).focus()
@@ -63,19 +93,13 @@ class SaveDialog(ModalScreen[tuple[SaveOption, Path] | None]):
             path.value = self.options[event.index].default_name
         self._choice = event.index
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
+    def submit(self) -> None:
         text = self.query_one("#save-path", Input).value
         if not text.strip():
             self.notify("Type a file name", severity="warning")
             return
         path = Path(Path(text.strip()).name) if self.base is None else resolve_path(text, self.base)
         self.dismiss((self.options[self._choice], path))
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ConfirmDialog(ModalScreen[bool]):

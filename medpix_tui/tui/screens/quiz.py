@@ -22,8 +22,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+from textual.screen import Screen
+from textual.widgets import Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ...errors import MedpixError
@@ -49,6 +49,7 @@ from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
 from ..widgets.image_strip import ImageStrip
 from ..widgets.image_view import ImageView
+from .dialogs import FormDialog
 
 LEVEL_NAMES: dict[str, str] = {"history": "history", "findings": "history and findings",
                                "full": "history, exam and findings"}
@@ -57,11 +58,10 @@ NEXT = "Enter or ctrl+n: next card · ctrl+o: another deck"
 VERDICT_STYLE = {"correct": "bold green", "partial": "bold yellow", "wrong": "bold red", "revealed": "bold red"}
 
 
-class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
+class DeckDialog(FormDialog[tuple[DeckSpec, Level]]):
     """Which cases the deck holds (the current results, or filters ANDed) and what a card shows."""
 
     CSS_PATH = "quiz.tcss"
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, results: tuple[str, ...] | None, level: Level) -> None:
         super().__init__()
@@ -89,9 +89,7 @@ class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
                 yield Label("A card shows")
                 yield Select([(LEVEL_NAMES[level], level) for level in LEVELS], value=self.level, allow_blank=False,
                              id="deck-level", compact=True)
-            with Horizontal(classes="buttons"):
-                yield Button("Start", variant="primary", id="deck-start")
-                yield Button("Cancel", id="deck-cancel")
+            yield self.buttons("Start", "deck-start", "deck-cancel")
 
     def on_mount(self) -> None:
         self.query_one("#deck-category", Input).focus()
@@ -103,9 +101,7 @@ class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
         value = self.query_one(widget_id, Select).value
         return None if value is Select.NULL else value
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#deck-start")
-    def _start(self) -> None:
+    def submit(self) -> None:
         filters = {"category": self._text("#deck-category"), "acr": self._text("#deck-acr"),
                    "modality": self._choice("#deck-modality"), "location": self._text("#deck-location"),
                    "split": self._choice("#deck-split")}
@@ -113,10 +109,6 @@ class DeckDialog(ModalScreen[tuple[DeckSpec, Level] | None]):
         uids = self.results if self.query_one("#deck-results", Checkbox).value and self.results else None
         name = ", ".join((["current results"] if uids else []) + named) or "all cases"
         self.dismiss((DeckSpec(name, uids=uids, **filters), self._choice("#deck-level") or "findings"))
-
-    @on(Button.Pressed, "#deck-cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class QuizScreen(Screen[None]):

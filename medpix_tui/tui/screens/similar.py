@@ -16,15 +16,15 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, LoadingIndicator, Static
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Label, LoadingIndicator, Static
 from textual.worker import get_current_worker
 
 from ...errors import MedpixError
 from ..app import GuardedScreen, MedpixApp, alive, medpix
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
+from .dialogs import FormDialog
 
 #: How many cases a query lists.
 K = 25
@@ -86,11 +86,10 @@ def _cut(text: str | None, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-class HistoryDialog(ModalScreen[str | None]):
+class HistoryDialog(FormDialog[str]):
     """Type a history (and findings) to find the cases that read most alike."""
 
     CSS_PATH = "similar.tcss"
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="history-dialog", classes="dialog") as box:
@@ -98,9 +97,7 @@ class HistoryDialog(ModalScreen[str | None]):
             yield Label("The history (and findings) of a patient; Enter ranks the cases:", classes="hint")
             yield Input(placeholder="e.g. 54 year old woman with sudden severe headache", id="history-text")
             yield Static("Loading the sentence model…", id="history-model", markup=False)
-            with Horizontal(classes="buttons"):
-                yield Button("Find", variant="primary", id="history-find")
-                yield Button("Cancel", id="history-cancel")
+            yield self.buttons("Find", "history-find", "history-cancel")
 
     def on_mount(self) -> None:
         self.query_one("#history-text", Input).focus()
@@ -122,18 +119,12 @@ class HistoryDialog(ModalScreen[str | None]):
         if alive(self):
             self.query_one("#history-model", Static).update(message)
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#history-find")
-    def _find(self) -> None:
+    def submit(self) -> None:
         text = self.query_one("#history-text", Input).value.strip()
         if not text:
             self.notify("Type a history first", severity="warning", timeout=2)
             return
         self.dismiss(text)
-
-    @on(Button.Pressed, "#history-cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class SimilarCasesScreen(GuardedScreen):
