@@ -11,7 +11,8 @@ import gc
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -60,24 +61,46 @@ def _quiz_screen() -> Screen[Any]:
     return QuizScreen()
 
 
+@dataclass(frozen=True)
+class Mode:
+    """One mode of the app: its screen (imported when first opened) and the key that switches to it."""
+
+    name: str
+    key: str
+    title: str
+    tooltip: str
+    screen: Callable[[], Screen[Any]]
+    #: Whether the key is listed in the footer (all are in the help and the command palette).
+    in_footer: bool = True
+
+    @property
+    def binding(self) -> Binding:
+        return Binding(self.key, f"switch_mode('{self.name}')", self.title, show=self.in_footer, tooltip=self.tooltip)
+
+
+#: The modes, in the order of their keys (F2 to F6).
+APP_MODES = (
+    Mode("search", "f2", "Search", "Search and read cases", _search_screen),
+    Mode("sql", "f3", "SQL", "DuckDB over the bundle's Parquet", _sql_screen),
+    Mode("stats", "f4", "Stats", "Distributions of the bundle or the results", _stats_screen),
+    Mode("quality", "f5", "Quality", "Quality report: leakage across splits, duplicates, label conflicts, vocabulary",
+         _quality_screen, in_footer=False),
+    Mode("quiz", "f6", "Quiz", "Quiz: guess the diagnosis of cases from their images and history", _quiz_screen,
+         in_footer=False),
+)
+
+
 class MedpixApp(App[None]):
     """Search, read and analyse MedPix 2.0 from a terminal."""
 
     CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute, so subclasses elsewhere still find it
     TITLE = "MedPix 2.0"
-    MODES = {"search": _search_screen, "sql": _sql_screen, "stats": _stats_screen, "quality": _quality_screen,
-             "quiz": _quiz_screen}
+    MODES = {mode.name: mode.screen for mode in APP_MODES}
     DEFAULT_MODE = "search"
     BINDINGS = [
         Binding("f1", "help", "Help", tooltip="Keys and how to use this screen"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("f2", "switch_mode('search')", "Search", tooltip="Search and read cases"),
-        Binding("f3", "switch_mode('sql')", "SQL", tooltip="DuckDB over the bundle's Parquet"),
-        Binding("f4", "switch_mode('stats')", "Stats", tooltip="Distributions of the bundle or the results"),
-        Binding("f5", "switch_mode('quality')", "Quality", show=False,
-                tooltip="Quality report: leakage across splits, duplicates, label conflicts, vocabulary"),
-        Binding("f6", "switch_mode('quiz')", "Quiz", show=False,
-                tooltip="Quiz: guess the diagnosis of cases from their images and history"),
+        *(mode.binding for mode in APP_MODES),
         Binding("f7", "similar_cases", "Similar cases", show=False,
                 tooltip="Cases like the open one, or like a history you type (sentence embeddings)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False, tooltip="Switch between the dark and light theme"),
