@@ -61,3 +61,23 @@ async def test_a_corrupt_or_foreign_state_is_ignored_with_a_notice(real_bundle: 
         await settle(pilot)
         assert app.result.request.keywords == "" and app.screen.query_one("#keywords", Input).value == ""
         assert any("remembered search" in n.message and "starting afresh" in n.message for n in app._notifications)
+
+
+def test_the_remembered_request_is_the_typed_one_in_the_same_file_format(real_bundle: Bundle, tmp_path: Path) -> None:
+    """The model's answer (``within``) belongs to one run; untick-only facets are dropped; the JSON keys stay."""
+    from medpix_tui.session import SearchRequest
+    from medpix_tui.store import CASES
+    from medpix_tui.tui.remember import Remembered, read_state, write_state
+
+    facets = {"modality": frozenset({"CT"}), "sex": frozenset()}
+    typed = SearchRequest("glioma", CASES, (("Case.Title", "tumou?r"),), facets,
+                          within=("MPX1009_synpic46283",), within_label="similar to MPX1009_synpic46283")
+    kept = Remembered.of(typed, "MPX1009_synpic46283")
+    assert kept.request == SearchRequest("glioma", CASES, (("Case.Title", "tumou?r"),), {"modality": frozenset({"CT"})})
+    assert not kept.empty and Remembered.of(SearchRequest(within=("MPX1009_synpic46283",)), None).empty
+    path = write_state(tmp_path, real_bundle, kept)
+    assert path is not None and read_state(tmp_path, real_bundle) == (kept, None)
+    assert json.loads(path.read_text()) == {
+        "kind": "medpix-tui search state", "format": 1, "bundle": real_bundle.digest, "keywords": "glioma",
+        "collection": CASES, "pairs": [["Case.Title", "tumou?r"]], "facets": {"modality": ["CT"]},
+        "position": "MPX1009_synpic46283"}
