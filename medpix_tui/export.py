@@ -13,8 +13,10 @@ help, the terminal UI's save options and the dispatch of :func:`export` and
 
 Every export goes through :mod:`medpix_tui.atomic`: nothing half-written, nothing
 overwritten without ``force``, nothing written inside a bundle this process opened. Every
-export also writes its manifest (:func:`run_export`), from which :func:`reproduce` writes the
-same bytes again and :func:`verify_export` checks the files.
+export also writes its manifest: a dataset export (:func:`run_export`), and the terminal UI's
+one-file saves of documents (:func:`save_documents`, :func:`save_search_results`) and of an SQL
+result (:func:`save_sql_result`); from it :func:`reproduce` writes the same bytes again and
+:func:`verify_export` checks the files.
 """
 
 from __future__ import annotations
@@ -353,7 +355,7 @@ class ExportFormat:
     dataset: DatasetWriter | None = None
     #: Whether the dataset export is a new folder (else one file).
     folder: bool = True
-    #: A list of documents as one file (:func:`write_documents`, the terminal UI's saves); None: no such file.
+    #: A list of documents as one file (:func:`save_documents`, the terminal UI's saves); None: no such file.
     documents: DocumentWriter | None = None
     suffix: str = ""
     #: The export options this format uses (recorded in the export manifest; others are refused).
@@ -931,9 +933,10 @@ def verify_export(path: Path) -> list[str]:
 
 def write_documents(data: dict[str, Any] | list[dict[str, Any]], path: Path, *, fmt: str = "json",
                     force: bool = False) -> Path:
-    """Save one document or a list as one file of a document format (the TUI's 'save' actions).
+    """Save one document or a list as one file of a document format, without an export manifest.
 
-    ``path`` may not overlap a bundle this process opened.
+    For documents of no query (the terminal UI saves through :func:`save_documents`, which
+    records the query). ``path`` may not overlap a bundle this process opened.
     """
     spec = _format(fmt, [f.name for f in document_formats()])
     assert spec.documents is not None
