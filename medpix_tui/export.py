@@ -13,8 +13,10 @@ help, the terminal UI's save options and the dispatch of :func:`export` and
 
 Every export goes through :mod:`medpix_tui.atomic`: nothing half-written, nothing
 overwritten without ``force``, nothing written inside a bundle this process opened. Every
-export also writes its manifest (:func:`run_export`), from which :func:`reproduce` writes the
-same bytes again and :func:`verify_export` checks the files.
+export also writes its manifest: a dataset export (:func:`run_export`), and the terminal UI's
+one-file saves of documents (:func:`save_documents`, :func:`save_search_results`) and of an SQL
+result (:func:`save_sql_result`); from it :func:`reproduce` writes the same bytes again and
+:func:`verify_export` checks the files.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_destination, check_not_read_only
-from .errors import InputError
+from .errors import InputError, MedpixError
 from .progress import Progress, silent
-from .store import CASES, IMAGES, Store, image_report
+from .store import CASES, ID_FIELD, IMAGES, Store, image_report
 
 if TYPE_CHECKING:  # pyarrow loads in the writers that use it: the table of formats costs no import
     import pyarrow as pa
 
     from .bundle import Bundle
+    from .session import SearchResult
 
 LABELS = {"modality": "Type", "location": "Location Category"}
 UNSPLIT = "unsplit"
@@ -352,7 +355,7 @@ class ExportFormat:
     dataset: DatasetWriter | None = None
     #: Whether the dataset export is a new folder (else one file).
     folder: bool = True
-    #: A list of documents as one file (:func:`write_documents`, the terminal UI's saves); None: no such file.
+    #: A list of documents as one file (:func:`save_documents`, the terminal UI's saves); None: no such file.
     documents: DocumentWriter | None = None
     suffix: str = ""
     #: The export options this format uses (recorded in the export manifest; others are refused).
@@ -412,7 +415,9 @@ class ExportQuery:
     """The exact query an export covers, as its manifest records it (the defaults: everything).
 
     The same fields as ``medpix-tui query``: dotted-field regexes, a read-only filter, ranked
-    keywords (images), a sort, a limit, and the authors' split.
+    keywords (images), a sort, a limit, and the authors' split. ``ids`` (None: not used)
+    names exactly the documents of results no such query expresses (the model's answers, a
+    case on screen): image names, or case ids for ``Clinical_Reports``, in the order kept.
     """
 
     collection: str = IMAGES
@@ -422,48 +427,80 @@ class ExportQuery:
     sort: str | None = None
     limit: int = 0
     split: str | None = None
+    ids: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"collection": self.collection, "fields": list(self.fields), "filter": self.filter,
-                "keyword": self.keyword, "sort": self.sort, "limit": self.limit, "split": self.split}
+                "keyword": self.keyword, "sort": self.sort, "limit": self.limit, "split": self.split,
+                "ids": None if self.ids is None else list(self.ids)}
 
     @classmethod
     def from_json(cls, data: Any) -> ExportQuery:
-        """The query of an export manifest (InputError when it is not one)."""
+        """The query of an export manifest (InputError when it is not one); ``ids`` may be absent."""
         keys = set(cls().to_json())
-        if not isinstance(data, dict) or set(data) != keys:
+        if not isinstance(data, dict) or not keys - {"ids"} <= set(data) <= keys:
             raise InputError(f"the manifest's query is not an object with keys {', '.join(sorted(keys))}")
-        fields, limit = data["fields"], data["limit"]
+        fields, limit, ids = data["fields"], data["limit"], data.get("ids")
         if not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)) or type(limit) is not int:
             raise InputError("the manifest's query has a bad fields list or limit")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+            raise InputError("the manifest's query ids are not a list of strings")
         for key in ("collection", "keyword", "sort", "split"):
             if data[key] is not None and not isinstance(data[key], str):
                 raise InputError(f"the manifest's query {key} is not a string")
         if data["filter"] is not None and not isinstance(data["filter"], dict):
             raise InputError("the manifest's query filter is not an object")
         return cls(data["collection"], tuple(fields), data["filter"], data["keyword"], data["sort"], limit,
-                   data["split"])
+                   data["split"], None if ids is None else tuple(ids))
 
-    def selection(self, store: Store) -> Selection:
-        """Run the query: its documents with their images or cases."""
-        from .query import and_filters, field_filter, parse_field_args, parse_sort
+    def _filter(self, store: Store) -> dict[str, Any]:
+        from .query import and_filters, field_filter, parse_field_args
         from .source import SPLITS
 
         if self.split is not None and self.split not in SPLITS:
             raise InputError(f"unknown split {self.split!r}: choose {', '.join(SPLITS)}")
-        flt = and_filters(field_filter(parse_field_args(self.fields)) if self.fields else {},
-                          self.filter or {}, store.split_filter(self.split) if self.split else {})
+        by_id = {ID_FIELD.get(self.collection, "image"): {"$in": list(self.ids)}} if self.ids is not None else {}
+        return and_filters(field_filter(parse_field_args(self.fields)) if self.fields else {},
+                           self.filter or {}, store.split_filter(self.split) if self.split else {}, by_id)
+
+    def _ranked(self, store: Store, flt: dict[str, Any]) -> list[dict[str, Any]]:
+        """The images the keywords rank, best first."""
+        if self.collection == CASES:
+            raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
+        if self.sort:
+            raise InputError("--sort does not go with --keyword: keyword results come in rank order")
+        return [d for _, d in store.keyword_search(str(self.keyword), flt=flt, limit=self.limit)]
+
+    def _found(self, store: Store, flt: dict[str, Any]) -> list[dict[str, Any]]:
+        """Documents of the collection in id order, sort order, or the order of ``ids``."""
+        from .query import parse_sort
+
+        if self.ids is None or self.sort:
+            return store.find(self.collection, flt, sort=parse_sort(self.sort), limit=self.limit)
+        by_id = {d[ID_FIELD.get(self.collection, "image")]: d for d in store.find(self.collection, flt)}
+        docs = [by_id[i] for i in dict.fromkeys(self.ids) if i in by_id]
+        return docs[: self.limit] if self.limit else docs
+
+    def selection(self, store: Store) -> Selection:
+        """Run the query: its documents with their images or cases."""
+        flt = self._filter(store)
         if self.keyword:
-            if self.collection == CASES:
-                raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
-            if self.sort:
-                raise InputError("--sort does not go with --keyword: keyword results come in rank order")
-            hits = store.keyword_search(self.keyword, flt=flt, limit=self.limit)
-            return Selection.from_docs(store, IMAGES, [d for _, d in hits])
+            return Selection.from_docs(store, IMAGES, self._ranked(store, flt))
         if not flt and not self.sort and not self.limit and self.collection == IMAGES:
             return Selection.everything(store)
-        return Selection.from_docs(store, self.collection,
-                                   store.find(self.collection, flt, sort=parse_sort(self.sort), limit=self.limit))
+        return Selection.from_docs(store, self.collection, self._found(store, flt))
+
+    def documents(self, store: Store) -> list[dict[str, Any]]:
+        """Run the query: the documents of its own collection, in its order (a one-file save holds these)."""
+        flt = self._filter(store)
+        if not self.keyword:
+            return self._found(store, flt)
+        ranked = self._ranked(store, flt)
+        if self.collection == IMAGES:
+            return ranked
+        names = [d["image"] for d in ranked]
+        by_name = {d["image"]: d for d in store.find(self.collection, {"image": {"$in": names}})}
+        return [by_name[n] for n in names if n in by_name]
 
 
 #: The export manifest: a folder's ``manifest.json``, or ``<file>.manifest.json`` beside a one-file export.
@@ -557,10 +594,9 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     recorded as the query of exactly its images. ``out`` may not overlap a bundle this process
     opened (bundles are read-only).
     """
-    from . import __version__
-
     spec = _format(fmt, format_names())
-    assert spec.dataset is not None
+    dataset = spec.dataset
+    assert dataset is not None
     if label not in LABELS:
         raise InputError(f"unknown label {label!r}: choose {' or '.join(LABELS)}")
     if bundle is not None:
@@ -587,30 +623,23 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
         dropped = [leak for leak in leaking_train_images(bundle, progress) if leak["image"] in chosen]
         sel = _drop_images(sel, {leak["image"] for leak in dropped})
     job = ExportJob(sel, label, image_path, progress, store, bundle)
-    manifest: dict[str, Any] = {
-        "export": "medpix-tui", "version": EXPORT_MANIFEST_VERSION, "tool_version": __version__,
-        "libraries": _library_versions(),
-        "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None},
-        "format": fmt, "options": {"label": label} if "label" in spec.options else {},
-        "exclude_leaks": exclude_leaks, "query": query.to_json(),
-    }
+    manifest = _manifest_head(DATASET, fmt, bundle)
+    manifest.update({"options": {"label": label} if "label" in spec.options else {},
+                     "exclude_leaks": exclude_leaks, "query": query.to_json(), "excluded_leaks": dropped})
 
     def finish(root: Path, files: list[Path]) -> None:
         manifest["counts"] = {"images": len(sel.images), "cases": len(sel.cases), "files": len(files),
                               **job.counts}
-        manifest["excluded_leaks"] = dropped
         manifest["files"] = _file_entries(root, files)
 
-    if not spec.folder:
-        with atomic_file(out, force=force) as tmp:
-            spec.dataset(job, tmp)
-            finish(tmp.parent, [tmp])
-            manifest["files"] = {out.name: manifest["files"].pop(tmp.name)}
-            with atomic_file(mpath, force=force) as mtmp:
-                mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
-        return ExportResult([out], manifest, mpath)
+    if not spec.folder:  # one file: <file>.manifest.json beside it
+        def write(tmp: Path) -> dict[str, Any]:
+            dataset(job, tmp)
+            return {"images": len(sel.images), "cases": len(sel.cases), **job.counts}
+
+        return _one_file_export(out, manifest, write, force, checked=True)
     with atomic_dir(out, force=force) as tmp:
-        spec.dataset(job, tmp)
+        dataset(job, tmp)
         written = _folder_files(tmp)
         finish(tmp, written)
         (tmp / EXPORT_MANIFEST).write_text(_manifest_text(manifest), encoding="utf-8")
@@ -619,6 +648,179 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
 
 def _manifest_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+
+
+#: What an export manifest describes (its ``kind``): a dataset export (:func:`run_export`), a
+#: one-file save of documents (:func:`save_documents`) or of an SQL result (:func:`save_sql_result`).
+DATASET, DOCUMENTS, SQL = "dataset", "documents", "sql"
+
+
+def _manifest_head(kind: str, fmt: str, bundle: Bundle | None) -> dict[str, Any]:
+    """The fields every export manifest starts with: what wrote it, from which bundle, in which format."""
+    from . import __version__
+
+    return {"export": "medpix-tui", "version": EXPORT_MANIFEST_VERSION, "kind": kind, "tool_version": __version__,
+            "libraries": _library_versions(),
+            "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None}, "format": fmt}
+
+
+def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path], dict[str, Any]], force: bool,
+                     *, checked: bool = False) -> ExportResult:
+    """Write one file with ``write(tmp)`` (which returns the counts) and ``<file>.manifest.json`` beside it.
+
+    Both are atomic and refused over an existing file without ``force`` (checked before
+    anything is written), and neither may land inside a bundle this process opened.
+    """
+    out = Path(out)
+    mpath = out.with_name(out.name + MANIFEST_SUFFIX)
+    if not checked:
+        check_not_read_only(out)
+    check_not_read_only(mpath)
+    check_destination(out, force)
+    check_destination(mpath, force)
+    with atomic_file(out, force=force) as tmp:
+        counts = write(tmp)
+        manifest["counts"] = {**counts, "files": 1}
+        manifest["files"] = {out.name: _file_entries(tmp.parent, [tmp])[tmp.name]}
+        with atomic_file(mpath, force=force) as mtmp:
+            mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
+    return ExportResult([out], manifest, mpath)
+
+
+#: The shapes of a document save: the list of the query's documents, its one document (a JSON
+#: object), or the topic part of its one case (``{"U_id": ..., "Topic": {...}}``).
+SHAPES = ("list", "document", "topic")
+
+
+def _shaped(docs: list[dict[str, Any]], shape: str) -> dict[str, Any] | list[dict[str, Any]]:
+    if shape not in SHAPES:
+        raise InputError(f"unknown document shape {shape!r}: choose {', '.join(SHAPES)}")
+    if shape == "list":
+        return docs
+    if len(docs) != 1:
+        raise InputError(f"a {shape} save needs exactly one document, the query gives {len(docs)}")
+    doc = docs[0]
+    return doc if shape == "document" else {"U_id": doc.get("U_id"), "Topic": doc.get("Topic") or {}}
+
+
+def save_documents(store: Store, out: Path, fmt: str, query: ExportQuery, *, shape: str = "list",
+                   bundle: Bundle | None = None, source: dict[str, Any] | None = None,
+                   force: bool = False) -> ExportResult:
+    """Save a query's documents (:meth:`ExportQuery.documents`) as one file, with its export manifest.
+
+    The terminal UI's one-file saves: the manifest records the query, the ``shape`` and
+    where the save came from (``source``, e.g. the search typed), so :func:`reproduce`
+    writes the same bytes and :func:`verify_export` checks them.
+    """
+    spec = _format(fmt, [f.name for f in document_formats()])
+    assert spec.documents is not None
+    writer = spec.documents
+    manifest = _manifest_head(DOCUMENTS, fmt, bundle)
+    manifest.update({"options": {"shape": shape}, "exclude_leaks": False, "query": query.to_json(),
+                     "source": source})
+    check_not_read_only(Path(out))
+
+    def write(tmp: Path) -> dict[str, Any]:
+        docs = query.documents(store)
+        writer(_shaped(docs, shape), tmp)
+        return {"documents": len(docs), "images": len({d["image"] for d in docs if "image" in d}),
+                "cases": len({d["U_id"] for d in docs if "U_id" in d})}
+
+    return _one_file_export(out, manifest, write, force)
+
+
+def search_export_query(store: Store, result: SearchResult) -> ExportQuery:
+    """The export query of a search's results: the search itself where a query expresses it, else their ids.
+
+    The field query becomes ``fields``, the keywords ``keyword``, one ticked split ``split``
+    and the other facets a ``filter``; that query is run and kept only when it gives the
+    same documents in the same order as the results (a query on cases lists cases with no
+    image, keywords on a report's case fields rank nothing), else, as for the model's
+    answers (``within``), the query is the results' own ids.
+    """
+    from .session import facet_clause
+
+    request = result.request
+    ids = tuple(dict.fromkeys(d["U_id"] for d in result.images)) if request.collection == CASES else \
+        tuple(result.names)
+    if not request.within:
+        facets = {k: v for k, v in request.facets.items() if v}
+        split = next(iter(facets.pop("split"))) if len(facets.get("split", ())) == 1 else None
+        clauses = [facet_clause(store, k, v) for k, v in sorted(facets.items())]
+        query = ExportQuery(request.collection, tuple(f"{p}={v}" for p, v in request.pairs),
+                            ({"$and": clauses} if len(clauses) > 1 else clauses[0]) if clauses else None,
+                            request.active_keywords or None, split=split)
+        key = ID_FIELD.get(request.collection, "image")
+        try:
+            if tuple(d[key] for d in query.documents(store)) == ids:
+                return query
+        except MedpixError:
+            pass
+    return ExportQuery(request.collection, ids=ids)
+
+
+def search_source(result: SearchResult) -> dict[str, Any]:
+    """What the user asked on the search screen, for an export manifest (people read it; the query reruns)."""
+    request = result.request
+    return {"screen": "search", "keywords": request.keywords, "collection": request.collection,
+            "pairs": [list(p) for p in request.pairs],
+            "facets": {k: sorted(v) for k, v in sorted(request.facets.items()) if v},
+            "within": request.within_label if request.within else None, "images": len(result.images)}
+
+
+def save_search_results(store: Store, result: SearchResult, out: Path, fmt: str, *, bundle: Bundle | None = None,
+                        force: bool = False) -> ExportResult:
+    """Save the documents of a search's results (of its collection, in result order) as one file, with a manifest."""
+    return save_documents(store, out, fmt, search_export_query(store, result), bundle=bundle,
+                          source=search_source(result), force=force)
+
+
+#: The formats an SQL result is saved in.
+SQL_FORMATS = ("json", "jsonl", "parquet", "csv")
+SQL_NOTE = ("medpix-tui export --from-manifest runs the statement again on a fresh read-only connection "
+            "(medpix_tui.sql, as 'medpix-tui sql' does): tables a session created are not there, and rows "
+            "come in the same order only when the statement orders them")
+
+
+def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> None:
+    """The result as CSV (nested values as JSON; spreadsheet formulas defused)."""
+    from .sql import jsonable
+
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([csv_cell("" if v is None else json.dumps(jsonable(v), ensure_ascii=False)
+                                      if isinstance(v, (dict, list, tuple)) else jsonable(v)) for v in row])
+
+
+def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ...]], out: Path, fmt: str, *,
+                    bundle: Bundle | None = None, force: bool = False) -> ExportResult:
+    """Save the rows ``statement`` gave (:func:`medpix_tui.sql.run_sql`) as one file, with its export manifest.
+
+    JSON, JSONL and Parquet hold one object per row (JSON with dates and decimals as text);
+    CSV one line per row. The manifest records the statement (see :data:`SQL_NOTE`).
+    """
+    from .sql import jsonable
+
+    if fmt not in SQL_FORMATS:
+        raise InputError(f"unknown format {fmt!r}: choose one of {', '.join(SQL_FORMATS)}")
+    writer = FORMATS[fmt].documents
+    manifest = _manifest_head(SQL, fmt, bundle)
+    manifest.update({"options": {}, "exclude_leaks": False, "query": None, "sql": statement, "note": SQL_NOTE})
+    check_not_read_only(Path(out))
+
+    def write(tmp: Path) -> dict[str, Any]:
+        if writer is None:  # CSV
+            _sql_csv(columns, rows, tmp)
+        else:
+            docs = [dict(zip(columns, row, strict=True)) for row in rows]
+            if fmt != "parquet":
+                docs = [{k: jsonable(v) for k, v in d.items()} for d in docs]
+            writer(docs, tmp)
+        return {"rows": len(rows), "columns": len(columns)}
+
+    return _one_file_export(out, manifest, write, force)
 
 
 def export(store: Store, out: Path, fmt: str, *, selection: Selection | None = None, label: str = "modality",
@@ -664,9 +866,32 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
         raise InputError(f"the manifest was made from the bundle with manifest sha256 {wanted}, "
                          f"but {bundle.path} has {have}")
     fmt = manifest.get("format")
+    kind = manifest.get("kind", DATASET)
+    options = manifest.get("options") or {}
+    if kind == DOCUMENTS:
+        shape = options.get("shape", "list") if isinstance(options, dict) else "list"
+        source = manifest.get("source")
+        return save_documents(bundle.store, out, str(fmt), ExportQuery.from_json(manifest.get("query")),
+                              shape=str(shape), bundle=bundle, source=source if isinstance(source, dict) else None,
+                              force=force)
+    if kind == SQL:
+        from .sql import connect, run_sql
+
+        statement = manifest.get("sql")
+        if not isinstance(statement, str):
+            raise InputError(f"{manifest_file} records no SQL statement")
+        if fmt not in SQL_FORMATS:
+            raise InputError(f"the manifest's format {fmt!r} is not one an SQL result is saved in")
+        con = connect(bundle.parquet_dir)
+        try:
+            columns, rows = run_sql(con, statement)
+        finally:
+            con.close()
+        return save_sql_result(statement, columns, rows, out, str(fmt), bundle=bundle, force=force)
+    if kind != DATASET:
+        raise InputError(f"the manifest's kind {kind!r} is not one this tool exports")
     if fmt not in format_names():
         raise InputError(f"the manifest's format {fmt!r} is not one this tool exports")
-    options = manifest.get("options") or {}
     label = options.get("label", "modality") if isinstance(options, dict) else "modality"
     return run_export(bundle.store, out, fmt, query=ExportQuery.from_json(manifest.get("query")), bundle=bundle,
                       label=label, exclude_leaks=manifest.get("exclude_leaks") is True, force=force,
@@ -708,9 +933,10 @@ def verify_export(path: Path) -> list[str]:
 
 def write_documents(data: dict[str, Any] | list[dict[str, Any]], path: Path, *, fmt: str = "json",
                     force: bool = False) -> Path:
-    """Save one document or a list as one file of a document format (the TUI's 'save' actions).
+    """Save one document or a list as one file of a document format, without an export manifest.
 
-    ``path`` may not overlap a bundle this process opened.
+    For documents of no query (the terminal UI saves through :func:`save_documents`, which
+    records the query). ``path`` may not overlap a bundle this process opened.
     """
     spec = _format(fmt, [f.name for f in document_formats()])
     assert spec.documents is not None

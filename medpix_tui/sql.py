@@ -23,6 +23,8 @@ range(3e9)`` cannot grow the process.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import os
 import re
 import sys
@@ -461,3 +463,15 @@ def run_sql(con: SqlConnection, query: str, *, limit: int | None = None, timeout
     """Run ``query`` on ``con`` (see :meth:`SqlConnection.run`)."""
     return con.run(query, limit=limit, timeout=timeout, max_rows=max_rows)
 
+
+def jsonable(value: Any) -> Any:
+    """A DuckDB value as a JSON value (dates, times and decimals as text), for saved results and shown cells."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time, decimal.Decimal)):
+        return str(value)
+    return str(value)

@@ -54,3 +54,29 @@ def tree_digest(root: Path) -> dict[str, str]:
         return {}
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def check_one_file_save(bundle: Any, path: Path, again: Path) -> dict[str, Any]:
+    """A one-file save has ``<file>.manifest.json``, ``export verify`` accepts it and ``--from-manifest`` redoes it.
+
+    ``again`` is where the reproduction goes; it must hold the same bytes. Returns the manifest.
+    """
+    from click.testing import CliRunner
+
+    from medpix_tui.cli import main
+    from medpix_tui.export import MANIFEST_SUFFIX, verify_export
+
+    manifest_file = path.with_name(path.name + MANIFEST_SUFFIX)
+    assert manifest_file.is_file(), f"no manifest beside {path}"
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    assert manifest["bundle"]["manifest_sha256"] == bundle.digest
+    assert manifest["files"] == {path.name: {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                             "size": path.stat().st_size}}
+    assert verify_export(path) == []
+    verified = CliRunner().invoke(main, ["export", "verify", str(path)])
+    assert verified.exit_code == 0, verified.output
+    redone = CliRunner().invoke(main, ["export", "--bundle", str(bundle.path), "--from-manifest", str(manifest_file),
+                                       "--out", str(again)])
+    assert redone.exit_code == 0, redone.output
+    assert again.read_bytes() == path.read_bytes(), f"--from-manifest did not reproduce {path.name}"
+    return manifest

@@ -217,3 +217,65 @@ async def test_the_search_screen_exports_its_results_in_a_table_format(real_bund
     cases = {n.split("_")[0] for n in names}
     assert {r["id"] for r in _jsonl(out / "rag.jsonl")} == cases
     assert CliRunner().invoke(main, ["export", "verify", str(out)]).exit_code == 0
+
+
+def test_search_results_are_saved_by_their_query_or_else_by_their_ids(real_bundle, tmp_path: Path) -> None:
+    """The search screen's one-file saves: the search as the export query where one expresses it, else the ids.
+
+    A model's answer (``within``, best first and not in id order) and keywords on a case field of
+    Image_Reports (the keyword index ranks images, not reports) have no query; their ids reproduce them.
+    """
+    from medpix_tui.export import ExportQuery, save_search_results, search_export_query
+    from medpix_tui.session import SearchRequest, run_search
+    from tests.support import check_one_file_save
+
+    store = real_bundle.store
+    expressed = run_search(store, SearchRequest("glioma", facets={"split": frozenset({"train"})}))
+    query = search_export_query(store, expressed)
+    assert (query.keyword, query.split, query.filter, query.ids) == ("glioma", "train", None, None)
+    assert [d["image"] for d in query.documents(store)] == expressed.names
+
+    answer = (LEAK_TEST, "MPX1009_synpic46283", LEAK_TRAIN)  # as the model ranks them
+    cases = SearchRequest(collection="Clinical_Reports", pairs=(("Case.Title", "fracture"),),
+                          facets={"modality": frozenset({"MR"})})
+    reports = SearchRequest("brain", "Image_Reports", pairs=(("Case.Title", "glioma"),))
+    (tmp_path / "again").mkdir()
+    for i, request in enumerate((SearchRequest(within=answer, within_label="similar to x"), cases, reports)):
+        result = run_search(store, request)
+        assert result.images
+        query = search_export_query(store, result)
+        key = "U_id" if request.collection == "Clinical_Reports" else "image"
+        assert query.ids == tuple(dict.fromkeys(d[key] for d in result.images))
+        if request.within:
+            assert query.ids == answer
+        for fmt in ("json", "jsonl", "parquet"):
+            out = tmp_path / f"r{i}.{fmt}"
+            save_search_results(store, result, out, fmt, bundle=real_bundle)
+            manifest = check_one_file_save(real_bundle, out, tmp_path / "again" / out.name)
+            assert manifest["query"]["ids"] == list(query.ids)
+            assert manifest["source"]["collection"] == request.collection
+        saved = json.loads((tmp_path / f"r{i}.json").read_text())
+        assert [d[key] for d in saved] == list(query.ids)
+    # a manifest written before ``ids`` existed still reads as a query
+    assert ExportQuery.from_json({k: v for k, v in ExportQuery().to_json().items() if k != "ids"}) == ExportQuery()
+
+
+def test_an_sql_result_manifest_reruns_its_statement_or_says_why_not(real_bundle, tmp_path: Path) -> None:
+    """--from-manifest runs the statement again on a fresh connection; one on a session's own table cannot."""
+    from medpix_tui.export import save_sql_result
+    from medpix_tui.sql import connect, run_sql
+    from tests.support import check_one_file_save
+
+    statement = "SELECT modality, count(*) AS n, min(age) AS youngest FROM images GROUP BY 1 ORDER BY 1"
+    columns, rows = run_sql(connect(real_bundle.parquet_dir), statement)
+    (tmp_path / "again").mkdir()
+    for fmt in ("json", "jsonl", "parquet", "csv"):
+        save_sql_result(statement, columns, rows, tmp_path / f"r.{fmt}", fmt, bundle=real_bundle)
+        check_one_file_save(real_bundle, tmp_path / f"r.{fmt}", tmp_path / "again" / f"r.{fmt}")
+    con = connect(real_bundle.parquet_dir)
+    run_sql(con, "CREATE TEMP TABLE mine AS SELECT image FROM images LIMIT 3")
+    columns, rows = run_sql(con, "SELECT * FROM mine ORDER BY 1")
+    save_sql_result("SELECT * FROM mine ORDER BY 1", columns, rows, tmp_path / "mine.json", "json", bundle=real_bundle)
+    _one_line_error(real_bundle.path, ["--from-manifest", str(tmp_path / "mine.json"), "--out",
+                                       str(tmp_path / "again" / "mine.json")], "mine")
+    assert not (tmp_path / "again" / "mine.json").exists()

@@ -12,6 +12,7 @@ import io
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import pytest
@@ -140,7 +141,8 @@ def test_no_save_writes_inside_a_bundle(real_bundle, tmp_path: Path) -> None:
     from medpix_tui.tui.screens.case import _save_options
 
     image = sel.images[0]
-    for option in _save_options(image, real_bundle.store.get_case("MPX1009")):
+    app = SimpleNamespace(store=real_bundle.store, bundle=real_bundle)  # what the options read of the app
+    for option in _save_options(app, image, real_bundle.store.get_case("MPX1009")):
         with pytest.raises(InputError, match="overlaps the bundle"):
             option.write(root / option.default_name, False)
     assert sorted(p.name for p in root.iterdir()) == [], "nothing was written"

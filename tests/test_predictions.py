@@ -184,17 +184,46 @@ def test_without_calibration_predictions_say_uncalibrated(source_dir: Path, tmp_
 
 @pytest.mark.asyncio
 async def test_the_results_show_the_model_and_sort_by_its_confidence(real_bundle) -> None:
-    """At 150 columns a bundle with predictions shows the model's answer; its column sorts doubt first."""
+    """At 140 columns (a table WIDE wide) a bundle with predictions shows the model's two answers, the
+    diagnosis keeps its room; the column sorts doubt first, by the lower of the two probabilities."""
     from tui_support import make_app, settle, wait_for
 
-    from medpix_tui.tui.widgets.results import ResultsTable
+    from medpix_tui.tui.widgets.results import MIN_DIAGNOSIS, SHORT_LOCATION, WIDE, ResultsTable, _model_cell
 
     app = make_app(real_bundle)
-    async with app.run_test(size=(150, 32)) as pilot:
+    async with app.run_test(size=(140, 32)) as pilot:
         await settle(pilot)
         table = app.screen.query_one(ResultsTable)
         await wait_for(pilot, lambda: "model" in {str(k.value) for k in table.columns})
+        assert table.size.width == WIDE
+        assert table.columns["title"].width >= MIN_DIAGNOSIS and table.virtual_size.width <= table.size.width
+        first = real_bundle.store.get_image(table.names[0])["Prediction"]
+        shown = str(table.get_row_at(0)[list(table.columns).index("model")])
+        assert shown == _model_cell(first) and shown.startswith(f"{first['modality']} .")
+        where = SHORT_LOCATION.get(first["location"], first["location"])
+        assert shown.endswith(f" {where} {first['location_p']:.2f}".replace(" 0.", " ."))
         table.sort_by("model", reverse=False)
         await settle(pilot)
-        probabilities = [real_bundle.store.get_image(n)["Prediction"]["modality_p"] for n in table.names[:20]]
-        assert probabilities == sorted(probabilities) and probabilities[0] < 0.75
+        preds = [real_bundle.store.get_image(n)["Prediction"] for n in table.names[:20]]
+        lower = [min(p["modality_p"], p["location_p"]) for p in preds]
+        assert lower == sorted(lower) and lower[0] < 0.5
+        # the location's doubt brought these up: a modality-only sort would not have put them first
+        assert sum(p["location_p"] < p["modality_p"] for p in preds) >= 10
+
+
+def test_the_model_cell_names_both_answers_and_fits_its_column(real_bundle) -> None:
+    from rich.cells import cell_len
+
+    from medpix_tui.tui.widgets.results import COLUMNS, _model_cell, model_confidence
+
+    assert _model_cell({"modality": "MR", "modality_p": 0.9732, "location": "Head", "location_p": 0.81}) == \
+        "MR .97 Head .81"
+    assert _model_cell({"modality": "CT", "modality_p": 1.0, "location": "Reproductive and Urinary System",
+                        "location_p": 0.254}) == "CT 1.0 Uro .25"
+    assert _model_cell({"modality": "CT", "modality_p": 0.6}) == "CT .60"
+    assert _model_cell(None) == "" and model_confidence(None) is None
+    assert model_confidence({"modality_p": 0.9, "location_p": 0.3}) == 0.3
+    width = COLUMNS["model"][1]
+    assert width is not None
+    cells = {_model_cell(d["Prediction"]) for d in real_bundle.store.find("Image_Descriptions")}
+    assert max(cell_len(c) for c in cells) <= width, max(cells, key=cell_len)

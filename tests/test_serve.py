@@ -16,8 +16,8 @@ import pytest
 
 from medpix_tui.bundle import verify_bundle
 from medpix_tui.errors import InputError
+from medpix_tui.export import verify_export
 from medpix_tui.web.server import ServeConfig, is_loopback, parse_duration
-
 from tests.serve_support import (
     browser,
     finished_downloads,
@@ -108,8 +108,12 @@ def test_search_open_a_case_and_save_in_a_browser(real_bundle_path: Path, tmp_pa
         wait_for(lambda: "downloads it" in received_since(page, mark), PATIENCE, "the save dialog")
         type_keys(page, "\n")
         saved = wait_for(lambda: finished_downloads(downloads), PATIENCE, "the download in the browser")
-        documents = json.loads(saved[0].read_text(encoding="utf-8"))
+        # a one-file save comes zipped with its export manifest, which export verify accepts once unzipped
+        assert saved[0].name == "medpix-images.json.zip"
+        unzipped = _unzip(saved[0], tmp_path / "unzipped")
+        documents = json.loads((unzipped / "medpix-images.json").read_text(encoding="utf-8"))
         assert len(documents) == hits
+        assert verify_export(unzipped / "medpix-images.json") == []
 
         mark = len(screen_text(page))
         press_ctrl(page, "o")
@@ -122,12 +126,26 @@ def test_search_open_a_case_and_save_in_a_browser(real_bundle_path: Path, tmp_pa
         type_keys(page, "\n")
         both = wait_for(lambda: len(finished_downloads(downloads)) == 2 and finished_downloads(downloads),
                         PATIENCE, "the second download")
-        image = next(p for p in both if p != saved[0])
-        assert json.loads(image.read_text(encoding="utf-8"))["image"] == image.stem
+        image_zip = next(p for p in both if p != saved[0])
+        name = image_zip.name.removesuffix(".zip")
+        unzipped = _unzip(image_zip, tmp_path / "unzipped-case")
+        assert json.loads((unzipped / name).read_text(encoding="utf-8"))["image"] == name.removesuffix(".json")
+        assert verify_export(unzipped / name) == []
 
         after = {"cwd": tree(server.cwd), "home": tree(server.home), "tmp": tree(server.tmp)}
         assert after == before, "a served session wrote on the server"
     assert verify_bundle(real_bundle_path).ok
+
+
+def _unzip(archive: Path, folder: Path) -> Path:
+    """A downloaded zip's files in ``folder``: the saved file and its ``.manifest.json``, nothing else."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as z:
+        names = z.namelist()
+        assert len(names) == 2 and sum(n.endswith(".manifest.json") for n in names) == 1, names
+        z.extractall(folder)
+    return folder
 
 
 def test_a_wrong_or_missing_token_is_refused(real_bundle_path: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from medpix_tui.tui.screens.search import SearchScreen
 from medpix_tui.tui.widgets.doc_pane import DocPane
 from medpix_tui.tui.widgets.image_strip import ImageStrip
 from medpix_tui.tui.widgets.image_view import ImageView
+from tests.support import check_one_file_save
 
 pytestmark = pytest.mark.asyncio
 
@@ -112,7 +113,18 @@ async def test_save_case_topic_and_image_document(real_bundle: Bundle, tmp_path:
         await pilot.press("s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
         await pilot.press("escape")  # cancelled: back to the case, nothing written
-        assert app.screen is screen and len(list(tmp_path.iterdir())) == 3
+        assert app.screen is screen and len(list(tmp_path.iterdir())) == 6  # 3 files, 3 manifests
+    image = screen.image["image"]
+    again = tmp_path / "again"
+    again.mkdir()
+    for name, collection, ident, shape in ((f"{image}.json", "Image_Descriptions", image, "document"),
+                                           (f"{uid}.json", "Clinical_Reports", uid, "document"),
+                                           (f"{uid}-topic.json", "Clinical_Reports", uid, "topic")):
+        manifest = check_one_file_save(real_bundle, tmp_path / name, again / name)
+        assert manifest["kind"] == "documents" and manifest["format"] == "json"
+        assert manifest["query"]["collection"] == collection and manifest["query"]["ids"] == [ident]
+        assert manifest["options"] == {"shape": shape} and manifest["counts"]["documents"] == 1
+        assert manifest["source"] == {"screen": "case", "case": uid, "image": image}
 
 
 async def test_missing_and_corrupt_images_become_placeholders(real_bundle: Bundle, tmp_path: Path,

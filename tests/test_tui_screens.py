@@ -18,6 +18,7 @@ from medpix_tui.tui.screens.dialogs import SaveDialog
 from medpix_tui.tui.screens.help import HelpScreen
 from medpix_tui.tui.screens.sql import SqlScreen
 from medpix_tui.tui.screens.stats import StatsScreen
+from tests.support import check_one_file_save
 
 pytestmark = pytest.mark.asyncio
 
@@ -80,6 +81,13 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
 
         with (tmp_path / "medpix-sql.csv").open(newline="") as f:
             assert list(csv.reader(f)) == [columns] + [[str(v) for v in r] for r in rows]
+        # each export has its manifest: the statement, which --from-manifest runs again read-only
+        (tmp_path / "again").mkdir()
+        for name in ("mr.json", "medpix-sql.csv"):
+            manifest = check_one_file_save(real_bundle, tmp_path / name, tmp_path / "again" / name)
+            assert manifest["kind"] == "sql" and manifest["sql"] == QUERY and manifest["query"] is None
+            assert manifest["counts"] == {"rows": len(rows), "columns": len(columns), "files": 1}
+            assert "medpix_tui.sql" in manifest["note"]
 
         await pilot.press("f2")  # back to search, and again to SQL: the screen is kept
         await pilot.press("f3")

@@ -17,6 +17,7 @@ from medpix_tui.tui.screens.dialogs import ConfirmDialog, SaveDialog
 from medpix_tui.tui.screens.search import SearchScreen
 from medpix_tui.tui.widgets.facets import FacetPanel
 from medpix_tui.tui.widgets.results import ResultsTable
+from tests.support import check_one_file_save
 
 pytestmark = pytest.mark.asyncio
 
@@ -242,6 +243,81 @@ async def test_save_results_as_parquet_keeps_documents(real_bundle: Bundle, tmp_
         await settle(pilot)
         table = pq.read_table(tmp_path / "na.parquet")
         assert table.column("image").to_pylist() == app.result.names
+
+
+async def _save_as(pilot, what: int, name: str) -> None:  # noqa: ANN001 - a Pilot
+    """Ctrl+S, the ``what``-th option of the dialog, the path ``name``, Enter."""
+    app = pilot.app
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+    app.screen.query_one("#save-what").focus()
+    await pilot.press(*["down"] * what, "enter")
+    app.screen.query_one("#save-path", Input).value = name
+    app.screen.query_one("#save-path", Input).focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: not isinstance(app.screen, SaveDialog))
+    await settle(pilot)
+
+
+async def test_saved_results_carry_a_manifest_that_reproduces_them(real_bundle: Bundle, tmp_path: Path) -> None:
+    """Keywords and a facet saved as JSON, JSONL and Parquet: each file has its manifest, with the
+    search as its export query, and `export --from-manifest` writes the same bytes again."""
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.keywords == "glioma")
+        app.screen.query_one("#facet-modality", SelectionList).select("MR")
+        await wait_for(pilot, lambda: app.result.request.facets.get("modality") == frozenset({"MR"}))
+        await settle(pilot)
+        names = list(app.result.names)
+        assert 0 < len(names) < real_bundle.store.count(IMAGES)
+        for what, name in enumerate(("glioma-mr.json", "glioma-mr.jsonl", "glioma-mr.parquet")):
+            await _save_as(pilot, what, name)
+            assert any(n.message == f"Saved {tmp_path / name}" for n in app._notifications)
+    assert [d["image"] for d in json.loads((tmp_path / "glioma-mr.json").read_text())] == names  # ranked order
+    assert pq.read_table(tmp_path / "glioma-mr.parquet").column("image").to_pylist() == names
+    again = tmp_path / "again"
+    again.mkdir()
+    for fmt in ("json", "jsonl", "parquet"):
+        manifest = check_one_file_save(real_bundle, tmp_path / f"glioma-mr.{fmt}", again / f"glioma-mr.{fmt}")
+        assert manifest["kind"] == "documents" and manifest["format"] == fmt
+        assert manifest["query"] == {"collection": IMAGES, "fields": [], "filter": {"Type": {"$in": ["MR"]}},
+                                     "keyword": "glioma", "sort": None, "limit": 0, "split": None, "ids": None}
+        assert manifest["source"]["keywords"] == "glioma" and manifest["source"]["facets"] == {"modality": ["MR"]}
+        assert manifest["counts"] == {"documents": len(names), "images": len(names),
+                                      "cases": len({n.split("_")[0] for n in names}), "files": 1}
+
+
+async def test_a_served_save_downloads_the_file_zipped_with_its_manifest(real_bundle: Bundle, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """In `medpix-tui serve` nothing is written on the server: the browser gets <file>.zip, file and manifest."""
+    import io
+    import zipfile
+
+    from medpix_tui.export import verify_export
+    from medpix_tui.web import SERVED_ENV
+
+    monkeypatch.setenv(SERVED_ENV, "1")
+    app = make_app(real_bundle, save_dir=tmp_path)
+    delivered: list[tuple[bytes, str]] = []
+    monkeypatch.setattr(app, "deliver_binary", lambda payload, save_filename: delivered.append(
+        (payload.read(), save_filename)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.keywords == "glioma")
+        await settle(pilot)
+        names = list(app.result.names)
+        await _save_as(pilot, 0, "glioma.json")
+        await wait_for(pilot, lambda: bool(delivered))
+    payload, name = delivered[0]
+    assert name == "glioma.json.zip" and list(tmp_path.iterdir()) == [], "nothing written beside the app"
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        assert sorted(archive.namelist()) == ["glioma.json", "glioma.json.manifest.json"]
+        archive.extractall(tmp_path / "unzipped")
+    assert [d["image"] for d in json.loads((tmp_path / "unzipped" / "glioma.json").read_text())] == names
+    assert verify_export(tmp_path / "unzipped" / "glioma.json") == []
 
 
 async def test_similar_images_without_a_model_says_so(real_bundle: Bundle) -> None:

@@ -1,14 +1,16 @@
 """The one save flow every screen uses: ask for a path, write off the event loop, confirm overwrites.
 
-Writers are library calls (:func:`~medpix_tui.export.write_documents`,
-:func:`~medpix_tui.export.export`): atomic, refusing to replace a file unless ``force``, and
-refusing any path inside the bundle. Document formats come from the export table
+Writers are library calls (:func:`~medpix_tui.export.save_documents`,
+:func:`~medpix_tui.export.save_sql_result`, :func:`~medpix_tui.export.export`): atomic, refusing
+to replace a file unless ``force``, refusing any path inside the bundle, and each writing its
+export manifest beside its files. Document formats come from the export table
 (:func:`document_options`).
 A refusal becomes a yes/no question, then the same call again with ``force=True``.
 
 In a served app (``medpix-tui serve``) the server's disk is not the user's: the same writer
-runs into a private temporary folder, its output (zipped when it is a folder) is delivered to
-the browser as a download, and the folder is removed, so nothing stays on the server.
+runs into a private temporary folder, its output (zipped when it is a folder, or a file with
+its manifest) is delivered to the browser as a download, and the folder is removed, so
+nothing stays on the server.
 """
 
 from __future__ import annotations
@@ -164,17 +166,31 @@ async def _deliver_interactively(app: MedpixApp, title: str, options: list[SaveO
 
 
 def _render_download(app: MedpixApp, write: Writer, name: str) -> tuple[io.BytesIO, str]:
-    """Run ``write`` in a private temporary folder; its output as bytes (a folder as a zip)."""
+    """Run ``write`` in a private temporary folder; its output as bytes.
+
+    A folder comes as a zip of the folder (its ``manifest.json`` inside). A file that has an
+    export manifest beside it (``<file>.manifest.json``, every library save) comes as
+    ``<file>.zip`` holding both, so the download is checked with ``medpix-tui export verify``
+    and redone with ``--from-manifest`` like a save on disk; a lone file comes as it is.
+    """
+    from ..export import MANIFEST_SUFFIX
+
     if not name or name in (".", ".."):
         raise InputError("type a file name")
     with tempfile.TemporaryDirectory(prefix="medpix-download-") as tmp:
         target = Path(tmp) / name
         _locked(app, write, target, False)
+        manifest = target.with_name(target.name + MANIFEST_SUFFIX)
         buffer = io.BytesIO()
         if target.is_dir():
             with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG and Parquet are compressed
                 for file in sorted(p for p in target.rglob("*") if p.is_file()):
                     archive.write(file, f"{name}/{file.relative_to(target).as_posix()}")
+            name = f"{name}.zip"
+        elif manifest.is_file():
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.write(target, name)
+                archive.write(manifest, manifest.name)
             name = f"{name}.zip"
         else:
             buffer.write(target.read_bytes())

@@ -22,7 +22,7 @@ from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ...render import CASE_SECTIONS, TOPIC_SECTIONS, shown_value
-from ..app import GuardedScreen, alive, copy_id, medpix
+from ..app import GuardedScreen, MedpixApp, alive, copy_id, medpix
 from ..saving import SaveOption, save_interactively
 from ..widgets.doc_pane import HIT_STYLE, DocPane
 from ..widgets.footer import KeyFooter
@@ -251,19 +251,26 @@ class CaseScreen(GuardedScreen):
         if self.image is None:
             self.notify("Nothing to save", severity="warning")
             return
-        await save_interactively(medpix(self), "Save from this case", _save_options(self.image, self.case))
+        options = _save_options(medpix(self), self.image, self.case)
+        await save_interactively(medpix(self), "Save from this case", options)
 
 
-def _save_options(image: dict[str, Any], case: dict[str, Any] | None) -> list[SaveOption]:
-    from ...export import write_documents
+def _save_options(app: MedpixApp, image: dict[str, Any], case: dict[str, Any] | None) -> list[SaveOption]:
+    """The image document, the case and its topic: each as one JSON file with its export manifest (the id)."""
+    from ...export import ExportQuery, save_documents
+    from ...store import CASES, IMAGES
 
-    def writer(doc: dict[str, Any]):  # noqa: ANN202 - a closure per document
-        return lambda path, force: write_documents(doc, Path(path), fmt="json", force=force)
+    source = {"screen": "case", "case": image["U_id"], "image": image["image"]}
 
-    options = [SaveOption("Image document (JSON)", f"{image['image']}.json", writer(image))]
+    def writer(collection: str, ident: str, shape: str):  # noqa: ANN202 - a closure per document
+        query = ExportQuery(collection, ids=(ident,))
+        return lambda path, force: save_documents(app.store, Path(path), "json", query, shape=shape,
+                                                  bundle=app.bundle, source=source, force=force).files[0]
+
+    name = image["image"]
+    options = [SaveOption("Image document (JSON)", f"{name}.json", writer(IMAGES, name, "document"))]
     if case is not None:
         uid = case["U_id"]
-        options.append(SaveOption("Case (JSON)", f"{uid}.json", writer(case)))
-        topic = {"U_id": uid, "Topic": case.get("Topic") or {}}
-        options.append(SaveOption("Topic (JSON)", f"{uid}-topic.json", writer(topic)))
+        options.append(SaveOption("Case (JSON)", f"{uid}.json", writer(CASES, uid, "document")))
+        options.append(SaveOption("Topic (JSON)", f"{uid}-topic.json", writer(CASES, uid, "topic")))
     return options

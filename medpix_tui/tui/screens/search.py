@@ -542,19 +542,11 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
     store, bundle = app.store, app.bundle
     collection = result.request.collection
 
-    def documents() -> list[dict[str, Any]]:
-        """The result's documents from the queried collection, in result order."""
-        if collection == CASES:
-            uids = list(dict.fromkeys(d["U_id"] for d in result.images))
-            by_id = {d["U_id"]: d for d in store.find(CASES, {"U_id": {"$in": uids}})}
-            return [by_id[u] for u in uids if u in by_id]
-        by_name = {d["image"]: d for d in store.find(collection, result.selection_filter())}
-        return [by_name[n] for n in result.names if n in by_name]
-
     def write_docs(fmt: str, path: Path, force: bool) -> Path:
-        from ...export import write_documents
+        """The result's documents of the queried collection, in result order, with the manifest of their query."""
+        from ...export import save_search_results
 
-        return write_documents(documents(), path, fmt=fmt, force=force)
+        return save_search_results(store, result, path, fmt, bundle=bundle, force=force).files[0]
 
     def images_writer(modality: str | None):  # noqa: ANN202
         def write(path: Path, force: bool) -> list[Path]:

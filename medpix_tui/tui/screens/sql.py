@@ -8,7 +8,6 @@ and an export of the full result. Statements run in the sandbox of :mod:`medpix_
 
 from __future__ import annotations
 
-import datetime
 import decimal
 import json
 import threading
@@ -38,7 +37,7 @@ from textual.worker import get_current_worker
 from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
-from ...sql import MAX_SQL_CHARS
+from ...sql import MAX_SQL_CHARS, jsonable
 from ..app import medpix
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
@@ -239,17 +238,13 @@ class SqlScreen(Screen[None]):
         query = self._last_query
 
         def write(fmt: str, path: Path, force: bool) -> Path:
-            from ...export import write_documents
+            from ...export import save_sql_result
             from ...sql import run_sql
 
             with self._lock:
                 columns, rows = run_sql(self._connection(), query)
-            if fmt == "csv":
-                return _write_csv(columns, rows, path, force)
-            docs = [dict(zip(columns, row, strict=True)) for row in rows]
-            if fmt != "parquet":
-                docs = [{k: _jsonable(v) for k, v in d.items()} for d in docs]
-            return write_documents(docs, path, fmt=fmt, force=force)
+            # the library writes the file and its manifest (the statement, the bundle's digest, the sha256)
+            return save_sql_result(query, columns, rows, path, fmt, bundle=medpix(self).bundle, force=force).files[0]
 
         options = [*document_options("Result", "medpix-sql", write),
                    SaveOption("Result as CSV", "medpix-sql.csv", partial(write, "csv"))]
@@ -275,21 +270,8 @@ def _cell(value: Any) -> Text:
         return Text("NULL", style="dim")
     if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
         return Text(str(value), justify="right")
-    text = json.dumps(_jsonable(value), ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    text = json.dumps(jsonable(value), ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
     return Text(_one_line(text, CELL_WIDTH), no_wrap=True)
-
-
-def _jsonable(value: Any) -> Any:
-    """DuckDB values as JSON values (dates and decimals as strings)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (datetime.date, datetime.time, decimal.Decimal)):
-        return str(value)
-    return str(value)
 
 
 #: A history file larger than this is not read (100 queries of a few kB each are far less).
@@ -303,22 +285,6 @@ def _history_entry(query: str, failed: bool) -> Content:
     if len(lines) > HISTORY_LINES:
         shown += f"\n… ({len(lines) - HISTORY_LINES} more lines)"
     return Content.assemble(("✗ failed\n", "bold red"), shown) if failed else Content(shown)
-
-
-def _write_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path, force: bool) -> Path:
-    """The result as CSV (nested values as JSON), written atomically."""
-    import csv
-
-    from ...atomic import atomic_file
-    from ...export import csv_cell
-
-    with atomic_file(Path(path), force=force) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([csv_cell("" if v is None else json.dumps(_jsonable(v), ensure_ascii=False)
-                                      if isinstance(v, (dict, list, tuple)) else _jsonable(v)) for v in row])
-    return Path(path)
 
 
 def _read_history(path: Path | None) -> tuple[list[str], set[str]]:
