@@ -46,10 +46,6 @@ from ..widgets.header import SafeHeader
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
 MAX_ROWS = 500
-MAX_HISTORY = 100
-CELL_WIDTH = 60
-#: A past statement shows this many of its lines (the rest is counted).
-HISTORY_LINES = 8
 
 
 class SqlScreen(Screen[None]):
@@ -156,17 +152,22 @@ class SqlScreen(Screen[None]):
             with self._lock:
                 columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
         except MedpixError as exc:
-            history = [query] + [q for q in self._history if q != query]
-            self._failed.add(query)
-            _write_history(medpix(self).history_path, history[:MAX_HISTORY], self._failed)
-            self.app.call_from_thread(self._error, str(exc), history[:MAX_HISTORY])
+            self.app.call_from_thread(self._error, str(exc), self._remember(query, failed=True))
             return
         elapsed = time.perf_counter() - started
-        history = [query] + [q for q in self._history if q != query]
-        self._failed.discard(query)
-        _write_history(medpix(self).history_path, history[:MAX_HISTORY], self._failed)
+        history = self._remember(query, failed=False)
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, query, columns, rows, elapsed, history[:MAX_HISTORY])
+            self.app.call_from_thread(self._show, query, columns, rows, elapsed, history)
+
+    def _remember(self, query: str, *, failed: bool) -> list[str]:
+        """The history with this statement first (a failed one marked), as written for the next session."""
+        history = ([query] + [q for q in self._history if q != query])[:MAX_HISTORY]
+        if failed:
+            self._failed.add(query)
+        else:
+            self._failed.discard(query)
+        _write_history(medpix(self).history_path, history, self._failed)
+        return history
 
     def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float,
               history: list[str]) -> None:
@@ -264,6 +265,10 @@ def _short_type(sql_type: str) -> str:
     return sql_type if len(sql_type) <= 12 else "STRUCT" if sql_type.startswith("STRUCT") else sql_type[:11] + "…"
 
 
+#: A result cell shows at most this many characters (the export keeps every one).
+CELL_WIDTH = 60
+
+
 def _cell(value: Any) -> Text:
     """A value as table text: numbers right-aligned, long text cut, never parsed as markup."""
     if value is None:
@@ -274,8 +279,11 @@ def _cell(value: Any) -> Text:
     return Text(_one_line(text, CELL_WIDTH), no_wrap=True)
 
 
+MAX_HISTORY = 100
 #: A history file larger than this is not read (100 queries of a few kB each are far less).
 HISTORY_LIMIT = 4 << 20
+#: A past statement shows this many of its lines (the rest is counted).
+HISTORY_LINES = 8
 
 
 def _history_entry(query: str, failed: bool) -> Content:
