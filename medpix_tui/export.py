@@ -469,7 +469,8 @@ class ExportQuery:
             raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
         if self.sort:
             raise InputError("--sort does not go with --keyword: keyword results come in rank order")
-        return [d for _, d in store.keyword_search(str(self.keyword), flt=flt, limit=self.limit)]
+        hits = store.keyword_search(str(self.keyword), flt=flt, limit=self.limit, collection=self.collection)
+        return [d for _, d in hits]
 
     def _found(self, store: Store, flt: dict[str, Any]) -> list[dict[str, Any]]:
         """Documents of the collection in id order, sort order, or the order of ``ids``."""

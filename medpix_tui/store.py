@@ -402,11 +402,17 @@ class Store:
                 self._index = SearchIndex.build(self.find(IMAGES), self.find(CASES))
         return self._index
 
-    def keyword_search(self, text: str, *, flt: dict[str, Any] | None = None,
-                       limit: int = 50) -> list[tuple[float, dict[str, Any]]]:
-        """Images ranked by how well their caption, case and topic match ``text``."""
+    def keyword_search(self, text: str, *, flt: dict[str, Any] | None = None, limit: int = 50,
+                       collection: str = IMAGES) -> list[tuple[float, dict[str, Any]]]:
+        """Images ranked by how well their caption, case and topic match ``text``.
+
+        ``flt`` is a filter on ``collection`` (an image collection: on ``Image_Reports`` it may
+        name case fields), so a keyword search narrows the documents a field query selects.
+        """
         check_window(0, limit)
-        allowed = {d["image"] for d in self.find(IMAGES, flt, projection=["image"])} if flt else None
+        if collection not in (IMAGES, REPORTS):
+            raise QueryError(f"keywords rank images: use {IMAGES} or {REPORTS}, not {collection}")
+        allowed = {d["image"] for d in self.find(collection, flt, projection=["image"])} if flt else None
         hits = self.search_index().search(text, limit=limit, allowed=allowed)
         found = self.backend.images_named([name for _, name in hits])
         return [(score, found[name]) for score, name in hits if name in found]

@@ -144,3 +144,20 @@ def test_show_case_and_image(real_bundle_path: Path) -> None:
     assert case.exit_code == 0 and "History" in case.output and "MPX1009_synpic46283" in case.output and "Topic" in case.output
     image = runner.invoke(main, ["show", "--bundle", str(real_bundle_path), "MPX1009_synpic46283", "--json"])
     assert json.loads(image.output)["image"]["U_id"] == "MPX1009"
+
+
+def test_keywords_narrow_a_case_field_query_on_image_reports(real_bundle_path: Path, tmp_path: Path) -> None:
+    # The field names a case field, which only Image_Reports documents hold: the keyword search must
+    # filter that collection, not the image descriptions (where the filter matched nothing).
+    b = str(real_bundle_path)
+    runner = CliRunner()
+    args = ["--bundle", b, "--collection", "Image_Reports", "--keyword", "fracture", "--field", "Case.Title=fracture"]
+    r = runner.invoke(main, ["query", *args, "--limit", "0", "--json"])
+    docs = json.loads(r.output)
+    assert r.exit_code == 0 and docs, r.output
+    assert all("fracture" in d["Case"]["Title"].lower() for d in docs)
+    out = tmp_path / "hits"  # the release's layout: descriptions_<split>.jsonl
+    r = runner.invoke(main, ["export", *args, "--format", "jsonl", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    exported = {d["image"] for f in out.glob("descriptions_*.jsonl") for d in _jsonl(f)}
+    assert exported == {d["image"] for d in docs}

@@ -222,8 +222,9 @@ async def test_the_search_screen_exports_its_results_in_a_table_format(real_bund
 def test_search_results_are_saved_by_their_query_or_else_by_their_ids(real_bundle, tmp_path: Path) -> None:
     """The search screen's one-file saves: the search as the export query where one expresses it, else the ids.
 
-    A model's answer (``within``, best first and not in id order) and keywords on a case field of
-    Image_Reports (the keyword index ranks images, not reports) have no query; their ids reproduce them.
+    A model's answer (``within``, best first and not in id order) and a query on Clinical_Reports
+    shown as images have no query; their ids reproduce them. Keywords narrowing a case field of
+    Image_Reports are a query (the keyword search filters that collection).
     """
     from medpix_tui.export import ExportQuery, save_search_results, search_export_query
     from medpix_tui.session import SearchRequest, run_search
@@ -234,13 +235,16 @@ def test_search_results_are_saved_by_their_query_or_else_by_their_ids(real_bundl
     query = search_export_query(store, expressed)
     assert (query.keyword, query.split, query.filter, query.ids) == ("glioma", "train", None, None)
     assert [d["image"] for d in query.documents(store)] == expressed.names
+    reports = run_search(store, SearchRequest("brain", "Image_Reports", pairs=(("Case.Title", "glioma"),)))
+    query = search_export_query(store, reports)
+    assert reports.images and (query.keyword, query.fields, query.ids) == ("brain", ("Case.Title=glioma",), None)
+    assert [d["image"] for d in query.documents(store)] == reports.names
 
     answer = (LEAK_TEST, "MPX1009_synpic46283", LEAK_TRAIN)  # as the model ranks them
     cases = SearchRequest(collection="Clinical_Reports", pairs=(("Case.Title", "fracture"),),
                           facets={"modality": frozenset({"MR"})})
-    reports = SearchRequest("brain", "Image_Reports", pairs=(("Case.Title", "glioma"),))
     (tmp_path / "again").mkdir()
-    for i, request in enumerate((SearchRequest(within=answer, within_label="similar to x"), cases, reports)):
+    for i, request in enumerate((SearchRequest(within=answer, within_label="similar to x"), cases)):
         result = run_search(store, request)
         assert result.images
         query = search_export_query(store, result)

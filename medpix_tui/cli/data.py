@@ -105,7 +105,8 @@ def query(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, co
     if keyword:
         if collection == CASES:
             raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
-        hits = store.keyword_search(keyword, flt=flt, limit=(skip + limit) if limit else 0)[skip:]
+        hits = store.keyword_search(keyword, flt=flt, limit=(skip + limit) if limit else 0,
+                                    collection=collection)[skip:]
         scores = [s for s, _ in hits]
         docs = [d for _, d in hits]
         if collection == REPORTS:
