@@ -104,7 +104,7 @@ class ResultsTable(DataTable[Cell]):
     BINDINGS = [
         Binding("o", "sort_next", "Sort", show=False, tooltip="Sort by the next column (o again moves on)"),
         Binding("O", "sort_reverse", "Reverse sort", show=False, tooltip="Reverse the sort order"),
-        # the columns always fit, so Home/End go to the first/last image rather than scroll sideways
+        # as in a list, Home/End go to the first/last image (left/right still scroll sideways)
         Binding("home", "scroll_top", "First image", show=False),
         Binding("end", "scroll_bottom", "Last image", show=False),
     ]
