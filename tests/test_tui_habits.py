@@ -15,7 +15,7 @@ from medpix_tui.tui.screens.case import CaseScreen
 from medpix_tui.tui.screens.image import ImageScreen
 from medpix_tui.tui.screens.search import SearchScreen
 from medpix_tui.tui.widgets.doc_pane import DocPane
-from medpix_tui.tui.widgets.results import ResultsTable
+from medpix_tui.tui.widgets.results import PAGE, ResultsTable
 
 pytestmark = pytest.mark.asyncio
 
@@ -237,3 +237,62 @@ async def test_a_failed_save_keeps_the_dialog_and_a_missing_folder_is_offered(re
         await pilot.press("y")
         await wait_for(pilot, lambda: (tmp_path / "new" / "deeper" / "out.json").is_file())
         await wait_for(pilot, lambda: isinstance(app.screen, SearchScreen))
+
+
+def drawn(table: ResultsTable, line: int) -> str:
+    """The text of one line of the table as drawn (line 0 is the header)."""
+    return table.render_line(line).text
+
+
+async def test_the_scrollbar_covers_the_whole_result_and_rows_are_built_only_when_drawn(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(ResultsTable)
+        names = table.names
+        assert len(names) == real_bundle.store.count(IMAGES) > 10 * PAGE
+        assert table.row_count == len(names) and table.virtual_size.height == len(names) + 1  # + the header
+        assert table.vertical_scrollbar.window_virtual_size == len(names) + 1  # the thumb is of the whole result
+        assert len(table.rows) <= 3 * PAGE  # the rows drawn, not the whole result
+        table.focus()
+        await pilot.press("end")
+        await wait_for(pilot, lambda: table.scroll_y == table.max_scroll_y > 0)
+        assert table.current_name == names[-1] and table.cursor_row == len(names) - 1
+        await settle(pilot)
+        assert names[-1] in drawn(table, table.scrollable_content_region.height - 1)  # above the scrollbar
+        await pilot.press("home")
+        await wait_for(pilot, lambda: table.scroll_y == 0)
+        assert table.current_name == names[0] and names[0] in drawn(table, 1)
+        await pilot.press("pagedown")
+        page = table.scrollable_content_region.height - 1
+        assert table.current_name == names[page]
+        await pilot.press("ctrl+end")
+        await wait_for(pilot, lambda: table.scroll_y == table.max_scroll_y)
+        assert table.current_name == names[-1]
+        await pilot.press("ctrl+home")
+        await wait_for(pilot, lambda: table.scroll_y == 0)
+        assert table.current_name == names[0]
+        assert len(table.rows) <= 8 * PAGE
+
+
+async def test_dragging_the_scrollbar_to_the_middle_shows_the_rows_there(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(ResultsTable)
+        names = table.names
+        bar = table.vertical_scrollbar
+        x = bar.region.x - table.region.x  # the scrollbar's column, in the table's coordinates
+        await pilot.mouse_down(table, offset=(x, 0))  # the thumb is at the top
+        await pilot.hover(table, offset=(x, table.region.height // 2))
+        await pilot.mouse_up(table, offset=(x, table.region.height // 2))
+        await wait_for(pilot, lambda: table.max_scroll_y * 0.3 < table.scroll_y < table.max_scroll_y * 0.7)
+        await settle(pilot)
+        top, lines = round(table.scroll_y), table.scrollable_content_region.height - 1
+        assert [names[top + i] in drawn(table, 1 + i) for i in range(lines)] == [True] * lines
+        table.scroll_to(y=len(names) // 3, animate=False, immediate=True)
+        await settle(pilot)
+        assert names[len(names) // 3] in drawn(table, 1) and names[len(names) // 3 + 1] in drawn(table, 2)
+        table.focus()
+        await pilot.press("down")  # the cursor, still on the first row, comes back into view
+        assert table.current_name == names[1]

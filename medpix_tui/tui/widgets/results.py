@@ -1,8 +1,12 @@
-"""The results table: one row per image, filled a page at a time.
+"""The results table: one row per image, every row of the result in its height and scrollbar.
 
-DataTable measures every cell of every row it is given, about half a millisecond a row;
-filling all 2050 images would stall the screen for a second after each keystroke. Rows
-are added in pages instead, the next page as the cursor or the scrollbar nears the end.
+DataTable measures and keys every row it is given, about half a millisecond a row: adding all
+2050 images would stall the screen for a second after each keystroke, the 61,500 of a x30
+bundle for half a minute. So the table has the height of the whole result (the scrollbar's
+thumb and position are those of the whole result, End goes to its last image), but a row's
+key and cells are built only when it is first drawn or visited, a block of rows at a time
+(as Harlequin's textual-fastdatatable reads rows from its backend only when drawn): a
+keystroke costs the rows on screen, not the size of the result.
 The diagnosis column takes whatever width the others leave; after a keyword search a
 "Match" column shows where the words hit (the hits in bold). Any column sorts (``o``, or a
 click on its header; again to reverse); the order shown is the order the case screen steps.
@@ -10,8 +14,8 @@ click on its header; again to reverse); the order shown is the order the case sc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, overload
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console, ConsoleOptions
@@ -20,8 +24,11 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellKey, Row, RowDoesNotExist, RowKey
 
 from ...query import value_at
 
@@ -41,10 +48,9 @@ WIDE = 110
 #: After keywords the plane and location make room for where the words hit.
 MATCHED = ("image", "case", "title", "mod", "match")
 MIN_DIAGNOSIS = 24
-#: Rows added at a time beyond what the table shows: few, as each costs time on every keystroke.
+#: Rows whose keys and cells are built together (one call for their snippets): a few more than
+#: a screen's worth, so scrolling line by line builds a block now and then.
 PAGE = 20
-#: Load the next page when the cursor or the view is this many rows from the end.
-MARGIN = 10
 _BOLD = Style(bold=True)
 
 
@@ -99,6 +105,9 @@ class ResultsTable(DataTable[Cell]):
     BINDINGS = [
         Binding("o", "sort_next", "Sort", show=False, tooltip="Sort by the next column (o again moves on)"),
         Binding("O", "sort_reverse", "Reverse sort", show=False, tooltip="Reverse the sort order"),
+        # as in a list, Home/End go to the first/last image (left/right still scroll sideways)
+        Binding("home", "scroll_top", "First image", show=False),
+        Binding("end", "scroll_bottom", "Last image", show=False),
     ]
 
     class Sorted(Message):
@@ -110,60 +119,51 @@ class ResultsTable(DataTable[Cell]):
             self.reverse = reverse
 
     def __init__(self, *, id: str | None = None) -> None:
+        self._docs: list[dict[str, Any]] = []  # before DataTable's own setup, which counts the rows
+        self._keys: tuple[str, ...] = PLAIN
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._result_docs: list[dict[str, Any]] = []
-        self._docs: list[dict[str, Any]] = []
         self._titles: dict[str, str] = {}
-        self._shown = 0
         self._layout: tuple[int, tuple[str, ...]] = (0, ())
-        self._keys: tuple[str, ...] = PLAIN
         #: Gives the snippets of these images (None: no keywords, no Match column).
         self.snippets: Callable[[list[str]], dict[str, str]] | None = None
         self.sort_column: str | None = None
         self.sort_reverse = False
 
-    def _set_columns(self) -> None:
-        """(Re)create the columns for the current width; the rows shown so far come back."""
+    def _set_columns(self) -> bool:
+        """(Re)create the columns for the current width (True: they changed, the rows are to rebuild)."""
         keys: tuple[str, ...] = MATCHED if self.snippets is not None else PLAIN
         if self.size.width >= WIDE and any("Prediction" in d for d in self._docs[:1]):
             keys += ("model",)
         fixed = sum(COLUMNS[k][1] or 0 for k in keys) + 2 * self.cell_padding * len(keys) + 2  # + scrollbar
         spare = max(MIN_DIAGNOSIS, self.size.width - fixed)
         if (spare, keys) == self._layout:
-            return
+            return False
         self._layout, self._keys = (spare, keys), keys
         flexible = [k for k in keys if COLUMNS[k][1] is None]
         share = {k: spare // len(flexible) for k in flexible}
-        cursor = self.cursor_row
-        shown = self._shown
         self.clear(columns=True)
         for key in keys:
             label, column_width, _ = COLUMNS[key]
             if key == self.sort_column:
                 label += " ▼" if self.sort_reverse else " ▲"
             self.add_column(label, width=column_width or share[key], key=key)
-        self._shown = 0
-        self._more(shown)
-        if self.row_count:
-            self.move_cursor(row=min(cursor, self.row_count - 1), animate=False)
+        return True
 
     def on_resize(self, event: events.Resize) -> None:
-        self._set_columns()
+        cursor = self.cursor_row
+        if self._set_columns():
+            self._refill(cursor)
 
     def show(self, images: list[dict[str, Any]], titles: dict[str, str], *, keep_cursor: bool = False,
              snippets: Callable[[list[str]], dict[str, str]] | None = None) -> None:
         """Replace the rows with these images, from the top (or where the cursor was)."""
         row = self.cursor_row if keep_cursor else 0
-        shown = self._shown if keep_cursor else 0
         self._result_docs, self._titles = images, titles
         self._docs = self._sorted(images)
         self.snippets = snippets
-        self._shown = 0
         self._set_columns()
-        self.clear()
-        self._more(max(self.size.height + MARGIN, shown))
-        if row:
-            self.move_cursor(row=min(row, self.row_count - 1), animate=False)
+        self._refill(row)
 
     @property
     def names(self) -> list[str]:
@@ -178,14 +178,10 @@ class ResultsTable(DataTable[Cell]):
         return self._docs[self.cursor_row]["image"]
 
     def go_to(self, name: str) -> None:
-        """Put the cursor on an image of the result (adding rows until it is there)."""
+        """Put the cursor on an image of the result."""
         names = self.names
-        if name not in names:
-            return
-        index = names.index(name)
-        if index >= self._shown:
-            self._more(index - self._shown + PAGE)
-        self.move_cursor(row=index, animate=False)
+        if name in names:
+            self.move_cursor(row=names.index(name), animate=False)
 
     # -- sorting ---------------------------------------------------------------------
     def sort_by(self, column: str | None, reverse: bool = False) -> None:
@@ -194,12 +190,8 @@ class ResultsTable(DataTable[Cell]):
         self.sort_column, self.sort_reverse = column, reverse
         self._docs = self._sorted(self._result_docs)
         self._layout = (0, ())  # headers show the order
-        shown = self._shown
-        self._shown = 0
-        self.clear(columns=True)
         self._set_columns()
-        if not self._shown:
-            self._more(max(shown, self.size.height + MARGIN))
+        self._refill(0)
         if current is not None:
             self.go_to(current)
         self.post_message(self.Sorted(column, reverse))
@@ -240,14 +232,38 @@ class ResultsTable(DataTable[Cell]):
         column = str(event.column_key.value)
         self.sort_by(column, not self.sort_reverse if column == self.sort_column else False)
 
-    # -- paging ----------------------------------------------------------------------
-    def _more(self, count: int = PAGE) -> None:
-        """Add the next ``count`` rows (cells are built only for rows that are shown)."""
-        chunk = self._docs[self._shown: self._shown + count]
-        if chunk and len(self.columns) == len(self._keys):  # not while the columns are being rebuilt
+    # -- rows built when drawn -------------------------------------------------------
+    # DataTable keeps a key, a Row and the cells of every row, and finds a line's row in a list
+    # of every line; here row i is self._docs[i], all rows one line high, and those records
+    # exist only for the rows drawn or visited so far (built a PAGE at a time by _row_key).
+    def _refill(self, row: int) -> None:
+        """Forget the rows built so far (of another result, order or layout); the cursor on ``row``."""
+        self.clear()
+        if self.is_mounted:  # the scrollbar has the whole result now, not after the next idle
+            self._require_update_dimensions = False
+            self._update_dimensions(())
+        if self.row_count:
+            self._highlight_cursor()  # as DataTable does when a first row arrives
+            if row:
+                self.move_cursor(row=min(row, self.row_count - 1), animate=False)
+
+    def _row_key(self, index: int) -> RowKey | None:
+        """The key of row ``index``, building its block of rows when it has none yet
+        (None: no such row, or the columns are being rebuilt)."""
+        key = self._row_locations.get_key(index)
+        if key is None and 0 <= index < len(self._docs) and len(self.columns) == len(self._keys):
+            start = index - index % PAGE
+            chunk = self._docs[start: start + PAGE]
             snippets = self.snippets([d["image"] for d in chunk]) if self.snippets is not None else {}
-            self.add_rows([self._cells(d, snippets) for d in chunk])
-            self._shown += len(chunk)
+            columns = [column.key for column in self.ordered_columns]
+            for offset, doc in enumerate(chunk, start):
+                if self._row_locations.get_key(offset) is None:
+                    new = RowKey()
+                    self._row_locations[new] = offset
+                    self._data[new] = dict(zip(columns, self._cells(doc, snippets), strict=True))
+                    self.rows[new] = Row(new, 1)
+            key = self._row_locations.get_key(index)
+        return key
 
     def _cells(self, doc: dict[str, Any], snippets: dict[str, str]) -> tuple[Cell, ...]:
         desc = doc.get("Description") or {}
@@ -256,14 +272,106 @@ class ResultsTable(DataTable[Cell]):
                   "match": snippets.get(doc["image"], ""), "model": _model_cell(doc.get("Prediction"))}
         return tuple(Cell(" ".join(str(values[k] or "").split())) for k in self._keys)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.cursor_row >= self._shown - MARGIN:
-            self._more()
+    @property
+    def row_count(self) -> int:
+        """Every image of the result (built or not)."""
+        return len(self._docs) if len(self.columns) == len(self._keys) else 0
 
-    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
-        if new_value + self.scrollable_content_region.height >= self._shown - MARGIN:
-            self._more()
+    @property
+    def ordered_rows(self) -> Sequence[Row]:  # type: ignore[override]
+        return _Rows(self)
+
+    @property
+    def _y_offsets(self) -> list[tuple[RowKey, int]]:
+        return []  # DataTable's list of every line: not kept (see _get_offsets)
+
+    @property
+    def _total_row_height(self) -> int:
+        return self.row_count
+
+    def _get_offsets(self, y: int) -> tuple[RowKey, int]:
+        if self.show_header:
+            if y < self.header_height:
+                return self._header_row_key, y
+            y -= self.header_height
+        key = self._row_key(y) if y < self.row_count else None
+        if key is None:
+            raise LookupError(f"no row at line {y}")
+        return key, 0
+
+    def is_valid_row_index(self, row_index: int) -> bool:
+        return 0 <= row_index < self.row_count
+
+    def _row_y(self, row_index: int) -> int:
+        return row_index + (self.header_height if self.show_header else 0)
+
+    def _get_row_region(self, row_index: int) -> Region:
+        if not self.is_valid_row_index(row_index):
+            return Region(0, 0, 0, 0)
+        width = sum(column.get_render_width(self) for column in self.columns.values()) + self._row_label_column_width
+        return Region(0, self._row_y(row_index), max(self.size.width, width), 1)
+
+    def _get_cell_region(self, coordinate: Coordinate) -> Region:
+        if not self.is_valid_coordinate(coordinate):
+            return Region(0, 0, 0, 0)
+        columns = self.ordered_columns
+        x = sum(column.get_render_width(self) for column in columns[:coordinate.column]) + self._row_label_column_width
+        return Region(x, self._row_y(coordinate.row), columns[coordinate.column].get_render_width(self), 1)
+
+    def get_row_at(self, row_index: int) -> list[Cell]:
+        if self._row_key(row_index) is None:
+            raise RowDoesNotExist(f"Row index {row_index!r} is not valid.")
+        return super().get_row_at(row_index)
+
+    def coordinate_to_cell_key(self, coordinate: Coordinate) -> CellKey:
+        self._row_key(coordinate.row)
+        return super().coordinate_to_cell_key(coordinate)
+
+    def _highlight_row(self, row_index: int) -> None:
+        self.refresh_row(row_index)
+        key = self._row_key(row_index)
+        if key is not None:
+            self.post_message(DataTable.RowHighlighted(self, row_index, key))
+
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - (self.header_height if self.show_header else 0))
+
+    def action_page_down(self) -> None:
+        """As DataTable's, without walking every row below the cursor."""
+        self._set_hover_cursor(False)
+        self.scroll_relative(y=self._page(), animate=False, force=True)
+        self.move_cursor(row=min(self.cursor_row + self._page(), self.row_count - 1), scroll=False)
+
+    def action_page_up(self) -> None:
+        """As DataTable's, without walking every row above the cursor."""
+        self._set_hover_cursor(False)
+        self.scroll_relative(y=-self._page(), animate=False)
+        self.move_cursor(row=max(self.cursor_row - self._page(), 0), scroll=False)
+
+
+class _Rows(Sequence[Row]):
+    """DataTable's ordered rows, each built when asked for (the list would hold every row)."""
+
+    def __init__(self, table: ResultsTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return self._table.row_count
+
+    @overload
+    def __getitem__(self, index: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Row]: ...
+
+    def __getitem__(self, index: int | slice) -> Row | list[Row]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = index + len(self) if index < 0 else index
+        key = self._table._row_key(position) if 0 <= position < len(self) else None
+        if key is None:
+            raise IndexError(index)
+        return self._table.rows[key]
 
 
 #: Location categories as the Model column writes them (it must fit :data:`COLUMNS` at :data:`WIDE`).
