@@ -23,7 +23,8 @@ GUIDES = {
         "(or type `Description.Caption=hemorrhage` in the field box); Enter keeps the pair, and "
         "kept pairs are ANDed. Tick **facets** on the left to narrow the results; their counts "
         "follow the query. Enter on a result opens its case.\n\n"
-        "In the results: `o` sorts by the next column, `O` reverses (or click a header); `c` "
+        "In the results: `o` sorts by the next column, `O` reverses (or click a header); "
+        "`Home`/`End` go to the first and last image (the scrollbar spans the whole result); `c` "
         "copies the image id; `q` quits."
     ),
     "CaseScreen": (
