@@ -401,3 +401,32 @@ def test_ensemble_checkpoint_is_the_mean_of_its_members_logits(work: dict[str, P
     text = load_text_tower(tmp_path / "ens")
     for task, spec in paper_prompts().items():
         np.testing.assert_allclose(text.encode(spec["texts"]), ens.head.embeddings[task], atol=1e-4)
+
+
+def test_training_threads_wait_passively_unless_told() -> None:
+    """tools.train makes OpenMP's threads sleep between regions (spinning ones starve a shared 2-core host)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import tools.train, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {"PYTHONPATH": str(root)}
+    for given, want in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        run_env = env if given is None else env | {"OMP_WAIT_POLICY": given}
+        out = subprocess.run([sys.executable, "-c", code], env=run_env, cwd=root, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == want
+
+
+def test_lite0_gives_the_same_output_in_channels_last() -> None:
+    """Training runs the tower in channels_last (oneDNN's depthwise kernels); the SAME padding must not care."""
+    from medpix_tui.model.efficientnet import EfficientNetLite0
+
+    torch.manual_seed(0)
+    tower = EfficientNetLite0(16, 64).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = tower(x)
+        got = tower.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
