@@ -263,7 +263,9 @@ def main() -> None:
         temperature = encoder.head.temperature.get(task, 1.0)
         report["ece_test"][task] = {"uncalibrated": round(ece(softmax(raw[task]), labels), 4),
                                     "calibrated": round(ece(softmax(raw[task] / temperature), labels), 4),
-                                    "temperature": temperature}
+                                    "temperature": temperature,
+                                    "method": ((calibration.info.get("method") or {}).get(task) or {}).get("method")
+                                    if calibration is not None else None}
     probabilities = encoder.head.probabilities(embeddings)
     image_level = {t: round(float(np.mean([encoder.head.classes[t][int(p.argmax())] == truth[t]
                                            for p, truth in zip(probabilities[t], truths, strict=True)])), 4)
