@@ -7,6 +7,7 @@ their embeddings, made by it at export), queries a user types, and real case tex
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,23 @@ def test_search_images_imports_no_torch(real_bundle_path: Path) -> None:
 
     answer = json.loads(lines[0])
     assert len(answer["images"]) == 2 and answer["images"][0]["score"] >= answer["images"][1]["score"]
+
+
+def test_a_few_texts_encode_in_numpy_many_in_torch() -> None:
+    from medpix_tui.model.bert import NumpyMiniLM
+    from medpix_tui.model.case_text import BULK_TEXTS, encoder_for
+
+    assert isinstance(encoder_for(1)._tower, NumpyMiniLM) and isinstance(encoder_for(BULK_TEXTS)._tower, NumpyMiniLM)
+    need_torch()
+    from medpix_tui.model.text import TextTower
+
+    assert isinstance(encoder_for(BULK_TEXTS + 1)._tower, TextTower)  # a build's new cases: torch's two threads
+
+
+def test_every_command_and_the_ui_run_numpy_on_one_blas_thread() -> None:
+    # two BLAS threads spin on 2 busy cores: a case-similarity query took 345 ms instead of 20
+    code = "import os, sys, medpix_tui.cli; print(os.environ.get('OPENBLAS_NUM_THREADS'), 'numpy' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            cwd=Path(__file__).parents[1])
+    assert result.stdout.strip() == "1 False"  # set before numpy loads, so OpenBLAS reads it

@@ -16,10 +16,6 @@ import click
 from ..errors import InputError
 from ..source import SPLITS
 
-# numpy's BLAS threads spin against each other on a busy 2-core machine (see model.runtime);
-# it reads this when numpy loads, which is after this module in every model command.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 
 def _progress(description: str, total: int) -> Any:
     """rich's progress bar, imported only when something long runs (a first build, an eval)."""
