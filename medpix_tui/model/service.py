@@ -2,7 +2,9 @@
 
 :class:`BundleModel` loads each part on first use and keeps it: the image encoder (numpy
 when the tower allows, so classify imports no torch), its calibration, the bundle's
-embeddings, and the text tower (slow; only text search needs it).
+embeddings, and the text tower (MiniLM in numpy where the checkpoint allows; 90 MB of
+weights, so only text search loads it). ``eval`` needs only the head when every image of
+the split has a shipped release vector.
 """
 
 from __future__ import annotations
