@@ -9,15 +9,24 @@ separately, the same ACR code) among the top k? Only test cases with such a trai
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# as the CLI runs: one BLAS thread (the numpy sentence model's second thread only spins on 2 busy cores)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from medpix_tui.bundle import resolve_bundle  # noqa: E402
-from medpix_tui.model.case_text import SentenceEncoder, case_text, retrieval_hits, similar_cases  # noqa: E402
+from medpix_tui.model.case_text import (  # noqa: E402
+    SentenceEncoder,
+    case_text,
+    encoder_for,
+    retrieval_hits,
+    similar_cases,
+)
 
 QUERIES = ["54 year old woman with sudden severe headache", "child with a limp and hip pain",
            "hematuria and flank pain", "new onset seizure in a young adult", "shortness of breath after surgery"]
@@ -41,7 +50,7 @@ def main() -> None:
           f"max {max(times) * 1000:.1f} ms ({len(times)} queries, k=10)")
     cases = bundle.store.find("Clinical_Reports")
     started = time.perf_counter()
-    encoder.encode([case_text(c) for c in cases])
+    encoder_for(len(cases)).encode([case_text(c) for c in cases])  # the encoder a build picks for them
     print(f"encoding all {len(cases)} case texts (what a build without the shipped vectors adds): "
           f"{time.perf_counter() - started:.1f} s; with them a build encodes "
           f"{bundle.manifest['model']['case_texts']['encoded']}")

@@ -436,6 +436,9 @@ def connect(parquet_dir: Path, *, memory_limit: str | None = None) -> SqlConnect
         "threads": max(1, min(4, os.cpu_count() or 1))}
     con = duckdb.connect(":memory:", config=config)
     try:
+        # DuckDB draws a progress bar on stdout once a statement runs 2 s (a loaded host, a x30
+        # bundle's load): it would land in the CLI's CSV or JSON and across the terminal UI
+        con.execute("SET enable_progress_bar = false")
         con.execute(f"ATTACH ':memory:' AS {CATALOG}")
         for name in TABLES:
             parquet = _quote(str(folder / (name + ".parquet")))

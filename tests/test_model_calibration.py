@@ -12,14 +12,13 @@ import pytest
 from medpix_tui.model import shipped_checkpoint_dir
 from medpix_tui.model.calibration import (
     CALIBRATION_FILE,
-    calibrate_checkpoint,
     calibration_status,
     ece,
-    fit_temperature,
     load_calibration,
     ood_scores,
 )
 from medpix_tui.model.runtime import load_encoder, load_numpy_encoder
+from tools.train.calibrate import calibrate_checkpoint, fit_temperature
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +161,63 @@ def test_numpy_encode_files_pipelines_to_the_same_embeddings(model_dir: Path, tm
         Image.fromarray(rng.integers(0, 256, (24, 20), dtype=np.uint8)).save(paths[-1])
     encoder = load_numpy_encoder(model_dir)
     assert np.array_equal(encoder.encode_files(paths), encoder.encode_arrays(load_many(paths, encoder.size)))
+
+
+def test_case_folds_keep_each_case_whole() -> None:
+    from tools.train.calibrate import case_folds
+
+    cases = [f"C{i // 3}" for i in range(30)]  # ten cases of three images
+    fold = case_folds(cases, 5, seed=1)
+    assert all(len({int(fold[i]) for i in range(len(cases)) if cases[i] == c}) == 1 for c in set(cases))
+    assert sorted(np.bincount(fold).tolist()) == [6] * 5  # two cases a fold
+    assert (case_folds(cases, 5, seed=1) == fold).all() and not (case_folds(cases, 5, seed=2) == fold).all()
+
+
+def test_top_probability_maps_keep_the_answer() -> None:
+    from tools.train.calibrate import apply_histogram, apply_isotonic, fit_histogram, fit_isotonic, with_top
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, size=(400, 5))
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.where(rng.random(400) < 0.6, p.argmax(axis=1), rng.integers(0, 5, 400))
+    for q in (with_top(p, np.zeros(400)), with_top(p, np.ones(400)), apply_histogram(p, fit_histogram(p, truth)),
+              apply_isotonic(p, fit_isotonic(p, truth))):
+        assert (q.argmax(axis=1) == p.argmax(axis=1)).all()
+        np.testing.assert_allclose(q.sum(axis=1), 1.0, atol=1e-9)
+    xs, ys = fit_isotonic(p, truth)
+    assert (np.diff(xs) >= 0).all() and (np.diff(ys) >= -1e-12).all()  # monotone in the top probability
+    edges, values = fit_histogram(p, truth, bins=4)
+    top, right = p.max(axis=1), p.argmax(axis=1) == truth
+    first = top <= edges[1]
+    assert values[0] == pytest.approx(right[first].mean())
+
+
+def test_cross_validation_finds_the_temperature_that_made_the_labels() -> None:
+    from tools.train.calibrate import APPLIED, METHODS, choose, cross_validate
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 6, size=(600, 4))
+    p = np.exp(logits / 2.5 - (logits / 2.5).max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(4, p=row) for row in p])
+    cases = [f"C{i // 4}" for i in range(600)]
+    cv = cross_validate(logits, truth, cases, repeats=3)
+    assert set(cv) == set(METHODS)
+    assert cv["temperature_nll"]["ece"] < cv["none"]["ece"] and cv["temperature_nll"]["nll"] < cv["none"]["nll"]
+    assert cv["temperature_nll"]["accuracy"] == cv["none"]["accuracy"]  # a temperature keeps every answer
+    assert choose(cv) in APPLIED and choose(cv) != "none"
+    assert cross_validate(logits, truth, ["one case"] * 600) == {} and choose({}) == "temperature_nll"
+
+
+def test_shipped_calibration_records_its_choice_on_dev(model_dir: Path) -> None:
+    from tools.train.calibrate import APPLIED, METHODS, choose
+
+    content = json.loads((model_dir / CALIBRATION_FILE).read_text())
+    assert content["method_chosen_on"].startswith("dev only")
+    for task, info in content["method"].items():
+        assert set(info["dev_cv"]) == set(METHODS) and info["method"] in APPLIED
+        assert info["method"] == choose(info["dev_cv"])
+        assert info["better_on_dev_cv_but_not_applied"] == sorted(
+            m for m in METHODS if m not in APPLIED and info["dev_cv"][m]["ece"] < info["dev_cv"][info["method"]]["ece"])
+        assert content["temperature"][task] > 0
+    assert set(content["figures"]) == {"dev", "test"}

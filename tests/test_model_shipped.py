@@ -68,3 +68,23 @@ def test_shipped_release_embeddings_cover_every_release_image(real_bundle, sourc
     assert {sha256_file(source.image_path(d["image"])) for d in source.images} <= set(shipped)
     info = real_bundle.manifest["model"]
     assert (info["reused"], info["embedded"]) == (len(source.images), 0)
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_eval_reusing_shipped_vectors_reports_what_embedding_the_pixels_does(real_bundle, model_dir: Path,
+                                                                            split: str) -> None:
+    """``eval`` takes the release vectors by file digest; every figure is the one ``--from-pixels`` gives
+    (dev's location ECE moved by 0.002 when those vectors were float16)."""
+    from medpix_tui.model.service import BundleModel
+
+    model = BundleModel(real_bundle)
+    fast = model.evaluate(split, by_case=True)
+    assert fast["embeddings"] == {"reused": fast["n"], "embedded": 0} and "encoder" not in model.__dict__
+    slow = model.evaluate(split, by_case=True, from_pixels=True)
+    assert slow["embeddings"] == {"reused": 0, "embedded": slow["n"]}
+    for key in ("n", "modality", "location", "modality_ci95", "location_ci95", "modality_ece", "location_ece",
+                "by_case"):
+        assert fast[key] == slow[key], key
+    claimed = read_metadata(model_dir)["evaluation"][split]
+    assert (fast["modality_accuracy"], fast["location_accuracy"]) == (claimed["modality_accuracy"],
+                                                                      claimed["location_accuracy"])

@@ -275,3 +275,26 @@ def test_history_file_is_bounded_and_validated(tmp_path: Path) -> None:
         assert _read_history(path) == ([], set())
     path.write_text(json.dumps(["SELECT 1", 7, None, "", "x" * 200_000, {"sql": "SELECT 2", "failed": True}]))
     assert _read_history(path) == (["SELECT 1", "SELECT 2"], {"SELECT 2"})
+
+
+def test_a_slow_statement_draws_no_progress_bar_on_stdout(tiny: Path) -> None:
+    # Seen on a loaded 2-core host: DuckDB drew its progress bar ("▕███▏ (00:00:02.8 elapsed)") on
+    # stdout in the middle of a reader's output once a statement ran past 2 s. Asking DuckDB to
+    # draw it after 0 ms makes any statement slow enough, on any host.
+    script = (
+        "import duckdb\n"
+        "real = duckdb.connect\n"
+        "def eager(*args, **kwargs):\n"
+        "    con = real(*args, **kwargs)\n"
+        "    con.execute('SET progress_bar_time = 0')\n"
+        "    return con\n"
+        "duckdb.connect = eager\n"
+        "from medpix_tui.sql import connect\n"
+        f"con = connect({str(tiny / 'parquet')!r})\n"
+        "print('connected', flush=True)\n"  # with a 0 ms wait the SET turning the bar off draws one
+        "print(con.run('SELECT count(*) FROM range(30000000) a WHERE a.range % 7 = 3')[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("connected\n", 1)[1] == "[(4285714,)]\n" and "▕" not in out.stderr

@@ -13,6 +13,11 @@ from ..errors import MedpixError
 from ..locations import default_bundle
 from .options import BUNDLE_RULE, LocatedOption
 
+# numpy's BLAS threads spin against each other on a busy 2-core machine: one thread answered a
+# query of the numpy model towers in 15-34 ms where two took 140-540 ms. Read when numpy loads,
+# after this module, in every command and in the terminal UI (classify, text and case search).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 #: The module of this package that defines each command. A command imports only its own
 #: module, and the terminal UI (no command) none of them: a start skips their imports.
 COMMAND_MODULES = {

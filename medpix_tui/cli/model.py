@@ -16,10 +16,6 @@ import click
 from ..errors import InputError
 from ..source import SPLITS
 
-# numpy's BLAS threads spin against each other on a busy 2-core machine (see model.runtime);
-# it reads this when numpy loads, which is after this module in every model command.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 
 def _progress(description: str, total: int) -> Any:
     """rich's progress bar, imported only when something long runs (a first build, an eval)."""
@@ -204,9 +200,12 @@ def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[floa
 @_bundle_option
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True, help="Which split to score.")
 @click.option("--by-case", is_flag=True, help="Also pool each case's images into one answer and report case accuracy.")
+@click.option("--from-pixels", is_flag=True,
+              help="Embed every image again instead of reusing the vectors the model ships for the release's files.")
 @_json_option
 @click.pass_context
-def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_case: bool, as_json: bool) -> None:
+def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_case: bool, from_pixels: bool,
+                 as_json: bool) -> None:
     """Recompute zero-shot accuracy of the bundle's model with the paper's prompts.
 
     Overall and per class, with the confusion matrix (rows: truth, columns: predicted),
@@ -214,6 +213,8 @@ def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_cas
     expected calibration error of the (calibrated) probabilities, 15 bins. The 95%
     interval comes from resampling whole cases: a case's images are not independent.
     With --by-case, each case's images are pooled as ``classify --study`` pools them.
+    An image whose file is the release's own takes the vector the model ships for it
+    (the same figures, in a fraction of the time); --from-pixels embeds them all again.
 
     \b
     Examples:
@@ -222,12 +223,14 @@ def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_cas
     """
     from ..progress import rich_progress
 
-    result = _bundle_model(ctx, bundle_path).evaluate(split, rich_progress(), by_case=by_case)
+    result = _bundle_model(ctx, bundle_path).evaluate(split, rich_progress(), by_case=by_case, from_pixels=from_pixels)
     if as_json:
         click.echo(json.dumps(result))
         return
     calibrated = "calibrated" if result["calibrated"] else "uncalibrated"
-    click.echo(f"model {result['model']} on the {split} split ({result['n']} images), paper's prompts, "
+    reused = result["embeddings"]["reused"]
+    vectors = f"{reused} shipped vectors, {result['embeddings']['embedded']} embedded" if reused else "embedded"
+    click.echo(f"model {result['model']} on the {split} split ({result['n']} images, {vectors}), paper's prompts, "
                f"{calibrated} probabilities")
     for task in ("modality", "location"):
         _print_task(task, result[task], result["paper"][f"{task}_accuracy"], result.get(f"{task}_ci95"),

@@ -47,17 +47,16 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
 
     from ..source import sha256_file
     from .checkpoint import WEIGHTS_FILE, read_metadata
-    from .release import read_release
+    from .release import shipped_vectors
     from .similarity import EMBEDDINGS_FILE, save_index
 
     weights_sha256 = sha256_file(Path(model_dir) / WEIGHTS_FILE)
-    shipped = read_release(model_dir, weights_sha256)
-    digests = [sha256_file(path) for _, path in images] if shipped else []
-    todo = [i for i in range(len(images)) if not shipped or digests[i] not in shipped]
-    dim = len(next(iter(shipped.values()))) if shipped else 0
+    known = shipped_vectors(model_dir, [path for _, path in images])
+    todo = [i for i, v in enumerate(known) if v is None]
+    dim = next((len(v) for v in known if v is not None), 0)
     name = str(read_metadata(model_dir).get("name", ""))
     fresh = np.zeros((0, dim), np.float32)
-    if todo or not shipped:
+    if todo or not dim:
         from .encoder import load_image_encoder
 
         encoder = load_image_encoder(model_dir)
@@ -71,8 +70,9 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
     vectors = np.zeros((len(images), dim), np.float32)
     for row, i in enumerate(todo):
         vectors[i] = fresh[row]
-    for i in sorted(set(range(len(images))) - set(todo)):
-        vectors[i] = shipped[digests[i]]
+    for i, vector in enumerate(known):
+        if vector is not None:
+            vectors[i] = vector
     save_index(out_dir, [n for n, _ in images], vectors)
     return {"name": name, "weights_sha256": weights_sha256, "dim": dim, "count": len(images),
             "reused": len(images) - len(todo), "embedded": len(todo), "file": EMBEDDINGS_FILE, "dtype": "float16"}

@@ -46,26 +46,64 @@ def text_digest(text: str) -> str:
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2 from its package, as unit sentence vectors (loads torch)."""
+    """all-MiniLM-L6-v2 from its package, as unit sentence vectors.
 
-    def __init__(self) -> None:
-        from .text import package_text_tower
+    In numpy (:class:`~.bert.NumpyMiniLM`, no torch: a query answers in tens of
+    milliseconds); ``backend="torch"`` runs open_clip's tower instead, which a test
+    compares with it and which is faster on hundreds of texts (:func:`encoder_for`).
+    """
 
-        self._tower = package_text_tower(context_length=CONTEXT)
+    def __init__(self, backend: str = "numpy") -> None:
+        from .checkpoint import text_weights_path
+
+        self._backend = backend
+        if backend == "torch":
+            from .text import package_text_tower
+
+            self._tower: Any = package_text_tower(context_length=CONTEXT)
+        else:
+            from .bert import NumpyMiniLM
+
+            weights = text_weights_path()
+            self._tower = NumpyMiniLM(weights, weights.parent / "tokenizer.json", CONTEXT)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors. A query of a few texts runs on one thread: OpenMP's second thread
-        spins for so little work that on a busy 2-core host one query took 392 ms, not 30."""
+        """Unit vectors (N, 384)."""
+        if self._backend == "torch":
+            pooled = self._torch_pooled(texts)
+        else:
+            pooled = self._tower.pooled(list(texts))
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def _torch_pooled(self, texts: Sequence[str]) -> np.ndarray:
+        """A query of a few texts runs on one thread: OpenMP's second thread spins for so
+        little work that on a busy 2-core host one query took 392 ms, not 30."""
         import torch
 
         threads = torch.get_num_threads()
         if len(texts) <= 8:
             torch.set_num_threads(1)
         try:
-            pooled = self._tower.pooled(list(texts)).astype(np.float32)
+            return self._tower.pooled(list(texts)).astype(np.float32)
         finally:
             torch.set_num_threads(threads)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+#: Beyond this many texts, torch (two threads) encodes faster than numpy's one thread and its
+#: import pays off: 671 case texts took 21.5 s in torch and 152 s in numpy on 2 shared cores.
+BULK_TEXTS = 64
+
+
+def encoder_for(count: int) -> SentenceEncoder:
+    """The encoder for ``count`` texts: numpy for a few (no torch to import), torch for many when installed."""
+    if count > BULK_TEXTS:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return SentenceEncoder("torch")
+    return SentenceEncoder()
 
 
 def _shipped() -> dict[str, np.ndarray]:
@@ -91,7 +129,7 @@ def embed_texts(texts: Sequence[str], progress: Progress = silent, encoder: Sent
         else:
             vectors[i] = vector
     if missing:
-        encoder = encoder or SentenceEncoder()
+        encoder = encoder or encoder_for(len(missing))
         with progress(what, len(missing)) as advance:
             for start in range(0, len(missing), 64):
                 chunk = missing[start:start + 64]
@@ -114,7 +152,7 @@ def write_case_embeddings(cases: Sequence[dict[str, Any]], out_dir: Path, progre
 def ship_text_embeddings(texts: Sequence[str], path: Path = SHIPPED) -> int:
     """Encode ``texts`` and write the reuse file (run by ``tools/train/case_texts.py``)."""
     unique = sorted(set(texts))
-    vectors = SentenceEncoder().encode(unique) if unique else np.zeros((0, 384), np.float32)
+    vectors = SentenceEncoder("torch").encode(unique) if unique else np.zeros((0, 384), np.float32)
     np.savez_compressed(path, sha256=np.array([text_digest(t) for t in unique]), vectors=vectors.astype(np.float16))
     return len(unique)
 

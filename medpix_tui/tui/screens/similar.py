@@ -2,7 +2,7 @@
 
 The ranking is :func:`medpix_tui.model.case_text.similar_cases`: cosine between MiniLM
 sentence embeddings of the query and of each case's history and findings. The sentence
-model needs torch (3 to 8 s to import and load), so it loads in a thread worker from the
+model (MiniLM in numpy) takes a fraction of a second to load, so it loads in a thread worker from the
 first key (the history dialog says when it is ready) and is kept on the app
 (``app.sentence_encoder``): later queries take tens of milliseconds. Enter on a listed case
 opens it; ``n`` and ``p`` there walk down the list.
@@ -32,7 +32,7 @@ _LOADING = threading.Lock()
 
 
 def sentence_encoder(app: MedpixApp) -> Any:
-    """The app's sentence encoder, loaded on first use (in a thread: it imports torch)."""
+    """The app's sentence encoder, loaded on first use (in a thread: it reads 90 MB of weights)."""
     with _LOADING:
         if app.sentence_encoder is None:
             from ...model.case_text import SentenceEncoder
@@ -160,7 +160,7 @@ class SimilarCasesScreen(GuardedScreen):
         self.query_one("#similar-table").display = False
         loaded = medpix(self).sentence_encoder is not None
         self._state("Ranking the cases…" if loaded else
-                    "Loading the sentence model (torch: a few seconds the first time)…")
+                    "Loading the sentence model…")
         self._rank()
 
     def _state(self, text: str) -> None:
