@@ -342,7 +342,7 @@ class SqlConnection:
             self._watch(done, timeout)
         except KeyboardInterrupt:
             self.interrupt("interrupted")
-            done.wait()
+            self._until_stopped(done)
             raise
         finally:
             self._running.clear()
@@ -354,10 +354,13 @@ class SqlConnection:
         return result
 
     def _watch(self, done: threading.Event, timeout: float | None) -> None:
-        """Wait for ``done``; stop DuckDB at the time limit or when memory grows past :data:`MAX_RSS_GROWTH`."""
+        """Wait for ``done``; stop DuckDB at the time limit, when memory grows past
+        :data:`MAX_RSS_GROWTH`, or once :meth:`interrupt` was called from another thread."""
         start_rss = _rss()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.02 if start_rss is not None else timeout):
+        while not done.wait(0.02):
+            if self._why is not None:
+                break
             rss = _rss()
             if start_rss is not None and rss is not None and rss - start_rss > MAX_RSS_GROWTH:
                 self.interrupt("memory")
@@ -365,7 +368,14 @@ class SqlConnection:
             if deadline is not None and time.monotonic() >= deadline:
                 self.interrupt("timeout")
                 break
-        done.wait()
+        self._until_stopped(done)
+
+    def _until_stopped(self, done: threading.Event) -> None:
+        """Interrupt DuckDB until the statement ends. One interrupt is lost when it comes before
+        DuckDB has begun the statement (seen on a loaded host: a SIGINT the process never obeyed)."""
+        while not done.wait(0.02):
+            if self._why is not None:
+                self.raw.interrupt()
 
     def _execute(self, statements: list[Any], limit: int | None,
                  max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:

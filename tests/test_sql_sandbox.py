@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -298,3 +299,34 @@ def test_a_slow_statement_draws_no_progress_bar_on_stdout(tiny: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("connected\n", 1)[1] == "[(4285714,)]\n" and "▕" not in out.stderr
+
+
+def test_a_cancel_before_duckdb_begins_the_statement_is_not_lost(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seen on a loaded host: SIGINT came after the statement's thread started but before DuckDB
+    # began the statement; the one interrupt was lost and the runaway statement went on. Here the
+    # cancel (the TUI's Esc) always comes in that gap.
+    from medpix_tui.sql import SqlConnection
+
+    con = connect(tiny / "parquet")
+    real = SqlConnection._execute
+    cancelled = threading.Event()
+
+    def late(self: SqlConnection, *args: object) -> object:
+        assert self.interrupt("cancelled")
+        cancelled.set()
+        return real(self, *args)
+
+    monkeypatch.setattr(SqlConnection, "_execute", late)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            con.run(RUNAWAY, timeout=None)
+        except QueryError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(120)  # without the fix it runs for hours: the join gives up and the test fails
+    assert cancelled.is_set() and not worker.is_alive(), "the cancelled statement stopped"
+    assert outcome and "cancelled" in str(outcome[0])
