@@ -40,8 +40,6 @@ SAME, DIFFERS = "same", "differs"
 #: The facets "prediction vs label" per task, as (key, title, document path): the search session's
 #: own rows, each counting ``same`` and ``differs``.
 FACETS = tuple((f.key, f.title, f.path) for f in SESSION_FACETS if f.path.startswith("Prediction."))
-#: Sort by the model's confidence (lowest first finds the doubtful answers).
-CONFIDENCE_SORT = {"modality": "Prediction.modality_p", "location": "Prediction.location_p"}
 
 
 def prediction_of(answer: dict[str, Any]) -> dict[str, Any]:
