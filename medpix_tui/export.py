@@ -638,7 +638,7 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
             dataset(job, tmp)
             return {"images": len(sel.images), "cases": len(sel.cases), **job.counts}
 
-        return _one_file_export(out, manifest, write, force, checked=True)
+        return _one_file_export(out, manifest, write, force)
     with atomic_dir(out, force=force) as tmp:
         dataset(job, tmp)
         written = _folder_files(tmp)
@@ -665,8 +665,8 @@ def _manifest_head(kind: str, fmt: str, bundle: Bundle | None) -> dict[str, Any]
             "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None}, "format": fmt}
 
 
-def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path], dict[str, Any]], force: bool,
-                     *, checked: bool = False) -> ExportResult:
+def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path], dict[str, Any]],
+                     force: bool) -> ExportResult:
     """Write one file with ``write(tmp)`` (which returns the counts) and ``<file>.manifest.json`` beside it.
 
     Both are atomic and refused over an existing file without ``force`` (checked before
@@ -674,8 +674,7 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     """
     out = Path(out)
     mpath = out.with_name(out.name + MANIFEST_SUFFIX)
-    if not checked:
-        check_not_read_only(out)
+    check_not_read_only(out)
     check_not_read_only(mpath)
     check_destination(out, force)
     check_destination(mpath, force)
@@ -719,7 +718,6 @@ def save_documents(store: Store, out: Path, fmt: str, query: ExportQuery, *, sha
     manifest = _manifest_head(DOCUMENTS, fmt, bundle)
     manifest.update({"options": {"shape": shape}, "exclude_leaks": False, "query": query.to_json(),
                      "source": source})
-    check_not_read_only(Path(out))
 
     def write(tmp: Path) -> dict[str, Any]:
         docs = query.documents(store)
@@ -809,7 +807,6 @@ def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ..
     writer = FORMATS[fmt].documents
     manifest = _manifest_head(SQL, fmt, bundle)
     manifest.update({"options": {}, "exclude_leaks": False, "query": None, "sql": statement, "note": SQL_NOTE})
-    check_not_read_only(Path(out))
 
     def write(tmp: Path) -> dict[str, Any]:
         if writer is None:  # CSV

@@ -56,26 +56,24 @@ class SentenceEncoder:
     def __init__(self, backend: str = "numpy") -> None:
         from .checkpoint import text_weights_path
 
-        self._backend = backend
         if backend == "torch":
             from .text import package_text_tower
 
             self._tower: Any = package_text_tower(context_length=CONTEXT)
+            self._pooled = self._torch_pooled
         else:
             from .bert import NumpyMiniLM
 
             weights = text_weights_path()
             self._tower = NumpyMiniLM(weights, weights.parent / "tokenizer.json", CONTEXT)
+            self._pooled = self._tower.pooled
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors (N, 384)."""
-        if self._backend == "torch":
-            pooled = self._torch_pooled(texts)
-        else:
-            pooled = self._tower.pooled(list(texts))
+        pooled = self._pooled(list(texts))
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
-    def _torch_pooled(self, texts: Sequence[str]) -> np.ndarray:
+    def _torch_pooled(self, texts: list[str]) -> np.ndarray:
         """A query of a few texts runs on one thread: OpenMP's second thread spins for so
         little work that on a busy 2-core host one query took 392 ms, not 30."""
         import torch
@@ -84,7 +82,7 @@ class SentenceEncoder:
         if len(texts) <= 8:
             torch.set_num_threads(1)
         try:
-            return self._tower.pooled(list(texts)).astype(np.float32)
+            return self._tower.pooled(texts).astype(np.float32)
         finally:
             torch.set_num_threads(threads)
 
