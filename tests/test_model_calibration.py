@@ -18,7 +18,7 @@ from medpix_tui.model.calibration import (
     ood_scores,
 )
 from medpix_tui.model.runtime import load_encoder, load_numpy_encoder
-from tools.train.calibrate import calibrate_checkpoint, fit_temperature
+from tools.train.calibrate import calibrate_checkpoint, ece_floor, fit_temperature
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,16 @@ def test_fit_temperature_recovers_the_one_that_made_the_labels() -> None:
     p /= p.sum(axis=1, keepdims=True)
     truth = np.array([rng.choice(5, p=row) for row in p])
     assert fit_temperature(logits, truth) == pytest.approx(2.5, rel=0.08)
+
+
+def test_ece_floor_is_the_sampling_error_of_a_calibrated_model() -> None:
+    # one bin at confidence 0.7: the ECE is |accuracy - 0.7| with accuracy ~ Binomial(n, 0.7) / n,
+    # whose median is 0.674 standard deviations, sqrt(0.21 / n)
+    for n in (200, 2000):
+        floor = ece_floor(np.tile([[0.7, 0.2, 0.1]], (n, 1)))
+        assert floor["median"] == pytest.approx(0.674 * np.sqrt(0.21 / n), rel=0.25)
+        assert floor["p95"] == pytest.approx(1.96 * np.sqrt(0.21 / n), rel=0.25)
+    assert ece_floor(np.tile([[1.0, 0.0]], (50, 1))) == {"median": 0.0, "p95": 0.0}
 
 
 def test_ood_score_is_the_mean_of_the_k_nearest() -> None:
@@ -122,7 +132,8 @@ def test_the_test_split_stays_accepted(model_dir: Path, source_dir: Path) -> Non
 @pytest.mark.parametrize("vision", [
     {"image_size": 64, "layers": [1, 2, 1, 1], "width": 16, "head_width": 16},
     {"image_size": 64, "architecture": "efficientnet_lite0"},
-], ids=["modified_resnet", "efficientnet_lite0"])
+    {"image_size": 64, "architecture": "efficientnet_lite1"},
+], ids=["modified_resnet", "efficientnet_lite0", "efficientnet_lite1"])
 def test_numpy_forward_matches_the_torch_tower(vision: dict) -> None:
     # random weights and batch-norm statistics, so every folded term is exercised
     torch = pytest.importorskip("torch")

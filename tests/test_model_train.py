@@ -324,7 +324,7 @@ def test_lite0_tower_trains_from_imagenet_weights_and_exports(work: dict[str, Pa
     """Pretrained EfficientNet-Lite0: frozen blocks keep the package's weights, the export loads into the library."""
     from safetensors.torch import load_file
 
-    from medpix_tui.model.efficientnet import EfficientNetLite0, pretrained_state
+    from medpix_tui.model.efficientnet import EfficientNetLite, pretrained_state
 
     cfg = deepcopy(TINY)
     cfg["model_cfg"]["vision_cfg"] = {"architecture": "efficientnet_lite0", "image_size": SIZE, "dropout": 0.2,
@@ -340,7 +340,7 @@ def test_lite0_tower_trains_from_imagenet_weights_and_exports(work: dict[str, Pa
     torch.testing.assert_close(best["visual._blocks.2._bn1.running_mean"], imagenet["_blocks.2._bn1.running_mean"])
     assert not torch.equal(best["visual._blocks.9._project_conv.weight"], imagenet["_blocks.9._project_conv.weight"])
     encoder = load_image_encoder(tmp_path / "model")
-    assert isinstance(encoder.tower, EfficientNetLite0) and encoder.dim == 16
+    assert isinstance(encoder.tower, EfficientNetLite) and encoder.dim == 16
     reference = build_model(cfg, pack.text_dir, pretrained=False)
     reference.load_state_dict(best, strict=False)
     reference.eval()
@@ -421,10 +421,10 @@ def test_training_threads_wait_passively_unless_told() -> None:
 
 def test_lite0_gives_the_same_output_in_channels_last() -> None:
     """Training runs the tower in channels_last (oneDNN's depthwise kernels); the SAME padding must not care."""
-    from medpix_tui.model.efficientnet import EfficientNetLite0
+    from medpix_tui.model.efficientnet import EfficientNetLite
 
     torch.manual_seed(0)
-    tower = EfficientNetLite0(16, 64).eval()
+    tower = EfficientNetLite(16, 64).eval()
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         want = tower(x)

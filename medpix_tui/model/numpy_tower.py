@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import lite_spec
 from .checkpoint import WEIGHTS_FILE, load_arrays
 
 Weights = dict[str, np.ndarray]
@@ -179,33 +180,30 @@ def relu6(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0, 6, out=x)
 
 
-class EfficientNetLite0Numpy:
-    """:class:`.efficientnet.EfficientNetLite0` as folded numpy weights (same module names)."""
-
-    #: (repeats, kernel, stride, expand ratio, in channels, out channels), as in :mod:`.efficientnet`.
-    STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-              (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
-    EPS = 1e-3
+class EfficientNetLiteNumpy:
+    """:class:`.efficientnet.EfficientNetLite` as folded numpy weights (same module names)."""
 
     def __init__(self, w: Weights, model_cfg: dict[str, Any]) -> None:
-        stem, self.stem_b = _fold(w, "_conv_stem", "_bn0", self.EPS)
+        eps = lite_spec.BN_EPS
+        stem, self.stem_b = _fold(w, "_conv_stem", "_bn0", eps)
         self.stem_w = np.ascontiguousarray(stem.sum(axis=2, keepdims=True))  # three equal gray channels: one
         self.stages: list[list[dict[str, Any]]] = []
         index = 0
-        for repeats, kernel, stride, expand, inp, out in self.STAGES:
+        for repeats, (kernel, stride, expand, inp, out) in zip(
+                lite_spec.REPEATS[_architecture(model_cfg)], lite_spec.STAGES, strict=True):
             stage = []
             for r in range(repeats):
                 p = f"_blocks.{index}"
                 block: dict[str, Any] = {"stride": stride if r == 0 else 1, "kernel": kernel,
                                          "skip": (stride if r == 0 else 1) == 1 and (inp if r == 0 else out) == out}
                 if expand != 1:
-                    block["expand"] = _fold(w, f"{p}._expand_conv", f"{p}._bn0", self.EPS)
-                block["depthwise"] = _fold_depthwise(w, f"{p}._depthwise_conv", f"{p}._bn1", self.EPS)
-                block["project"] = _fold(w, f"{p}._project_conv", f"{p}._bn2", self.EPS)
+                    block["expand"] = _fold(w, f"{p}._expand_conv", f"{p}._bn0", eps)
+                block["depthwise"] = _fold_depthwise(w, f"{p}._depthwise_conv", f"{p}._bn1", eps)
+                block["project"] = _fold(w, f"{p}._project_conv", f"{p}._bn2", eps)
                 stage.append(block)
                 index += 1
             self.stages.append(stage)
-        self.head = _fold(w, "_conv_head", "_bn1", self.EPS)
+        self.head = _fold(w, "_conv_head", "_bn1", eps)
         self.proj = w["proj.weight"].T.astype(np.float32)
         self.output_dim = int(self.proj.shape[1])
 
@@ -238,7 +236,7 @@ def _architecture(model_cfg: dict[str, Any]) -> str:
 #: Architecture name (``vision_cfg.architecture``, absent for open_clip's ResNet) -> numpy tower.
 FORWARDS: dict[str, Callable[[Weights, dict[str, Any]], Callable[[np.ndarray], np.ndarray]]] = {
     "modified_resnet": ModifiedResNetNumpy,
-    "efficientnet_lite0": EfficientNetLite0Numpy,
+    **{name: EfficientNetLiteNumpy for name in lite_spec.REPEATS},
 }
 
 

@@ -133,7 +133,7 @@ def fold_batch_norms(tower: nn.Module) -> nn.Module:
 def build_tower(model_cfg: dict) -> nn.Module:
     """The image tower an open_clip ``model_cfg`` describes.
 
-    ``vision_cfg.architecture`` = ``efficientnet_lite0`` selects the pretrained tower of
+    ``vision_cfg.architecture`` = ``efficientnet_lite0`` or ``_lite1`` selects the pretrained tower of
     :mod:`.efficientnet`, ``ensemble`` two towers side by side (:mod:`.ensemble`);
     otherwise it is open_clip's ModifiedResNet.
     """
@@ -143,10 +143,8 @@ def build_tower(model_cfg: dict) -> nn.Module:
 
         return build_ensemble(model_cfg)
     if vision.get("architecture") is not None:
-        from .efficientnet import ARCHITECTURE, build_efficientnet
+        from .efficientnet import build_efficientnet
 
-        if vision["architecture"] != ARCHITECTURE:
-            raise ValueError(f"unknown image tower architecture {vision['architecture']!r}")
         return build_efficientnet(model_cfg)
     layers = vision.get("layers")
     if not isinstance(layers, list) or len(layers) != 4:

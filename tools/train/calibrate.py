@@ -6,7 +6,9 @@ Writes ``calibration.json``, ``ood_reference.npy`` and ``ood_release.json`` (the
 images' OOD scores ``bundle build`` reuses) into the checkpoint folder; the library only
 reads them (:mod:`medpix_tui.model.calibration`). Rerun it whenever the weights change.
 Prints the figures: per task the dev cross-validation of every candidate method, the
-chosen one, ECE before and after on dev and test, and the OOD acceptance.
+chosen one, ECE before and after on dev and test (each beside its sampling floor: the ECE a
+perfectly calibrated model would show on the same images, :func:`ece_floor`), and the OOD
+acceptance.
 ``--scores-only`` writes only ``ood_release.json`` for the current calibration.
 
 **Choosing the method, on dev only.** Dev's 197 images come from 67 cases, and a case's
@@ -196,6 +198,25 @@ METHODS: dict[str, Method] = {
 }
 
 
+FLOOR_DRAWS = 1000
+
+
+def ece_floor(probabilities: np.ndarray, draws: int = FLOOR_DRAWS, seed: int = 0) -> dict[str, float]:
+    """The ECE a perfectly calibrated model would show on these rows: labels drawn from its own probabilities.
+
+    A 15-bin ECE on 200 images is far from zero even when every probability is right, because
+    each bin holds a dozen images; the median and 95th percentile over ``draws`` say how far,
+    so a split's measured ECE can be read against its own sampling floor.
+    """
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(probabilities, axis=1)
+    values = []
+    for _ in range(draws):
+        u = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
+        values.append(ece(probabilities, np.minimum((u > cumulative).sum(axis=1), probabilities.shape[1] - 1)))
+    return {"median": round(float(np.median(values)), 4), "p95": round(float(np.quantile(values, 0.95)), 4)}
+
+
 def case_folds(cases: Sequence[str], folds: int, seed: int) -> np.ndarray:
     """Each image's fold, whole cases together (a seeded shuffle of the cases, dealt round)."""
     names = sorted(set(cases))
@@ -276,6 +297,7 @@ def fit_calibration(head: ZeroShotHead, splits: Splits, feature_kind: str) -> tu
             row[f"{task}_ece_uncalibrated"] = round(ece(softmax(split_logits[task]), labels), 4)
             calibrated = softmax(split_logits[task] / temperature[task])
             row[f"{task}_ece"] = round(ece(calibrated, labels), 4)
+            row[f"{task}_ece_floor"] = ece_floor(calibrated)
             row[f"{task}_nll_uncalibrated"] = round(nll(split_logits[task], labels, 1.0), 4)
             row[f"{task}_nll"] = round(nll(split_logits[task], labels, temperature[task]), 4)
         figures[split] = row

