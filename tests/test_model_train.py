@@ -156,6 +156,21 @@ def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> N
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
 
 
+def test_ema_run_judges_and_ships_the_averaged_weights(work: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    pack = read_pack(work["pack"])
+    cfg = deepcopy(TINY)
+    cfg["train"].update(ema_decay=0.5, epochs=1)
+    out = work["root"] / "ema"
+    train(cfg, pack, out, log=lambda *_: None)
+    best, last = load_file(str(out / BEST)), torch.load(out / LAST, weights_only=False)
+    key = "visual.attnpool.c_proj.weight"
+    torch.testing.assert_close(best[key], last["ema"][f"module.{key}"].float())
+    assert not torch.allclose(best[key], last["model"][key].float()), "the average differs from the last step"
+    assert int(last["ema"]["n_averaged"]) == 3, "one update per step (12 train images, batches of 4)"
+
+
 def test_command_line_overrides_make_another_run() -> None:
     reseeded = override(TINY, seed=TINY["seed"] + 1, epochs=5)
     assert reseeded["seed"] == TINY["seed"] + 1 and reseeded["train"]["epochs"] == 5

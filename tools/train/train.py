@@ -304,6 +304,12 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     opt = adamw(params, tc["lr"], tc["weight_decay"])
     if trunk:  # a pretrained trunk moves more slowly than the new projections (``trunk_lr_scale``)
         adamw_groups(opt, trunk, tc["weight_decay"], float(tc.get("trunk_lr_scale", 1.0)))
+    ema = None
+    if tc.get("ema_decay"):  # dev judges, and the run ships, weights averaged over the last ~1/(1-decay) steps
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(tc["ema_decay"])), use_buffers=True)
+    judged = ema.module if ema is not None else model
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
@@ -326,6 +332,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             raise SystemExit(f"error: {out / LAST} belongs to another config; use a new --out")
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         run = state["run"]
         log(f"resuming after epoch {run['epochs_done']}")
     started = time.time() - run["seconds"]
@@ -364,16 +372,18 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             sums["loss"] += float(loss.detach())
             for k, v in parts.items():
                 sums[k] += float(v.detach())
-        dev = dev_accuracy(model, cfg, pack, pictures, features, labels, dev_rows, cached)
+        dev = dev_accuracy(judged, cfg, pack, pictures, features, labels, dev_rows, cached)
         score = sum(dev.values()) / len(dev)
         improved = score > run["best_score"]
         if improved:
             from safetensors.torch import save_file
 
-            save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(model).items()}, str(out / BEST))
+            save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(judged).items()}, str(out / BEST))
             run.update(best_epoch=epoch + 1, best_dev=dev, best_score=score)
         run.update(epochs_done=epoch + 1, seconds=round(time.time() - started, 1))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": opt.param_groups[0]["lr"],
@@ -382,7 +392,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                   "logit_scale": round(float(model.logit_scale.detach().exp()), 2), "best": improved,
                   "epoch_seconds": round(time.time() - epoch_start, 1), "seconds": run["seconds"]}
         end_epoch(out, METRICS, record, LAST,
-                  {"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run}, log)
+                  {"model": trainable_state(model), "optimizer": opt.state_dict(), "run": run,
+                   **({"ema": ema.state_dict()} if ema is not None else {})}, log)
         if epoch + 1 < int(tc["epochs"]) and next_epoch_overruns(deadline, epoch_start):
             run["stopped_early"] = True
             log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
