@@ -14,11 +14,12 @@ from medpix_tui.model.calibration import (
     CALIBRATION_FILE,
     calibration_status,
     ece,
+    ece_floor,
     load_calibration,
     ood_scores,
 )
 from medpix_tui.model.runtime import load_encoder, load_numpy_encoder
-from tools.train.calibrate import calibrate_checkpoint, ece_floor, fit_temperature
+from tools.train.calibrate import calibrate_checkpoint, fit_temperature
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,9 @@ def test_ece_floor_is_the_sampling_error_of_a_calibrated_model() -> None:
         floor = ece_floor(np.tile([[0.7, 0.2, 0.1]], (n, 1)))
         assert floor["median"] == pytest.approx(0.674 * np.sqrt(0.21 / n), rel=0.25)
         assert floor["p95"] == pytest.approx(1.96 * np.sqrt(0.21 / n), rel=0.25)
-    assert ece_floor(np.tile([[1.0, 0.0]], (50, 1))) == {"median": 0.0, "p95": 0.0}
+    assert ece_floor(np.tile([[1.0, 0.0]], (50, 1)), 0.0) == {"p05": 0.0, "median": 0.0, "p95": 0.0, "p_value": 1.0}
+    overconfident = ece_floor(np.tile([[0.9, 0.1]], (200, 1)), observed=0.2)  # said 0.9, right 70% of the time
+    assert overconfident["p_value"] < 0.01 and overconfident["p05"] < overconfident["median"] < overconfident["p95"]
 
 
 def test_ood_score_is_the_mean_of_the_k_nearest() -> None:

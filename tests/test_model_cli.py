@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,9 @@ def test_eval_by_case_and_ece(bundle: Path) -> None:
     assert code == 0
     result = json.loads(out)
     assert result["calibrated"] is True and 0 <= result["modality_ece"] <= 1 and 0 <= result["location_ece"] <= 1
+    for task in ("modality", "location"):
+        floor = result[f"{task}_ece_floor"]
+        assert 0 <= floor["p05"] <= floor["median"] <= floor["p95"] <= 1 and 0 <= floor["p_value"] <= 1
     cases = result["by_case"]
     # two train cases, each one CT and one MR image: modality cannot be pooled, location can
     assert cases == {"cases": 2, "modality_accuracy": None, "modality_cases": 0, "modality_mixed_cases": 2,
@@ -244,6 +248,7 @@ def test_eval_by_case_and_ece(bundle: Path) -> None:
     assert cases["location_accuracy"] in (0.0, 0.5, 1.0)
     code, out, _ = run("eval", "--bundle", str(bundle), "--split", "train", "--by-case")
     assert code == 0 and "by case (2 cases, each case's images pooled): modality - over 0 cases" in out
+    assert re.search(r"ECE \d\.\d{3}, \d\.\d{3} to \d\.\d{3} if perfectly calibrated", out)
 
 
 def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -> None:

@@ -182,10 +182,12 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
 
 
 def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[float] | None,
-                ece: float | None = None) -> None:
+                ece: float | None = None, floor: dict[str, float] | None = None) -> None:
     """Accuracy beside the paper's, then per class: count, recall, and its confusion row."""
     interval = f"95% CI {_pct(ci95[0]).strip()} to {_pct(ci95[1]).strip()} over cases; " if ci95 else ""
     calibration = f"; ECE {ece:.3f}" if ece is not None else ""
+    if ece is not None and floor:
+        calibration += f", {floor['p05']:.3f} to {floor['p95']:.3f} if perfectly calibrated (90% range on these images)"
     click.echo(f"{task}: {_pct(detail['accuracy'])}  ({interval}paper {_pct(paper).strip()}{calibration})")
     classes = detail["confusion"]["classes"]
     width = max(len(c) for c in classes)
@@ -234,7 +236,7 @@ def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_cas
                f"{calibrated} probabilities")
     for task in ("modality", "location"):
         _print_task(task, result[task], result["paper"][f"{task}_accuracy"], result.get(f"{task}_ci95"),
-                    result.get(f"{task}_ece"))
+                    result.get(f"{task}_ece"), result.get(f"{task}_ece_floor"))
     if by_case:
         cases = result["by_case"]
         click.echo(f"by case ({cases['cases']} cases, each case's images pooled): "

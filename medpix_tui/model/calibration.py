@@ -55,20 +55,48 @@ def encode_with_features(encoder: Any, pictures: np.ndarray) -> tuple[np.ndarray
     return embeddings, embeddings
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
 def ece(probabilities: np.ndarray, truth: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error: |accuracy - confidence| per confidence bin, weighted by its size."""
     if len(truth) == 0:
         return 0.0
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == truth
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = _bin_of(confidence, bins)
     total = 0.0
     for b in range(bins):
         mask = which == b
         if mask.any():
             total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(total)
+
+
+def ece_floor(probabilities: np.ndarray, observed: float | None = None, draws: int = 2000, seed: int = 0,
+              bins: int = ECE_BINS) -> dict[str, float]:
+    """The ECE a perfectly calibrated model would show on these rows: its answers right as often as it says.
+
+    A 15-bin ECE on 200 images is far from zero even when every probability is right, because
+    each bin holds a dozen images. Each draw marks every answer right with its own confidence;
+    the 5th, 50th and 95th percentiles over ``draws`` say how far from zero, and with
+    ``observed`` (the measured ECE) the share of draws at or above it says whether that
+    figure is evidence of miscalibration at all (a p-value).
+    """
+    n = len(probabilities)
+    if n == 0:
+        return {"p05": 0.0, "median": 0.0, "p95": 0.0, **({"p_value": 1.0} if observed is not None else {})}
+    confidence = probabilities.max(axis=1)
+    onehot = np.eye(bins)[_bin_of(confidence, bins)]
+    right = np.random.default_rng(seed).random((draws, n)) < confidence
+    values = np.abs(right @ onehot - confidence @ onehot).sum(axis=1) / n
+    p05, median, p95 = np.quantile(values, [0.05, 0.5, 0.95])
+    out = {"p05": round(float(p05), 4), "median": round(float(median), 4), "p95": round(float(p95), 4)}
+    if observed is not None:
+        out["p_value"] = round(float(np.mean(values >= observed - 1e-9)), 4)
+    return out
 
 
 def ood_scores(features: np.ndarray, reference: np.ndarray, k: int = OOD_K) -> np.ndarray:

@@ -54,9 +54,11 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
 
     With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``; with
     ``probabilities`` (per task, (N, classes), as the head gives them), ``modality_ece`` and
-    ``location_ece`` (15 bins); with both and ``by_case``, ``by_case``: accuracy per case.
+    ``location_ece`` (15 bins), each beside ``{task}_ece_floor``, the range a perfectly
+    calibrated model would show on the same images (:func:`.calibration.ece_floor`); with both
+    and ``by_case``, ``by_case``: accuracy per case.
     """
-    from .calibration import ece
+    from .calibration import ece, ece_floor
 
     out: dict[str, Any] = {"split": split, "n": len(truths)}
     for task in TASKS:
@@ -67,7 +69,9 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
             out[f"{task}_ci95"] = case_interval([t == p for t, p in zip(truth, predicted, strict=True)], cases)
         if probabilities is not None:
             index = {c: i for i, c in enumerate(classes[task])}
-            out[f"{task}_ece"] = round(ece(probabilities[task], np.array([index[t] for t in truth])), 4)
+            measured = ece(probabilities[task], np.array([index[t] for t in truth]))
+            out[f"{task}_ece"] = round(measured, 4)
+            out[f"{task}_ece_floor"] = ece_floor(probabilities[task], measured)
         out[task] = detail
     if by_case and cases is not None and probabilities is not None:
         out["by_case"] = case_report(truths, probabilities, classes, cases)

@@ -43,6 +43,7 @@ from medpix_tui.model.calibration import (
     Calibration,
     calibration_status,
     ece,
+    ece_floor,
     encode_with_features,
     load_calibration,
     ood_scores,
@@ -198,25 +199,6 @@ METHODS: dict[str, Method] = {
 }
 
 
-FLOOR_DRAWS = 1000
-
-
-def ece_floor(probabilities: np.ndarray, draws: int = FLOOR_DRAWS, seed: int = 0) -> dict[str, float]:
-    """The ECE a perfectly calibrated model would show on these rows: labels drawn from its own probabilities.
-
-    A 15-bin ECE on 200 images is far from zero even when every probability is right, because
-    each bin holds a dozen images; the median and 95th percentile over ``draws`` say how far,
-    so a split's measured ECE can be read against its own sampling floor.
-    """
-    rng = np.random.default_rng(seed)
-    cumulative = np.cumsum(probabilities, axis=1)
-    values = []
-    for _ in range(draws):
-        u = rng.random((len(probabilities), 1)) * cumulative[:, -1:]
-        values.append(ece(probabilities, np.minimum((u > cumulative).sum(axis=1), probabilities.shape[1] - 1)))
-    return {"median": round(float(np.median(values)), 4), "p95": round(float(np.quantile(values, 0.95)), 4)}
-
-
 def case_folds(cases: Sequence[str], folds: int, seed: int) -> np.ndarray:
     """Each image's fold, whole cases together (a seeded shuffle of the cases, dealt round)."""
     names = sorted(set(cases))
@@ -297,7 +279,7 @@ def fit_calibration(head: ZeroShotHead, splits: Splits, feature_kind: str) -> tu
             row[f"{task}_ece_uncalibrated"] = round(ece(softmax(split_logits[task]), labels), 4)
             calibrated = softmax(split_logits[task] / temperature[task])
             row[f"{task}_ece"] = round(ece(calibrated, labels), 4)
-            row[f"{task}_ece_floor"] = ece_floor(calibrated)
+            row[f"{task}_ece_floor"] = ece_floor(calibrated, ece(calibrated, labels))
             row[f"{task}_nll_uncalibrated"] = round(nll(split_logits[task], labels, 1.0), 4)
             row[f"{task}_nll"] = round(nll(split_logits[task], labels, temperature[task]), 4)
         figures[split] = row
