@@ -434,6 +434,19 @@ def test_training_threads_wait_passively_unless_told() -> None:
         assert out.stdout.strip() == want
 
 
+@pytest.mark.parametrize("architecture", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_each_lite_layout_holds_its_packages_imagenet_weights(architecture: str) -> None:
+    """lite_spec's table must give every tensor of the package's state dict its exact shape."""
+    from medpix_tui.model.efficientnet import EfficientNetLite, pretrained_state
+
+    tower = EfficientNetLite(16, 64, architecture=architecture)
+    state = pretrained_state(architecture)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {
+        k: tuple(v.shape) for k, v in tower.state_dict().items() if k != "proj.weight"}
+    assert len({k.split(".")[1] for k in state if k.startswith("_blocks.")}) == {
+        "efficientnet_lite0": 16, "efficientnet_lite1": 21}[architecture]
+
+
 def test_lite0_gives_the_same_output_in_channels_last() -> None:
     """Training runs the tower in channels_last (oneDNN's depthwise kernels); the SAME padding must not care."""
     from medpix_tui.model.efficientnet import EfficientNetLite
