@@ -30,13 +30,33 @@ from hypothesis import strategies as st  # noqa: E402
 
 from medpix_tui.bundle import default_source_path  # noqa: E402
 from medpix_tui.errors import QueryError  # noqa: E402
-from medpix_tui.query import (REGEX_TIME_LIMIT, check_window, field_filter, parse_field_args, parse_filter,  # noqa: E402
-                              parse_projection, parse_sort, validate_filter)
+from medpix_tui.query import (  # noqa: E402
+    REGEX_TIME_LIMIT,
+    check_window,
+    field_filter,
+    parse_field_args,
+    parse_filter,
+    parse_projection,
+    parse_sort,
+    validate_filter,
+)
 from medpix_tui.scan import Snapshot  # noqa: E402
 from medpix_tui.store import CASES, ID_FIELD, IMAGES, REPORTS  # noqa: E402
-from tests.test_hardening_properties import (SQL_SECRET, any_filters, check_loaded_source,  # noqa: E402
-                                             check_sql_statement, draw_source, evaluable_filters, random_paths,
-                                             reference_ids, regexes, release_docs, sql_paths, sql_statements, vocabulary)
+from tests.test_hardening_properties import (  # noqa: E402
+    SQL_SECRET,
+    any_filters,
+    check_loaded_source,
+    check_sql_statement,
+    draw_source,
+    evaluable_filters,
+    random_paths,
+    reference_ids,
+    regexes,
+    release_docs,
+    sql_paths,
+    sql_statements,
+    vocabulary,
+)
 
 COLLECTIONS = (IMAGES, CASES, REPORTS)
 #: a query may take the regex time limit plus this much for the rest of its work

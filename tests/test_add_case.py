@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from scraper_support import png_bytes
 
 from medpix_tui.add_case import add_case
 from medpix_tui.errors import InputError, ValidationError
 from medpix_tui.source import load_source
-
-from scraper_support import png_bytes
-
 
 
 def _image_doc(uid: str, name: str, kind: str) -> dict:

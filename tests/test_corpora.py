@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from medpix_tui.bundle import Bundle
-from medpix_tui.corpora import GRAPHML_FILE, NODE_FILES, RAG_EMBEDDINGS, RAG_FILE, RAG_IDS, rag_records, write_kg, write_rag
+from medpix_tui.corpora import (
+    GRAPHML_FILE,
+    NODE_FILES,
+    RAG_EMBEDDINGS,
+    RAG_FILE,
+    RAG_IDS,
+    rag_records,
+    write_kg,
+    write_rag,
+)
 from medpix_tui.model.case_text import SHIPPED, CaseIndex, SentenceEncoder, case_text, text_digest
 
 

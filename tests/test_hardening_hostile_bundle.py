@@ -374,8 +374,8 @@ def test_an_unusable_cache_folder_is_one_line(case: str, archive: Path, tmp_path
 # -- the kept first page -------------------------------------------------------------
 
 def tiny_page(tiny: Path, folder: Path) -> tuple[object, Path]:
-    from medpix_tui.tui.first_page import write_first_page
     from medpix_tui.session import SearchRequest, case_titles, run_search
+    from medpix_tui.tui.first_page import write_first_page
 
     opened = open_bundle(tiny)
     result = run_search(opened.store, SearchRequest())

@@ -26,8 +26,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medpix_tui.errors import QueryError
-from medpix_tui.query import (ALLOWED_OPERATORS, check_window, field_filter, parse_field_args, parse_filter,
-                              parse_projection, parse_sort, validate_filter)
+from medpix_tui.query import (
+    ALLOWED_OPERATORS,
+    check_window,
+    field_filter,
+    parse_field_args,
+    parse_filter,
+    parse_projection,
+    parse_sort,
+    validate_filter,
+)
 from medpix_tui.store import CASES, ID_FIELD, IMAGES, REPORTS
 
 # -- the data the strategies draw from -------------------------------------------------

@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 

@@ -140,7 +140,7 @@ def test_unknown_collection_and_huge_limit(store):
 
 
 def test_catastrophic_regex_hits_time_limit(tmp_path):
-    from tests.support import tiny_image, tiny_case, write_source
+    from tests.support import tiny_case, tiny_image, write_source
 
     long = "a" * 40 + "!"
     src = write_source(tmp_path / "src", cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "CT", long)])

@@ -16,7 +16,7 @@ from medpix_tui.tui.app import MedpixApp
 
 # Half-block images are sized from the terminal's cell size; pin it so snapshots do not
 # depend on the terminal pytest happens to run in.
-setattr(get_cell_size, "_result", CellSize(10, 20))
+get_cell_size._result = CellSize(10, 20)
 
 SIZE = (100, 32)
 
