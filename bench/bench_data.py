@@ -94,8 +94,8 @@ def run_queries(label: str, store: Store, parquet: Path, repeat: int) -> None:
     print(f"{'query':34} {'store ms':>9} {'duckdb ms':>10} {'ratio':>7}")
     worst = 0.0
     for name, call, sql in QUERIES:
-        ms = median_ms(lambda: call(store), repeat)
-        dms = median_ms(lambda: con.raw.execute(sql).fetchall(), repeat)  # the engine alone, as before the sandbox
+        ms = median_ms(lambda call=call: call(store), repeat)
+        dms = median_ms(lambda sql=sql: con.raw.execute(sql).fetchall(), repeat)  # the engine alone, as before the sandbox
         worst = max(worst, ms)
         print(f"{name:34} {ms:9.1f} {dms:10.1f} {ms / dms:7.1f}")
     print(f"{'worst median':34} {worst:9.1f}")

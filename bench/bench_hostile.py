@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import tiny_case, tiny_image, write_source
+# E402: these import only once the line above puts the checkout on the path
+from tests.support import tiny_case, tiny_image, write_source  # noqa: E402
 
 LIMIT_MB = 1024
 TWO_GB = 2 * 1024 ** 3

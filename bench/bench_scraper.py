@@ -19,12 +19,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from scraper_support import FixtureSite, live_from_fixture, make_case
+# E402: these import only once the line above puts the checkout and tests/ on the path
+from scraper_support import FixtureSite, live_from_fixture, make_case  # noqa: E402
 
-from tools.scraper import render
-from tools.scraper.cache import ResponseCache
-from tools.scraper.client import Fetcher
-from tools.scraper.harvest import run
+from tools.scraper import render  # noqa: E402
+from tools.scraper.cache import ResponseCache  # noqa: E402
+from tools.scraper.client import Fetcher  # noqa: E402
+from tools.scraper.harvest import run  # noqa: E402
 
 
 def main() -> None:

@@ -378,7 +378,7 @@ class FixtureSite:
         self.live[case.uid] = case
         sex = {"male": "male", "female": "female"}.get(str(case.images[0].description.get("Sex")))
         image_list = []
-        for img, synpic in zip(case.images, case.synpics):
+        for img, synpic in zip(case.images, case.synpics, strict=True):
             d = img.description
             obj = {"imageID": img.figure_id, "tmpImageID": None, "imageName": synpic,
                    "imageURL": f"/images/full/{synpic}.png", "thumbImageURL": f"/images/thumb/{synpic}.png",

@@ -100,7 +100,7 @@ def test_readers_agree_while_a_bundle_builds_beside(real_bundle_path: Path, tmp_
             if r.poll() is None:
                 r.kill()
     rounds = 0
-    for r, (out, err) in zip(readers, results):
+    for r, (out, err) in zip(readers, results, strict=True):
         assert r.returncode == 0, err[-3000:]
         digests = out.split()
         assert set(digests) == {expected}, "every answer of every reader is the expected one"

@@ -583,7 +583,7 @@ def test_readers_never_see_a_mix_while_the_bundle_is_rebuilt_in_place(tmp_path: 
             if r.poll() is None:
                 r.kill()
     totals = {"rounds": 0, "mixed": 0, "errors": 0}
-    for r, (stdout, stderr) in zip(readers, results):
+    for r, (stdout, stderr) in zip(readers, results, strict=True):
         assert r.returncode == 0, stderr[-2000:]
         for key, value in json.loads(stdout.splitlines()[-1]).items():
             totals[key] += value

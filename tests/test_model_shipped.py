@@ -54,7 +54,7 @@ def test_bundle_embeddings_are_the_models_embeddings_of_the_files(real_bundle, m
     index = load_index(real_bundle.embeddings_dir)
     names = index.ids[::205]
     exact = load_image_encoder(model_dir).encode_files([real_bundle.image_path(n) for n in names])
-    for name, vector in zip(names, exact):
+    for name, vector in zip(names, exact, strict=True):
         assert abs(float(index.vectors[index.ids.index(name)] @ vector) - 1.0) < 2e-3, name
 
 

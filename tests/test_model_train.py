@@ -410,7 +410,7 @@ def test_ensemble_checkpoint_is_the_mean_of_its_members_logits(work: dict[str, P
     got = {t: np.log(p) for t, p in ens.head.probabilities(ens.encode_arrays(pictures)).items()}
     for task, log_probs in got.items():
         logits = sum(w * m.head.logit_scale * (m.encode_arrays(pictures) @ m.head.embeddings[task].T)
-                     for w, m in zip((0.3, 0.7), members))
+                     for w, m in zip((0.3, 0.7), members, strict=True))
         want = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
         np.testing.assert_allclose(log_probs, want, atol=1e-4)
     text = load_text_tower(tmp_path / "ens")

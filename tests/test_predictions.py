@@ -114,7 +114,7 @@ def _fresh_source(root: Path, release: Path) -> Path:
     write_source(root, [tiny_case("F1", ["F1_a"], ["F1_b"]), tiny_case("F2", ["F2_a"], [])], images,
                  {"train": ["F1"], "test": ["F2"]}, write_images=False)
     pngs = sorted((release / "images").glob("*.png"))[:2]
-    for doc, png in zip(images, pngs):
+    for doc, png in zip(images, pngs, strict=False):  # two release files for three images: F2_a is drawn below
         Image.open(png).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "images" / f"{doc['image']}.png")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "images" / "F2_a.png")
@@ -173,7 +173,7 @@ def test_without_calibration_predictions_say_uncalibrated(source_dir: Path, tmp_
     src = write_source(tmp_path / "src", [tiny_case("U1", ["U1_a"], ["U1_b"])],
                        [tiny_image("U1", "U1_a", "CT"), tiny_image("U1", "U1_b", "MR")], {"train": ["U1"]},
                        write_images=False)
-    for name, png in zip(("U1_a", "U1_b"), sorted((source_dir / "images").glob("*.png"))[:2]):
+    for name, png in zip(("U1_a", "U1_b"), sorted((source_dir / "images").glob("*.png"))[:2], strict=True):
         shutil.copyfile(png, src / "images" / f"{name}.png")  # the release's files: their embeddings ship
     out = build_bundle(src, tmp_path / "uncalibrated", model_dir=model)
     preds = [d["Prediction"] for d in open_bundle(out).store.find(IMAGES)]

@@ -156,7 +156,10 @@ async def test_topic_links_the_split_no_acr_placeholder_and_the_viewer(real_bund
         await pilot.press("f")
         await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen))
         viewer = app.screen
-        legend = lambda: str(viewer.query_one("#full-legend", Static).render())
+
+        def legend() -> str:
+            return str(viewer.query_one("#full-legend", Static).render())
+
         assert f"image 1 of {len(images)}" in legend()
         await pilot.press("2", "z", "plus")
         view = viewer.query_one("#full-image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -164,7 +165,7 @@ def footer_fits(app, width: int) -> list[str]:  # noqa: ANN001 - any MedpixApp
     assert footer.compact == (width < 100)
     assert len(keys) >= 4 and "palette" in shown and "Quit" in shown, shown
     assert keys[-1].region.right <= width, shown
-    for left, right in zip(keys, keys[1:]):  # the palette key is docked right: nothing may run under it
+    for left, right in itertools.pairwise(keys):  # the palette key is docked right: nothing may run under it
         assert left.region.right <= right.region.x, (str(left.description), str(right.description))
     return shown
 
