@@ -63,7 +63,8 @@ def run(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, float, f
     env.pop("MEDPIX_MONGO_URI", None)
     # /usr/bin/time is a small parent: a child forked from this (large) script would start its
     # high-water mark at this script's RSS
-    timer_cmd = ["/usr/bin/time", "-q", "-f", "%M", "-o", str(cwd / "rss.txt")] if Path("/usr/bin/time").exists() else []
+    timer_cmd = (["/usr/bin/time", "-q", "-f", "%M", "-o", str(cwd / "rss.txt")] if Path("/usr/bin/time").exists()
+                 else [])
     started = time.monotonic()
     with open(cwd / "output.txt", "w+b") as out:
         proc = subprocess.Popen([*timer_cmd, sys.executable, "-m", "medpix_tui", *args], cwd=cwd, env=env,
@@ -125,24 +126,34 @@ def _bench(tmp: Path, only: str) -> int:
         "sql: SELECT * FROM range(3e9)": lambda: ["sql", "--bundle", b, "SELECT * FROM range(3000000000)"],
         "sql: count(*) FROM range(1e12), --timeout 5": lambda: ["sql", "--bundle", b, "--timeout", "5",
                                                                 "SELECT count(*) FROM range(1000000000000)"],
-        "sql: ORDER BY over range(3e9)": lambda: ["sql", "--bundle", b, "SELECT * FROM range(3000000000) ORDER BY random() LIMIT 1"],
-        "sql: string_agg of 3e8 rows": lambda: ["sql", "--bundle", b, "SELECT length(string_agg('xxxxxxxxxx', ',')) FROM range(300000000)"],
-        "sql: repeat('x', 1e8) x 100 rows": lambda: ["sql", "--bundle", b, "SELECT repeat('x', pow(10, 8)::INT) FROM range(100)"],
+        "sql: ORDER BY over range(3e9)": lambda: ["sql", "--bundle", b,
+                                                  "SELECT * FROM range(3000000000) ORDER BY random() LIMIT 1"],
+        "sql: string_agg of 3e8 rows": lambda: ["sql", "--bundle", b,
+                                                "SELECT length(string_agg('xxxxxxxxxx', ',')) FROM range(300000000)"],
+        "sql: repeat('x', 1e8) x 100 rows": lambda: ["sql", "--bundle", b,
+                                                     "SELECT repeat('x', pow(10, 8)::INT) FROM range(100)"],
         "sql: doubling strings (recursive CTE)": lambda: ["sql", "--bundle", b, (
-            "WITH RECURSIVE t(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM t WHERE n < 40) SELECT max(length(s)) FROM t")],
-        "sql: 100000 rows of 10 kB": lambda: ["sql", "--bundle", b, "--format", "csv", "SELECT repeat('x', 10000) FROM range(100000)"],
-        "build: PNG 20000x20000 (deflated)": lambda: source_with_image("bomb20k", lambda p: bomb_png(p, 20_000, 20_000)),
-        "build: PNG 11000x11000 (deflated)": lambda: source_with_image("bomb11k", lambda p: bomb_png(p, 11_000, 11_000)),
-        "build: PNG + 2 GB of zeros": lambda: source_with_image("tail", lambda p: (bomb_png(p, 64, 64), sparse_tail(p, TWO_GB))),
+            "WITH RECURSIVE t(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM t WHERE n < 40)"
+            " SELECT max(length(s)) FROM t")],
+        "sql: 100000 rows of 10 kB": lambda: ["sql", "--bundle", b, "--format", "csv",
+                                              "SELECT repeat('x', 10000) FROM range(100000)"],
+        "build: PNG 20000x20000 (deflated)": lambda: source_with_image("bomb20k",
+                                                                       lambda p: bomb_png(p, 20_000, 20_000)),
+        "build: PNG 11000x11000 (deflated)": lambda: source_with_image("bomb11k",
+                                                                       lambda p: bomb_png(p, 11_000, 11_000)),
+        "build: PNG + 2 GB of zeros": lambda: source_with_image(
+            "tail", lambda p: (bomb_png(p, 64, 64), sparse_tail(p, TWO_GB))),
         "build: Descriptions.json of 2 GB": lambda: source_with("json2g", "Descriptions.json",
                                                               lambda p: (p.write_bytes(b"["), sparse_tail(p, TWO_GB))),
-        "build: Descriptions.json of 16 MB of {}": lambda: source_with("json16", "Descriptions.json", lambda p: p.write_text(
-            "[" + ",".join(["{}"] * ((16 * 1024 * 1024 - 16) // 3)) + "]")),
+        "build: Descriptions.json of 16 MB of {}": lambda: source_with(
+            "json16", "Descriptions.json",
+            lambda p: p.write_text("[" + ",".join(["{}"] * ((16 * 1024 * 1024 - 16) // 3)) + "]")),
         "build: 6 PNGs of 4000x4000 (the cap; accepted)": lambda: at_the_cap("cap"),
         "add-case: PNG 20000x20000": lambda: add_case_bomb("addbomb"),
         "query: filter of 117 kB": lambda: ["query", "--bundle", b, "--filter", json.dumps(
             {"$or": [{"Type": {"$regex": f"(a|b)*z{i}"}} for i in range(3200)]})],
-        "query: filter nested 900 deep": lambda: ["query", "--bundle", b, "--filter", '{"$and":[' * 900 + "{}" + "]}" * 900],
+        "query: filter nested 900 deep": lambda: ["query", "--bundle", b, "--filter",
+                                                  '{"$and":[' * 900 + "{}" + "]}" * 900],
         "query: regex (?V1)glioma": lambda: ["query", "--bundle", b, "--field", "Description.Caption=(?V1)glioma"],
     }
     print(f"{'attack':<48} {'exit':>4} {'peak MB':>8} {'s':>6}  outcome")

@@ -204,7 +204,8 @@ def main() -> int:
             f.record(f"sql: {str(exc)[:80]}", statement)
 
     collection = st.sampled_from(COLLECTIONS)
-    sort_keys = st.lists(st.tuples(st.one_of(st.sampled_from(vocab["paths"][IMAGES]), random_paths()), st.sampled_from([1, -1])),
+    sort_keys = st.lists(st.tuples(st.one_of(st.sampled_from(vocab["paths"][IMAGES]), random_paths()),
+                                   st.sampled_from([1, -1])),
                          max_size=2)
     targets = {
         "filters": (filters, collection.flatmap(lambda c: st.tuples(
@@ -213,12 +214,15 @@ def main() -> int:
         "fields": (fields, st.tuples(
             st.lists(st.tuples(st.one_of(st.text(max_size=12), random_paths(), st.sampled_from(vocab["paths"][IMAGES])),
                                st.one_of(st.text(max_size=12), regexes(vocab["words"]))), max_size=3),
-            st.lists(st.text(max_size=20), max_size=3), st.text(max_size=20), st.integers(-5, 10 ** 7), st.integers(-5, 10 ** 7))),
-        "regex": (regex, st.tuples(st.sampled_from(["Description.Caption", "Case.Findings", "Case.History", "Topic.Disease Discussion"]),
+            st.lists(st.text(max_size=20), max_size=3), st.text(max_size=20), st.integers(-5, 10 ** 7),
+            st.integers(-5, 10 ** 7))),
+        "regex": (regex, st.tuples(st.sampled_from(["Description.Caption", "Case.Findings", "Case.History",
+                                                    "Topic.Disease Discussion"]),
                                    regexes(vocab["words"]), st.text(alphabet="imsxz", max_size=2))),
         "keywords": (keywords, st.text(max_size=40)),
         "ingest": (ingest, st.data()),
-        "sql": (sql, st.deferred(lambda: sql_statements(sql_holder.get("paths") or sql_paths(tmp / "sql-bundle", tmp / "sql-work")))),
+        "sql": (sql, st.deferred(lambda: sql_statements(sql_holder.get("paths")
+                                                        or sql_paths(tmp / "sql-bundle", tmp / "sql-work")))),
     }
     chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(chosen) - set(targets)
