@@ -117,7 +117,8 @@ def _eq(found: list[Any], value: Any) -> bool:
 
 
 def _cmp(found: list[Any], op: str, value: str) -> bool:
-    test = {"$gt": lambda a: a > value, "$gte": lambda a: a >= value, "$lt": lambda a: a < value, "$lte": lambda a: a <= value}[op]
+    test = {"$gt": lambda a: a > value, "$gte": lambda a: a >= value,
+            "$lt": lambda a: a < value, "$lte": lambda a: a <= value}[op]
     return any(isinstance(v, str) and test(v) for v in found)
 
 
@@ -196,7 +197,8 @@ def valid_regexes(words: list[str]) -> st.SearchStrategy[str]:
             return True
         except Exception:
             return False
-    token = st.one_of(st.sampled_from(words), st.sampled_from(("", ".", "\\s", "[a-z]", "^", "$", "(?:a|e)", "\\w+", " ")))
+    token = st.one_of(st.sampled_from(words),
+                      st.sampled_from(("", ".", "\\s", "[a-z]", "^", "$", "(?:a|e)", "\\w+", " ")))
     return st.lists(token, min_size=1, max_size=3).map("".join).filter(ok)
 
 
@@ -339,7 +341,8 @@ def test_random_filters_raise_only_query_errors(data, vocab, stores) -> None:
     only_query_errors(parse_filter, text)
     if only_query_errors(validate_filter, flt) is None:
         return
-    sort = data.draw(st.lists(st.tuples(st.sampled_from(vocab["paths"][collection]), st.sampled_from([1, -1])), max_size=2))
+    sort = data.draw(st.lists(st.tuples(st.sampled_from(vocab["paths"][collection]), st.sampled_from([1, -1])),
+                              max_size=2))
     for store in stores.values():
         only_query_errors(store.find, collection, flt, sort=sort, limit=5)
         only_query_errors(store.count, collection, flt)
@@ -409,7 +412,8 @@ def test_authors_regex_query_matches_the_python_reference(data, vocab, docs, sto
     fields = data.draw(st.lists(st.tuples(paths, valid_regexes(vocab["words"])), min_size=1, max_size=3))
     flt = field_filter(fields)
     expected = sorted(d[ID_FIELD[collection]] for d in docs[collection]
-                      if all(any(isinstance(v, str) and re.search(r, v, re.I) for v in resolve(d, p)) for p, r in fields))
+                      if all(any(isinstance(v, str) and re.search(r, v, re.I) for v in resolve(d, p))
+                             for p, r in fields))
     for name, store in stores.items():
         assert [d[ID_FIELD[collection]] for d in store.find(collection, flt)] == expected, (name, fields)
 
@@ -419,15 +423,18 @@ def test_authors_regex_query_matches_the_python_reference(data, vocab, docs, sto
 def test_random_regexes_and_keywords_raise_only_query_errors(data, vocab, stores) -> None:
     pattern = data.draw(regexes(vocab["words"]))
     options = data.draw(st.text(alphabet="imsxz", max_size=2))
-    only_query_errors(stores["mongita"].count, IMAGES, {"Description.Caption": {"$regex": pattern, "$options": options}})
+    only_query_errors(stores["mongita"].count, IMAGES,
+                      {"Description.Caption": {"$regex": pattern, "$options": options}})
     only_query_errors(stores["mongita"].keyword_search, data.draw(st.text(max_size=25)), limit=5)
 
 
 # -- ingest --------------------------------------------------------------------------
 
-BAD_IDS = ("T1", "T2", "T9", "", " ", "T1 ", "../x", "/abs", "a\\b", ".hidden", "x" * 200, "T\x00", "é", 7, None, ["T1"])
+BAD_IDS = ("T1", "T2", "T9", "", " ", "T1 ", "../x", "/abs", "a\\b", ".hidden", "x" * 200, "T\x00", "é", 7, None,
+           ["T1"])
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                 st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
+                 st.lists(st.text(max_size=3), max_size=2),
+                 st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
 
 
 def _mutate_doc(data: Any, doc: dict[str, Any]) -> Any:
@@ -479,7 +486,8 @@ def draw_source(data: Any, root: Path) -> Path:
 
     n = data.draw(st.integers(1, 3))
     cases = [tiny_case(f"T{i}", [f"T{i}_a"], [f"T{i}_b"] if i % 2 else []) for i in range(n)]
-    images = [tiny_image(f"T{i}", f"T{i}_a", "CT") for i in range(n)] + [tiny_image(f"T{i}", f"T{i}_b", "MR") for i in range(n) if i % 2]
+    images = ([tiny_image(f"T{i}", f"T{i}_a", "CT") for i in range(n)]
+              + [tiny_image(f"T{i}", f"T{i}_b", "MR") for i in range(n) if i % 2])
     cases = [_mutate_doc(data, c) if data.draw(st.booleans()) else c for c in cases]
     images = [_mutate_doc(data, d) if data.draw(st.booleans()) else d for d in images]
     if data.draw(st.booleans()):
@@ -497,12 +505,14 @@ def draw_source(data: Any, root: Path) -> Path:
         (root / "images").mkdir()
     for doc in images:
         name = doc.get("image") if isinstance(doc, dict) else None
-        if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name in (".", "..") or len(name) > 200:
+        if (not isinstance(name, str) or not name or "/" in name or "\x00" in name or name in (".", "..")
+                or len(name) > 200):
             continue
         path = root / "images" / f"{name}.png"
         if not path.parent.is_dir() or path.exists() or path.is_symlink():
             continue
-        kind = data.draw(st.sampled_from(["png", "png", "png", "missing", "empty", "truncated", "junk", "dir", "jpeg", "bomb"]))
+        kind = data.draw(st.sampled_from(["png", "png", "png", "missing", "empty", "truncated", "junk", "dir", "jpeg",
+                                          "bomb"]))
         if kind in ("png", "truncated"):
             Image.new("L", (8, 8), 9).save(path)
             if kind == "truncated":
@@ -547,7 +557,8 @@ def test_random_sources_are_loaded_or_refused_in_one_line(data, tmp_path_factory
 
 
 def test_null_through_a_non_document_is_missing(stores, docs) -> None:
-    """A path through a string, or past the end of an array, is missing, so null matches it (mongomock finds nothing)."""
+    """A path through a string, or past the end of an array, is missing, so null matches it
+    (mongomock finds nothing)."""
     embedded = stores["mongita"]
     assert embedded.count(IMAGES, {"Type.x": None}) == 2050
     assert embedded.count(IMAGES, {"Type.x": {"$ne": None}}) == 0
@@ -581,9 +592,10 @@ SQL_SETTINGS = ("enable_external_access", "temp_directory", "lock_configuration"
 
 def sql_paths(bundle: Path, work: Path) -> list[str]:
     """Paths a hostile statement aims at: the bundle's own files, the working folder's .tmp/, the system."""
-    return [str(bundle / "parquet" / "images.parquet"), str(bundle / "manifest.json"), str(bundle / "parquet" / "new.csv"),
-            str(bundle), ".tmp/secret.txt", ".tmp/out.csv", str(work / ".tmp" / "secret.csv"), "/etc/passwd",
-            "out.parquet", "*", "**/*.json", "s3://bucket/x", "http://localhost/x", ":memory:"]
+    return [str(bundle / "parquet" / "images.parquet"), str(bundle / "manifest.json"),
+            str(bundle / "parquet" / "new.csv"), str(bundle), ".tmp/secret.txt", ".tmp/out.csv",
+            str(work / ".tmp" / "secret.csv"), "/etc/passwd", "out.parquet", "*", "**/*.json", "s3://bucket/x",
+            "http://localhost/x", ":memory:"]
 
 
 def _quote_sql(text: str) -> str:
@@ -596,28 +608,35 @@ def sql_statements(paths: list[str]) -> st.SearchStrategy[str]:
     number = st.sampled_from(["0", "3", "10000", "10001", "1e12", "3000000000", "-1", "pow(10, 8)::INT", "2**62"])
     column = st.sampled_from(SQL_COLUMNS)
     table = st.sampled_from(SQL_TABLES)
-    call = st.tuples(st.sampled_from(SQL_FUNCTIONS), st.lists(st.one_of(path, number, column), min_size=0, max_size=3)).map(
+    call = st.tuples(st.sampled_from(SQL_FUNCTIONS),
+                     st.lists(st.one_of(path, number, column), min_size=0, max_size=3)).map(
         lambda t: f"{t[0]}({', '.join(t[1])})")
     source = st.one_of(table, path, call, number.map(lambda n: f"range({n})"))
     select = st.tuples(st.lists(st.one_of(column, call), min_size=1, max_size=3), source,
                        st.sampled_from(["", " LIMIT 5", " WHERE modality = 'MR'", " GROUP BY ALL", " ORDER BY 1"])).map(
         lambda t: f"SELECT {', '.join(t[0])} FROM {t[1]}{t[2]}")
-    benign_call = st.tuples(st.sampled_from(["lower", "length", "md5", "upper", "repeat", "range", "lpad", "list_resize"]),
+    benign_call = st.tuples(st.sampled_from(["lower", "length", "md5", "upper", "repeat", "range", "lpad",
+                                             "list_resize"]),
                             st.lists(st.one_of(st.sampled_from(["caption", "title", "age", "'x'", "[1, 2]"]), number),
                                      min_size=1, max_size=3)).map(lambda t: f"{t[0]}({', '.join(t[1])})")
     benign = st.tuples(st.lists(st.one_of(column, benign_call), min_size=1, max_size=3),
-                       st.sampled_from(["images", "cases", "image_reports", "range(5)", "images a JOIN cases b USING (u_id)"]),
+                       st.sampled_from(["images", "cases", "image_reports", "range(5)",
+                                        "images a JOIN cases b USING (u_id)"]),
                        st.sampled_from(["", " LIMIT 5", " GROUP BY ALL", " ORDER BY 1"])).map(
         lambda t: f"SELECT {', '.join(t[0])} FROM {t[1]}{t[2]}")
     templates = st.one_of(
         benign, benign, benign, select,
-        st.tuples(select, path, st.sampled_from(["", " (FORMAT csv)", " (FORMAT parquet)"])).map(lambda t: f"COPY ({t[0]}) TO {t[1]}{t[2]}"),
+        st.tuples(select, path, st.sampled_from(["", " (FORMAT csv)", " (FORMAT parquet)"])).map(
+            lambda t: f"COPY ({t[0]}) TO {t[1]}{t[2]}"),
         st.tuples(table, path).map(lambda t: f"COPY {t[0]} FROM {t[1]}"),
-        st.tuples(path, st.sampled_from(["", " AS x", " AS x (READ_ONLY)", " AS x (TYPE sqlite)"])).map(lambda t: f"ATTACH {t[0]}{t[1]}"),
-        st.tuples(st.sampled_from(SQL_SETTINGS), st.one_of(path, st.sampled_from(["true", "false", "'1GB'", "[]"]))).map(
+        st.tuples(path, st.sampled_from(["", " AS x", " AS x (READ_ONLY)", " AS x (TYPE sqlite)"])).map(
+            lambda t: f"ATTACH {t[0]}{t[1]}"),
+        st.tuples(st.sampled_from(SQL_SETTINGS),
+                  st.one_of(path, st.sampled_from(["true", "false", "'1GB'", "[]"]))).map(
             lambda t: f"SET {t[0]} = {t[1]}"),
         st.tuples(st.sampled_from(["CREATE TEMP TABLE t AS", "CREATE TABLE t AS", "CREATE OR REPLACE TEMP VIEW t AS",
-                                   "INSERT INTO t", "EXPLAIN ANALYZE", "EXPLAIN", "WITH w AS (SELECT 1)"]), select).map(" ".join),
+                                   "INSERT INTO t", "EXPLAIN ANALYZE", "EXPLAIN", "WITH w AS (SELECT 1)"]),
+                  select).map(" ".join),
         st.tuples(st.sampled_from(["CREATE TEMP MACRO m(x) AS", "CREATE MACRO repeat(s, n) AS", "SELECT"]),
                   st.one_of(call, column)).map(" ".join),
         st.tuples(st.sampled_from(SQL_VERBS), st.lists(st.one_of(path, table, column, call, number), max_size=3)).map(
@@ -625,10 +644,13 @@ def sql_statements(paths: list[str]) -> st.SearchStrategy[str]:
         st.just(f"EXPORT DATABASE {_quote_sql(paths[3])}"),
     )
     soup = st.lists(st.one_of(st.sampled_from(SQL_VERBS + SQL_FUNCTIONS + SQL_TABLES + SQL_COLUMNS),
-                              path, number, st.sampled_from(["(", ")", ",", ";", "--", "/*", "*/", "'", '"', ".", "=", "$$", "\udcff", "\x00", "\u2028"]),
+                              path, number,
+                              st.sampled_from(["(", ")", ",", ";", "--", "/*", "*/", "'", '"', ".", "=", "$$",
+                                               "\udcff", "\x00", "\u2028"]),
                               st.text(max_size=6)), max_size=10).map(" ".join)
     comments = st.sampled_from(["", "/* c */ ", "-- c\n", ";"])
-    return st.tuples(comments, st.one_of(templates, templates, soup), st.sampled_from(["", ";", "; SELECT 1", ";;"])).map("".join)
+    return st.tuples(comments, st.one_of(templates, templates, soup),
+                     st.sampled_from(["", ";", "; SELECT 1", ";;"])).map("".join)
 
 
 def check_sql_statement(con: Any, statement: str, watched: dict[Path, dict[str, str]]) -> None:
@@ -666,7 +688,8 @@ def sql_sandbox(tmp_path_factory: pytest.TempPathFactory):
     old = os.getcwd()
     os.chdir(work)
     try:
-        yield connect(bundle / "parquet"), sql_paths(bundle, work), {bundle: tree_digest(bundle), work: tree_digest(work)}
+        yield (connect(bundle / "parquet"), sql_paths(bundle, work),
+               {bundle: tree_digest(bundle), work: tree_digest(work)})
     finally:
         os.chdir(old)
 
