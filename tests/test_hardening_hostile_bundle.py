@@ -197,7 +197,8 @@ def test_archives_open_under_debians_python(archive: Path, tmp_path: Path) -> No
         pytest.skip("no /usr/bin/python3")
     paths = [str(ROOT), *(p for p in sys.path if p.endswith("site-packages"))]  # this interpreter's packages
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "MEDPIX_CACHE": str(tmp_path / "c")}
-    probe = subprocess.run([python, "-c", "import mongita, duckdb, click, PIL"], env=env, capture_output=True, check=False)
+    probe = subprocess.run([python, "-c", "import mongita, duckdb, click, PIL"], env=env, capture_output=True,
+                           check=False)
     if probe.returncode:
         pytest.skip(f"{python} cannot import the project's dependencies")
     bad = attack_archive("dotdot", archive, tmp_path / "bad.tar")
@@ -325,7 +326,8 @@ def test_one_copy_per_archive_content(archive: Path, tmp_path: Path, cache: Path
 def test_only_the_copies_used_last_are_kept(tmp_path: Path, cache: Path) -> None:
     archives = []
     for i in range(KEEP_ARCHIVES + 2):
-        src = write_source(tmp_path / f"src{i}", [tiny_case("T1", ["T1_a"], [])], [tiny_image("T1", "T1_a", "CT", f"caption {i}")])
+        src = write_source(tmp_path / f"src{i}", [tiny_case("T1", ["T1_a"], [])],
+                           [tiny_image("T1", "T1_a", "CT", f"caption {i}")])
         archives.append(pack_bundle(build_bundle(src, tmp_path / f"b{i}", with_model=False), tmp_path / f"a{i}.tar"))
     for i, path in enumerate(archives):
         open_bundle(path).close()
@@ -339,7 +341,8 @@ def test_only_the_copies_used_last_are_kept(tmp_path: Path, cache: Path) -> None
 def test_a_copy_in_use_is_not_pruned(tmp_path: Path, cache: Path) -> None:
     held = []
     for i in range(KEEP_ARCHIVES + 1):
-        src = write_source(tmp_path / f"src{i}", [tiny_case("T1", ["T1_a"], [])], [tiny_image("T1", "T1_a", "CT", f"c{i}")])
+        src = write_source(tmp_path / f"src{i}", [tiny_case("T1", ["T1_a"], [])],
+                           [tiny_image("T1", "T1_a", "CT", f"c{i}")])
         path = pack_bundle(build_bundle(src, tmp_path / f"b{i}", with_model=False), tmp_path / f"a{i}.tar")
         held.append(open_bundle(path))
         os.utime(cache / "bundles" / sha(path), (1000 + i, 1000 + i))
@@ -361,14 +364,16 @@ def test_an_unusable_cache_folder_is_one_line(case: str, archive: Path, tmp_path
         folder.chmod(0o555)
         real_mkdir = Path.mkdir
 
-        def refused(self: Path, *args: object, **kwargs: object) -> None:  # root ignores 0555: refuse as the kernel would
+        # root ignores 0555: refuse as the kernel would
+        def refused(self: Path, *args: object, **kwargs: object) -> None:
             if folder in (self, *self.parents) and self != folder:
                 raise PermissionError(errno.EACCES, "Permission denied", str(self))
             real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(Path, "mkdir", refused)
     code, lines = run("query", "--bundle", str(archive), "--json", env={"MEDPIX_CACHE": str(folder)})
-    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: cannot use the cache folder {folder} (MEDPIX_CACHE)"), lines
+    assert (code == 2 and len(lines) == 1
+            and lines[0].startswith(f"error: cannot use the cache folder {folder} (MEDPIX_CACHE)")), lines
 
 
 # -- the kept first page -------------------------------------------------------------
@@ -449,7 +454,8 @@ def test_a_fifo_named_like_a_bundle_file_does_not_block_the_open(tiny: Path, tmp
     proc = subprocess.run([sys.executable, "-m", "medpix_tui", "query", "--bundle", str(copy), "--json"],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL, check=False)
-    assert proc.returncode == 2 and "is not a regular file" in proc.stderr and "bundle verify" in proc.stderr, proc.stderr
+    assert (proc.returncode == 2 and "is not a regular file" in proc.stderr
+            and "bundle verify" in proc.stderr), proc.stderr
     from medpix_tui.tui.first_page import page_path
 
     assert page_path(tmp_path, open_bundle(copy)) is None  # the digest is a FIFO: no page, no wait
@@ -476,7 +482,8 @@ async def test_the_ui_names_a_damaged_store_and_a_fifo_digest_without_blocking(t
     async with app.run_test(size=(120, 40)) as pilot:
         await asyncio.wait_for(settle(pilot), 60)
         status = str(app.screen.query_one("#status").render())
-        assert "damaged bundle" in status and "medpix.Image_Descriptions" in status and "bundle verify" in status, status
+        assert ("damaged bundle" in status and "medpix.Image_Descriptions" in status
+                and "bundle verify" in status), status
     assert not (tmp_path / "pages").exists() or not any((tmp_path / "pages").iterdir())
 
 
@@ -489,7 +496,8 @@ def test_force_refuses_a_folder_with_somebody_elses_manifest(tmp_path: Path) -> 
     (theirs / "background.js").write_text("// mine")
     code, lines = run("bundle", "build", "--source", str(write_source(tmp_path / "src")), "--out", str(theirs),
                       "--force", "--no-model")
-    assert code == 2 and len(lines) == 1 and f"refusing to replace {theirs}" in lines[0] and "not a medpix-tui bundle" in lines[0]
+    assert (code == 2 and len(lines) == 1 and f"refusing to replace {theirs}" in lines[0]
+            and "not a medpix-tui bundle" in lines[0])
     assert (theirs / "background.js").read_text() == "// mine"
 
 
@@ -564,7 +572,8 @@ def test_readers_never_see_a_mix_while_the_bundle_is_rebuilt_in_place(tmp_path: 
     sources = []
     for n in (2, 5):
         cases = [tiny_case(f"T{i}", [f"T{i}_a"], [f"T{i}_b"]) for i in range(n)]
-        images = [tiny_image(f"T{i}", f"T{i}_{k}", m, "a caption") for i in range(n) for k, m in (("a", "CT"), ("b", "MR"))]
+        images = [tiny_image(f"T{i}", f"T{i}_{k}", m, "a caption")
+                  for i in range(n) for k, m in (("a", "CT"), ("b", "MR"))]
         sources.append(write_source(tmp_path / f"src{n}", cases, images))
     (tmp_path / "shared").mkdir()
     out = build_bundle(sources[0], tmp_path / "shared" / DEFAULT_NAME, with_model=False)
@@ -587,7 +596,8 @@ def test_readers_never_see_a_mix_while_the_bundle_is_rebuilt_in_place(tmp_path: 
         assert r.returncode == 0, stderr[-2000:]
         for key, value in json.loads(stdout.splitlines()[-1]).items():
             totals[key] += value
-    print(f"8 readers, {rebuilds} rebuilds in place: {totals['rounds']} rounds, {totals['mixed']} mixed, {totals['errors']} errors")
+    print(f"8 readers, {rebuilds} rebuilds in place: {totals['rounds']} rounds, {totals['mixed']} mixed,"
+          f" {totals['errors']} errors")
     assert totals["mixed"] == 0 and totals["errors"] == 0, totals
     assert totals["rounds"] >= 8
     assert verify_bundle(out).ok
@@ -616,7 +626,8 @@ DAMAGE = {
     "no-counts": (lambda b: edit_manifest(b, lambda m: m.pop("counts")), ["bundle", "info"], MANIFEST),
     "entry-is-a-number": (lambda b: edit_manifest(b, lambda m: m["files"].__setitem__("images/T1_a.png", 5)),
                           ["query", "--json"], MANIFEST),
-    "ids-json-5": (lambda b: (b / "embeddings" / "ids.json").write_text("5"), ["similar", "T1_a"], "embeddings/ids.json"),
+    "ids-json-5": (lambda b: (b / "embeddings" / "ids.json").write_text("5"), ["similar", "T1_a"],
+                   "embeddings/ids.json"),
     "garbage-store": (lambda b: (b / "store" / "medpix.Image_Descriptions" / "$.data").write_bytes(os.urandom(900)),
                       ["query", "--json"], "store/medpix.Image_Descriptions/$.data"),
     "empty-model-config": (lambda b: (b / "model" / "open_clip_config.json").write_text(""),
@@ -647,19 +658,22 @@ def test_pack_refuses_an_output_inside_the_bundle(tiny: Path, tmp_path: Path) ->
 
 # -- environment: full disk, killed runs -----------------------------------------------------
 
-def test_a_full_disk_during_build_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_during_build_is_one_line_and_leaves_nothing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     def full(*_: object, **__: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(bundle_mod.shutil, "copyfile", full)
     out = tmp_path / "out" / "b"
     out.parent.mkdir()
-    code, lines = run("bundle", "build", "--source", str(write_source(tmp_path / "src")), "--out", str(out), "--no-model")
+    code, lines = run("bundle", "build", "--source", str(write_source(tmp_path / "src")), "--out", str(out),
+                      "--no-model")
     assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
     assert not any(out.parent.iterdir()), "nothing left behind"
 
 
-def test_temporaries_of_killed_runs_are_removed_by_the_next(archive: Path, tiny: Path, tmp_path: Path, cache: Path) -> None:
+def test_temporaries_of_killed_runs_are_removed_by_the_next(archive: Path, tiny: Path, tmp_path: Path,
+                                                            cache: Path) -> None:
     pid = dead_pid()
     out = tmp_path / "packs"
     out.mkdir()
@@ -698,7 +712,8 @@ def test_random_members_are_refused_or_served_whole(extra: list, drop: bool, by_
         members = []
         for name, kind, mode, data in extra:
             info = tarfile.TarInfo(name)
-            info.type, info.mode, info.size = kind, mode, len(data) if kind in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
+            info.type, info.mode, info.size = (kind, mode,
+                                               len(data) if kind in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0)
             info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
             members.append((info, data if info.size else None))
         bad = with_members(archive, work / "a.tar", members, {f"{DEFAULT_NAME}/images/T2_a.png"} if drop else set())
