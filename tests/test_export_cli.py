@@ -29,10 +29,12 @@ def test_round_trip_source_store_jsonl(real_bundle, source_dir: Path, tmp_path: 
         got = sorted(_jsonl(out / f"descriptions_{split}.jsonl"), key=lambda d: d["image"])
         want = sorted((d for d in release.images if release.splits[d["U_id"]] == split), key=lambda d: d["image"])
         assert got == want and len(got) == {"train": 1653, "dev": 197, "test": 200}[split]
-        shipped = sorted(_jsonl(source_dir / "splitted_dataset" / f"descriptions_{split}.jsonl"), key=lambda d: d["image"])
+        shipped = sorted(_jsonl(source_dir / "splitted_dataset" / f"descriptions_{split}.jsonl"),
+                         key=lambda d: d["image"])
         assert got == shipped, "same documents as the authors' own split files"
         cases = sorted(_jsonl(out / f"data_{split}.jsonl"), key=lambda d: d["U_id"])
-        assert cases == sorted((c for c in release.cases if release.splits[c["U_id"]] == split), key=lambda d: d["U_id"])
+        assert cases == sorted((c for c in release.cases if release.splits[c["U_id"]] == split),
+                               key=lambda d: d["U_id"])
 
 
 def test_parquet_export_has_columns_and_structs(real_bundle, tmp_path: Path) -> None:
@@ -40,7 +42,8 @@ def test_parquet_export_has_columns_and_structs(real_bundle, tmp_path: Path) -> 
     export(real_bundle.store, out, "parquet")
     images = pq.read_table(out / "images.parquet")
     assert images.num_rows == 2050
-    assert {"image", "u_id", "modality", "caption", "age", "location_category", "split", "Description"} <= set(images.column_names)
+    assert ({"image", "u_id", "modality", "caption", "age", "location_category", "split", "Description"}
+            <= set(images.column_names))
     assert str(images.schema.field("Description").type).startswith("struct")
     assert pq.read_table(out / "cases.parquet").num_rows == 671
     assert pq.read_table(out / "image_reports.parquet").num_rows == 2050
@@ -53,7 +56,8 @@ def test_query_results_to_imagefolder_and_csv(real_bundle, tmp_path: Path) -> No
     files = export(real_bundle.store, tmp_path / "tree", "imagefolder", selection=sel, label="modality",
                    image_path=real_bundle.image_path)
     assert len(files) == 334
-    assert {p.parent.name for p in files} == {"CT", "MR"} and {p.parent.parent.name for p in files} == {"train", "dev", "test"}
+    assert ({p.parent.name for p in files} == {"CT", "MR"}
+            and {p.parent.parent.name for p in files} == {"train", "dev", "test"})
     export(real_bundle.store, tmp_path / "csv", "csv", selection=sel)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "csv" / "images.csv").read_text())))
     assert len(rows) == 334 and all(r["location_category"] == "Thorax" for r in rows)
@@ -67,15 +71,17 @@ def test_export_never_overwrites_without_force(real_bundle_path: Path, tmp_path:
     result = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out)])
     assert result.exit_code == 2 and "already exists (use --force" in result.output
     assert tree_digest(out) == {"keep.txt": tree_digest(out)["keep.txt"]}
-    missing = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(tmp_path / "no" / "x")])
+    missing = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv",
+                                   "--out", str(tmp_path / "no" / "x")])
     assert missing.exit_code == 2 and "folder does not exist" in missing.output
-    foreign = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out), "--force"])
+    foreign = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(out),
+                                   "--force"])
     assert foreign.exit_code == 2 and "not a folder this tool wrote" in foreign.output
     assert (out / "keep.txt").read_text() == "mine", "--force never replaces a folder it did not write"
     ours = tmp_path / "ours"
     for field in ("Type=^CT$", "Type=^MR$"):  # the second run replaces the first one's export
-        forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv", "--out", str(ours),
-                                      "--force", "--field", field])
+        forced = runner.invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv",
+                                      "--out", str(ours), "--force", "--field", field])
         assert forced.exit_code == 0, forced.output
     assert sorted(p.name for p in ours.iterdir()) == [".medpix-export", "cases.csv", "images.csv", "manifest.json"]
     assert {r["modality"] for r in csv.DictReader(io.StringIO((ours / "images.csv").read_text()))} == {"MR"}
@@ -109,13 +115,16 @@ def test_a_command_imports_only_its_own_module() -> None:
 def test_exact_invocations(real_bundle_path: Path) -> None:
     runner = CliRunner()
     b = str(real_bundle_path)
-    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Image_Descriptions", "--field", "Description.Caption=glioma",
-                             "--field", "Type=MR", "--json"])
+    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Image_Descriptions",
+                             "--field", "Description.Caption=glioma", "--field", "Type=MR", "--json"])
     docs = json.loads(r.output)
-    assert r.exit_code == 0 and docs and all(d["Type"] == "MR" and "glioma" in d["Description"]["Caption"].lower() for d in docs)
-    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Clinical_Reports", "--filter", '{"MRI": {"$size": 0}}', "--json"])
+    assert r.exit_code == 0 and docs and all(d["Type"] == "MR" and "glioma" in d["Description"]["Caption"].lower()
+                                             for d in docs)
+    r = runner.invoke(main, ["query", "--bundle", b, "--collection", "Clinical_Reports",
+                             "--filter", '{"MRI": {"$size": 0}}', "--json"])
     assert r.exit_code == 0 and all(d["MRI"] == [] for d in json.loads(r.output))
-    r = runner.invoke(main, ["sql", "--bundle", b, "SELECT modality, count(*) AS n FROM images GROUP BY 1 ORDER BY 1", "--format", "csv"])
+    r = runner.invoke(main, ["sql", "--bundle", b, "SELECT modality, count(*) AS n FROM images GROUP BY 1 ORDER BY 1",
+                             "--format", "csv"])
     assert r.exit_code == 0 and r.output.splitlines() == ["modality,n", "CT,1062", "MR,988"]
     r = runner.invoke(main, ["bundle", "verify", b])
     assert r.exit_code == 0
@@ -141,7 +150,8 @@ def test_bad_cli_input_is_one_line(real_bundle_path: Path, args: list[str], mess
 def test_show_case_and_image(real_bundle_path: Path) -> None:
     runner = CliRunner()
     case = runner.invoke(main, ["show", "--bundle", str(real_bundle_path), "MPX1009"])
-    assert case.exit_code == 0 and "History" in case.output and "MPX1009_synpic46283" in case.output and "Topic" in case.output
+    assert (case.exit_code == 0 and "History" in case.output and "MPX1009_synpic46283" in case.output
+            and "Topic" in case.output)
     image = runner.invoke(main, ["show", "--bundle", str(real_bundle_path), "MPX1009_synpic46283", "--json"])
     assert json.loads(image.output)["image"]["U_id"] == "MPX1009"
 

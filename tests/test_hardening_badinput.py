@@ -235,7 +235,8 @@ def name_hidden_dotfile(c: Ctx) -> list[str]:
 
 @bad("ingest", "not a plain image id: 'T1\\x00a'")
 def name_with_nul(c: Ctx) -> list[str]:
-    return c.build(c.source([tiny_case("T1", ["T1\x00a"], [])], [tiny_image("T1", "T1\x00a", "CT")], write_images=False))
+    return c.build(c.source([tiny_case("T1", ["T1\x00a"], [])], [tiny_image("T1", "T1\x00a", "CT")],
+                            write_images=False))
 
 
 @bad("ingest", "not a plain id: '..'")
@@ -258,7 +259,8 @@ def image_of_other_case(c: Ctx) -> list[str]:
 
 @bad("ingest", "Descriptions.json:#1 (T1_b):image: not listed in its case's TAC or MRI")
 def image_unlisted(c: Ctx) -> list[str]:
-    return c.build(c.source([tiny_case("T1", ["T1_a"], [])], [tiny_image("T1", "T1_a", "CT"), tiny_image("T1", "T1_b", "CT")]))
+    return c.build(c.source([tiny_case("T1", ["T1_a"], [])],
+                            [tiny_image("T1", "T1_a", "CT"), tiny_image("T1", "T1_b", "CT")]))
 
 
 @bad("ingest", "Location Category: must be text, got list")
@@ -515,7 +517,8 @@ def parent_is_a_file(c: Ctx) -> list[str]:
 
 @bad("export", "operator $where is not allowed")
 def with_injected_filter(c: Ctx) -> list[str]:
-    return ["export", "--bundle", str(c.bundle), "--format", "csv", "--out", str(c.tmp / "out"), "--filter", '{"$where": "1"}']
+    return ["export", "--bundle", str(c.bundle), "--format", "csv", "--out", str(c.tmp / "out"),
+            "--filter", '{"$where": "1"}']
 
 
 @bad("export", "took longer than 2 s")
@@ -798,7 +801,8 @@ def test_corpus_is_large_enough() -> None:
     assert len(CORPUS) + 20 + 9 >= 40, by_area
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=c.xfail)) if c.xfail else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=c.xfail))
+                                  if c.xfail else n
                                   for n, c in sorted(CORPUS.items())])
 def test_bad_input_is_refused(name: str, tmp_path: Path, real_bundle_path: Path, tiny_bundle: Path,
                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -814,7 +818,8 @@ def test_bad_input_is_refused(name: str, tmp_path: Path, real_bundle_path: Path,
         let_nobody_in(tmp_path)
         code, output = run_as_nobody(args, tmp_path)
     else:
-        env = {"MEDPIX_CACHE": str(tmp_path / "cache"), "MEDPIX_BUNDLE": str(real_bundle_path), "MEDPIX_MONGO_URI": None}
+        env = {"MEDPIX_CACHE": str(tmp_path / "cache"), "MEDPIX_BUNDLE": str(real_bundle_path),
+               "MEDPIX_MONGO_URI": None}
         result = CliRunner().invoke(main, args, env=env)
         code, output = result.exit_code, result.output
     assert code == case.code, output[-2000:]
@@ -823,17 +828,20 @@ def test_bad_input_is_refused(name: str, tmp_path: Path, real_bundle_path: Path,
     assert len(lines) == 1, output
     assert lines[0].startswith("error: ") and case.message in lines[0], lines[0]
     assert "internal error" not in lines[0]
-    assert (all_entries(tmp_path), stat_tree(real_bundle_path), tree_digest(tiny_bundle)) == before, "nothing written or changed"
+    assert (all_entries(tmp_path), stat_tree(real_bundle_path), tree_digest(tiny_bundle)) == before, \
+        "nothing written or changed"
     assert not (ctx.tmp / "out").exists()
 
 
 def test_unknown_fields_match_nothing(real_bundle_path: Path) -> None:
-    """An unknown field is not an error (MongoDB semantics): it matches no document, or every one under $exists false."""
+    """An unknown field is not an error (MongoDB semantics): it matches no document, or every one under
+    $exists false."""
     runner = CliRunner()
     b = str(real_bundle_path)
     r = runner.invoke(main, ["query", "--bundle", b, "--field", "No.Such.Field=x", "--json"])
     assert r.exit_code == 0 and json.loads(r.output) == []
-    r = runner.invoke(main, ["query", "--bundle", b, "--filter", '{"Nope": {"$exists": false}}', "--fields-out", "image"])
+    r = runner.invoke(main, ["query", "--bundle", b, "--filter", '{"Nope": {"$exists": false}}',
+                             "--fields-out", "image"])
     assert r.exit_code == 0 and len(r.output.splitlines()) == 2050
 
 
@@ -847,9 +855,11 @@ def test_outputs_get_the_usual_permissions(tiny_bundle: Path, tmp_path: Path) ->
     mask = os.umask(0o022)
     try:
         build_bundle(tiny_bundle.parent / "src", tmp_path / "b", with_model=False)
-        r = CliRunner().invoke(main, ["export", "--bundle", str(tiny_bundle), "--format", "csv", "--out", str(tmp_path / "csv")])
+        r = CliRunner().invoke(main, ["export", "--bundle", str(tiny_bundle), "--format", "csv",
+                                      "--out", str(tmp_path / "csv")])
         assert r.exit_code == 0, r.output
-        r = CliRunner().invoke(main, ["export", "--bundle", str(tiny_bundle), "--format", "json", "--out", str(tmp_path / "x.json")])
+        r = CliRunner().invoke(main, ["export", "--bundle", str(tiny_bundle), "--format", "json",
+                                      "--out", str(tmp_path / "x.json")])
         assert r.exit_code == 0, r.output
     finally:
         os.umask(mask)
@@ -862,6 +872,6 @@ def test_regex_warnings_do_not_reach_the_user(real_bundle_path: Path, tmp_path: 
     """A valid pattern that Python's re warns about ("possible nested set") answers without stray stderr lines."""
     proc = subprocess.run([sys.executable, "-m", "medpix_tui", "query", "--bundle", str(real_bundle_path),
                            "--field", "Type=[[M]R", "--limit", "1", "--fields-out", "Type"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path, timeout=120,
-                          stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
+                          timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0 and proc.stdout == '{"Type": "MR"}\n' and proc.stderr == "", proc.stderr
