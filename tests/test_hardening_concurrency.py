@@ -39,10 +39,12 @@ def answers(path):
     s = b.store
     try:
         out = [
-            [d["image"] for d in s.find("Image_Descriptions", field_filter({"Description.Caption": "glioma", "Type": "MR"}))],
+            [d["image"] for d in s.find("Image_Descriptions",
+                                        field_filter({"Description.Caption": "glioma", "Type": "MR"}))],
             s.count("Image_Descriptions", {"$or": [{"Type": "MR"}, {"Location Category": "Thorax"}]}),
             [d["U_id"] for d in s.find("Clinical_Reports", {"MRI": {"$size": 0}}, limit=20)],
-            [d["image"] for d in s.find("Image_Descriptions", {"Type": "CT"}, sort=[("Description.Age", -1), ("image", 1)], limit=7)],
+            [d["image"] for d in s.find("Image_Descriptions", {"Type": "CT"},
+                                        sort=[("Description.Age", -1), ("image", 1)], limit=7)],
             [d["image"] for _, d in s.keyword_search("ring enhancing lesion", limit=10)],
             s.get_case("MPX1009")["Case"]["Title"],
             s.count("Image_Descriptions", s.split_filter("test")),
@@ -51,7 +53,8 @@ def answers(path):
         ]
     finally:
         b.close()
-    r = CliRunner().invoke(main, ["query", "--bundle", str(path), "--filter", '{"Description.Sex": "female"}', "--fields-out", "image"])
+    r = CliRunner().invoke(main, ["query", "--bundle", str(path), "--filter", '{"Description.Sex": "female"}',
+                                  "--fields-out", "image"])
     out.append([r.exit_code, r.output])
     return hashlib.sha256(json.dumps(out, default=str).encode()).hexdigest()
 """
@@ -107,7 +110,8 @@ def test_readers_agree_while_a_bundle_builds_beside(real_bundle_path: Path, tmp_
         rounds += len(digests)
     assert builds >= 2
     assert not [p for p in shared.iterdir() if p.name.startswith(_TMP_PREFIX)], "no build leftovers"
-    print(f"{READERS} readers, {DURATION:.0f} s, {rounds} query rounds ({rounds * 10} queries), {builds} builds beside: all identical")
+    print(f"{READERS} readers, {DURATION:.0f} s, {rounds} query rounds ({rounds * 10} queries),"
+          f" {builds} builds beside: all identical")
 
 
 # -- builds killed at random points --------------------------------------------------
@@ -128,9 +132,11 @@ def _kill_when(proc: subprocess.Popen, out: Path, point: str, arg: int, rng: ran
                 continue
             if point in ("store", "parquet") and (folder / point).is_dir():
                 return True
-            if point == "images" and (folder / "images").is_dir() and sum(1 for _ in (folder / "images").iterdir()) >= arg:
+            if (point == "images" and (folder / "images").is_dir()
+                    and sum(1 for _ in (folder / "images").iterdir()) >= arg):
                 return True
-            if point == "manifest" and ((folder / ".manifest.json.tmp").exists() or (folder / "manifest.json").exists()):
+            if point == "manifest" and ((folder / ".manifest.json.tmp").exists()
+                                        or (folder / "manifest.json").exists()):
                 return True
         return False
 

@@ -56,7 +56,8 @@ KINDS = {
     "parquet": lambda b: sorted((b / "parquet").iterdir()),
     "search-index": lambda b: [b / "search.sqlite"],
     "model": lambda b: sorted(p for p in (b / "model").rglob("*") if p.is_file()) if (b / "model").is_dir() else [],
-    "embeddings": lambda b: sorted(p for p in (b / "embeddings").rglob("*") if p.is_file()) if (b / "embeddings").is_dir() else [],
+    "embeddings": lambda b: (sorted(p for p in (b / "embeddings").rglob("*") if p.is_file())
+                             if (b / "embeddings").is_dir() else []),
 }
 
 
@@ -170,7 +171,8 @@ def test_tampered_archive_header_is_refused(tiny_archive: Path, tmp_path: Path) 
 
 
 def test_archive_truncated_anywhere_is_refused(tiny_archive: Path, tmp_path: Path) -> None:
-    """Cut inside any member, or between two: refused (cutting only the zero padding after the last member loses nothing)."""
+    """Cut inside any member, or between two: refused (cutting only the zero padding after the last member
+    loses nothing)."""
     with tarfile.open(tiny_archive) as tar:
         members = tar.getmembers()
     end = members[-1].offset_data + members[-1].size
@@ -250,7 +252,8 @@ def test_read_only_bundle_serves_everything_to_nobody(real_bundle_path: Path, re
     if os.geteuid() == 0:
         shutil.chown(home, "nobody", "nogroup")
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HOME": str(home), "TERM": "xterm-256color"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HOME": str(home),
+           "TERM": "xterm-256color"}
     env.pop("MEDPIX_MONGO_URI", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=home, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-12000:]
@@ -262,7 +265,8 @@ def test_read_only_bundle_serves_everything_to_nobody(real_bundle_path: Path, re
     glioma = [d["image"] for d in s.find("Image_Descriptions", field_filter({"Description.Caption": "glioma"}))]
     assert got["ct"] == 1062 and got["case"] == "MPX1009" and got["sql"] == 988
     assert got["glioma"] == glioma and glioma
-    assert got["or"] == s.count("Image_Reports", {"$or": [{"Type": "MR"}, {"Case.Title": {"$regex": "fracture", "$options": "i"}}]})
+    assert got["or"] == s.count("Image_Reports",
+                                {"$or": [{"Type": "MR"}, {"Case.Title": {"$regex": "fracture", "$options": "i"}}]})
     assert got["keyword"] == [d["image"] for _, d in s.keyword_search("ring enhancing lesion", limit=10)]
     assert got["export"] == 334 and got["cli"] == [0, 988]
     try:

@@ -135,7 +135,8 @@ def test_document_attack_is_refused_by_build_and_add_case(name: str, tmp_path: P
     (tmp_path / "imgs").mkdir()
     _png(tmp_path / "imgs" / f"{image['image']}.png")
     (tmp_path / "case.json").write_text(json.dumps({"case": case, "images": [image]}))
-    one_line(["add-case", str(tmp_path / "case.json"), "--images", str(tmp_path / "imgs"), "--source", str(target)], expected)
+    one_line(["add-case", str(tmp_path / "case.json"), "--images", str(tmp_path / "imgs"), "--source", str(target)],
+             expected)
     assert tree_digest(target) == before, "add-case changed nothing"
 
 
@@ -198,7 +199,8 @@ def test_image_attack_is_refused_by_build_and_add_case(name: str, tmp_path: Path
     (tmp_path / "imgs").mkdir()
     make(tmp_path / "imgs" / "N1_a.png")
     (tmp_path / "case.json").write_text(json.dumps({"case": case, "images": [image]}))
-    one_line(["add-case", str(tmp_path / "case.json"), "--images", str(tmp_path / "imgs"), "--source", str(target)], expected)
+    one_line(["add-case", str(tmp_path / "case.json"), "--images", str(tmp_path / "imgs"), "--source", str(target)],
+             expected)
     assert tree_digest(target) == before
 
 
@@ -209,8 +211,8 @@ def test_bomb_warning_is_an_error_for_every_reader(tmp_path: Path) -> None:
     path.write_bytes(png_header(9_000, 9_000))  # 81 M pixels: over 64 M, under 128 M
     code = ("import sys, medpix_tui.source\nfrom PIL import Image\n"
             "try:\n    Image.open(sys.argv[1])\nexcept Image.DecompressionBombWarning:\n    print('refused')")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.strip() == "refused" and proc.stderr == "", proc.stderr
 
 
@@ -253,7 +255,8 @@ def test_two_gb_descriptions_json_is_refused_by_its_size(tmp_path: Path) -> None
     assert time.monotonic() - started < 10, "refused without reading it"
     case_json = sparse(tmp_path / "case.json", b"{", TWO_GB)
     (tmp_path / "imgs").mkdir()
-    one_line(["add-case", str(case_json), "--images", str(tmp_path / "imgs"), "--source", str(write_source(tmp_path / "t"))],
+    one_line(["add-case", str(case_json), "--images", str(tmp_path / "imgs"),
+              "--source", str(write_source(tmp_path / "t"))],
              "case.json: file too large")
 
 
@@ -267,7 +270,8 @@ def test_json_integer_of_5000_digits_is_one_line(tmp_path: Path) -> None:
 def test_a_million_bad_documents_stop_at_the_problem_cap(tmp_path: Path) -> None:
     src = write_source(tmp_path / "src")
     (src / "Descriptions.json").write_text("[" + ",".join(["{}"] * 1_000_000) + "]")
-    line = one_line(["bundle", "build", "--source", str(src), "--out", str(tmp_path / "out"), "--no-model"], "problem(s)")
+    line = one_line(["bundle", "build", "--source", str(src), "--out", str(tmp_path / "out"), "--no-model"],
+                    "problem(s)")
     assert f"invalid source: {MAX_PROBLEMS} problem(s)" in line
 
 

@@ -36,15 +36,18 @@ def _bad(tmp: Path, kind: str) -> Path:
     elif kind == "bad-modality":
         write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "XR")])
     elif kind == "duplicate-case":
-        write_source(src, cases=[tiny_case("T1", ["T1_a"], []), tiny_case("T1", [], [])], images=[tiny_image("T1", "T1_a", "CT")])
+        write_source(src, cases=[tiny_case("T1", ["T1_a"], []), tiny_case("T1", [], [])],
+                     images=[tiny_image("T1", "T1_a", "CT")])
     elif kind == "duplicate-image":
         write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "CT")] * 2)
     elif kind == "dangling-uid":
-        write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "CT"), tiny_image("T9", "T9_a", "CT")])
+        write_source(src, cases=[tiny_case("T1", ["T1_a"], [])],
+                     images=[tiny_image("T1", "T1_a", "CT"), tiny_image("T9", "T9_a", "CT")])
     elif kind == "unlisted-name":
         write_source(src, cases=[tiny_case("T1", ["T1_a", "T1_z"], [])], images=[tiny_image("T1", "T1_a", "CT")])
     elif kind == "path-traversal":
-        write_source(src, cases=[tiny_case("T1", ["../etc/passwd"], [])], images=[tiny_image("T1", "../etc/passwd", "CT")])
+        write_source(src, cases=[tiny_case("T1", ["../etc/passwd"], [])],
+                     images=[tiny_image("T1", "../etc/passwd", "CT")])
     elif kind == "absolute-path":
         write_source(src, cases=[tiny_case("T1", ["/abs"], [])], images=[tiny_image("T1", "/abs", "CT")])
     elif kind == "missing-image-file":
@@ -61,7 +64,8 @@ def _bad(tmp: Path, kind: str) -> Path:
         write_source(src)
         (src / "images" / "T1_a.png").write_text("<html>not found</html>")
     elif kind == "huge-caption":
-        write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "CT", "x" * 2_000_000)])
+        write_source(src, cases=[tiny_case("T1", ["T1_a"], [])],
+                     images=[tiny_image("T1", "T1_a", "CT", "x" * 2_000_000)])
     elif kind == "modality-list-mismatch":
         write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "MR")])
     elif kind == "bad-split-file":

@@ -57,7 +57,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 
 def test_listed_packages_are_the_packages_on_disk() -> None:
     """pyproject lists the packages (find cannot add the mapped checkpoint): none may be missed."""
-    on_disk = sorted(str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "medpix_tui").rglob("__init__.py"))
+    on_disk = sorted(str(p.parent.relative_to(ROOT)).replace("/", ".")
+                     for p in (ROOT / "medpix_tui").rglob("__init__.py"))
     listed = PYPROJECT["tool"]["setuptools"]["packages"]
     assert sorted(listed) == sorted([*on_disk, locations.MODEL_PACKAGE])
     assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {locations.MODEL_PACKAGE: "bundle/model"}
@@ -144,7 +145,8 @@ def test_installed_without_a_bundle_the_error_names_the_rules_not_a_path_in_the_
         resolve_bundle()
     message = str(err.value)
     assert str(installed / "xdg_data_home" / "medpix-tui" / "medpix-2.0") in message
-    assert "installed outside a checkout, the source to build from must be named (--source DIR or $MEDPIX_SOURCE)" in message
+    assert ("installed outside a checkout, the source to build from must be named"
+            " (--source DIR or $MEDPIX_SOURCE)") in message
     assert "shared" not in message and sys.prefix not in message
     code, out, errout = run("query", "--json")
     assert code == 2 and out == "" and errout == f"error: {message}\n"
@@ -200,7 +202,8 @@ def test_model_and_no_model_are_checked(tmp_path: Path) -> None:
     code, out, err = run(*base, "--model", str(MODEL), "--no-model")
     assert (code, out, err) == (2, "", "error: --model and --no-model exclude each other\n")
     code, out, err = run(*base, "--model", str(tmp_path))
-    assert code == 2 and err == f"error: not a model checkpoint: {tmp_path} (--model; it has no open_clip_config.json)\n"
+    assert code == 2 and err == (f"error: not a model checkpoint: {tmp_path}"
+                                 " (--model; it has no open_clip_config.json)\n")
     assert not (tmp_path / "b").exists()
 
 
@@ -259,9 +262,11 @@ def test_doctor_text_installed(installed: Path) -> None:
 
 
 @pytest.mark.parametrize(("env", "graphics"), [({"TERM": "xterm-kitty"}, "kitty"), ({"KITTY_WINDOW_ID": "1"}, "kitty"),
-                                               ({"TERM_PROGRAM": "WezTerm"}, "sixel"), ({"TERM": "xterm-256color"}, "half-blocks"),
+                                               ({"TERM_PROGRAM": "WezTerm"}, "sixel"),
+                                               ({"TERM": "xterm-256color"}, "half-blocks"),
                                                ({"TERM": "xterm-kitty", "TMUX": "x"}, "half-blocks")])
-def test_terminal_guess_from_the_environment(env: dict[str, str], graphics: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terminal_guess_from_the_environment(env: dict[str, str], graphics: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from medpix_tui.doctor import TERMINAL_ENV, terminal
 
     for name in TERMINAL_ENV:

@@ -43,12 +43,14 @@ SIZE = 32
 TINY: dict[str, Any] = {
     "name": "tiny",
     "seed": 7,
-    "model_cfg": {"embed_dim": 16, "vision_cfg": {"image_size": SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+    "model_cfg": {"embed_dim": 16,
+                  "vision_cfg": {"image_size": SIZE, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
                   "text_cfg": {"hf_model_name": "x", "hf_tokenizer_name": "x", "hf_proj_type": "mlp",
                                "hf_pooler_type": "mean_pooler", "context_length": 32}},
     "preprocess": {"mean": 0.2, "std": 0.25},
     "train": {"device": "cpu", "threads": 1, "epochs": 2, "batch_size": 4, "lr": 0.01, "weight_decay": 0.05,
-              "warmup_epochs": 1, "label_smoothing": 0.1, "class_balance": 0.5, "loss_weights": {"caption": 0.5, "modality": 1.0, "location": 1.0},
+              "warmup_epochs": 1, "label_smoothing": 0.1, "class_balance": 0.5,
+              "loss_weights": {"caption": 0.5, "modality": 1.0, "location": 1.0},
               "augment": {"rotate_deg": 10, "scale": 1.1, "shift": 0.05, "flip": 0.5, "gamma": 1.2, "contrast": 0.1,
                           "brightness": 0.05},
               "max_minutes": 0},
@@ -351,7 +353,8 @@ def test_lite0_tower_trains_from_imagenet_weights_and_exports(work: dict[str, Pa
     train(cfg, pack, tmp_path / "run", log=lambda *_: None)
     export(tmp_path / "run", pack, tmp_path / "model")
     best, imagenet = load_file(str(tmp_path / "run" / BEST)), pretrained_state()
-    torch.testing.assert_close(best["visual._blocks.2._depthwise_conv.weight"], imagenet["_blocks.2._depthwise_conv.weight"])
+    torch.testing.assert_close(best["visual._blocks.2._depthwise_conv.weight"],
+                               imagenet["_blocks.2._depthwise_conv.weight"])
     torch.testing.assert_close(best["visual._blocks.2._bn1.running_mean"], imagenet["_blocks.2._bn1.running_mean"])
     assert not torch.equal(best["visual._blocks.9._project_conv.weight"], imagenet["_blocks.9._project_conv.weight"])
     encoder = load_image_encoder(tmp_path / "model")
@@ -411,7 +414,8 @@ def test_ensemble_checkpoint_is_the_mean_of_its_members_logits(work: dict[str, P
     for task, log_probs in got.items():
         logits = sum(w * m.head.logit_scale * (m.encode_arrays(pictures) @ m.head.embeddings[task].T)
                      for w, m in zip((0.3, 0.7), members, strict=True))
-        want = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+        want = (logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+                - logits.max(1, keepdims=True))
         np.testing.assert_allclose(log_probs, want, atol=1e-4)
     text = load_text_tower(tmp_path / "ens")
     for task, spec in paper_prompts().items():

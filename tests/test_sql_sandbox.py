@@ -59,7 +59,8 @@ def one_error_line(args: list[str], expected: str, code: int = 2) -> str:
 
 
 ATTACKS = {
-    "copy-over-the-bundle-parquet": ("COPY (SELECT 'FORGED: no fracture, discharge' AS caption) TO '{parquet}/images.parquet'",
+    "copy-over-the-bundle-parquet": ("COPY (SELECT 'FORGED: no fracture, discharge' AS caption)"
+                                     " TO '{parquet}/images.parquet'",
                                      "COPY reads or writes files"),
     "copy-new-file-into-the-bundle": ("COPY (SELECT 1) TO '{parquet}/extra.parquet' (FORMAT parquet)", "COPY"),
     "copy-to-dot-tmp": ("COPY (SELECT 1 AS a) TO '.tmp/out.csv'", "COPY"),
@@ -221,12 +222,15 @@ def test_three_billion_rows_stay_small(tiny: Path, tmp_path: Path) -> None:
     assert int(peak.read_text()) * 1024 < 1024 ** 3, f"peak RSS {int(peak.read_text()) / 1024:.0f} MB"
 
 
-@pytest.mark.parametrize("statement", ["SELECT 1", "  select modality from images limit 1; ", "WITH x AS (SELECT 1) SELECT * FROM x",
+@pytest.mark.parametrize("statement", ["SELECT 1", "  select modality from images limit 1; ",
+                                       "WITH x AS (SELECT 1) SELECT * FROM x",
                                        "FROM images LIMIT 1", "SUMMARIZE images", "SHOW TABLES",
                                        "PIVOT images ON modality USING count(*)",
                                        "SELECT caption FROM images WHERE caption GLOB '*fracture*' LIMIT 1",
-                                       "SELECT 'a', 'b' FROM images, (VALUES ('x'), ('y')) v(c) WHERE modality IN ('MR', 'CT')",
-                                       "SELECT * FROM images i JOIN cases c ON i.u_id = c.u_id WHERE i.plane IN ('x', 'y') AND 'y' = 'y'"])
+                                       "SELECT 'a', 'b' FROM images, (VALUES ('x'), ('y')) v(c)"
+                                       " WHERE modality IN ('MR', 'CT')",
+                                       "SELECT * FROM images i JOIN cases c ON i.u_id = c.u_id"
+                                       " WHERE i.plane IN ('x', 'y') AND 'y' = 'y'"])
 def test_ordinary_statements_pass_the_check(statement: str) -> None:
     assert check_sql(statement)
 
