@@ -391,7 +391,8 @@ class FixtureSite:
             self.redirects[f"/images/full/{synpic}.png"] = f"/cdn/medpix/img/full/{synpic}.png"
             self.records.setdefault(case.uid.upper(), []).append({
                 "uid": case.uid, "pmcid": "", "docSource": "MPX", "articleType": "ca",
-                "title": case.case.get("Title", ""), "fulltext_html_url": f"{PUBLIC_MEDPIX}/bycase?id={case.encounter_id}",
+                "title": case.case.get("Title", ""),
+                "fulltext_html_url": f"{PUBLIC_MEDPIX}/bycase?id={case.encounter_id}",
                 "medpixArticleId": case.encounter_id, "medpixFigureId": img.figure_id,
                 "medpixImageURL": f"{PUBLIC_MEDPIX}/case?id={img.figure_id}",
                 "abstract": _abstract(case.case), "MeSH": {"major": [], "minor": []}, "Problems": "",

@@ -15,7 +15,8 @@ def tiny_case(uid: str, ct: list[str], mr: list[str]) -> dict[str, Any]:
     return {"U_id": uid, "TAC": ct, "MRI": mr,
             "Case": {"Title": f"Test case {uid}", "History": "made-up history", "Findings": "made-up findings",
                      "Case Diagnosis": "made-up diagnosis"},
-            "Topic": {"Title": "Made-up topic", "Disease Discussion": "made-up discussion", "ACR Code": "1.2", "Category": "Test"}}
+            "Topic": {"Title": "Made-up topic", "Disease Discussion": "made-up discussion", "ACR Code": "1.2",
+                      "Category": "Test"}}
 
 
 def tiny_image(uid: str, name: str, modality: str, caption: str = "made-up caption") -> dict[str, Any]:

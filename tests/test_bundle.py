@@ -27,7 +27,8 @@ def test_manifest_of_real_bundle(real_bundle) -> None:
     assert set(m["source"]["digests"]) >= {"Case_topic.json", "Descriptions.json"}
     files = m["files"]
     assert sum(p.startswith("images/") for p in files) == 2050
-    assert {"parquet/images.parquet", "parquet/cases.parquet", "parquet/image_reports.parquet", "search.sqlite"} <= set(files)
+    assert ({"parquet/images.parquet", "parquet/cases.parquet", "parquet/image_reports.parquet", "search.sqlite"}
+            <= set(files))
     assert any(p.startswith("store/") for p in files)
 
 
@@ -88,7 +89,8 @@ def test_query_from_read_only_bundle_as_nobody(real_bundle_path: Path, tmp_path:
         if parent != Path("/") and os.stat(parent).st_mode & 0o005 != 0o005:
             parent.chmod(os.stat(parent).st_mode | 0o005)
     code = ("import sys, json; from medpix_tui.bundle import open_bundle; b = open_bundle(sys.argv[1]); "
-            "print(json.dumps([b.store.count('Image_Descriptions', {'Type': 'CT'}), len(b.store.keyword_search('glioma', limit=5)),"
+            "print(json.dumps([b.store.count('Image_Descriptions', {'Type': 'CT'}),"
+            " len(b.store.keyword_search('glioma', limit=5)),"
             " b.store.get_case('MPX1009')['U_id']]))")
     cmd = [sys.executable, "-c", code, str(ro)]
     if os.geteuid() == 0:

@@ -10,7 +10,8 @@ from medpix_tui.bundle import Bundle
 from medpix_tui.hf import LOCATIONS, MODALITIES, write_hf
 
 
-def test_datasets_loads_the_folder_offline(real_bundle: Bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_datasets_loads_the_folder_offline(real_bundle: Bundle, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     datasets = pytest.importorskip("datasets", reason="datasets is in the [test] extra")
     store = real_bundle.store
     by_split: dict[str, list[dict]] = {}

@@ -98,7 +98,8 @@ def test_sql_and_cli_query_the_predictions(real_bundle) -> None:
                        "--filter", '{"Type": "CT"}', "--limit", "0", "--json", "--fields-out", "image")
     assert code == 0 and want and sorted(d["image"] for d in json.loads(out)) == want
     differs = real_bundle.store.find(IMAGES, differs_filter("modality"))
-    assert sorted(d["image"] for d in differs) == sorted(r["image"] for r in rows if r["pred_modality"] != r["modality"])
+    assert sorted(d["image"] for d in differs) == sorted(r["image"] for r in rows
+                                                         if r["pred_modality"] != r["modality"])
     assert got == [(len(differs),)] and 0 < len(differs) < 200
     code, out, _ = run("query", "--bundle", str(real_bundle.root), "--sort", "Prediction.modality_p",
                        "--limit", "3", "--json", "--fields-out", "Prediction.modality_p")

@@ -22,7 +22,8 @@ def snaps(source_dir: Path) -> dict[str, Snapshot]:
 
 
 def per_document(snap: Snapshot, path: str, matcher: RegexMatcher, negate: bool, idx: list[int]) -> list[int]:
-    return [i for i in idx if negate != any(isinstance(v, str) and matcher.search(v) for v in values_at(snap.docs[i], path))]
+    return [i for i in idx
+            if negate != any(isinstance(v, str) and matcher.search(v) for v in values_at(snap.docs[i], path))]
 
 
 @pytest.mark.parametrize("path", ["Description.Plane", "Description.Caption", "Location Category", "Description.Sex"])
@@ -79,7 +80,8 @@ def test_sort_ranks_order_like_mongomock(snaps, collection, keys) -> None:
 def test_or_of_equalities_narrows_like_a_scan(snaps) -> None:
     snap = snaps["images"]
     flt = {"$or": [{"Type": "MR"}, {"Location Category": {"$in": ["Thorax", "Abdomen"]}}]}
-    expected = [i for i, d in enumerate(snap.docs) if d["Type"] == "MR" or d["Location Category"] in ("Thorax", "Abdomen")]
+    expected = [i for i, d in enumerate(snap.docs)
+                if d["Type"] == "MR" or d["Location Category"] in ("Thorax", "Abdomen")]
     assert snap._equality(flt) == expected
     assert snap.select(flt) == expected
     assert snap._equality({"$or": [{"Type": "MR"}, {"Description.Age": {"$gt": "40"}}]}) is None

@@ -37,8 +37,8 @@ def _restore_logging() -> Iterator[None]:
 
 def _scrape(site: FixtureSite, *args: str) -> tuple[int, str, str]:
     runner = CliRunner()
-    result = runner.invoke(main, ["--openi-base", site.url, "--medpix-base", site.url, "--renderer", "none", "--rate", "0", "--backoff", "0.01", "--timeout", "2",
-                                  *args])
+    result = runner.invoke(main, ["--openi-base", site.url, "--medpix-base", site.url, "--renderer", "none",
+                                  "--rate", "0", "--backoff", "0.01", "--timeout", "2", *args])
     return result.exit_code, result.stdout, result.stderr
 
 

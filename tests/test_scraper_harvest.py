@@ -62,7 +62,8 @@ def test_every_failure_is_reported_once_and_the_output_stays_valid(
     stuck = site.image_path(cases[12].images[1])
     site.script(stuck, *[Scripted(delay=1.0)] * 3)                               # timeout, every time
 
-    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(1, 13), 999), base=site.url, medpix_base=site.url)
+    report = run(tmp_path / "out", _fetcher(tmp_path), ids=_ids(*range(1, 13), 999), base=site.url,
+                 medpix_base=site.url)
 
     written, images = _written(tmp_path / "out")
     assert [c["U_id"] for c in written] == _ids(1, 2, 4, 5, 7, 8, 9, 10, 12)
@@ -255,8 +256,8 @@ def test_rate_limit_spaces_requests(site: FixtureSite, tmp_path: Path) -> None:
 def test_a_query_pages_through_open_i(site: FixtureSite, tmp_path: Path) -> None:
     for n in range(1, 8):
         site.add_case(make_case(n))
-    report = run(tmp_path / "out", _fetcher(tmp_path), query="fixture condition", base=site.url, medpix_base=site.url, page_size=3,
-                 limit=10)
+    report = run(tmp_path / "out", _fetcher(tmp_path), query="fixture condition", base=site.url, medpix_base=site.url,
+                 page_size=3, limit=10)
     assert report.images == 10 and site.count("/api/search") == 4
     assert [c["U_id"] for c in _written(tmp_path / "out")[0]] == _ids(1, 2, 3, 4, 5)
 

@@ -183,7 +183,8 @@ def test_both_page_styles_parse_to_the_same_fields(style: str) -> None:
 
 def test_labels_are_found_by_text_not_position() -> None:
     html = """<html><body><header>History of MedPix</header>
-    <table><tr><td>Case Diagnosis:</td><td>Glioma</td></tr><tr><th>TREATMENT AND FOLLOW-UP</th><td>Surgery</td></tr></table>
+    <table><tr><td>Case Diagnosis:</td><td>Glioma</td></tr>\
+<tr><th>TREATMENT AND FOLLOW-UP</th><td>Surgery</td></tr></table>
     <div>Some unlabelled preamble</div>
     <p><span>Title:</span> Case title <em>here</em></p>
     <div data-section="topic"><p>Title: Topic T</p><p><b>Discussion</b>: topic text</p></div>

@@ -18,7 +18,8 @@ from medpix_tui.search import CASE_COLUMNS, IMAGE_COLUMNS, parse_keywords
 def words_of(real_bundle: Bundle, image: dict) -> set[str]:
     """Every word of an image's indexed text and its case's, as the index's tokenizer splits them."""
     case = real_bundle.store.get_case(image["U_id"]) or {}
-    texts = [value_at(image, p) for p, _ in IMAGE_COLUMNS.values()] + [value_at(case, p) for p, _ in CASE_COLUMNS.values()]
+    texts = ([value_at(image, p) for p, _ in IMAGE_COLUMNS.values()]
+             + [value_at(case, p) for p, _ in CASE_COLUMNS.values()])
     return {w for t in texts if isinstance(t, str) for w in re.findall(r"\w+", t.lower())}
 
 
@@ -44,7 +45,8 @@ def test_fts5_syntax_typed_by_a_user_never_reaches_fts5(real_bundle: Bundle, tex
 def test_words_are_anded_phrases_are_adjacent_and_minus_excludes(real_bundle: Bundle) -> None:
     store = real_bundle.store
     every = store.keyword_search("ring enhancing lesion", limit=0)
-    any_word = store.search_index().conn.execute("SELECT count(*) FROM images WHERE images MATCH 'ring OR enhancing OR lesion'").fetchone()[0]
+    any_word = store.search_index().conn.execute(
+        "SELECT count(*) FROM images WHERE images MATCH 'ring OR enhancing OR lesion'").fetchone()[0]
     assert 0 < len(every) < any_word
     for _, image in every:
         assert {"ring", "enhancing", "lesion"} <= words_of(real_bundle, image)

@@ -72,8 +72,8 @@ def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         for args in (["--port", str(port)], ["--idle", "soon"], ["--token", "short", "--host", "0.0.0.0"]):
-            run = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(real_bundle_path), "serve", *args],
-                                 capture_output=True, text=True, timeout=PATIENCE)
+            run = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(real_bundle_path), "serve",
+                                  *args], capture_output=True, text=True, timeout=PATIENCE)
             assert run.returncode == 2, (args, run.stderr)
             assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
             assert "Traceback" not in run.stderr

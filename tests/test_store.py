@@ -73,12 +73,14 @@ def test_or_and_operators_are_right(store, release):
     expected = sum(1 for d in release.images if d["Type"] == "MR" or d["Location Category"] == "Head")
     assert store.count(IMAGES, flt) == expected > 1000
     nested = {"$and": [{"Type": "CT"}, {"$nor": [{"Description.Sex": "male"}]}]}
-    assert store.count(IMAGES, nested) == sum(1 for d in release.images if d["Type"] == "CT" and d["Description"]["Sex"] != "male")
+    assert store.count(IMAGES, nested) == sum(1 for d in release.images
+                                              if d["Type"] == "CT" and d["Description"]["Sex"] != "male")
 
 
 @pytest.mark.parametrize("flt,expected", [
     ({"Description.Figure Part": None}, lambda d: d["Description"]["Figure Part"] is None),
-    ({"Description.Plane": {"$not": {"$regex": "axial", "$options": "i"}}}, lambda d: not re.search("axial", d["Description"]["Plane"] or "", re.I)),
+    ({"Description.Plane": {"$not": {"$regex": "axial", "$options": "i"}}},
+     lambda d: not re.search("axial", d["Description"]["Plane"] or "", re.I)),
     ({"Description.Age": {"$in": ["0", "1"]}}, lambda d: d["Description"]["Age"] in ("0", "1")),
     ({"Description.Caption": {"$regex": "^MR", "$options": ""}, "Type": {"$ne": "MR"}},
      lambda d: d["Description"]["Caption"].startswith("MR") and d["Type"] != "MR"),
@@ -143,7 +145,8 @@ def test_catastrophic_regex_hits_time_limit(tmp_path):
     from tests.support import tiny_case, tiny_image, write_source
 
     long = "a" * 40 + "!"
-    src = write_source(tmp_path / "src", cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "CT", long)])
+    src = write_source(tmp_path / "src", cases=[tiny_case("T1", ["T1_a"], [])],
+                       images=[tiny_image("T1", "T1_a", "CT", long)])
     mongita = Store.open_mongita(tmp_path / "db", writable=True)
     mongita.load(load_source(src))
     with pytest.raises(QueryError, match="took longer than"):

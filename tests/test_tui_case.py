@@ -55,7 +55,8 @@ async def test_open_step_and_read_a_case(real_bundle: Bundle) -> None:
                 assert heading in case_text
         assert case["Case"]["Case Diagnosis"].strip()[:40] in case_text
         view = screen.query_one("#case-image", ImageView)
-        await wait_for(pilot, lambda: view.path == real_bundle.image_path(first["image"]) and not view.has_class("-empty"))
+        await wait_for(pilot, lambda: view.path == real_bundle.image_path(first["image"])
+                       and not view.has_class("-empty"))
         assert not view.has_class("-failed")
 
         strip = screen.query_one(ImageStrip)
@@ -144,7 +145,8 @@ async def test_missing_and_corrupt_images_become_placeholders(real_bundle: Bundl
         await pilot.press("n")
         await wait_for(pilot, lambda: "Cannot read" in str(view.query_one("#placeholder", Static).render()))
         await pilot.press("f")  # full screen of a broken image: the placeholder again
-        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen) and app.screen.query_one(ImageView).has_class("-failed"))
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen)
+                       and app.screen.query_one(ImageView).has_class("-failed"))
 
 
 async def test_auto_renderer_without_a_graphics_terminal(real_bundle: Bundle) -> None:

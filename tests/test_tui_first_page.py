@@ -76,7 +76,8 @@ async def test_a_start_keeps_the_first_page_and_the_next_draws_it_before_the_sto
     kept = page_path(pages, first.bundle)
     assert kept is not None and kept.is_file()
 
-    second = Recording(open_bundle(real_bundle_path), image_renderer="halfcell", history_path=None, first_page_dir=pages)
+    second = Recording(open_bundle(real_bundle_path), image_renderer="halfcell", history_path=None,
+                       first_page_dir=pages)
     async with second.run_test(size=SIZE) as pilot:
         await settle(pilot)
         seen = second.seen

@@ -126,10 +126,11 @@ async def test_hits_are_marked_in_the_case_and_slash_finds_text(real_bundle: Bun
 
 async def test_topic_links_the_split_no_acr_placeholder_and_the_viewer(real_bundle: Bundle) -> None:
     store = real_bundle.store
-    linked = next(c for c in store.find(CASES) if (c.get("Topic") or {}).get("External Links")
-                  and c["Topic"].get("ACR Code") == "-1.-1") if any(
-        (c.get("Topic") or {}).get("ACR Code") == "-1.-1" and c["Topic"].get("External Links") for c in store.find(CASES)) \
-        else next(c for c in store.find(CASES) if (c.get("Topic") or {}).get("External Links"))
+    linked = (next(c for c in store.find(CASES) if (c.get("Topic") or {}).get("External Links")
+                   and c["Topic"].get("ACR Code") == "-1.-1")
+              if any((c.get("Topic") or {}).get("ACR Code") == "-1.-1" and c["Topic"].get("External Links")
+                     for c in store.find(CASES))
+              else next(c for c in store.find(CASES) if (c.get("Topic") or {}).get("External Links")))
     placeholder = next(c for c in store.find(CASES) if (c.get("Topic") or {}).get("ACR Code") == "-1.-1")
     app = make_app(real_bundle)
     async with app.run_test(size=SIZE) as pilot:
@@ -189,7 +190,8 @@ async def test_a_whole_pair_typed_in_the_field_box_searches_and_is_kept(real_bun
         await settle(pilot)
         await pilot.click("#fq-path")
         await type_text(pilot, "Description.Caption=hemorrhage")
-        expected = [d["image"] for d in real_bundle.store.find(IMAGES, field_filter([("Description.Caption", "hemorrhage")]))]
+        expected = [d["image"] for d in real_bundle.store.find(IMAGES,
+                                                               field_filter([("Description.Caption", "hemorrhage")]))]
         await wait_for(pilot, lambda: app.result is not None and app.result.names == expected)
         await pilot.press("enter")  # kept as a chip
         await wait_for(pilot, lambda: app.screen.query_one("#fq-chips").has_class("-some"))
@@ -218,7 +220,8 @@ async def test_switching_collection_drops_chips_that_cannot_match_and_says_so(re
         assert any("Dropped Case.Title~fracture" in n.message for n in app._notifications)
 
 
-async def test_a_failed_save_keeps_the_dialog_and_a_missing_folder_is_offered(real_bundle: Bundle, tmp_path: Path) -> None:
+async def test_a_failed_save_keeps_the_dialog_and_a_missing_folder_is_offered(real_bundle: Bundle,
+                                                                              tmp_path: Path) -> None:
     from medpix_tui.tui.screens.dialogs import ConfirmDialog, SaveDialog
 
     (tmp_path / "blocker").write_text("a file where a folder is expected\n")

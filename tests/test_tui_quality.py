@@ -35,7 +35,8 @@ async def test_the_report_fills_the_screen_and_a_leakage_pair_opens_its_case(
         await pilot.press("f5")
         await wait_for(pilot, lambda: isinstance(app.screen, QualityScreen))
         quality = app.screen
-        assert quality.report is None and str(quality.query_one("#quality-summary", Static).render()).startswith("Working")
+        assert (quality.report is None
+                and str(quality.query_one("#quality-summary", Static).render()).startswith("Working"))
         assert quality.query_one("#quality-loading").display and not quality.query_one(TabbedContent).display
 
         # the event loop and the store stay free while the report works: a search answers meanwhile

@@ -43,7 +43,8 @@ def every_place(app: MedpixApp) -> dict[str, str]:
         "screen title": f"{screen.title} {screen.sub_title}",
         "app title": f"{app.title} {app.sub_title}",
         "tooltips": " ".join(str(w.tooltip) for w in screen.walk_children() if w.tooltip is not None),
-        "key tooltips": " ".join(f"{a.binding.description} {a.binding.tooltip}" for a in screen.active_bindings.values()),
+        "key tooltips": " ".join(f"{a.binding.description} {a.binding.tooltip}"
+                                 for a in screen.active_bindings.values()),
         "notifications": " ".join(f"{n.title} {n.message}" for n in app._notifications),
         "status line": str(screen.query_one("#quiz-status", Static).render()),
         "widgets": " ".join(str(w.render()) for w in screen.query(Static)),

@@ -29,7 +29,8 @@ async def test_query_facets_and_position_survive_a_restart(real_bundle: Bundle, 
         await wait_for(pilot, lambda: first.result is not None and first.result.request.keywords == "fracture")
         await settle(pilot)
         first.screen.query_one("#facet-modality", SelectionList).select("CT")
-        await wait_for(pilot, lambda: first.result is not None and first.result.request.facets.get("modality") == {"CT"})
+        await wait_for(pilot, lambda: first.result is not None
+                       and first.result.request.facets.get("modality") == {"CT"})
         await settle(pilot)
         table = first.screen.query_one(ResultsTable)
         table.focus()
@@ -42,7 +43,8 @@ async def test_query_facets_and_position_survive_a_restart(real_bundle: Bundle, 
 
     second = make(real_bundle, tmp_path)
     async with second.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: second.result is not None and second.result.request.facets.get("modality") == {"CT"})
+        await wait_for(pilot, lambda: second.result is not None
+                       and second.result.request.facets.get("modality") == {"CT"})
         await settle(pilot)
         assert second.screen.query_one("#keywords", Input).value == "fracture"
         assert second.result.names == names
@@ -51,7 +53,8 @@ async def test_query_facets_and_position_survive_a_restart(real_bundle: Bundle, 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"kind": "something else"}),
                                      json.dumps({"kind": "medpix-tui search state", "format": 1, "bundle": "0" * 64})])
-async def test_a_corrupt_or_foreign_state_is_ignored_with_a_notice(real_bundle: Bundle, tmp_path: Path, content: str) -> None:
+async def test_a_corrupt_or_foreign_state_is_ignored_with_a_notice(real_bundle: Bundle, tmp_path: Path,
+                                                                   content: str) -> None:
     path = state_path(tmp_path, real_bundle)
     path.parent.mkdir(parents=True)
     path.write_text(content)

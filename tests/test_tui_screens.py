@@ -41,7 +41,8 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
         columns, rows = run_sql(connect(real_bundle.parquet_dir), QUERY)
         table = screen.query_one("#sql-results", DataTable)
         assert [str(c.label) for c in table.columns.values()] == columns
-        assert [tuple(str(v) for v in table.get_row_at(i)) for i in range(table.row_count)] == [tuple(str(v) for v in r) for r in rows]
+        assert ([tuple(str(v) for v in table.get_row_at(i)) for i in range(table.row_count)]
+                == [tuple(str(v) for v in r) for r in rows])
         assert str(screen.query_one("#sql-status", Static).render()).startswith(f"{len(rows)} rows")
         assert json.loads(history.read_text())[0] == QUERY
         assert screen.query_one("#history", OptionList).option_count == 1
@@ -182,7 +183,8 @@ async def test_every_footer_key_fits_the_terminal(real_bundle: Bundle, width: in
             await pilot.press(key)
             await settle(pilot)
             shown = footer_fits(app, width)
-            assert app.current_mode == mode and mode.title() not in [s.title() for s in shown], "the mode on screen has no key"
+            assert app.current_mode == mode and mode.title() not in [s.title() for s in shown], \
+                "the mode on screen has no key"
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, CaseScreen) and app.screen.image is not None)
         await settle(pilot)
@@ -199,7 +201,8 @@ async def test_import_app_loads_textual_image_first_and_leaves_the_collector_run
     The store's engines (mongita, mongomock, and pymongo under both) wait for the store to open,
     so a kept first page is drawn without them."""
     code = ("import gc, sys; from medpix_tui.cli.tui import import_app; app = import_app(); "
-            "print(app.__name__, 'textual_image.renderable' in sys.modules, gc.isenabled(), gc.get_freeze_count() > 10000,"
+            "print(app.__name__, 'textual_image.renderable' in sys.modules, gc.isenabled(),"
+            " gc.get_freeze_count() > 10000,"
             " *(m in sys.modules for m in ('mongita', 'mongomock', 'pymongo')))")
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     out, _ = await child.communicate()

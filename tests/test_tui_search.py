@@ -95,7 +95,8 @@ async def test_a_query_error_clears_the_table_and_facets_into_an_error_state(rea
         assert not table.display and table.row_count == 0 and table.current_name is None
         assert empty.display and "invalid regex" in str(empty.render()) and "Fix the query" in str(empty.render())
         modality = app.screen.query_one("#facet-modality", SelectionList)
-        assert all(str(modality.get_option_at_index(i).prompt).rstrip().endswith(" 0") for i in range(modality.option_count))
+        assert all(str(modality.get_option_at_index(i).prompt).rstrip().endswith(" 0")
+                   for i in range(modality.option_count))
         await pilot.press("ctrl+s")  # nothing shown, nothing to save
         assert not isinstance(app.screen, SaveDialog)
         assert any("Nothing to save" in n.message for n in app._notifications)

@@ -27,7 +27,8 @@ def make_app(bundle: Bundle, save_dir: Path | None = None, *, preload_model: boo
     The model loads only when a test asks for it (as the app does on the first model key),
     so the other tests do not wait for it.
     """
-    return MedpixApp(bundle, image_renderer="halfcell", history_path=None, save_dir=save_dir, preload_model=preload_model)
+    return MedpixApp(bundle, image_renderer="halfcell", history_path=None, save_dir=save_dir,
+                     preload_model=preload_model)
 
 
 async def settle(pilot: Pilot, pause: float = 0.0) -> None:
