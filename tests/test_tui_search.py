@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -302,8 +304,14 @@ async def test_a_served_save_downloads_the_file_zipped_with_its_manifest(real_bu
     monkeypatch.setenv(SERVED_ENV, "1")
     app = make_app(real_bundle, save_dir=tmp_path)
     delivered: list[tuple[bytes, str]] = []
-    monkeypatch.setattr(app, "deliver_binary", lambda payload, save_filename: delivered.append(
-        (payload.read(), save_filename)))
+    on_disk: list[int] = []
+
+    def deliver(payload: Any, save_filename: str) -> None:
+        # an unnamed temporary file, not bytes in memory ("all images" zips about 200 MB)
+        on_disk.append(os.fstat(payload.fileno()).st_nlink)
+        delivered.append((payload.read(), save_filename))
+
+    monkeypatch.setattr(app, "deliver_binary", deliver)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await type_text(pilot, "glioma")
@@ -314,6 +322,7 @@ async def test_a_served_save_downloads_the_file_zipped_with_its_manifest(real_bu
         await wait_for(pilot, lambda: bool(delivered))
     payload, name = delivered[0]
     assert name == "glioma.json.zip" and list(tmp_path.iterdir()) == [], "nothing written beside the app"
+    assert on_disk == [0], "the download is a file with no name left on disk"
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
         assert sorted(archive.namelist()) == ["glioma.json", "glioma.json.manifest.json"]
         archive.extractall(tmp_path / "unzipped")

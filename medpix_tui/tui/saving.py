@@ -16,15 +16,15 @@ nothing stays on the server.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from ..errors import InputError, MedpixError, OutputExistsError
 from ..web import SERVED_ENV
@@ -165,8 +165,11 @@ async def _deliver_interactively(app: MedpixApp, title: str, options: list[SaveO
     return Path(name)
 
 
-def _render_download(app: MedpixApp, write: Writer, name: str) -> tuple[io.BytesIO, str]:
-    """Run ``write`` in a private temporary folder; its output as bytes.
+def _render_download(app: MedpixApp, write: Writer, name: str) -> tuple[BinaryIO, str]:
+    """Run ``write`` in a private temporary folder; its output as an open, unnamed temporary file.
+
+    The file, not bytes in memory: "all images" zips about 200 MB, and the web driver reads
+    the download in chunks and closes (so deletes) the file when the browser has it all.
 
     A folder comes as a zip of the folder (its ``manifest.json`` inside). A file that has an
     export manifest beside it (``<file>.manifest.json``, every library save) comes as
@@ -177,22 +180,27 @@ def _render_download(app: MedpixApp, write: Writer, name: str) -> tuple[io.Bytes
 
     if not name or name in (".", ".."):
         raise InputError("type a file name")
-    with tempfile.TemporaryDirectory(prefix="medpix-download-") as tmp:
-        target = Path(tmp) / name
-        _locked(app, write, target, False)
-        manifest = target.with_name(target.name + MANIFEST_SUFFIX)
-        buffer = io.BytesIO()
-        if target.is_dir():
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG and Parquet are compressed
-                for file in sorted(p for p in target.rglob("*") if p.is_file()):
-                    archive.write(file, f"{name}/{file.relative_to(target).as_posix()}")
-            name = f"{name}.zip"
-        elif manifest.is_file():
-            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.write(target, name)
-                archive.write(manifest, manifest.name)
-            name = f"{name}.zip"
-        else:
-            buffer.write(target.read_bytes())
+    buffer = tempfile.TemporaryFile(prefix="medpix-download-")
+    try:
+        with tempfile.TemporaryDirectory(prefix="medpix-download-") as tmp:
+            target = Path(tmp) / name
+            _locked(app, write, target, False)
+            manifest = target.with_name(target.name + MANIFEST_SUFFIX)
+            if target.is_dir():
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNG and Parquet are compressed
+                    for file in sorted(p for p in target.rglob("*") if p.is_file()):
+                        archive.write(file, f"{name}/{file.relative_to(target).as_posix()}")
+                name = f"{name}.zip"
+            elif manifest.is_file():
+                with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+                    archive.write(target, name)
+                    archive.write(manifest, manifest.name)
+                name = f"{name}.zip"
+            else:
+                with open(target, "rb") as source:
+                    shutil.copyfileobj(source, buffer)
+    except BaseException:
+        buffer.close()
+        raise
     buffer.seek(0)
     return buffer, name
