@@ -63,7 +63,7 @@ def check_destination(path: Path, force: bool) -> None:
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         raise InputError(f"refusing to write {path}: it is a device, FIFO or socket, not a file")
     if path.exists() and not force:
-        raise OutputExistsError(f"{path} already exists (use --force to overwrite)")
+        raise OutputExistsError(f"{path} already exists (use --force to overwrite)", path)
     if not path.parent.is_dir():
         raise InputError(f"folder does not exist: {path.parent}")
     if not os.access(path.parent, os.W_OK):

@@ -7,6 +7,7 @@ a bug. Exit statuses follow the issue: 2 for bad input, 1 for a failed check.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class MedpixError(Exception):
@@ -32,7 +33,15 @@ class BundleError(MedpixError):
 
 
 class OutputExistsError(InputError):
-    """An output already exists and ``--force`` was not given."""
+    """An output already exists and ``--force`` was not given; ``path`` is the one that does.
+
+    A save writes more than one path (a file and its ``<file>.manifest.json``), so a prompt
+    to replace must name the path that is there, not the one the user typed.
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,18 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
             await settle(pilot)
             assert ((tmp_path / "medpix-images.jsonl").read_text() != "old\n") is replaced
 
+        # only a stale manifest is left: the prompt names it, not the file typed
+        (tmp_path / "medpix-images.jsonl").unlink()
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "medpix-images.jsonl"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert app.screen.question.startswith(f"{tmp_path / 'medpix-images.jsonl.manifest.json'} already exists")
+        await pilot.press("y")
+        await settle(pilot)
+        assert (tmp_path / "medpix-images.jsonl").is_file()
+
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
         app.screen.query_one("#save-path", Input).value = "sub/../out.parquet"

@@ -123,8 +123,8 @@ async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None 
     while True:
         try:
             await asyncio.to_thread(_locked, app, option.write, path, force)
-        except OutputExistsError:
-            if not await app.push_screen_wait(ConfirmDialog(f"{path} already exists.\nReplace it?")):
+        except OutputExistsError as exc:
+            if not await app.push_screen_wait(ConfirmDialog(f"{exc.path or path} already exists.\nReplace it?")):
                 app.notify("Nothing saved", title="Save")
                 return None
             force = True
