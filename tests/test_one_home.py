@@ -189,9 +189,10 @@ def test_sql_csv_output_is_neutralised(real_bundle_path: Path) -> None:
 
 def test_every_temporary_rename_goes_through_atomic() -> None:
     # os.replace/os.rename, Path.rename, Path.replace on a path-named variable (not str.replace), tempfile
-    # (a TemporaryDirectory is scratch space that is removed, never renamed into place: not a write to check)
+    # (a TemporaryDirectory is scratch space that is removed, and a TemporaryFile has no name at all: neither
+    # is ever renamed into place, so neither is a write to check)
     pattern = re.compile(r"\bos\.(replace|rename)\(|\.rename\(|\b\w*(tmp|temp|path|out|dest|dst)\w*\.replace\("
-                         r"|\btempfile\.(?!TemporaryDirectory\b)\w+|\bmk[sd]temp\(")
+                         r"|\btempfile\.(?!TemporaryDirectory\b|TemporaryFile\b)\w+|\bmk[sd]temp\(")
     offenders = []
     for folder in (PACKAGE, ROOT / "tools"):
         for path in sorted(folder.rglob("*.py")):
