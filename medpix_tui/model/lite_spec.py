@@ -20,13 +20,15 @@ REPEATS = {
 }
 
 
+def stages(architecture: str) -> list[list[tuple[int, int, int, int, int]]]:
+    """Each stage's blocks as (kernel, stride, expand, in, out channels), in the package's ``_blocks.N`` order."""
+    return [[(kernel, stride if i == 0 else 1, expand, inp if i == 0 else channels, channels) for i in range(repeats)]
+            for repeats, (kernel, stride, expand, inp, channels) in zip(REPEATS[architecture], STAGES, strict=True)]
+
+
 def blocks(architecture: str) -> list[tuple[int, int, int, int, int]]:
-    """Every block's (kernel, stride, expand, in channels, out channels), in order: the package's ``_blocks.N``."""
-    out = []
-    for repeats, (kernel, stride, expand, inp, channels) in zip(REPEATS[architecture], STAGES, strict=True):
-        out += [(kernel, stride if i == 0 else 1, expand, inp if i == 0 else channels, channels)
-                for i in range(repeats)]
-    return out
+    """Every block of :func:`stages`, in order."""
+    return [block for stage in stages(architecture) for block in stage]
 
 
 def weights_package(architecture: str) -> str:

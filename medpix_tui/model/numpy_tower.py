@@ -189,13 +189,11 @@ class EfficientNetLiteNumpy:
         self.stem_w = np.ascontiguousarray(stem.sum(axis=2, keepdims=True))  # three equal gray channels: one
         self.stages: list[list[dict[str, Any]]] = []
         index = 0
-        for repeats, (kernel, stride, expand, inp, out) in zip(
-                lite_spec.REPEATS[_architecture(model_cfg)], lite_spec.STAGES, strict=True):
+        for specs in lite_spec.stages(_architecture(model_cfg)):
             stage = []
-            for r in range(repeats):
+            for kernel, stride, expand, inp, out in specs:
                 p = f"_blocks.{index}"
-                block: dict[str, Any] = {"stride": stride if r == 0 else 1, "kernel": kernel,
-                                         "skip": (stride if r == 0 else 1) == 1 and (inp if r == 0 else out) == out}
+                block: dict[str, Any] = {"stride": stride, "kernel": kernel, "skip": stride == 1 and inp == out}
                 if expand != 1:
                     block["expand"] = _fold(w, f"{p}._expand_conv", f"{p}._bn0", eps)
                 block["depthwise"] = _fold_depthwise(w, f"{p}._depthwise_conv", f"{p}._bn1", eps)
