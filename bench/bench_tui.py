@@ -263,7 +263,8 @@ def terminal_starts(bundle: str, runs: int) -> tuple[dict[str, list[float]], str
     return times, why
 
 
-async def interactive(bundle: str, cases: int = 100) -> tuple[list[float], float, float, int, list[float]]:
+async def interactive(bundle: str, cases: int = 100, keystrokes: bool = True,
+                      ) -> tuple[list[float], float, float, int, list[float]]:
     """Keystroke latencies, then RSS (MiB) before and after opening ``cases`` cases, and each case's open time."""
     from medpix_tui.tui.app import MedpixApp
     from medpix_tui.tui.screens.case import CaseScreen
@@ -292,7 +293,7 @@ async def interactive(bundle: str, cases: int = 100) -> tuple[list[float], float
     async with app.run_test(size=(100, 32)) as pilot:
         await until(lambda keywords: keywords == "")
         await app.workers.wait_for_complete()
-        for word in WORDS:
+        for word in WORDS if keystrokes else ():
             for i in range(1, len(word) + 1):
                 await app.workers.wait_for_complete()
                 await pilot.pause(GAP)  # a 60 words-a-minute typist: about 5 keys a second
@@ -427,6 +428,9 @@ def main() -> None:
     parser.add_argument("--no-model", action="store_true", help="skip the model figures")
     parser.add_argument("--source", help="source release for the synthetic bundle (default: the default source)")
     parser.add_argument("--scale", type=int, default=30, help="copies in the synthetic bundle (1: skip it)")
+    parser.add_argument("--case-open-only", action="store_true",
+                        help="measure only case open (Enter -> image) and the RSS after it, then stop")
+    parser.add_argument("--cases", type=int, default=100, help="cases opened for the case-open figure")
     parser.add_argument("--child", choices=("bare", "bare-tty", "medpix"), help=argparse.SUPPRESS)
     parser.add_argument("--page-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -441,6 +445,10 @@ def main() -> None:
                              "print(resolve_bundle(sys.argv[1] or None).root)", args.bundle or ""],
                             check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
     print(f"bundle: {bundle}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
+    if args.case_open_only:
+        _, before, after, opened, opens = asyncio.run(interactive(bundle, cases=args.cases, keystrokes=False))
+        case_open(opens, before, after, opened)
+        return
     bare, _ = time_start(["--child", "bare"], args.runs)
     cold, _ = time_start(["--child", "medpix", "--bundle", bundle], args.runs)
     page_dir = tempfile.mkdtemp(prefix="medpix-bench-")
@@ -469,12 +477,9 @@ def main() -> None:
         line("start in a terminal, Harlequin 2.17", starts["harlequin"], "  (a DuckDB file of the three tables)")
     else:
         print(f"{'start in a terminal, Harlequin 2.17':<36} not measured: {why}")
-    latencies, before, after, opened, opens = asyncio.run(interactive(bundle))
+    latencies, before, after, opened, opens = asyncio.run(interactive(bundle, cases=args.cases))
     keystrokes("keystroke -> table", latencies)
-    case_ms = [t * 1000 for t in opens]
-    print(f"{'case open (Enter -> image)':<36} median {statistics.median(case_ms):.0f} ms  (p90 "
-          f"{sorted(case_ms)[int(len(case_ms) * 0.9)]:.0f} ms, {len(case_ms)} cases)  target <= 300 ms")
-    print(f"{f'RSS after {opened} cases':<36} {after:.0f} MiB  (before {before:.0f} MiB)  target <= 400 MB")
+    case_open(opens, before, after, opened)
     model = None if args.no_model else asyncio.run(model_answers(bundle))
     if model is None:
         why = "--no-model" if args.no_model else "no model in the bundle"
@@ -486,6 +491,15 @@ def main() -> None:
               f"(max {max(answers) * 1000:.0f} ms, {len(answers)} tries)  target <= 1 s once loaded")
     if args.scale > 1:
         x30(args, bundle, line, keystrokes)
+
+
+def case_open(opens: list[float], before: float, after: float, opened: int) -> None:
+    """Print the case-open figure (median, p90, max) and the RSS after opening the cases."""
+    case_ms = [t * 1000 for t in opens]
+    print(f"{'case open (Enter -> image)':<36} median {statistics.median(case_ms):.0f} ms  (p90 "
+          f"{sorted(case_ms)[int(len(case_ms) * 0.9)]:.0f} ms, max {max(case_ms):.0f} ms, {len(case_ms)} cases)"
+          "  target <= 300 ms")
+    print(f"{f'RSS after {opened} cases':<36} {after:.0f} MiB  (before {before:.0f} MiB)  target <= 400 MB")
 
 
 def x30(args: argparse.Namespace, release: str, line: Callable[..., None], keystrokes: Callable[..., None]) -> None:

@@ -167,3 +167,44 @@ async def test_case_screen_fits_80x24(real_bundle: Bundle) -> None:
         left = screen.query_one("#case-left")
         assert left.region.width >= 30 and screen.query_one("#case-doc").region.width >= 40
         assert screen.query_one("#case-image").region.height >= 6
+
+
+async def test_a_closed_case_leaves_no_widgets_behind(real_bundle: Bundle) -> None:
+    """A dismissed case's header and the results footer's old keys are freed (Textual issue 6666).
+
+    Before, the app's title watchers kept every case's header and the results screen's footer
+    kept every key it had shown: about 10,000 objects a case, which made Python's full
+    collections (and so case open's tail) slower with every case read. The first case's
+    widgets are checked after a second case was read (Textual may hold the last screen a while).
+    """
+    import gc
+    import weakref
+
+    from textual.widgets._footer import FooterKey
+
+    from medpix_tui.tui.widgets.header import SafeHeader
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        search = app.screen
+        old_keys = []
+        header = None
+        for _ in range(2):
+            screen = await open_first(pilot, "glioma") if header is None else None
+            if screen is None:
+                await pilot.press("enter")
+                await wait_for(pilot, lambda: isinstance(app.screen, CaseScreen) and app.screen.image is not None)
+                await settle(pilot)
+                screen = app.screen
+            if header is None:
+                header = weakref.ref(screen.query_one(SafeHeader))
+                old_keys = [weakref.ref(k) for k in search.query(FooterKey)]
+            del screen
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is search)
+            await settle(pilot)
+        assert old_keys and header is not None
+        await wait_for(pilot, lambda: all(k() is None or not k().is_attached for k in old_keys))
+        gc.collect()
+        assert header() is None, "the first case's header is still alive"
+        assert all(k() is None for k in old_keys), "the footer's removed keys are still alive"

@@ -4,6 +4,10 @@ Keys are listed as Textual lists them (the focused widget's, the screen's, then 
 When they do not fit beside the palette key, the least needed go first: the other modes'
 keys, then help, then the screen's keys from the last; Quit always stays. Every key is
 still in the help (F1) and the command palette (ctrl+p).
+
+Each recompose (the bindings change at every focus change and every screen switch) drops
+the removed keys' bindings to the footer's ``compact`` (see :mod:`..watchers`): the results
+screen's footer lives as long as the app and otherwise kept every key it ever showed.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from textual import events
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
+
+from ..watchers import forget_watchers
 
 #: Below this many columns the footer drops its padding.
 COMPACT_BELOW = 100
@@ -30,6 +36,7 @@ class KeyFooter(Footer):
 
     async def recompose(self) -> None:
         await super().recompose()
+        forget_watchers(self)  # the old keys are removed (closing) by now
         self.call_after_refresh(self._fit)
 
     def _fit(self) -> None:

@@ -3,7 +3,8 @@
 Textual's ``Header`` watches the screen's title and redraws it in a callback that runs
 later; when Escape dismissed the screen in between, the callback found no title widget and
 raised ``NoMatches: HeaderTitle`` (issue 17's second crash). This header's callback checks
-first.
+first. When it leaves, it drops the watchers it left on the app (see :mod:`..watchers`):
+otherwise every dismissed screen's header stayed alive with the app.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual.widgets import Header
 from textual.widgets._header import HeaderTitle
 
 from ..app import alive
+from ..watchers import forget_watchers
 
 
 class SafeHeader(Header):
@@ -37,3 +39,6 @@ class SafeHeader(Header):
         self.watch(self.app, "sub_title", set_title)
         self.watch(self.screen, "title", set_title)
         self.watch(self.screen, "sub_title", set_title)
+
+    def on_unmount(self) -> None:
+        forget_watchers(self.app, self)  # the screen's own watchers go with the screen
