@@ -263,9 +263,10 @@ def main() -> None:
         labels = np.array([index[t[task]] for t in truths])
         temperature = encoder.head.temperature.get(task, 1.0)
         calibrated = softmax(raw[task] / temperature)
+        measured = ece(calibrated, labels)
         report["ece_test"][task] = {"uncalibrated": round(ece(softmax(raw[task]), labels), 4),
-                                    "calibrated": round(ece(calibrated, labels), 4),
-                                    "floor": ece_floor(calibrated, ece(calibrated, labels)),
+                                    "calibrated": round(measured, 4),
+                                    "floor": ece_floor(calibrated, measured),
                                     "temperature": temperature,
                                     "method": ((calibration.info.get("method") or {}).get(task) or {}).get("method")
                                     if calibration is not None else None}

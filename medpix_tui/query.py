@@ -50,6 +50,7 @@ FILTER_TIME_LIMIT = 10.0
 _INT64 = (-(2**63), 2**63 - 1)
 #: Seconds all regex matching of one query may take before it is refused.
 REGEX_TIME_LIMIT = 2.0
+_FIELD_PATH = re.compile(r"^[^$.\s][^$]*$")
 
 
 def work_clock() -> float:
@@ -57,7 +58,6 @@ def work_clock() -> float:
     burns CPU; wall time would also count what other processes take from a loaded host, and
     refused harmless queries there (seen on 2 shared cores)."""
     return time.thread_time()
-_FIELD_PATH = re.compile(r"^[^$.\s][^$]*$")
 
 
 def _check_path(path: object) -> str:

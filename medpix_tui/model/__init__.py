@@ -47,11 +47,11 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
 
     from ..source import sha256_file
     from .checkpoint import WEIGHTS_FILE, read_metadata
-    from .release import shipped_vectors
+    from .release import merge_vectors, shipped_vectors
     from .similarity import EMBEDDINGS_FILE, save_index
 
     weights_sha256 = sha256_file(Path(model_dir) / WEIGHTS_FILE)
-    known = shipped_vectors(model_dir, [path for _, path in images])
+    known = shipped_vectors(model_dir, [path for _, path in images], weights_sha256)
     todo = [i for i, v in enumerate(known) if v is None]
     dim = next((len(v) for v in known if v is not None), 0)
     name = str(read_metadata(model_dir).get("name", ""))
@@ -67,12 +67,6 @@ def write_embeddings(model_dir: Path, images: list[tuple[str, Path]], out_dir: P
                 if subset else np.zeros((0, dim), np.float32)
         else:
             fresh = encoder.encode_files([path for _, path in subset], progress)
-    vectors = np.zeros((len(images), dim), np.float32)
-    for row, i in enumerate(todo):
-        vectors[i] = fresh[row]
-    for i, vector in enumerate(known):
-        if vector is not None:
-            vectors[i] = vector
-    save_index(out_dir, [n for n, _ in images], vectors)
+    save_index(out_dir, [n for n, _ in images], merge_vectors(known, fresh))
     return {"name": name, "weights_sha256": weights_sha256, "dim": dim, "count": len(images),
             "reused": len(images) - len(todo), "embedded": len(todo), "file": EMBEDDINGS_FILE, "dtype": "float16"}

@@ -64,12 +64,28 @@ def read_release(model_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:
     return dict(zip(digests, vectors, strict=True))
 
 
-def shipped_vectors(model_dir: Path, paths: Sequence[Path]) -> list[np.ndarray | None]:
-    """Each file's shipped release vector, matched by the file's sha256; None where there is none."""
+def shipped_vectors(model_dir: Path, paths: Sequence[Path],
+                    weights_sha256: str | None = None) -> list[np.ndarray | None]:
+    """Each file's shipped release vector, matched by the file's sha256; None where there is none.
+
+    ``weights_sha256`` spares hashing the weights again when the caller already has it.
+    """
     from ..source import sha256_file
     from .checkpoint import WEIGHTS_FILE
 
-    shipped = read_release(model_dir, sha256_file(Path(model_dir) / WEIGHTS_FILE))
+    if weights_sha256 is None:
+        weights_sha256 = sha256_file(Path(model_dir) / WEIGHTS_FILE)
+    shipped = read_release(model_dir, weights_sha256)
     if not shipped:
         return [None] * len(paths)
     return [shipped.get(sha256_file(Path(p))) for p in paths]
+
+
+def merge_vectors(known: Sequence[np.ndarray | None], fresh: np.ndarray | None) -> np.ndarray:
+    """(N, dim) float32: the shipped vector where :func:`shipped_vectors` found one, else ``fresh``'s next row."""
+    dim = next((len(v) for v in known if v is not None), fresh.shape[1] if fresh is not None else 0)
+    out = np.zeros((len(known), dim), np.float32)
+    rows = iter(fresh if fresh is not None else ())
+    for i, vector in enumerate(known):
+        out[i] = vector if vector is not None else next(rows)
+    return out

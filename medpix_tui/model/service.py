@@ -14,8 +14,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import BundleError, InputError
 from ..progress import Progress, silent
 from .calibration import Calibration, calibration_status, load_calibration
@@ -105,7 +103,7 @@ class BundleModel:
         fraction of the time. ``embeddings`` in the result says how many were reused.
         """
         from .evaluate import evaluate_embeddings
-        from .release import shipped_vectors
+        from .release import merge_vectors, shipped_vectors
 
         docs = [d for d in self.docs.values() if self.bundle.split_of(d["U_id"]) == split]
         if not docs:
@@ -114,15 +112,14 @@ class BundleModel:
         known = [None] * len(paths) if from_pixels else shipped_vectors(self.bundle.model_dir, paths)
         todo = [i for i, v in enumerate(known) if v is None]
         fresh = self.encoder.encode_files([paths[i] for i in todo], progress) if todo else None
-        rows = iter(fresh if fresh is not None else ())
-        embeddings = np.stack([v if v is not None else next(rows) for v in known])
-        result = evaluate_embeddings(self.head, split, embeddings, [truth_of(d) for d in docs],
+        result = evaluate_embeddings(self.head, split, merge_vectors(known, fresh), [truth_of(d) for d in docs],
                                      [d["U_id"] for d in docs], by_case)
-        return {**result, "model": str(read_metadata(self.bundle.model_dir).get("name", "")),
+        metadata = read_metadata(self.bundle.model_dir)
+        return {**result, "model": str(metadata.get("name", "")),
                 "calibrated": self.calibration is not None,
                 "embeddings": {"reused": len(paths) - len(todo), "embedded": len(todo)},
                 "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
-                "claimed": read_metadata(self.bundle.model_dir).get("evaluation", {}).get(split)}
+                "claimed": metadata.get("evaluation", {}).get(split)}
 
     def _image_row(self, image_id: str, score: float) -> dict[str, Any]:
         doc = self.docs.get(image_id, {})

@@ -278,8 +278,9 @@ def fit_calibration(head: ZeroShotHead, splits: Splits, feature_kind: str) -> tu
             labels = _labels(truth, head, task)
             row[f"{task}_ece_uncalibrated"] = round(ece(softmax(split_logits[task]), labels), 4)
             calibrated = softmax(split_logits[task] / temperature[task])
-            row[f"{task}_ece"] = round(ece(calibrated, labels), 4)
-            row[f"{task}_ece_floor"] = ece_floor(calibrated, ece(calibrated, labels))
+            measured = ece(calibrated, labels)
+            row[f"{task}_ece"] = round(measured, 4)
+            row[f"{task}_ece_floor"] = ece_floor(calibrated, measured)
             row[f"{task}_nll_uncalibrated"] = round(nll(split_logits[task], labels, 1.0), 4)
             row[f"{task}_nll"] = round(nll(split_logits[task], labels, temperature[task]), 4)
         figures[split] = row
