@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medpix_tui.bundle import resolve_bundle  # noqa: E402
-from medpix_tui.quality import quality_report, summary_lines  # noqa: E402
+from medpix_tui.bundle import resolve_bundle
+from medpix_tui.quality import quality_report, summary_lines
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # as the CLI runs: one BLAS thread (the numpy sentence model's second thread only spins on 2 busy cores)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from medpix_tui.bundle import resolve_bundle  # noqa: E402
-from medpix_tui.model.case_text import (  # noqa: E402
+from medpix_tui.bundle import resolve_bundle
+from medpix_tui.model.case_text import (
     SentenceEncoder,
     case_text,
     encoder_for,

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medpix_tui.bundle import resolve_bundle  # noqa: E402
-from tests.serve_support import browser, screen_text, served, wait_for  # noqa: E402
+from medpix_tui.bundle import resolve_bundle
+from tests.serve_support import browser, screen_text, served, wait_for
 
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=$]*[A-Za-z~]")
 STATUS = re.compile(rb"(\d+) images \xc2\xb7 (\d+) cases")

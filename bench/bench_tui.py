@@ -97,7 +97,7 @@ def child_medpix(bundle: str, page_dir: str | None) -> None:
     ``page_dir`` no first page is read or kept."""
     from medpix_tui.cli.tui import import_app
 
-    MedpixApp = import_app()  # noqa: N806 - as run_tui imports it
+    MedpixApp = import_app()
     from medpix_tui.tui.screens.search import SearchScreen
 
     class Timed(MedpixApp):  # type: ignore[valid-type,misc]

@@ -33,6 +33,17 @@ def umask_mode(mode: int = 0o777) -> int:
     return mode & ~mask
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs, so that its staging folder is not taken for a leftover."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 _READ_ONLY: set[Path] = set()
 _READ_ONLY_LOCK = threading.Lock()
 

@@ -46,6 +46,7 @@ from .atomic import (
     mark_read_only,
     move_aside,
     moved_into_place,
+    pid_alive,
     point_link,
     publish_dir,
     temp_dir_beside,
@@ -352,20 +353,10 @@ def _pid_of(name: str) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner_gone(tmp: Path) -> bool:
     """A stale temporary folder is one whose process no longer runs."""
     pid = _pid_of(tmp.name)
-    return pid is None or not _alive(pid)
+    return pid is None or not pid_alive(pid)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
@@ -376,7 +367,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             if not stale.name.startswith(_TMP_PREFIX):
                 continue
             pid = _pid_of(stale.name)
-            if pid is not None and (pid == os.getpid() or _alive(pid)):
+            if pid is not None and (pid == os.getpid() or pid_alive(pid)):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -436,7 +427,7 @@ def prune_versions(out: Path) -> list[Path]:
             if entry.name == current or not pattern.fullmatch(entry.name) or not entry.is_dir() or entry.is_symlink():
                 continue
             builder = int(entry.name.rsplit("-", 1)[1])
-            if builder != os.getpid() and _alive(builder):
+            if builder != os.getpid() and pid_alive(builder):
                 continue  # another build's, perhaps about to be pointed at: its own build prunes it
             if _remove_unheld(entry, entry / MANIFEST):
                 removed.append(entry)

@@ -61,17 +61,26 @@ class NearDuplicateRule:
 
     Chosen on the release (2050 images, looked at side by side): a perceptual-hash distance
     of at most 2 (of 64 bits) was always the same slice, sometimes in another window; at 4 to
-    6 bits different pictures appear (an orbit CT and a skull CT at 6 bits, embedding cosine
-    0.05). The image embeddings separate those: every cross-case pair with cosine >= 0.95
-    and a hash within 12 bits that we looked at was the same picture. So a pair is a
-    near-duplicate when its hash distance is <= ``phash_alone``, or when its cosine is >=
-    ``cosine`` and its hash distance <= ``phash_with_cosine``. Bundles without a model use
-    the hash alone.
+    6 bits different pictures appear (an orbit CT and a skull CT at 6 bits). The image
+    embeddings separate most of those, so a pair is a near-duplicate when its hash distance
+    is <= ``phash_alone``, or when its cosine is >= ``cosine`` and its hash distance <=
+    ``phash_with_cosine``. A cosine means something only for the model it was chosen on
+    (``weights_sha256``): a bundle with other embeddings, or none, uses the hash alone.
+
+    The cosine and hash bounds were chosen on the ResNet checkpoint's pairs and rechecked for
+    the shipped Lite0 (session 11, every cross-case pair within 12 bits at cosine >= 0.93
+    looked at): of its five cross-case pairs four are the same picture filed under two cases
+    (cosine 0.951 to 0.982), and one (MPX1674/MPX2094, one split) two neighbouring slices of
+    one chest CT at 0.952. A fine-tuned EfficientNet-Lite1 tried since puts other patients'
+    neighbouring slices at up to 0.964, so a new model needs its own look before it gets a
+    cosine here.
     """
 
     phash_alone: int = 2
     cosine: float = 0.95
     phash_with_cosine: int = 12
+    model: str = "medpix-clip-lite0-128-ft30"
+    weights_sha256: str = "3e91db2c186bb43fee2bbe61844318d7a7bdf6472b6deddb4d340b1326794143"
 
 
 NEAR = NearDuplicateRule()
@@ -109,12 +118,13 @@ def _hamming(hashes: list[int]) -> np.ndarray:
     return bits @ (1 - bits).T + (1 - bits) @ bits.T
 
 
-def _cosines(bundle: Bundle, names: list[str]) -> np.ndarray | None:
-    """Image-embedding cosines in ``names`` order, or None for a bundle without a model."""
+def _cosines(bundle: Bundle, names: list[str], rule: NearDuplicateRule) -> np.ndarray | None:
+    """Image-embedding cosines in ``names`` order, or None for a bundle without the rule's model."""
     import numpy as np
 
     folder = bundle.embeddings_dir
-    if not (folder / "embeddings.npy").is_file():
+    model = bundle.manifest.get("model") or {}
+    if model.get("weights_sha256") != rule.weights_sha256 or not (folder / "embeddings.npy").is_file():
         return None
     ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
     vectors = np.load(folder / "embeddings.npy").astype(np.float32)
@@ -201,7 +211,7 @@ def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str |
         by_digest[pic.pixels_sha256].append(pic.name)
     exact = [{"images": group} for group in by_digest.values() if len(group) > 1]
     hamming = _hamming([p.phash for p in pics])
-    cosine = _cosines(bundle, names)
+    cosine = _cosines(bundle, names, rule)
     near_mask = hamming <= rule.phash_alone
     if cosine is not None:
         near_mask |= (cosine >= rule.cosine) & (hamming <= rule.phash_with_cosine)
@@ -222,7 +232,7 @@ def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str |
     touched = sorted({case_of[n] for p in crossing for n in (p["a"], p["b"])})
     return {
         "rule": {"phash_alone": rule.phash_alone, "cosine": rule.cosine, "phash_with_cosine": rule.phash_with_cosine,
-                 "embeddings": cosine is not None},
+                 "model": rule.model, "embeddings": cosine is not None},
         "exact": exact,
         "near": near,
         "near_cross_case": sum(1 for p in near if not p["same_case"]),
@@ -282,7 +292,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         "label conflicts: " + ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in counts.items()),
         f"duplicates: {len(dupes['exact'])} groups of identical pixels, {len(dupes['near'])} near-duplicate pairs "
         f"({dupes['near_cross_case']} across cases)"
-        + ("" if dupes["rule"]["embeddings"] else "; no embeddings in this bundle, so perceptual hash only"),
+        + ("" if dupes["rule"]["embeddings"]
+           else f"; perceptual hash only (the cosine threshold belongs to {dupes['rule']['model']}'s embeddings, "
+                "which this bundle lacks)"),
         f"leakage: {len(leak['pairs'])} pairs across splits, touching {len(leak['cases'])} cases"
         + (f" ({', '.join(leak['cases'][:12])}{' ...' if len(leak['cases']) > 12 else ''})" if leak["cases"] else ""),
     ]
@@ -327,8 +339,10 @@ def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) 
          str(p["phash_distance"]), "" if p["cosine"] is None else f"{p['cosine']:.3f}"]
         for p in report["leakage"]["pairs"][:max_rows]), "pairs"))
     rule = report["duplicates"]["rule"]
-    parts.append(f'<h2 id="near">Near-duplicate pairs</h2><p>Rule: hash distance &le; {rule["phash_alone"]}, '
-                 f'or cosine &ge; {rule["cosine"]} with hash distance &le; {rule["phash_with_cosine"]}.</p>')
+    parts.append(f'<h2 id="near">Near-duplicate pairs</h2><p>Rule: hash distance &le; {rule["phash_alone"]}'
+                 + (f', or cosine &ge; {rule["cosine"]} with hash distance &le; {rule["phash_with_cosine"]} '
+                    f'({esc(rule["model"])}&#39;s embeddings).</p>' if rule["embeddings"]
+                    else ' alone (this bundle lacks the embeddings the cosine threshold was chosen on).</p>'))
     parts.append(table(["a", "", "b", "", "same case", "hash bits", "cosine"], (
         [img(p["a"]), esc(p["a"]), img(p["b"]), esc(p["b"]), "yes" if p["same_case"] else "<b>no</b>",
          str(p["phash_distance"]), "" if p["cosine"] is None else f"{p['cosine']:.3f}"]

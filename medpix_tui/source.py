@@ -293,7 +293,7 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
                 keep(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return f"image too large (limit {MAX_PIXELS} pixels)"
-    except Exception as exc:  # PIL raises many types for damaged files
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files
         return f"image file does not decode ({type(exc).__name__}: {str(exc)[:80]})"
     return None
 

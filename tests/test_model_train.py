@@ -173,6 +173,26 @@ def test_ema_run_judges_and_ships_the_averaged_weights(work: dict[str, Path]) ->
     assert int(last["ema"]["n_averaged"]) == 3, "one update per step (12 train images, batches of 4)"
 
 
+def test_select_last_ships_the_last_epoch_not_dev_best(work: dict[str, Path]) -> None:
+    from safetensors.torch import load_file
+
+    pack = read_pack(work["pack"])
+    cfg = deepcopy(TINY)
+    cfg["train"].update(select="last", epochs=3, lr=0.05)
+    out = work["root"] / "last"
+    run = train(cfg, pack, out, log=lambda *_: None)
+    assert run["best_epoch"] == 3
+    shipped, last = load_file(str(out / BEST)), torch.load(out / LAST, weights_only=False)
+    key = "visual.attnpool.c_proj.weight"
+    torch.testing.assert_close(shipped[key], last["model"][key].float())
+    records = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
+    # "best" still means dev's best so far
+    assert run["best_score"] == pytest.approx(max(r["dev_score"] for r in records), abs=1e-4)
+    cfg["train"]["select"] = "worst"
+    with pytest.raises(SystemExit, match="select"):
+        train(cfg, pack, work["root"] / "bad-select", log=lambda *_: None)
+
+
 def test_command_line_overrides_make_another_run() -> None:
     reseeded = override(TINY, seed=TINY["seed"] + 1, epochs=5)
     assert reseeded["seed"] == TINY["seed"] + 1 and reseeded["train"]["epochs"] == 5

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageEnhance
 
 from medpix_tui.bundle import Bundle, build_bundle, open_bundle
-from medpix_tui.quality import quality_report, render_html
+from medpix_tui.quality import NEAR, duplicates, quality_report, render_html
 from medpix_tui.vocabulary import clean, clean_age, clean_modality, clean_plane, clean_sex, modality_family
 from tests.support import tiny_case, tiny_image, write_source
 
@@ -48,10 +49,22 @@ def test_the_release_report(release_report: dict, real_bundle: Bundle) -> None:
     leak = {(p["a"], p["b"]) for p in report["leakage"]["pairs"]}
     assert ("MPX1139_synpic18560", "MPX2540_synpic18534") in leak
     assert {"MPX1139", "MPX2540"} <= set(report["leakage"]["cases"])
+    # looked at side by side: the same pictures filed under two cases, in different splits
+    assert report["duplicates"]["rule"]["embeddings"]
+    assert set(report["leakage"]["cases"]) == {"MPX1139", "MPX2540", "MPX1460", "MPX2385", "MPX1601", "MPX2518"}
     splits = report["splits"]
     assert splits["images"] == {"train": 1653, "dev": 197, "test": 200}
     assert sum(splits["modality"]["CT"].values()) == 1062
     json.dumps(report)  # plain data
+
+
+def test_a_cosine_threshold_is_used_only_with_the_embeddings_it_was_chosen_on(real_bundle: Bundle) -> None:
+    names = ["MPX1139_synpic18560", "MPX2540_synpic18534", "MPX1862_synpic19663", "MPX2266_synpic21019"]
+    splits, cases = dict.fromkeys(names, "train"), {n: n.split("_")[0] for n in names}
+    own = duplicates(real_bundle, names, splits, cases)
+    assert own["rule"]["embeddings"] and {(p["a"], p["b"]) for p in own["near"]} == {tuple(names[:2])}
+    other = duplicates(real_bundle, names, splits, cases, replace(NEAR, weights_sha256="0" * 64))
+    assert not other["rule"]["embeddings"] and other["near"] == []  # 6 bits apart: the hash alone needs 2
 
 
 def test_planted_duplicates_across_splits(tmp_path: Path, source_dir: Path) -> None:

@@ -26,7 +26,7 @@ def doc_text(pane: DocPane) -> str:
     return "\n".join(str(w.render()) for w in pane.query(Static) if w.display)
 
 
-async def open_first(pilot, keywords: str) -> CaseScreen:  # noqa: ANN001 - a Pilot
+async def open_first(pilot, keywords: str) -> CaseScreen:
     app = pilot.app
     await settle(pilot)
     app.screen.query_one("#keywords", Input).value = keywords

@@ -14,13 +14,12 @@ from medpix_tui.tui.app import MedpixApp
 from medpix_tui.tui.remember import state_path
 from medpix_tui.tui.widgets.results import ResultsTable
 
-pytestmark = pytest.mark.asyncio
-
 
 def make(bundle: Bundle, state: Path) -> MedpixApp:
     return MedpixApp(bundle, image_renderer="halfcell", history_path=None, state_dir=state)
 
 
+@pytest.mark.asyncio
 async def test_query_facets_and_position_survive_a_restart(real_bundle: Bundle, tmp_path: Path) -> None:
     first = make(real_bundle, tmp_path)
     async with first.run_test(size=SIZE) as pilot:
@@ -53,6 +52,7 @@ async def test_query_facets_and_position_survive_a_restart(real_bundle: Bundle, 
 
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"kind": "something else"}),
                                      json.dumps({"kind": "medpix-tui search state", "format": 1, "bundle": "0" * 64})])
+@pytest.mark.asyncio
 async def test_a_corrupt_or_foreign_state_is_ignored_with_a_notice(real_bundle: Bundle, tmp_path: Path,
                                                                    content: str) -> None:
     path = state_path(tmp_path, real_bundle)

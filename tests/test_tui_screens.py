@@ -154,7 +154,7 @@ async def test_help_palette_and_theme(real_bundle: Bundle) -> None:
         assert isinstance(app.screen, HelpScreen)
 
 
-def footer_fits(app, width: int) -> list[str]:  # noqa: ANN001 - any MedpixApp
+def footer_fits(app, width: int) -> list[str]:
     """The footer's keys left to right, checked to fit ``width`` without running under the palette key."""
     from textual.widgets._footer import FooterKey
 

@@ -260,7 +260,7 @@ async def test_save_results_as_parquet_keeps_documents(real_bundle: Bundle, tmp_
         assert table.column("image").to_pylist() == app.result.names
 
 
-async def _save_as(pilot, what: int, name: str) -> None:  # noqa: ANN001 - a Pilot
+async def _save_as(pilot, what: int, name: str) -> None:
     """Ctrl+S, the ``what``-th option of the dialog, the path ``name``, Enter."""
     app = pilot.app
     await pilot.press("ctrl+s")

@@ -26,11 +26,11 @@ async def search_glioma(pilot: Pilot) -> None:
     await settle(pilot)
 
 
-def test_search_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001 - the plugin's fixture
+def test_search_screen(real_bundle: Bundle, snap_compare) -> None:
     assert snap_compare(make_app(real_bundle), terminal_size=SIZE, run_before=search_glioma)
 
 
-def test_case_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001
+def test_case_screen(real_bundle: Bundle, snap_compare) -> None:
     async def open_case(pilot: Pilot) -> None:
         await search_glioma(pilot)
         await pilot.press("enter")
@@ -43,7 +43,7 @@ def test_case_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001
     assert snap_compare(make_app(real_bundle), terminal_size=SIZE, run_before=open_case)
 
 
-def test_sql_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001
+def test_sql_screen(real_bundle: Bundle, snap_compare) -> None:
     async def run_default_query(pilot: Pilot) -> None:
         app = pilot.app
         await settle(pilot)
@@ -59,7 +59,7 @@ def test_sql_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001
     assert snap_compare(make_app(real_bundle), terminal_size=SIZE, run_before=run_default_query)
 
 
-def test_stats_screen(real_bundle: Bundle, snap_compare) -> None:  # noqa: ANN001
+def test_stats_screen(real_bundle: Bundle, snap_compare) -> None:
     async def open_stats(pilot: Pilot) -> None:
         app = pilot.app
         await settle(pilot)

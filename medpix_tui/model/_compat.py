@@ -20,7 +20,7 @@ _shim_library: torch.library.Library | None = None
 def _import_torchvision() -> None:
     global _shim_library
     try:
-        import torchvision  # noqa: F401
+        import torchvision
     except RuntimeError as exc:
         if "torchvision::nms" not in str(exc):
             raise

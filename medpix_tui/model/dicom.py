@@ -211,7 +211,7 @@ def _frame(header: DicomHeader, frame: int | None) -> tuple[np.ndarray, int]:
             pixels = pixel_array(source, index=number - 1 if header.frames > 1 else None)
         except MemoryError:
             raise InputError(f"{header.path}: DICOM pixel data too large to decode") from None
-        except Exception as exc:  # pydicom and its plugins raise many types for damaged data
+        except Exception as exc:  # noqa: BLE001 - pydicom and its plugins raise many types for damaged data
             raise InputError(f"{header.path}: cannot decode DICOM pixel data ({header.syntax_name}: "
                              f"{str(exc)[:80]})") from None
     if header.samples > 1 and pixels.ndim == 3:  # colour: the channel mean

@@ -129,7 +129,7 @@ async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None 
                 return None
             force = True
             continue
-        except Exception as exc:  # a save must never take the app down
+        except Exception as exc:  # noqa: BLE001 - a save must never take the app down
             _notify_failed(app, exc)
             return False
         app.notify(f"Saved {path}", title="Save")
@@ -157,7 +157,7 @@ async def _deliver_interactively(app: MedpixApp, title: str, options: list[SaveO
     option, path = picked
     try:
         payload, name = await asyncio.to_thread(_render_download, app, option.write, path.name)
-    except Exception as exc:  # a save must never take the app down
+    except Exception as exc:  # noqa: BLE001 - a save must never take the app down
         _notify_failed(app, exc)
         return None
     app.deliver_binary(payload, save_filename=name)

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 from PIL import Image
 
-from medpix_tui.atomic import check_replaceable, replace_dir
+from medpix_tui.atomic import check_replaceable, pid_alive, replace_dir
 from medpix_tui.errors import OutputExistsError
 from medpix_tui.source import (
     CASES_FILE,
@@ -50,16 +50,6 @@ def to_png(content: bytes) -> bytes:
         raise ValueError(f"not an image ({type(exc).__name__}; body starts {head!r})") from exc
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dump(path: Path, data: Any) -> None:
     """JSON laid out as the release's files are (4-space indent, ASCII escapes)."""
     path.write_text(json.dumps(data, indent=4), encoding="utf-8")
@@ -85,7 +75,7 @@ class SourceWriter:
     def _remove_stale(self) -> None:
         for path in self.out.parent.glob(f".{self.out.name}.partial-*"):
             pid = path.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 log.info("removing %s left by an interrupted run", path)
                 shutil.rmtree(path, ignore_errors=True)
 

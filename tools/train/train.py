@@ -310,6 +310,11 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(tc["ema_decay"])), use_buffers=True)
     judged = ema.module if ema is not None else model
+    # which epoch ships: dev's best, or the last (the best of 30 epochs on 197 dev images is partly luck;
+    # an averaged run's last epoch is not a choice at all)
+    select = tc.get("select", "best")
+    if select not in ("best", "last"):
+        raise SystemExit(f"error: train.select is {select!r}; use 'best' or 'last'")
     weights = tc["loss_weights"]
     amp = device.type == "cuda" and tc.get("amp") == "bf16"
     digest = config_digest(cfg)
@@ -380,11 +385,13 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         dev = dev_accuracy(judged, cfg, pack, pictures, features, labels, dev_rows, cached)
         score = sum(dev.values()) / len(dev)
         improved = score > run["best_score"]
-        if improved:
+        if improved or select == "last":
             from safetensors.torch import save_file
 
             save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(judged).items()}, str(out / BEST))
-            run.update(best_epoch=epoch + 1, best_dev=dev, best_score=score)
+            run.update(best_epoch=epoch + 1, best_dev=dev)  # the epoch that ships
+        if improved:
+            run["best_score"] = score
         run.update(epochs_done=epoch + 1, seconds=round(time.time() - started, 1))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": opt.param_groups[0]["lr"],
                   **{f"train_{k}": round(v / steps_per_epoch, 4) for k, v in sums.items()},

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 
 from ...render import CASE_SECTIONS, TOPIC_SECTIONS, shown_value
 from ..app import GuardedScreen, MedpixApp, alive, copy_id, medpix
-from ..saving import SaveOption, save_interactively
+from ..saving import SaveOption, Writer, save_interactively
 from ..widgets.doc_pane import HIT_STYLE, DocPane
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
@@ -262,7 +262,7 @@ def _save_options(app: MedpixApp, image: dict[str, Any], case: dict[str, Any] | 
 
     source = {"screen": "case", "case": image["U_id"], "image": image["image"]}
 
-    def writer(collection: str, ident: str, shape: str):  # noqa: ANN202 - a closure per document
+    def writer(collection: str, ident: str, shape: str) -> Writer:
         query = ExportQuery(collection, ids=(ident,))
         return lambda path, force: save_documents(app.store, Path(path), "json", query, shape=shape,
                                                   bundle=app.bundle, source=source, force=force).files[0]

@@ -39,7 +39,7 @@ from ...session import (
 from ...store import CASES, IMAGES
 from ..app import MedpixApp, alive, copy_id, medpix
 from ..first_page import write_first_page
-from ..saving import SaveOption, dataset_options, document_options, save_interactively
+from ..saving import SaveOption, Writer, dataset_options, document_options, save_interactively
 from ..widgets.facets import FacetPanel
 from ..widgets.field_query import FieldQuery
 from ..widgets.footer import KeyFooter
@@ -548,7 +548,7 @@ def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:
 
         return save_search_results(store, result, path, fmt, bundle=bundle, force=force).files[0]
 
-    def images_writer(modality: str | None):  # noqa: ANN202
+    def images_writer(modality: str | None) -> Writer:
         def write(path: Path, force: bool) -> list[Path]:
             from ...export import Selection, export
 
