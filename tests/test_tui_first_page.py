@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Static
-from tui_support import SIZE, settle
+from tui_support import SIZE, settle, wait_for
 
 from medpix_tui.bundle import MANIFEST_SUM, Bundle, open_bundle
 from medpix_tui.session import SearchRequest, SearchResult
@@ -68,13 +68,15 @@ async def test_a_start_keeps_the_first_page_and_the_next_draws_it_before_the_sto
         real_bundle_path: Path, tmp_path: Path) -> None:
     pages = tmp_path / "pages"
     first = MedpixApp(open_bundle(real_bundle_path), image_renderer="halfcell", history_path=None, first_page_dir=pages)
+    kept = page_path(pages, first.bundle)
+    assert kept is not None
     async with first.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert first.first_page is None
         expected_rows = rows(first.screen.query_one(ResultsTable), 30)
         expected_status = status(first)
-    kept = page_path(pages, first.bundle)
-    assert kept is not None and kept.is_file()
+        # kept by the facet worker once the titles are in: on a loaded host after settle's last look
+        await wait_for(pilot, kept.is_file)
 
     second = Recording(open_bundle(real_bundle_path), image_renderer="halfcell", history_path=None,
                        first_page_dir=pages)
