@@ -385,13 +385,13 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
         dev = dev_accuracy(judged, cfg, pack, pictures, features, labels, dev_rows, cached)
         score = sum(dev.values()) / len(dev)
         improved = score > run["best_score"]
-        if improved or select == "last":
-            from safetensors.torch import save_file
-
-            save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(judged).items()}, str(out / BEST))
-            run.update(best_epoch=epoch + 1, best_dev=dev)  # the epoch that ships
         if improved:
             run["best_score"] = score
+        if improved and select == "best":
+            save_shipped(judged, out)
+            run.update(best_epoch=epoch + 1, best_dev=dev)
+        elif select == "last":
+            run.update(best_epoch=epoch + 1, best_dev=dev)  # the epoch that ships, written once below
         run.update(epochs_done=epoch + 1, seconds=round(time.time() - started, 1))
         record = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": opt.param_groups[0]["lr"],
                   **{f"train_{k}": round(v / steps_per_epoch, 4) for k, v in sums.items()},
@@ -405,8 +405,17 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             run["stopped_early"] = True
             log(f"stopping after epoch {epoch + 1}: the next would pass max_minutes={tc['max_minutes']}")
             break
+    if select == "last":
+        save_shipped(judged, out)
     (out / RUN).write_text(json.dumps({**run, "config": cfg}, indent=2) + "\n", encoding="utf-8")
     return run
+
+
+def save_shipped(model: torch.nn.Module, out: Path) -> None:
+    """Write the weights the export ships (``BEST``): the trainable state, float32."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(model).items()}, str(out / BEST))
 
 
 def main() -> None:
