@@ -26,12 +26,13 @@ from .source import (
     IMAGE_DIR,
     IMAGE_SUFFIX,
     IMAGES_FILE,
+    LOCATION_CATEGORIES,
     case_problems,
     cross_problems,
-    decode_problem,
     image_problems,
     load_json,
     load_source,
+    new_picture_problem,
     resolve_root,
 )
 
@@ -77,8 +78,14 @@ def _relabel(problems: list[Problem], label: str) -> list[Problem]:
 def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dict], existing_images: list[dict],
               images_dir: Path, image_dir: Path) -> list[Problem]:
     problems = case_problems(case, 0, file=f"{label} case")
+    if not images:
+        problems.append(Problem(f"{label} images", "", "images", "a case needs at least one image"))
     for i, doc in enumerate(images):
         problems += image_problems(doc, i, file=f"{label} images")
+        category = doc.get("Location Category") if isinstance(doc, dict) else None
+        if isinstance(category, str) and category not in LOCATION_CATEGORIES:  # the classes eval and the model know
+            problems.append(Problem(f"{label} images", f"#{i}", "Location Category",
+                                    f"must be one of {', '.join(LOCATION_CATEGORIES)}; got {category[:40]!r}"))
     if problems:
         return problems
     problems += _relabel(cross_problems([case], images), label)
@@ -95,7 +102,7 @@ def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dic
         elif (image_dir / f"{name}{IMAGE_SUFFIX}").exists():
             problems.append(Problem(f"{label} images", record, "image",
                                     f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX} already exists in the source"))
-        why = decode_problem(images_dir / f"{name}{IMAGE_SUFFIX}")
+        why = new_picture_problem(images_dir / f"{name}{IMAGE_SUFFIX}")
         if why:
             problems.append(Problem(f"{images_dir}/{name}{IMAGE_SUFFIX}", name, "", why))
     return problems

@@ -604,9 +604,12 @@ def verify_bundle(root: Path, progress: Progress = silent) -> VerifyReport:
     """Recheck every digest of the manifest against the files on disk.
 
     Links, FIFOs and devices are never opened: one in a file's place is a changed file,
-    anywhere else an added one.
+    anywhere else an added one. An archive made by :func:`pack_bundle` is unpacked into a
+    temporary folder (removed after) and its bundle checked the same way.
     """
     root = Path(os.path.realpath(root))
+    if root.is_file():
+        return _verify_archive(root, progress)
     try:
         manifest = read_manifest(root)
     except BundleError:
@@ -1057,6 +1060,21 @@ def _open_archive(archive: Path) -> Iterator[tarfile.TarFile]:
                 yield tar
         except (tarfile.TarError, EOFError, OSError, UnicodeError, ValueError) as exc:
             raise BundleError(f"{archive} is damaged or not a bundle archive ({exc})") from None
+
+
+def _verify_archive(archive: Path, progress: Progress) -> VerifyReport:
+    import tempfile
+
+    with _open_archive(archive) as tar:
+        members, _, _ = read_archive(tar, archive)
+        with tempfile.TemporaryDirectory(prefix="medpix-verify-") as tmp:
+            try:
+                _extract(tar, members, Path(tmp))
+            except (tarfile.TarError, EOFError) as exc:
+                raise BundleError(f"{archive} is damaged or not a bundle archive ({exc})") from None
+            except OSError as exc:
+                raise BundleError(f"cannot unpack {archive} to verify it: {exc.strerror or exc}") from None
+            return verify_bundle(Path(tmp) / DEFAULT_NAME, progress)
 
 
 def _unpack_cached(archive: Path) -> Path:

@@ -617,6 +617,8 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
         check_destination(out, force)
         check_destination(mpath, force)
     sel = query.selection(store)
+    if not sel.images and not sel.cases:
+        raise InputError("no documents match the query: nothing to export")
     dropped: list[dict[str, Any]] = []
     if exclude_leaks:
         assert bundle is not None

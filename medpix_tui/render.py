@@ -62,7 +62,8 @@ def case_page(case: dict[str, Any], images: list[dict[str, Any]], split: str | N
                   expand=True)
     for doc in images:
         desc = doc.get("Description") or {}
-        strip.add_row(doc["image"], doc["Type"], str(desc.get("Plane") or "—"), str(desc.get("Caption") or ""))
+        cells = (doc["image"], doc["Type"], str(desc.get("Plane") or "—"), str(desc.get("Caption") or ""))
+        strip.add_row(*map(Text, cells))
     topic = case.get("Topic") or {}
     return Group(header, _sections("Case", case.get("Case") or {}, CASE_SECTIONS), strip,
                  _sections(f"Topic: {topic.get('Title', '')}", topic, TOPIC_SECTIONS))

@@ -46,6 +46,14 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 #: checked from the PNG header before any decoding.
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 16_000_000
+#: The smallest side, in pixels, that can hold a slice worth classifying or keeping.
+MIN_SIDE = 8
+
+
+def is_blank(im: Image.Image) -> bool:
+    """Whether a decoded image is one colour throughout (each band holds a single value)."""
+    bands = im.getextrema()
+    return all(low == high for low, high in (bands if isinstance(bands[0], tuple) else (bands,)))
 #: Problems collected before validation stops (a hostile file can hold millions).
 MAX_PROBLEMS = 1000
 #: Nesting of values inside one document, beyond which it is refused (the release's is 2).
@@ -295,6 +303,21 @@ def decode_problem(path: Path, keep: Callable[[Image.Image], None] | None = None
         return f"image too large (limit {MAX_PIXELS} pixels)"
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files
         return f"image file does not decode ({type(exc).__name__}: {str(exc)[:80]})"
+    return None
+
+
+def new_picture_problem(path: Path) -> str | None:
+    """:func:`decode_problem`, and for a picture a lab adds: too small to show a slice, or blank
+    (one colour throughout, as a failed screenshot or an empty export is)."""
+    why = decode_problem(path)
+    if why:
+        return why
+    with Image.open(path) as im:
+        im.load()
+        if min(im.size) < MIN_SIDE:
+            return f"image of {im.width}x{im.height} pixels is too small (at least {MIN_SIDE}x{MIN_SIDE})"
+        if is_blank(im):
+            return "image is blank (one colour throughout)"
     return None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 import os
 import re
 import sys
@@ -478,7 +479,10 @@ def run_sql(con: SqlConnection, query: str, *, limit: int | None = None, timeout
 
 
 def jsonable(value: Any) -> Any:
-    """A DuckDB value as a JSON value (dates, times and decimals as text), for saved results and shown cells."""
+    """A DuckDB value as a JSON value (dates, times and decimals as text; NaN and infinities,
+    which JSON lacks, as null), for saved results and shown cells."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, dict):

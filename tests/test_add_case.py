@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from scraper_support import png_bytes
 
 from medpix_tui.add_case import add_case
@@ -104,6 +105,9 @@ BAD: list[tuple[str, Callable[[dict], object], str]] = [
     ("image of another case", lambda p: p["images"][1].update(U_id="LAB0002"), "no case with U_id 'LAB0002'"),
     ("unexpected key", lambda p: p.update(extra=1), "unexpected key(s) 'extra'"),
     ("images not a list", lambda p: p.update(images={}), "'images' must be a list"),
+    ("no images", lambda p: (p.update(images=[]), p["case"].update(TAC=[], MRI=[])), "needs at least one image"),
+    ("a location category the model does not know", lambda p: p["images"][0].update({"Location Category": "Brain"}),
+     "Location Category: must be one of Head, Thorax"),
 ]
 
 
@@ -125,6 +129,11 @@ def test_bad_input_is_one_error_and_changes_nothing(source: Path, new_case: tupl
     ("image missing", lambda path, images, source: (images / "LAB0001_img2.png").unlink(), "image file is missing"),
     ("image not decodable", lambda path, images, source: (images / "LAB0001_img2.png").write_bytes(b"<html>"),
      "image file does not decode"),
+    ("image of 1x1 pixels", lambda path, images, source: Image.new("L", (1, 1), 80).save(images / "LAB0001_img2.png"),
+     "image of 1x1 pixels is too small"),
+    ("blank image (an empty screenshot)",
+     lambda path, images, source: Image.new("RGB", (64, 48), (30, 30, 30)).save(images / "LAB0001_img2.png"),
+     "image is blank (one colour throughout)"),
     ("file already in images/", lambda path, images, source: (source / "images" / "LAB0001_img1.png").write_bytes(b"x"),
      "images/LAB0001_img1.png already exists in the source"),
     ("broken source", lambda path, images, source: (source / "Descriptions.json").write_text("[{"),

@@ -139,12 +139,24 @@ def test_exact_invocations(real_bundle_path: Path) -> None:
     (["query", "--keyword", "!!!"], "keyword search needs at least one word"),
     (["sql", "SELEC nonsense"], "SQL error"),
     (["show", "MPX_NOPE"], "no case or image with id 'MPX_NOPE'"),
+    (["query", "--keyword", ""], "keyword search needs at least one word"),
+    (["export", "--format", "csv", "--keyword", "", "--out", "/tmp/never-written"], "needs at least one word"),
+    (["export", "--format", "json", "--out", ""], "--out is empty"),
     (["export", "--format", "imagefolder", "--out", "/proc/forbidden"], "cannot write in /proc"),
 ])
 def test_bad_cli_input_is_one_line(real_bundle_path: Path, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, [*args[:1], "--bundle", str(real_bundle_path), *args[1:]])
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_an_export_that_matches_nothing_writes_nothing(real_bundle_path: Path, tmp_path: Path) -> None:
+    for fmt in ("hf", "csv", "jsonl"):
+        out = tmp_path / fmt
+        result = CliRunner().invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", fmt,
+                                           "--field", "Description.Caption=zzzzqqq", "--out", str(out)])
+        assert result.exit_code == 2 and result.output == "error: no documents match the query: nothing to export\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_show_case_and_image(real_bundle_path: Path) -> None:

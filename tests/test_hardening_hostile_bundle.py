@@ -178,6 +178,27 @@ def test_each_refusal_names_its_reason(kind: str, words: str, archive: Path, tmp
         open_bundle(attack_archive(kind, archive, tmp_path / f"{kind}.tar"))
 
 
+def test_bundle_verify_checks_an_archive_as_it_checks_a_folder(archive: Path, tmp_path: Path, cache: Path) -> None:
+    # `bundle pack` writes archives and `bundle info` reads them: `bundle verify` took folders only
+    code, lines = run("bundle", "verify", str(archive))
+    assert code == 0 and lines[-1].startswith("OK: ")
+    png = f"{DEFAULT_NAME}/images/T1_a.png"
+    with tarfile.open(archive) as tar:
+        size = tar.getmember(png).size
+    changed = with_members(archive, tmp_path / "changed.tar", [member(png, b"x" * size)], {png})  # same size
+    code, lines = run("bundle", "verify", str(changed))
+    assert code == 1 and "images/T1_a.png" in "\n".join(lines) and lines[-1].startswith("FAILED: ")
+    shorter = with_members(archive, tmp_path / "shorter.tar", [member(png, b"x")], {png})  # refused from its header
+    code, lines = run("bundle", "verify", str(shorter))
+    assert code == 2 and lines == [f"error: {shorter} does not verify: changed: images/T1_a.png "
+                                   f"(1 bytes, the manifest says {size})"]
+    hostile = attack_archive("symlink", archive, tmp_path / "symlink.tar")
+    code, lines = run("bundle", "verify", str(hostile))
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {hostile} ")
+    assert not cache.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["changed.tar", "shorter.tar", "symlink.tar"]
+
+
 def test_a_good_archive_opens_by_either_extraction(extraction: str, archive: Path, tiny: Path, cache: Path) -> None:
     opened = open_bundle(archive)
     assert verify_bundle(opened.root).ok

@@ -273,6 +273,28 @@ def test_similar_unknown_target_is_one_line(bundle: Path, tmp_path: Path) -> Non
     assert code == 2 and err.strip() == f"error: {tmp_path / 'gone.png'}: no such file"  # before the bundle
 
 
+def test_similar_to_a_folder_an_empty_name_or_a_blank_picture_is_one_line(bundle: Path, tmp_path: Path) -> None:
+    code, _, err = run("similar", str(tmp_path), "--bundle", str(bundle))
+    assert code == 2 and err.strip() == f"error: {tmp_path}: is a folder, not an image file"
+    code, _, err = run("similar", "", "--bundle", str(bundle))
+    assert code == 2 and err.strip() == "error: '' is neither an image id of the bundle nor a file"
+    Image.new("L", (64, 64)).save(tmp_path / "black.png")
+    code, _, err = run("similar", str(tmp_path / "black.png"), "--bundle", str(bundle))
+    assert code == 2 and "black.png: the image is blank (every pixel is 0)" in err
+
+
+def test_blank_pictures_are_refused_not_answered(bundle: Path, tmp_path: Path) -> None:
+    # a black square reads as MR at 94% (found by feeding one); nothing in it is a slice
+    from tests.test_model_dicom import write_dicom
+
+    Image.new("L", (512, 512)).save(tmp_path / "black.png")
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(tmp_path / "transparent.png")
+    write_dicom(tmp_path / "zeros.dcm", np.full((64, 64), -1024, np.int16), RescaleSlope=1, RescaleIntercept=0)
+    for name in ("black.png", "transparent.png", "zeros.dcm"):
+        code, out, err = run("classify", str(tmp_path / name), "--bundle", str(bundle))
+        assert code == 2 and out == "" and len(err.splitlines()) == 1 and "is blank (every pixel is 0)" in err
+
+
 def test_search_images_by_text(bundle: Path) -> None:
     code, out, _ = run("search-images", "ring enhancing lesion", "-k", "3", "--bundle", str(bundle), "--json")
     assert code == 0

@@ -261,3 +261,37 @@ def test_pydicom_compressed_ct_and_mr_files_decode() -> None:
     for name in ("MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"):
         assert np.array_equal(read_dicom(Path(get_testdata_file(name))), plain), name  # all lossless
     assert read_dicom(Path(get_testdata_file("693_J2KI.dcm"))).shape == (512, 512)
+
+
+def test_dicom_without_its_file_header_is_read(tmp_path: Path) -> None:
+    # pydicom's own CT slice as older writers leave it: no 128-byte preamble, or no file meta at all
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm")
+    expected = read_dicom(Path(ct))
+    for name, drop_meta in (("no-preamble.dcm", False), ("no-meta.dcm", True)):
+        ds = pydicom.dcmread(ct)
+        ds.preamble = None
+        if drop_meta:
+            del ds.file_meta
+        pydicom.dcmwrite(tmp_path / name, ds, enforce_file_format=False)
+        assert not is_dicom(tmp_path / name)
+        assert np.array_equal(read_dicom(tmp_path / name), expected)
+
+
+def test_a_picture_named_dcm_is_read_as_the_picture(tmp_path: Path) -> None:
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64).astype(np.uint8)).save(tmp_path / "p.png")
+    (tmp_path / "p.dcm").write_bytes((tmp_path / "p.png").read_bytes())
+    assert np.array_equal(load_gray(tmp_path / "p.dcm"), load_gray(tmp_path / "p.png"))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "the file is empty"),
+    (b"<html>not a scan</html>" * 40, r"not a DICOM file \(no DICOM header, and no data set without one"),
+], ids=["empty", "html"])
+def test_a_dcm_that_is_not_dicom_is_one_clear_line(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "x.dcm").write_bytes(content)
+    with pytest.raises(InputError, match=message) as err:
+        load_gray(tmp_path / "x.dcm")
+    assert "\n" not in str(err.value) and not str(err.value).endswith(("missi", "-"))

@@ -334,3 +334,43 @@ def test_a_cancel_before_duckdb_begins_the_statement_is_not_lost(tiny: Path, mon
     worker.join(120)  # without the fix it runs for hours: the join gives up and the test fails
     assert cancelled.is_set() and not worker.is_alive(), "the cancelled statement stopped"
     assert outcome and "cancelled" in str(outcome[0])
+
+
+def test_results_are_text_and_json_not_markup_or_nan(tiny: Path) -> None:
+    # the release's discussions hold "[see comments]" and "[e.g. sarcoidosis]"; Rich read them as tags
+    statement = "SELECT '[/x]' s, '[e.g. sarcoidosis]' t, 1.0/0 inf, cast('nan' AS DOUBLE) nan, 2 \"[/b]\""
+    result = CliRunner().invoke(main, ["sql", "--bundle", str(tiny), statement])
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.stdout and "[e.g. sarcoidosis]" in result.stdout and "[/b]" in result.stdout
+    result = CliRunner().invoke(main, ["sql", "--bundle", str(tiny), "--format", "json", statement])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert rows == [{"s": "[/x]", "t": "[e.g. sarcoidosis]", "inf": None, "nan": None, "[/b]": 2}]
+
+
+@pytest.mark.asyncio
+async def test_tui_sql_screen_shows_brackets_as_written(tiny: Path) -> None:
+    from textual.widgets import DataTable
+
+    from medpix_tui.tui.screens.sql import SqlScreen
+
+    app = make_app(open_bundle(tiny))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        screen.query_one("#editor", TextArea).load_text("SELECT '[see comments]' AS \"[/b]\"")
+        await pilot.press("ctrl+j")
+        table = screen.query_one("#sql-results", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert [str(c.label) for c in table.columns.values()] == ["[/b]"]
+        assert str(table.get_row_at(0)[0]) == "[see comments]"
+        assert app.is_running
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_on_stdout_is_one_line(tiny: Path) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "medpix_tui", "sql", "--bundle", str(tiny), "SELECT 1"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: cannot write the output: No space left on device"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
+from textual.worker import WorkerState
 from textual_image._terminal import CellSize, get_cell_size
 
 from medpix_tui.bundle import Bundle
@@ -32,13 +33,20 @@ def make_app(bundle: Bundle, save_dir: Path | None = None, *, preload_model: boo
 
 
 async def settle(pilot: Pilot, pause: float = 0.0) -> None:
-    """Let timers fire and every worker finish, then let the screen catch up."""
+    """Let timers fire and every worker finish, then let the screen catch up.
+
+    Idle means no worker pending or running on two looks in a row: a finished worker's
+    message can start the next one (a facet count after the titles) between two looks.
+    """
     if pause:
         await pilot.pause(pause)
-    for _ in range(100):
+    idle = 0
+    for _ in range(200):
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
-        if not any(w.is_running for w in pilot.app.workers):
+        busy = any(w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers)
+        idle = 0 if busy else idle + 1
+        if idle == 2:
             return
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -39,6 +40,10 @@ COMMAND_MODULES = {
 }
 
 
+#: A write failed for want of room: the output, not the input, is at fault.
+OUTPUT_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
 class MedpixGroup(click.Group):
     """Loads each command's module when it is asked for (click's lazy group); turns library
     errors into one line on stderr and the documented exit status."""
@@ -68,6 +73,9 @@ class MedpixGroup(click.Group):
         except Exception as exc:  # the last line of defence: never a traceback by default
             if os.environ.get("MEDPIX_DEBUG"):
                 raise
+            if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL:  # stdout on a full disk
+                click.echo(f"error: cannot write the output: {exc.strerror}", err=True)
+                sys.exit(1)
             click.echo(f"error: internal error ({type(exc).__name__}: {exc}); set MEDPIX_DEBUG=1 for details", err=True)
             sys.exit(70)
 

@@ -78,7 +78,8 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(path: Path, as_json: bool) -> None:
-    """Recheck every file's sha256; exit 1 naming each missing, added or changed file."""
+    """Recheck every file's sha256 (a bundle folder, or an archive from `bundle pack`); exit 1 naming each
+    missing, added or changed file."""
     from ..bundle import verify_bundle
 
     report = verify_bundle(path, progress=rich_progress())

@@ -59,8 +59,8 @@ def similar_cases(ctx: click.Context, text: str | None, case_id: str | None, k: 
         index = load_index(bundle.embeddings_dir)
         if image in index.ids:
             image_query = index.row(image)
-        elif Path(image).is_file():
-            image_query = BundleModel(bundle).encoder.encode_files([Path(image)])[0]
+        elif image.strip() and Path(image).exists():
+            image_query = BundleModel(bundle).embed_file(Path(image))
         else:
             raise InputError(f"--image {image!r} is neither an image of the bundle nor a file")
     from ..model.case_text import similar_cases as rank

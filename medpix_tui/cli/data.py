@@ -60,12 +60,18 @@ def _summary(collection: str, doc: dict[str, Any]) -> tuple[str, ...]:
 def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     headers = (("Case", "CT", "MR", "Title") if collection == CASES
                else ("Image", "Case", "Type", "Plane", "Location", "Caption"))
-    table = Table(*(("Score",) if scores else ()), *headers, title=f"{len(docs)} result(s)", title_justify="left")
+    table = Table(title=f"{len(docs)} result(s)", title_justify="left")
+    for header in (("Score",) if scores else ()) + headers:
+        # ids stay whole, so they can be copied into `show`; the caption or title wraps instead
+        whole = header in ("Image", "Case", "Score", "Type", "CT", "MR")
+        table.add_column(header, no_wrap=whole, min_width=len("MPX1028_synpic24633") if header == "Image" else None,
+                         ratio=None if whole else {"Caption": 3, "Title": 3}.get(header, 1))
     for i, doc in enumerate(docs):
-        table.add_row(*((f"{scores[i]:.2f}",) if scores else ()), *_summary(collection, doc))
+        table.add_row(*((f"{scores[i]:.2f}",) if scores else ()), *map(Text, _summary(collection, doc)))
     Console().print(table)
 
 
@@ -102,7 +108,7 @@ def query(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, co
     flt = build_filter(store, fields, filter_json, split)
     paths = parse_projection(projection)
     scores = None
-    if keyword:
+    if keyword is not None:
         if collection == CASES:
             raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
         hits = store.keyword_search(keyword, flt=flt, limit=(skip + limit) if limit else 0,
@@ -172,7 +178,7 @@ _QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keywor
 @bundle_option
 @mongo_option
 @click.option("--format", "fmt", type=click.Choice(format_names()), default=DEFAULT_FORMAT, show_default=True)
-@click.option("--out", "-o", type=click.Path(path_type=Path),
+@click.option("--out", "-o", "out_name", type=click.Path(path_type=str),
               help="Folder to create (a file for " + ", ".join(f"--format {f.name}" for f in FORMATS.values()
                                                             if f.dataset and not f.folder) + ").")
 @click.option("--label", type=click.Choice(list(LABELS)), default="modality", show_default=True,
@@ -191,16 +197,20 @@ _QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keywor
 @click.option("--force", is_flag=True,
               help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
 @click.pass_context
-def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out: Path | None,
+def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out_name: str | None,
            label: str, collection: str, fields: tuple[str, ...], filter_json: str | None, keyword: str | None,
            sort: str | None, limit: int, split: str | None, exclude_leaks: bool, from_manifest: Path | None,
            force: bool) -> None:
     from ..export import ExportQuery, library_differences, read_manifest, reproduce, run_export
+    from ..search import parse_keywords
 
     if ctx.invoked_subcommand:
         return
-    if out is None:
+    if out_name is None:
         raise InputError("export needs --out (the folder or file to write)")
+    if not out_name.strip():
+        raise InputError("--out is empty: name the folder or file to write")
+    out = Path(out_name)
     given = [name for name in _QUERY_OPTIONS
              if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
     if from_manifest is not None:
@@ -218,6 +228,8 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
         raise InputError(f"--label applies to --format imagefolder, not --format {fmt}")
     bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
     store = bundle.store if bundle is not None else store_from(ctx, bundle_path, mongo_uri)
+    if keyword is not None:
+        parse_keywords(keyword)  # an empty or wordless --keyword is an error here as in query, not "everything"
     query = ExportQuery(collection, fields, parse_filter(filter_json) if filter_json else None, keyword, sort, limit,
                         split)
     result = run_export(store, out, fmt, query=query, bundle=bundle, label=label, exclude_leaks=exclude_leaks,
@@ -261,7 +273,7 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
     Example:
       medpix-tui sql "SELECT location_category, modality, count(*) n FROM images GROUP BY ALL ORDER BY n DESC"
     """
-    from ..sql import check_sql, connect, run_sql
+    from ..sql import check_sql, connect, jsonable, run_sql
 
     check_sql(statement)  # a refused statement fails before the bundle is opened
     bundle = open_bundle_from(ctx, bundle_path)
@@ -271,15 +283,18 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
         writer.writerow(columns)
         writer.writerows([csv_cell(v) for v in row] for row in rows)
     elif fmt == "json":
-        docs = [dict(zip(columns, r, strict=True)) for r in rows]
-        click.echo(json.dumps(docs, ensure_ascii=False, default=str, indent=1))
+        docs = [dict(zip(columns, (jsonable(v) for v in r), strict=True)) for r in rows]
+        click.echo(json.dumps(docs, ensure_ascii=False, allow_nan=False, indent=1))
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(*columns, title=f"{len(rows)} row(s)", title_justify="left")
+        table = Table(title=f"{len(rows)} row(s)", title_justify="left")
+        for column in columns:
+            table.add_column(Text(column))
         for row in rows:
-            table.add_row(*("NULL" if v is None else str(v) for v in row))
+            table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
         Console().print(table)
 
 

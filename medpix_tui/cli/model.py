@@ -285,6 +285,8 @@ def similar(ctx: click.Context, target: str, k: int, bundle_path: str | None, as
       medpix-tui similar scan.dcm -k 10 --json
     """
     looks_like_file = Path(target).suffix.lower() in IMAGE_SUFFIXES or os.sep in target
+    if looks_like_file and Path(target).is_dir():
+        raise InputError(f"{target}: is a folder, not an image file")
     if looks_like_file and not Path(target).is_file():  # an image id has neither: say so before loading
         raise InputError(f"{target}: no such file")
     result = _bundle_model(ctx, bundle_path).similar(target, k)

@@ -13,18 +13,20 @@ a 498 KB deflated file can hold gigabytes of pixels.
 from __future__ import annotations
 
 import math
+import textwrap
 import threading
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..source import MIN_SIDE
 
 #: Soft-tissue window (Hounsfield units), used when a CT file names none.
 DEFAULT_CT_WINDOW = (40.0, 400.0)
@@ -33,8 +35,6 @@ DEFAULT_CT_WINDOW = (40.0, 400.0)
 MAX_FRAME_VALUES = 4096 * 4096
 #: A deflated data set is inflated in memory by pydicom; above this it is refused unread.
 MAX_INFLATED_BYTES = 256 * 2 ** 20
-#: The smallest side, in pixels, that can hold a slice worth classifying.
-MIN_SIDE = 8
 DEFLATED = "1.2.840.10008.1.2.1.99"
 #: The package that decodes each compressed transfer syntax (pydicom's pylibjpeg plugins).
 DECODER_PACKAGES = {
@@ -104,6 +104,8 @@ class DicomHeader:
     samples: int
     frames: int
     has_pixels: bool
+    #: read without the DICOM file header (no preamble, or no file meta): pixels decode from ``dataset``
+    headerless: bool = False
 
     @property
     def is_ct_or_mr(self) -> bool:
@@ -134,7 +136,11 @@ def read_header(path: Path) -> DicomHeader:
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
     with _quiet():
+        if not is_dicom(path):
+            return _read_headerless(path)
         try:
             meta = pydicom.filereader.read_file_meta_info(path)
             syntax = str(getattr(meta, "TransferSyntaxUID", ""))
@@ -147,8 +153,43 @@ def read_header(path: Path) -> DicomHeader:
         except InputError:
             raise
         except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({str(exc)[:80]})") from None
+            raise InputError(f"{path}: not a readable DICOM file ({_short(exc)})") from None
         return _header(path, ds)
+
+
+def _short(exc: Exception, width: int = 80) -> str:
+    """An exception's message cut at a word, for a one-line error."""
+    return textwrap.shorten(str(exc), width, placeholder="…") or type(exc).__name__
+
+
+#: Elements a DICOM data set read without its file header must hold one of to count as one.
+_HEADERLESS_SIGNS = ("SOPClassUID", "Modality", "PixelData", "StudyInstanceUID")
+
+
+def _read_headerless(path: Path) -> DicomHeader:
+    """A data set without the 128-byte preamble and ``DICM`` (older writers, ACR-NEMA), read as
+    pydicom's ``force=True`` reads it; its transfer syntax, when no file meta names it, is
+    the encoding pydicom found (little endian, implicit or explicit VR)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        ds = pydicom.dcmread(path, force=True, defer_size=4096)
+        if not any(name in ds for name in _HEADERLESS_SIGNS):
+            raise ValueError("no DICOM data elements")
+        if str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) == DEFLATED:
+            raise ValueError("a deflated data set needs its DICOM header")
+        if not getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None):
+            implicit, little = getattr(ds, "original_encoding", (True, True))
+            meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+            meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+            ds.file_meta = meta
+    except Exception as exc:  # noqa: BLE001 - force=True reads arbitrary bytes; any failure means "not DICOM"
+        raise InputError(f"{path}: not a DICOM file (no DICOM header, and no data set without one: "
+                         f"{_short(exc, 60)})") from None
+    return replace(_header(path, ds), headerless=True)
 
 
 def _header(path: Path, ds: Any) -> DicomHeader:
@@ -203,7 +244,7 @@ def _frame(header: DicomHeader, frame: int | None) -> tuple[np.ndarray, int]:
         raise error
     with _quiet():
         try:
-            source: Any = header.path
+            source: Any = header.dataset if header.headerless else header.path
             if header.syntax == DEFLATED:  # size checked by read_header; pydicom inflates it whole
                 import pydicom
 

@@ -18,7 +18,8 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 
 from ..errors import InputError
 from ..progress import Progress
-from .dicom import MIN_SIDE, WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
+from ..source import MIN_SIDE
+from .dicom import WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
 #: The largest PNG or JPEG decoded for the model, checked from the file's header before
@@ -46,12 +47,26 @@ def picture_of(im: Image.Image, size: int) -> np.ndarray:
     return square(_pil_gray(im), size)
 
 
+#: How PNG and JPEG files begin: a picture named .dcm is read as the picture it is.
+_PICTURE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """DICOM by its marker, or by its name unless its first bytes say PNG or JPEG."""
+    if is_dicom(path):
+        return True
+    if path.suffix.lower() not in (".dcm", ".dicom"):
+        return False
+    with open(path, "rb") as f:
+        return not f.read(8).startswith(_PICTURE_SIGNATURES)
+
+
 def load_gray(path: Path) -> np.ndarray:
     """An image file (PNG, JPEG or DICOM) as an 8-bit grayscale array."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
+    if _is_dicom_file(path):
         return read_dicom(path)
     return _read_picture(path)
 
@@ -113,6 +128,14 @@ def _read_picture_and_colour(path: Path) -> tuple[np.ndarray, float]:
         raise InputError(f"{path}: image too large to decode") from None
 
 
+def _with_content(gray: np.ndarray, path: Path, what: str = "image") -> np.ndarray:
+    """``gray`` unless every pixel holds one value: a blank picture has nothing to classify,
+    and the model would still answer it (a black square reads as MR, 94%)."""
+    if gray.size and gray.min() == gray.max():
+        raise InputError(f"{path}: the {what} is blank (every pixel is {int(gray.flat[0])})")
+    return gray
+
+
 def square(gray: np.ndarray, size: int) -> np.ndarray:
     """Resize so the longest side is ``size`` (bicubic) and centre on a black square."""
     h, w = gray.shape
@@ -142,16 +165,17 @@ def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if is_dicom(path) or path.suffix.lower() in (".dcm", ".dicom"):
+    if _is_dicom_file(path):
         header = read_header(path)
         if header.modality and not header.is_ct_or_mr:
             return ModelInput(path, None, header.modality, None, header.frames)
         decoded = picture_of_header(header, frame)
-        return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames)
+        picture = _with_content(decoded.picture, path, "DICOM image, as windowed,")
+        return ModelInput(path, square(picture, size), header.modality, decoded.frame, header.frames)
     if frame is not None and frame != 1:
         raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
     gray, colourful = _read_picture_and_colour(path)
-    return ModelInput(path, square(gray, size), None, colourful=colourful)
+    return ModelInput(path, square(_with_content(gray, path), size), None, colourful=colourful)
 
 
 def load_square(path: Path, size: int) -> np.ndarray:

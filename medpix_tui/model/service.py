@@ -77,6 +77,16 @@ class BundleModel:
 
         return load_input(Path(path), self.encoder.size, frame)
 
+    def embed_file(self, path: Path) -> Any:
+        """The unit embedding of one image file, read as ``classify`` reads it (so a folder, a
+        blank picture or a DICOM file of another modality gets its one-line error)."""
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder, not an image file")
+        loaded = self.load(path)
+        if loaded.picture is None:
+            raise InputError(f"{path}: DICOM Modality {loaded.dicom_modality} is not CT or MR")
+        return self.encoder.encode_arrays(loaded.picture[None])[0]
+
     def answer(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
         """Answers for loaded files (:func:`~.classify.answer_images`), in one batch."""
         from .classify import answer_images
@@ -144,8 +154,8 @@ class BundleModel:
             images = top_images(query, self.index, k, exclude={target})
             cases = self._case_rows(query, k, exclude={own_case})
             kind = "image"
-        elif Path(target).exists():
-            query = self.encoder.encode_files([Path(target)])[0]
+        elif target.strip() and Path(target).exists():
+            query = self.embed_file(Path(target))
             images = top_images(query, self.index, k)
             cases = self._case_rows(query, k, exclude=set())
             kind = "file"

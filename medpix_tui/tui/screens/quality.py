@@ -26,6 +26,7 @@ from ..app import alive, medpix
 from ..locked import locked
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
+from ..widgets.plain_table import PlainTable
 
 #: The tables, in tab order: pane id -> tab title.
 SECTIONS = {"leakage": "Leakage", "near": "Near-duplicates", "conflicts": "Conflicts", "vocabulary": "Vocabulary",
@@ -65,7 +66,7 @@ class QualityScreen(Screen[None]):
         with TabbedContent(id="quality-tabs"):
             for name, title in SECTIONS.items():
                 with TabPane(title, id=f"tab-{name}"):
-                    yield DataTable(id=f"table-{name}", cursor_type="row", zebra_stripes=True)
+                    yield PlainTable(id=f"table-{name}", cursor_type="row", zebra_stripes=True)
         yield KeyFooter()
 
     def on_mount(self) -> None:

@@ -24,6 +24,7 @@ from ...errors import MedpixError
 from ..app import GuardedScreen, MedpixApp, alive, medpix
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
+from ..widgets.plain_table import PlainTable
 from .dialogs import FormDialog
 
 #: How many cases a query lists.
@@ -151,7 +152,7 @@ class SimilarCasesScreen(GuardedScreen):
         yield Static(self.text, id="similar-query", markup=False)
         yield Static("", id="similar-status", markup=False)
         yield LoadingIndicator(id="similar-loading")
-        yield DataTable(id="similar-table", cursor_type="row", zebra_stripes=True)
+        yield PlainTable(id="similar-table", cursor_type="row", zebra_stripes=True)
         yield KeyFooter()
 
     def on_mount(self) -> None:  # GuardedScreen's own on_mount runs too (Textual dispatches along the MRO)

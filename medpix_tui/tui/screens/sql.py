@@ -42,6 +42,7 @@ from ..app import medpix
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
+from ..widgets.plain_table import PlainTable
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
 #: Rows drawn in the table (DataTable measures every cell); exports take every row.
@@ -86,7 +87,7 @@ class SqlScreen(Screen[None]):
                 with Horizontal(id="sql-status-row"):
                     yield Static("ctrl+j or F5 runs the query", id="sql-status", markup=False)
                     yield Static(id="sql-time", markup=False)
-                yield DataTable(id="sql-results", zebra_stripes=True)
+                yield PlainTable(id="sql-results", zebra_stripes=True)
         yield KeyFooter()
 
     def on_mount(self) -> None:
