@@ -125,7 +125,7 @@ def add_case(case_json: Path, images_dir: Path, source: Path) -> AddCaseSummary:
     problems = _problems(case, images, Path(case_json).name, existing.cases, existing.images, images_dir,
                          existing.image_dir)
     if problems:
-        raise ValidationError(problems)
+        raise ValidationError(problems, what="new case")
     names = [d["image"] for d in images]
     originals = {name: (root / name).read_bytes() for name in (CASES_FILE, IMAGES_FILE)}
     new_json = {CASES_FILE: json.dumps(existing.cases + [case], indent=4).encode("utf-8"),

@@ -66,11 +66,12 @@ def _printable(text: str) -> str:
 class ValidationError(InputError):
     """A source folder that fails validation; lists every problem at once."""
 
-    def __init__(self, problems: list[Problem], limit: int = 20) -> None:
+    def __init__(self, problems: list[Problem], limit: int = 20, what: str = "source") -> None:
         self.problems = problems
         shown = "; ".join(str(p) for p in problems[:limit])
-        more = f"; ... and {len(problems) - limit} more" if len(problems) > limit else ""
-        super().__init__(f"invalid source: {len(problems)} problem(s): {shown}{more}")
+        hint = " (bundle build --all-problems lists them all)" if what == "source" else ""
+        more = f"; ... and {len(problems) - limit} more{hint}" if len(problems) > limit else ""
+        super().__init__(f"invalid {what}: {len(problems)} problem(s): {shown}{more}")
 
 
 class ServerError(InputError):

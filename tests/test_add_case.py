@@ -187,7 +187,7 @@ def test_cli_adds_and_reports_errors_in_one_line(source: Path, new_case: tuple[P
     again = runner.invoke(main, ["add-case", str(path), "--images", str(images), "--source", str(source)])
     assert again.exit_code == 2
     lines = again.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: invalid source: 4 problem(s)")
+    assert len(lines) == 1 and lines[0].startswith("error: invalid new case: 4 problem(s)")
     assert "a case with this id is already in the source" in lines[0]
     help_text = runner.invoke(main, ["add-case", "--help"]).output
     assert '"images"' in help_text and "--images" in help_text

@@ -129,3 +129,19 @@ def test_valid_tiny_source_builds(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["Image_Descriptions"] == 3 and manifest["counts"]["splits"] == {"train": 2, "test": 1}
+
+
+def test_every_problem_can_be_listed(tmp_path: Path) -> None:
+    names = [f"M1_{i:02d}" for i in range(25)]
+    source = write_source(tmp_path / "src", [tiny_case("M1", names, [])], [tiny_image("M1", n, "CT") for n in names],
+                          write_images=False)
+    args = ["bundle", "build", "--source", str(source), "--out", str(tmp_path / "b"), "--no-model"]
+    short = CliRunner().invoke(main, args)
+    assert short.exit_code == 2 and len(short.output.splitlines()) == 1
+    assert short.output.rstrip().endswith("... and 5 more (bundle build --all-problems lists them all)")
+    full = CliRunner().invoke(main, [*args, "--all-problems"])
+    lines = full.output.splitlines()
+    assert full.exit_code == 2 and len(lines) == 26
+    assert lines[-1] == "error: invalid source: 25 problem(s), listed above"
+    assert [line.split(":")[1] for line in lines[:-1]] == [f" images/{n}.png" for n in names]
+    assert not (tmp_path / "b").exists()

@@ -230,7 +230,7 @@ def test_eval_json_recomputes_the_split(bundle: Path) -> None:
         assert low == high == result[f"{task}_accuracy"]
     assert result["paper"] == {"modality_accuracy": 0.88, "location_accuracy": 0.522}
     code, out, _ = run("eval", "--bundle", str(bundle), "--split", "dev")
-    assert code == 0 and "modality:" in out and "(95% CI " in out and " over cases; paper 88.0%; ECE 0." in out
+    assert code == 0 and "modality:" in out and "(95% CI " in out and " over cases; ECE 0." in out  # dev: no paper
 
 
 def test_eval_by_case_and_ece(bundle: Path) -> None:
@@ -346,3 +346,25 @@ def test_every_pydicom_test_file_is_an_answer_or_one_error_line(bundle: Path) ->
     assert all(line.split(": ", 1)[0] in files for line in out)
     ct_small = next(line for line in out if line.startswith(f"{get_testdata_file('CT_small.dcm')}: "))
     assert ct_small.split(": ", 1)[1].startswith("CT (DICOM tag; model ")
+
+
+def test_a_study_of_other_modalities_names_their_tags(bundle: Path, tmp_path: Path) -> None:
+    from tests.test_model_dicom import write_dicom
+
+    for name, modality in (("a.dcm", "DX"), ("b.dcm", "MG")):
+        write_dicom(tmp_path / name, np.arange(4096, dtype=np.int16).reshape(64, 64), modality=modality)
+    code, out, _ = run("classify", "--study", str(tmp_path), "--bundle", str(bundle))
+    assert code == 0
+    assert out.splitlines()[0] == ("study: not CT or MR: every image is tagged other than CT or MR "
+                                   "(DICOM Modality DX, MG)  [0 of 2 image(s) pooled]")
+
+
+def test_eval_names_the_paper_only_beside_test(bundle: Path) -> None:
+    # the paper reports its test split; beside dev its figure would compare unlike things
+    _, dev, _ = run("eval", "--split", "dev", "--bundle", str(bundle))
+    _, test, _ = run("eval", "--bundle", str(bundle))
+    assert "paper" not in dev.replace("paper's prompts", "") and "paper 88.0%" in test
+    header = next(line for line in test.splitlines() if line.strip().startswith("truth"))
+    row = next(line for line in test.splitlines() if line.strip().startswith("CT "))
+    n_at = header.index(" n ") + 1  # the counts end under the "n" of their header
+    assert row[n_at].isdigit() and row[n_at + 1] == " "

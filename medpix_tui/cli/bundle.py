@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .. import locations
-from ..errors import InputError
+from ..errors import InputError, ValidationError
 from ..locations import Location
 from ..progress import rich_progress
 from .options import BUNDLE_RULE, LocatedOption
@@ -43,10 +43,14 @@ def _model_line(manifest: dict[str, Any], why_none: str) -> str:
                    "installed with medpix-tui).")
 @click.option("--no-model", is_flag=True,
               help="Leave out the CLIP checkpoint and embeddings (the model commands then refuse).")
-def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | None, no_model: bool) -> None:
+@click.option("--all-problems", is_flag=True,
+              help="When the source is invalid, list every problem, one a line (by default: the first 20).")
+def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | None, no_model: bool,
+          all_problems: bool) -> None:
     """Validate a source folder and build a bundle from it, atomically.
 
-    Every problem in the source is reported at once (exit status 2) and nothing is written.
+    Every problem in the source is found before anything is written (exit status 2): one
+    line names the first 20, and --all-problems lists them all.
     The last line names the model the bundle ships, or says it has none.
 
     \b
@@ -63,9 +67,16 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
     if src.path is None:
         raise InputError(f"no source release: {src.rule}")
     target = Location(out, "--out") if out is not None else locations.default_bundle()
-    build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model,
-                 model_dir=model_dir,
-                 parents=out is None)  # the user data folder may not exist yet; a named --out's parent must
+    try:
+        build_bundle(src.path, target.require(), force=force, progress=rich_progress(), with_model=not no_model,
+                     model_dir=model_dir,
+                     parents=out is None)  # the user data folder may not exist yet; a named --out's parent must
+    except ValidationError as exc:
+        if not all_problems:
+            raise
+        for problem in exc.problems:
+            click.echo(f"problem: {problem}", err=True)
+        raise InputError(f"invalid source: {len(exc.problems)} problem(s), listed above") from None
     manifest = open_bundle(target.require()).manifest
     counts = manifest["counts"]
     where = target.path if out is not None else target.describe()

@@ -91,6 +91,8 @@ def answer_line(answer: dict[str, Any]) -> str:
     name = "study" if answer.get("study") else answer["file"]
     if answer["status"] == "not_ct_or_mr" and answer.get("dicom_modality"):
         return f"{name}: not CT or MR (DICOM Modality {answer['dicom_modality']})"
+    if answer["status"] == "not_ct_or_mr" and answer.get("study"):
+        return f"{name}: not CT or MR: {answer['reason']}"
     probs = answer.get("probabilities") or {}
     modality = answer["modality"]
     if modality and answer["modality_source"] == "dicom":
@@ -181,16 +183,18 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
         raise InputError(f"{len(errors)} of {len(paths)} file(s) could not be classified")
 
 
-def _print_task(task: str, detail: dict[str, Any], paper: float, ci95: list[float] | None,
+def _print_task(task: str, detail: dict[str, Any], paper: float | None, ci95: list[float] | None,
                 ece: float | None = None, floor: dict[str, float] | None = None) -> None:
-    """Accuracy beside the paper's, then per class: count, recall, and its confusion row."""
-    interval = f"95% CI {_pct(ci95[0]).strip()} to {_pct(ci95[1]).strip()} over cases; " if ci95 else ""
-    calibration = f"; ECE {ece:.3f}" if ece is not None else ""
-    if ece is not None and floor:
-        calibration += f", {floor['p05']:.3f} to {floor['p95']:.3f} if perfectly calibrated (90% range on these images)"
-    click.echo(f"{task}: {_pct(detail['accuracy'])}  ({interval}paper {_pct(paper).strip()}{calibration})")
+    """Accuracy beside the paper's (it reports test only), then per class: count, recall, confusion row."""
+    parts = [f"95% CI {_pct(ci95[0]).strip()} to {_pct(ci95[1]).strip()} over cases"] if ci95 else []
+    if paper is not None:
+        parts.append(f"paper {_pct(paper).strip()}")
+    if ece is not None:
+        parts.append(f"ECE {ece:.3f}" + (f", {floor['p05']:.3f} to {floor['p95']:.3f} if perfectly calibrated "
+                                         "(90% range on these images)" if floor else ""))
+    click.echo(f"{task}: {_pct(detail['accuracy'])}" + (f"  ({'; '.join(parts)})" if parts else ""))
     classes = detail["confusion"]["classes"]
-    width = max(len(c) for c in classes)
+    width = max(len("truth"), *(len(c) for c in classes))
     click.echo(f"  {'truth':<{width}}  {'n':>4}  {'acc':>6}   predicted: " + " ".join(f"{c[:6]:>6}" for c in classes))
     for cls, row in zip(classes, detail["confusion"]["matrix"], strict=True):
         info = detail["per_class"][cls]
@@ -235,7 +239,8 @@ def eval_command(ctx: click.Context, bundle_path: str | None, split: str, by_cas
     click.echo(f"model {result['model']} on the {split} split ({result['n']} images, {vectors}), paper's prompts, "
                f"{calibrated} probabilities")
     for task in ("modality", "location"):
-        _print_task(task, result[task], result["paper"][f"{task}_accuracy"], result.get(f"{task}_ci95"),
+        paper = result["paper"][f"{task}_accuracy"] if split == "test" else None  # the paper scored test only
+        _print_task(task, result[task], paper, result.get(f"{task}_ci95"),
                     result.get(f"{task}_ece"), result.get(f"{task}_ece_floor"))
     if by_case:
         cases = result["by_case"]

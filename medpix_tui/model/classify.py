@@ -124,8 +124,13 @@ def pool_study(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
         study.update(modality=tags[0], modality_source="dicom")
     if not used:
         statuses = {a["status"] for a in images}
-        study.update(status=NOT_CT_OR_MR if statuses == {NOT_CT_OR_MR} else UNSURE,
-                     reason="no image of the study looks like a CT or MR slice the model knows")
+        others = sorted({a.get("dicom_modality") or "" for a in images} - {""})
+        if statuses == {NOT_CT_OR_MR} and others:
+            study.update(status=NOT_CT_OR_MR, reason=f"every image is tagged other than CT or MR (DICOM Modality "
+                                                     f"{', '.join(others)})")
+        else:
+            study.update(status=NOT_CT_OR_MR if statuses == {NOT_CT_OR_MR} else UNSURE,
+                         reason="no image of the study looks like a CT or MR slice the model knows")
         return study
     probs = {task: pooled_probabilities([a["probabilities"][task] for a in used]) for task in used[0]["probabilities"]}
     study["probabilities"] = probs

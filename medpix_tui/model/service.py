@@ -27,7 +27,7 @@ class BundleModel:
 
     def __init__(self, bundle: Any) -> None:
         if not is_checkpoint(bundle.model_dir):
-            raise BundleError(f"the bundle at {bundle.root} has no model checkpoint (rebuild it with one)")
+            raise BundleError(f"the bundle at {bundle.path} has no model checkpoint (rebuild it with one)")
         self.bundle = bundle
 
     @cached_property
