@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .progress import Progress, silent
 from .query import value_at
 from .source import SPLITS
 from .vocabulary import FIELDS, NOT_A_SLICE_PLANES, PLACEHOLDER_ACR, clean_age, clean_plane, clean_sex, modality_family
@@ -105,10 +106,15 @@ def _picture(bundle: Bundle, name: str) -> Picture:
         return Picture(name, digest, int(str(imagehash.phash(image)), 16))
 
 
-def pictures(bundle: Bundle, names: Iterable[str]) -> list[Picture]:
+def pictures(bundle: Bundle, names: Iterable[str], progress: Progress = silent) -> list[Picture]:
     """Pixel digests and perceptual hashes of the images (two threads: decoding releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda n: _picture(bundle, n), names))
+    names = list(names)
+    out = []
+    with progress("Hashing images", len(names)) as advance, ThreadPoolExecutor(max_workers=2) as pool:
+        for picture in pool.map(lambda n: _picture(bundle, n), names):
+            out.append(picture)
+            advance(1)
+    return out
 
 
 def _hamming(hashes: list[int]) -> np.ndarray:
@@ -201,11 +207,11 @@ def label_conflicts(images: list[dict[str, Any]], cases: dict[str, dict[str, Any
 
 
 def duplicates(bundle: Bundle, names: list[str], split_of_image: dict[str, str | None], case_of: dict[str, str],
-               rule: NearDuplicateRule = NEAR) -> dict[str, Any]:
+               rule: NearDuplicateRule = NEAR, progress: Progress = silent) -> dict[str, Any]:
     """Exact and near-duplicate pairs, and those of them that cross splits (leakage)."""
     import numpy as np
 
-    pics = pictures(bundle, names)
+    pics = pictures(bundle, names, progress)
     by_digest: dict[str, list[str]] = defaultdict(list)
     for pic in pics:
         by_digest[pic.pixels_sha256].append(pic.name)
@@ -255,8 +261,8 @@ def split_balance(images: list[dict[str, Any]], split_of: dict[str, str | None])
     return out
 
 
-def quality_report(bundle: Bundle) -> dict[str, Any]:
-    """The whole report as plain data (the ``--json`` form)."""
+def quality_report(bundle: Bundle, progress: Progress = silent) -> dict[str, Any]:
+    """The whole report as plain data (the ``--json`` form); ``progress`` sees the images hashed."""
     started = time.perf_counter()
     store = bundle.store
     images = store.find("Image_Descriptions")
@@ -264,7 +270,8 @@ def quality_report(bundle: Bundle) -> dict[str, Any]:
     split_of = dict(store.splits())
     split_of_image = {d["image"]: split_of.get(d.get("U_id", "")) for d in images}
     conflicts = label_conflicts(images, cases, split_of)
-    dupes = duplicates(bundle, [d["image"] for d in images], split_of_image, {d["image"]: d["U_id"] for d in images})
+    dupes = duplicates(bundle, [d["image"] for d in images], split_of_image, {d["image"]: d["U_id"] for d in images},
+                       progress=progress)
     return {
         "report": "quality",
         "version": REPORT_VERSION,

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import click
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -157,6 +158,36 @@ def test_an_export_that_matches_nothing_writes_nothing(real_bundle_path: Path, t
                                            "--field", "Description.Caption=zzzzqqq", "--out", str(out)])
         assert result.exit_code == 2 and result.output == "error: no documents match the query: nothing to export\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_command_s_help_teaches_by_example() -> None:
+    from medpix_tui.cli.app import COMMAND_MODULES
+
+    def walk(path: list[str]) -> list[list[str]]:
+        command = main
+        ctx = click.Context(main)
+        for name in path:
+            command = command.get_command(ctx, name)  # type: ignore[attr-defined]
+        found = [path]
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                found += walk([*path, name])
+        return found
+
+    missing = []
+    for name in COMMAND_MODULES:
+        for path in walk([name]):
+            result = CliRunner().invoke(main, [*path, "--help"])
+            if result.exit_code != 0 or "Example" not in result.output:
+                missing.append(" ".join(path))
+    assert missing == []
+
+
+def test_an_id_in_the_wrong_case_is_suggested(real_bundle_path: Path) -> None:
+    for given, meant in (("mpx1009", "MPX1009"), ("mpx1009_SYNPIC46283", "MPX1009_synpic46283")):
+        result = CliRunner().invoke(main, ["show", "--bundle", str(real_bundle_path), given])
+        assert result.exit_code == 2
+        assert result.output == f"error: no case or image with id {given!r}; did you mean {meant!r}?\n"
 
 
 def test_show_case_and_image(real_bundle_path: Path) -> None:

@@ -33,7 +33,14 @@ def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
                                    "Plane": "Axial", "Sex": "female"},
                    "Location": "Gastrointestinal", "Location Category": "Abdomen"}]}
     The case object alone, with an "images" key holding the image documents, is accepted
-    too. --images holds LAB0001_img1.png.
+    too. --images holds LAB0001_img1.png. "Location Category" is one of the five classes
+    the model and eval know: Head, Thorax, Abdomen, Spine and Muscles, Reproductive and
+    Urinary System.
+
+    \b
+    Example:
+      medpix-tui add-case lab0001.json --images lab0001/ --source ~/medpix-lab
+      medpix-tui bundle build --source ~/medpix-lab --force
     """
     summary = add_case(case_json, images_dir, source)
     click.echo(f"added case {summary.uid} with {len(summary.images)} image(s) ({summary.ct} CT, {summary.mr} MR) "

@@ -18,7 +18,14 @@ from .options import BUNDLE_RULE, LocatedOption
 
 @click.group()
 def bundle() -> None:
-    """Build, verify, describe and pack offline bundles."""
+    """Build, verify, describe and pack offline bundles.
+
+    \b
+    Examples:
+      medpix-tui bundle build --source ../shared/medpix-2.0 --out /tmp/b
+      medpix-tui bundle verify /tmp/b && medpix-tui bundle pack /tmp/b /tmp/medpix.tar
+      medpix-tui --bundle /tmp/medpix.tar         # the app on the archive, as on the folder
+    """
 
 
 def _model_line(manifest: dict[str, Any], why_none: str) -> str:
@@ -90,7 +97,13 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(path: Path, as_json: bool) -> None:
     """Recheck every file's sha256 (a bundle folder, or an archive from `bundle pack`); exit 1 naming each
-    missing, added or changed file."""
+    missing, added or changed file.
+
+    \b
+    Examples:
+      medpix-tui bundle verify bundle/medpix-2.0
+      medpix-tui bundle verify /media/usb/medpix.tar --json
+    """
     from ..bundle import verify_bundle
 
     report = verify_bundle(path, progress=rich_progress())
@@ -109,7 +122,13 @@ def verify(path: Path, as_json: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
 def info(path: Path, as_json: bool) -> None:
-    """Print a bundle's counts, versions and provenance."""
+    """Print a bundle's counts, versions and provenance.
+
+    \b
+    Examples:
+      medpix-tui bundle info bundle/medpix-2.0
+      medpix-tui bundle info /tmp/medpix.tar --json | jq .counts
+    """
     from ..bundle import open_bundle
 
     data = open_bundle(path).info()
@@ -145,7 +164,13 @@ def _predictions_line(model: dict) -> str:
 @click.argument("archive", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace an existing archive.")
 def pack(path: Path, archive: Path, force: bool) -> None:
-    """Write a verified bundle as one archive that --bundle opens like the folder."""
+    """Write a verified bundle as one archive that --bundle opens like the folder.
+
+    \b
+    Examples:
+      medpix-tui bundle pack bundle/medpix-2.0 /media/usb/medpix.tar   # for an air-gapped lab
+      medpix-tui --bundle /media/usb/medpix.tar                        # opens it (unpacked once, verified)
+    """
     from ..bundle import pack_bundle
 
     pack_bundle(path, archive, force=force, progress=rich_progress())

@@ -139,7 +139,14 @@ def query(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, co
 @click.option("--json", "as_json", is_flag=True, help="Print the document(s) as JSON instead.")
 @click.pass_context
 def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: str | None, as_json: bool) -> None:
-    """Show a case (MPX1009) or an image (MPX1009_synpic46283) as the MedPix page would."""
+    """Show a case (MPX1009) or an image (MPX1009_synpic46283) as the MedPix page would.
+
+    \b
+    Examples:
+      medpix-tui show MPX1009                      # the case: history, findings, discussion, its images
+      medpix-tui show MPX1009_synpic46283          # one image: caption, modality, plane, its case
+      medpix-tui show MPX1009 --json | jq '.images | length'
+    """
     from rich.console import Console
 
     from ..render import case_page, image_page
@@ -155,12 +162,21 @@ def show(ctx: click.Context, item_id: str, bundle_path: str | None, mongo_uri: s
         return
     image = store.get_image(item_id)
     if image is None:
-        raise InputError(f"no case or image with id {item_id!r}")
+        raise InputError(f"no case or image with id {item_id!r}{_did_you_mean(store, item_id)}")
     owner = store.get_case(image["U_id"])
     if as_json:
         click.echo(json.dumps({"image": image, "case": owner}, ensure_ascii=False, indent=1))
     else:
         Console().print(image_page(image, owner))
+
+
+def _did_you_mean(store: Any, item_id: str) -> str:
+    """'; did you mean ...?' when the id differs from one in the store only by case or spaces (mpx1009)."""
+    head, _, tail = item_id.strip().partition("_")
+    guess = head.upper() + (f"_{tail.lower()}" if tail else "")
+    if guess != item_id and (store.get_case(guess) is not None or store.get_image(guess) is not None):
+        return f"; did you mean {guess!r}?"
+    return ""
 
 
 #: Options that --from-manifest takes from the manifest (giving one too is refused).
@@ -174,7 +190,12 @@ _QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keywor
                   "Every export writes manifest.json beside its files (a one-file export: <file>.manifest.json): "
                   "the bundle's digest, the tool's version, the query, the format and options, the counts and "
                   "the sha256 of each file. --from-manifest M writes the same bytes again; "
-                  "'medpix-tui export verify D' checks an export.")
+                  "'medpix-tui export verify D' checks an export.\n\n\b\nExamples:\n"
+                  "  medpix-tui export --format parquet --out /tmp/medpix-parquet\n"
+                  "  medpix-tui export --format imagefolder --label location --split train --out /tmp/train\n"
+                  "  medpix-tui export --format csv --field Description.Caption=glioma --out /tmp/glioma\n"
+                  "  medpix-tui export --format hf --exclude-leaks --out /tmp/hf\n"
+                  "  medpix-tui export verify /tmp/hf")
 @bundle_option
 @mongo_option
 @click.option("--format", "fmt", type=click.Choice(format_names()), default=DEFAULT_FORMAT, show_default=True)
@@ -242,7 +263,13 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
 @export.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
 def export_verify(path: Path) -> None:
-    """Check an export folder (or one-file export) against its manifest: exit 0 ok, 1 listing each difference."""
+    """Check an export folder (or one-file export) against its manifest: exit 0 ok, 1 listing each difference.
+
+    \b
+    Examples:
+      medpix-tui export verify /tmp/hf              # a folder export
+      medpix-tui export verify /tmp/images.json     # a one-file export, beside its .manifest.json
+    """
     from ..export import verify_export
 
     problems = verify_export(path)

@@ -12,7 +12,13 @@ from .data import bundle_option, open_bundle_from
 
 @click.group()
 def report() -> None:
-    """Reports on a bundle's data."""
+    """Reports on a bundle's data.
+
+    \b
+    Examples:
+      medpix-tui report quality                       # vocabulary, conflicts, duplicates, leakage
+      medpix-tui report quality --html quality.html   # the same with thumbnails, for a browser
+    """
 
 
 @report.command()
@@ -32,6 +38,7 @@ def quality(ctx: click.Context, bundle_path: str | None, as_json: bool, html_pat
       medpix-tui report quality --html quality.html   # thumbnails of every pair and conflict
     """
     from ..atomic import atomic_file
+    from ..progress import rich_progress
     from ..quality import quality_report, render_html, summary_lines
 
     bundle = open_bundle_from(ctx, bundle_path)
@@ -39,7 +46,7 @@ def quality(ctx: click.Context, bundle_path: str | None, as_json: bool, html_pat
         from ..atomic import check_destination
 
         check_destination(html_path, force)  # before the work, not after it
-    result = quality_report(bundle)
+    result = quality_report(bundle, rich_progress())
     if html_path is not None:
         with atomic_file(html_path, force=force) as tmp:
             tmp.write_text(render_html(result, bundle), encoding="utf-8")
