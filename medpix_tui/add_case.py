@@ -150,11 +150,13 @@ def add_case(case_json: Path, images_dir: Path, source: Path) -> AddCaseSummary:
         for label in (IMAGES_FILE, CASES_FILE):
             move_into_place(json_temps[label], root / label)
             replaced.append(label)
-    except OSError as exc:
+    except BaseException as exc:  # a failed write, or Ctrl-C between two renames: undo, never half a case
         for label in replaced:
             (root / label).write_bytes(originals[label])
         for path in temps + placed:
             path.unlink(missing_ok=True)
-        raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from exc
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from exc
+        raise
     kinds = [d["Type"] for d in images]
     return AddCaseSummary(case["U_id"], tuple(names), kinds.count("CT"), kinds.count("MR"), root)

@@ -167,6 +167,24 @@ def test_a_failed_write_is_rolled_back(source: Path, new_case: tuple[Path, Path,
     assert _snapshot(source) == before
 
 
+def test_ctrl_c_between_the_two_renames_changes_nothing(source: Path, new_case: tuple[Path, Path, dict],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Descriptions.json is in place, Case_topic.json not yet: the worst moment for a Ctrl-C
+    path, images, _ = new_case
+    before = _snapshot(source)
+    real_replace = os.replace
+
+    def interrupted_replace(src: object, dst: object) -> None:
+        if str(dst).endswith("Case_topic.json"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        add_case(path, images, source)
+    assert _snapshot(source) == before
+
+
 def test_the_real_release_refuses_a_colliding_id(new_case: tuple[Path, Path, dict], source_dir: Path) -> None:
     path, images, payload = new_case
     payload = _mutate(payload, lambda p: (p["case"].update(U_id="MPX1009"), [i.update(U_id="MPX1009")
