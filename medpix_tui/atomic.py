@@ -81,6 +81,15 @@ def check_destination(path: Path, force: bool) -> None:
         raise InputError(f"folder is not writable: {path.parent}")
 
 
+def check_file_destination(path: Path, force: bool) -> None:
+    """:func:`check_destination` for a file: a folder in its place is refused even with ``force``,
+    before any "replace it?" question (a file never replaces a folder)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"{path} is a folder: name a file to write, e.g. {path / ('results' + path.suffix)}")
+    check_destination(path, force)
+
+
 def check_replaceable(path: Path, mark: str) -> None:
     """Refuse to replace an existing ``path`` unless it is an empty folder or one holding ``mark``."""
     path = Path(path)
@@ -94,7 +103,7 @@ def check_replaceable(path: Path, mark: str) -> None:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not ours:
         raise InputError(f"refusing to replace {path}: it is not a folder this tool wrote (no {mark}); "
-                         "remove it yourself or choose another --out")
+                         "remove it yourself or choose another place")
 
 
 def temp_file_beside(path: Path, *, prefix: str | None = None) -> Path:
@@ -219,7 +228,7 @@ def moved_into_place(tmp: Path, path: Path, *, note: str = "") -> Iterator[Path]
 def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
     path = Path(path)
-    check_destination(path, force)
+    check_file_destination(path, force)
     with moved_into_place(temp_file_beside(path), path) as tmp:
         yield tmp
 

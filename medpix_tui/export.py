@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_destination, check_not_read_only
+from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_file_destination, check_not_read_only
 from .errors import InputError, MedpixError
 from .progress import Progress, silent
 from .store import CASES, ID_FIELD, IMAGES, Store, image_report
@@ -614,8 +614,8 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     mpath = out / EXPORT_MANIFEST if spec.folder else out.with_name(out.name + MANIFEST_SUFFIX)
     if not spec.folder:
         check_not_read_only(mpath)
-        check_destination(out, force)
-        check_destination(mpath, force)
+        check_file_destination(out, force)
+        check_file_destination(mpath, force)
     sel = query.selection(store)
     if not sel.images and not sel.cases:
         raise InputError("no documents match the query: nothing to export")
@@ -678,14 +678,15 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     mpath = out.with_name(out.name + MANIFEST_SUFFIX)
     check_not_read_only(out)
     check_not_read_only(mpath)
-    check_destination(out, force)
-    check_destination(mpath, force)
-    with atomic_file(out, force=force) as tmp:
-        counts = write(tmp)
-        manifest["counts"] = {**counts, "files": 1}
-        manifest["files"] = {out.name: _file_entries(tmp.parent, [tmp])[tmp.name]}
-        with atomic_file(mpath, force=force) as mtmp:
-            mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
+    check_file_destination(out, force)
+    check_file_destination(mpath, force)
+    # the manifest is committed after its file: a file that fails to land leaves no manifest behind
+    with atomic_file(mpath, force=force) as mtmp:
+        with atomic_file(out, force=force) as tmp:
+            counts = write(tmp)
+            manifest["counts"] = {**counts, "files": 1}
+            manifest["files"] = {out.name: _file_entries(tmp.parent, [tmp])[tmp.name]}
+        mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
     return ExportResult([out], manifest, mpath)
 
 

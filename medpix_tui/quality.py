@@ -334,17 +334,19 @@ def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) 
             thumbs[name] = _thumbnail(bundle, name)
         return f'<img class="thumb" alt="{esc(name)}" src="{thumbs[name]}">' if thumbs[name] else ""
 
-    def table(headers: list[str], rows: Iterable[list[str]], cls: str = "") -> str:
+    def table(headers: list[str], rows: Iterable[list[str]], cls: str = "", total: int = 0) -> str:
         head = "".join(f"<th>{esc(h)}</th>" for h in headers)
         body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-        return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        cut = (f'<p class="cut">The first {max_rows} of {total} are shown; <code>report quality --json</code> '
+               "lists them all.</p>" if total > max_rows else "")
+        return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{cut}'
 
     parts = [f"<h1>MedPix 2.0 quality report</h1><p>{'<br>'.join(esc(line) for line in summary_lines(report))}</p>"]
     parts.append('<h2 id="leakage">Leakage: near-duplicates across splits</h2>')
     parts.append(table(["a", "", "b", "", "splits", "hash bits", "cosine"], (
         [img(p["a"]), esc(p["a"]), img(p["b"]), esc(p["b"]), esc(" / ".join(map(str, p["splits"]))),
          str(p["phash_distance"]), "" if p["cosine"] is None else f"{p['cosine']:.3f}"]
-        for p in report["leakage"]["pairs"][:max_rows]), "pairs"))
+        for p in report["leakage"]["pairs"][:max_rows]), "pairs", len(report["leakage"]["pairs"])))
     rule = report["duplicates"]["rule"]
     parts.append(f'<h2 id="near">Near-duplicate pairs</h2><p>Rule: hash distance &le; {rule["phash_alone"]}'
                  + (f', or cosine &ge; {rule["cosine"]} with hash distance &le; {rule["phash_with_cosine"]} '
@@ -353,13 +355,13 @@ def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) 
     parts.append(table(["a", "", "b", "", "same case", "hash bits", "cosine"], (
         [img(p["a"]), esc(p["a"]), img(p["b"]), esc(p["b"]), "yes" if p["same_case"] else "<b>no</b>",
          str(p["phash_distance"]), "" if p["cosine"] is None else f"{p['cosine']:.3f}"]
-        for p in report["duplicates"]["near"][:max_rows]), "pairs"))
+        for p in report["duplicates"]["near"][:max_rows]), "pairs", len(report["duplicates"]["near"])))
     parts.append('<h2 id="conflicts">Label conflicts</h2>')
     for kind, rows in report["conflicts"].items():
         parts.append(f"<h3>{esc(kind.replace('_', ' '))} ({len(rows)})</h3>")
         parts.append(table(["", "image", "case", "split", "detail"], (
             [img(r["image"]), esc(str(r["image"] or "")), esc(str(r["case"])), esc(str(r["split"])), esc(r["detail"])]
-            for r in rows[:max_rows]), "conflicts"))
+            for r in rows[:max_rows]), "conflicts", len(rows)))
     parts.append('<h2 id="vocabulary">Vocabulary: raw value &rarr; clean value</h2>')
     for path, rows in report["vocabulary"].items():
         parts.append(f"<h3>{esc(path)} ({len(rows)} raw values)</h3>")

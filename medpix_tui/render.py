@@ -17,6 +17,11 @@ TOPIC_SECTIONS = ("Disease Discussion", "ACR Code", "Category", "Keywords", "Ext
 NO_ACR = "-1.-1"
 
 
+def counted(n: int | str, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``500+ rows``: a count as a reader says it."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def shown_value(key: str, value: Any) -> str:
     """A field's text as shown to a reader: the ACR placeholder reads "none", N/A reads as empty."""
     text = "" if value is None else str(value).strip()

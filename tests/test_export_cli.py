@@ -183,6 +183,30 @@ def test_every_command_s_help_teaches_by_example() -> None:
     assert missing == []
 
 
+def test_a_one_file_export_never_leaves_a_manifest_without_its_file(real_bundle_path: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # found in the TUI: saving to an existing folder, "replace it?" yes -> an error, and dir.manifest.json stayed
+    folder = tmp_path / "dir"
+    folder.mkdir()
+    args = ["export", "--bundle", str(real_bundle_path), "--format", "json", "--limit", "2", "--force"]
+    result = CliRunner().invoke(main, [*args, "--out", str(folder)])
+    assert result.exit_code == 2 and "is a folder: name a file to save into" in result.output
+    import os
+
+    real_replace = os.replace
+    out = tmp_path / "images.json"
+
+    def failing(src: object, dst: object) -> None:
+        if Path(str(dst)) == out:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", failing)
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code != 0 and "No space left on device" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+
+
 def test_an_id_in_the_wrong_case_is_suggested(real_bundle_path: Path) -> None:
     for given, meant in (("mpx1009", "MPX1009"), ("mpx1009_SYNPIC46283", "MPX1009_synpic46283")):
         result = CliRunner().invoke(main, ["show", "--bundle", str(real_bundle_path), given])

@@ -106,6 +106,10 @@ def test_the_html_page_renders_in_chromium(release_report: dict, real_bundle: Bu
         drawn = page.execute_script(
             "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length")
         assert drawn > 100
+        # the release's 309 near-duplicate pairs pass the page's 300 rows: the page says it cut them
+        near = len(release_report["duplicates"]["near"])
+        cut = page.execute_script("return Array.from(document.querySelectorAll('p.cut')).map(p => p.textContent)")
+        assert near > 300 and f"The first 300 of {near} are shown; report quality --json lists them all." in cut
 
 
 def test_the_command(real_bundle_path: Path, tmp_path: Path) -> None:

@@ -120,3 +120,14 @@ def test_the_command_shows_no_answer_before_it_is_given(real_bundle_path: Path, 
             assert secret not in before
     assert case["Case"]["Title"] in after  # revealed after the answer
     assert "Score: " in run.stdout and list(tmp_path.rglob("*.json"))
+
+
+def test_a_state_folder_that_cannot_be_written_loses_the_progress_not_the_quiz(real_bundle_path: Path,
+                                                                             tmp_path: Path) -> None:
+    (tmp_path / "a-file").touch()  # XDG_STATE_HOME naming a file: nothing can be kept under it
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "a-file")}
+    run = subprocess.run([sys.executable, "-m", "medpix_tui", "quiz", "--bundle", str(real_bundle_path), "-n", "2"],
+                         input="glioma\nfracture\n", capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("note: progress not kept") == 1 and "internal error" not in run.stderr
+    assert "Score: " in run.stdout and "progress not kept (see the note above)" in run.stdout

@@ -31,7 +31,7 @@ from tests.serve_support import (
     wait_for,
 )
 
-STATUS = re.compile(r"(\d+) images · (\d+) cases")
+STATUS = re.compile(r"(\d+) images? · (\d+) cases?")
 #: A last resort for a hung server; a loaded 2-core host answers far sooner.
 PATIENCE = 300
 
@@ -64,6 +64,11 @@ def test_a_host_beyond_loopback_gets_a_token(tmp_path: Path) -> None:
     assert other.token != lab.token
     with pytest.raises(InputError, match="at least 8"):
         ServeConfig.make(tmp_path, host="0.0.0.0", port=8080, max_sessions=8, token="short", idle="30m")
+    # a chosen token is quoted for the URL; colleagues get this machine's name, not 127.0.0.1
+    chosen = ServeConfig.make(tmp_path, host="0.0.0.0", port=8080, max_sessions=8, token="lab#pass word&1", idle="1m")
+    assert chosen.url == "http://127.0.0.1:8080/?token=lab%23pass%20word%261"
+    assert chosen.lab_url == f"http://{socket.gethostname()}:8080/?token=lab%23pass%20word%261"
+    assert local.lab_url is None
 
 
 def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
@@ -71,7 +76,8 @@ def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        for args in (["--port", str(port)], ["--idle", "soon"], ["--token", "short", "--host", "0.0.0.0"]):
+        for args in (["--port", str(port)], ["--idle", "soon"], ["--token", "short", "--host", "0.0.0.0"],
+                     ["--port", "0"]):  # port 0 would print a URL nobody can open
             run = subprocess.run([sys.executable, "-m", "medpix_tui", "--bundle", str(real_bundle_path), "serve",
                                   *args], capture_output=True, text=True, timeout=PATIENCE)
             assert run.returncode == 2, (args, run.stderr)
@@ -208,3 +214,48 @@ def test_an_idle_session_ends(real_bundle_path: Path) -> None:
                 return ws.closed
 
         assert asyncio.run(asyncio.wait_for(until_closed(), PATIENCE))
+
+
+def test_terminal_sizes_from_a_browser_are_bounded() -> None:
+    from medpix_tui.web.server import MAX_COLUMNS, MAX_ROWS, terminal_size
+
+    assert terminal_size(10**12, 10**12) == (MAX_COLUMNS, MAX_ROWS)
+    assert terminal_size("120", "40") == (120, 40)
+    assert terminal_size(-5, 0) == (1, 1)
+    assert terminal_size("wide", None) == (80, 24)
+
+
+def test_hostile_messages_end_one_session_not_the_server(real_bundle_path: Path) -> None:
+    """A 10^12-column resize grew the app to 14 GB and its session never ended; other sites' pages
+    and rebinding names are refused; a message that is not JSON is ignored."""
+    import aiohttp
+
+    with served(real_bundle_path, "--max-sessions", "1") as server:
+        base = f"http://127.0.0.1:{server.port}"
+
+        async def attack() -> tuple[int, int]:
+            async with aiohttp.ClientSession() as client:
+                statuses = []
+                for headers in ({"Origin": "http://evil.example"}, {"Host": f"evil.example:{server.port}"}):
+                    try:
+                        await client.ws_connect(f"{base}/ws", headers=headers)
+                        statuses.append(101)
+                    except aiohttp.WSServerHandshakeError as exc:
+                        statuses.append(exc.status)
+                ws = await client.ws_connect(f"{base}/ws?width=80&height=24",
+                                             headers={"Origin": base})  # the server's own page may
+                await ws.send_str("not json")
+                await ws.send_json(["resize", {"width": 10**12, "height": 10**12}])
+                await ws.send_json(["ping", "still here"])
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT and message.json() == ["pong", "still here"]:
+                        break
+                await ws.close()
+            return statuses[0], statuses[1]
+
+        assert asyncio.run(asyncio.wait_for(attack(), PATIENCE)) == (403, 403)
+        # the one session slot comes back: the app quit (or was killed) when its session ended
+        wait_for(lambda: _get(f"{base}/")[0] == 200, PATIENCE, "the session to end")
+        status, _ = _get(f"{base}/ws")
+        assert status == 400  # a plain request to the websocket address: one answer, no traceback
+        assert "Traceback" not in server.log.read_text()

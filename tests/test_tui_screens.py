@@ -59,6 +59,7 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
         await settle(pilot)
         assert "SQL error" in str(screen.query_one("#sql-status", Static).render())
         assert any(n.severity == "error" and "SQL error" in n.message for n in app._notifications)
+        assert table.row_count == 0 and not table.columns  # the last answer's rows would read as this one's
 
         # the failed statement is kept too, first and marked, so it can be fixed rather than retyped
         assert json.loads(history.read_text())[:2] == [{"sql": "SELECT nope FROM images", "failed": True}, QUERY]
@@ -94,6 +95,15 @@ async def test_sql_runs_shows_history_exports_and_reports_errors(real_bundle: Bu
         await pilot.press("f2")  # back to search, and again to SQL: the screen is kept
         await pilot.press("f3")
         assert app.screen is screen
+
+        # the editor binds F6 and F7 itself (select line, select all): the app's keys win
+        screen.query_one("#editor", TextArea).focus()
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryDialog")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: app.current_mode == "quiz")  # its deck dialog opens first
 
 
 async def test_stats_for_the_bundle_then_the_results(real_bundle: Bundle) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import MedpixError
 from ..source import SPLITS
 from .data import bundle_option, open_bundle_from
 
@@ -59,6 +60,7 @@ def quiz(ctx: click.Context, bundle_path: str | None, category: str | None, acr:
         state.cards.clear()
         state.step = 0
     click.echo(f"Deck: {spec.name} ({len(deck)} cases). Enter reveals, q quits.")
+    unsaved = False
     for _ in range(cards):
         uid = state.next_card(deck)
         card = make_card(store, uid, level)  # type: ignore[arg-type]
@@ -77,13 +79,19 @@ def quiz(ctx: click.Context, bundle_path: str | None, category: str | None, acr:
             break
         score = score_answer(answer, store.get_case(uid) or {})
         state.record(uid, score)
-        save_state(path, state)
+        try:
+            save_state(path, state)
+        except (MedpixError, OSError) as exc:  # the quiz goes on; only the progress is lost
+            if not unsaved:
+                click.echo(f"note: progress not kept: {getattr(exc, 'strerror', None) or exc}", err=True)
+            unsaved = True
         colour = {"correct": "green", "partial": "yellow"}.get(score.verdict, "red")
         click.secho(f"{score.verdict} ({score.credit:g}): {score.reason}", fg=colour)
         for section, text in reveal(store, uid):
             click.secho(section, underline=True)
             click.echo(text)
-    click.echo(f"\nScore: {state.credit:g} of {state.answered} answered in this deck; progress kept in {path}")
+    kept = "progress not kept (see the note above)" if unsaved else f"progress kept in {path}"
+    click.echo(f"\nScore: {state.credit:g} of {state.answered} answered in this deck; {kept}")
 
 
 COMMANDS = [quiz]

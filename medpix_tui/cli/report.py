@@ -43,9 +43,9 @@ def quality(ctx: click.Context, bundle_path: str | None, as_json: bool, html_pat
 
     bundle = open_bundle_from(ctx, bundle_path)
     if html_path is not None:
-        from ..atomic import check_destination
+        from ..atomic import check_file_destination
 
-        check_destination(html_path, force)  # before the work, not after it
+        check_file_destination(html_path, force)  # before the work, not after it
     result = quality_report(bundle, rich_progress())
     if html_path is not None:
         with atomic_file(html_path, force=force) as tmp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import InputError
 from ..progress import rich_progress
 
 
@@ -34,6 +35,9 @@ def serve(ctx: click.Context, host: str, port: int, max_sessions: int, token: st
     from ..bundle import resolve_bundle
     from ..web.server import ServeConfig, check_port_free
     from ..web.server import serve as run_server
+
+    if port == 0:  # the system would pick one, and the printed URL could not say which
+        raise InputError("--port 0 names no port: choose one from 1 to 65535")
 
     config = ServeConfig.make(resolve_bundle(ctx.obj.get("bundle"), progress=rich_progress()).root,
                               host=host, port=port, max_sessions=max_sessions, token=token, idle=idle)

@@ -72,10 +72,13 @@ class Mode:
     screen: Callable[[], Screen[Any]]
     #: Whether the key is listed in the footer (all are in the help and the command palette).
     in_footer: bool = True
+    #: Whether the key wins over the focused widget's own (the SQL editor's TextArea binds F6 and F7).
+    priority: bool = True
 
     @property
     def binding(self) -> Binding:
-        return Binding(self.key, f"switch_mode('{self.name}')", self.title, show=self.in_footer, tooltip=self.tooltip)
+        return Binding(self.key, f"switch_mode('{self.name}')", self.title, show=self.in_footer, tooltip=self.tooltip,
+                       priority=self.priority)
 
 
 #: The modes, in the order of their keys (F2 to F6).
@@ -84,7 +87,7 @@ APP_MODES = (
     Mode("sql", "f3", "SQL", "DuckDB over the bundle's Parquet", _sql_screen),
     Mode("stats", "f4", "Stats", "Distributions of the bundle or the results", _stats_screen),
     Mode("quality", "f5", "Quality", "Quality report: leakage across splits, duplicates, label conflicts, vocabulary",
-         _quality_screen, in_footer=False),
+         _quality_screen, in_footer=False, priority=False),  # F5 also runs the SQL screen's query
     Mode("quiz", "f6", "Quiz", "Quiz: guess the diagnosis of cases from their images and history", _quiz_screen,
          in_footer=False),
 )
@@ -98,10 +101,10 @@ class MedpixApp(App[None]):
     MODES = {mode.name: mode.screen for mode in APP_MODES}
     DEFAULT_MODE = "search"
     BINDINGS = [
-        Binding("f1", "help", "Help", tooltip="Keys and how to use this screen"),
+        Binding("f1", "help", "Help", tooltip="Keys and how to use this screen", priority=True),
         Binding("question_mark", "help", "Help", show=False),
         *(mode.binding for mode in APP_MODES),
-        Binding("f7", "similar_cases", "Similar cases", show=False,
+        Binding("f7", "similar_cases", "Similar cases", show=False, priority=True,
                 tooltip="Cases like the open one, or like a history you type (sentence embeddings)"),
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False, tooltip="Switch between the dark and light theme"),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit medpix-tui (q too, when no box has the keys)"),
@@ -198,7 +201,9 @@ class MedpixApp(App[None]):
         """Show the keys of the current screen and a short guide."""
         from .screens.help import HelpScreen
 
-        if not isinstance(self.screen, HelpScreen):
+        if isinstance(self.screen, HelpScreen):  # F1 wins over every screen's keys, so it closes help too
+            self.screen.action_close()
+        else:
             self.push_screen(HelpScreen(self.screen))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -8,7 +8,12 @@ page drops its one outside link, a font stylesheet). What it leaves open, this c
   listens beyond loopback, since a served app runs with the server's rights;
 - at most ``max_sessions`` app processes; past that the page says the server is full;
 - sessions without input for ``idle_s`` seconds end;
-- websocket URLs are built from the request's own host, so a server bound to 0.0.0.0 works.
+- websocket URLs are built from the request's own host, so a server bound to 0.0.0.0 works;
+- a page of another site may not open the websocket (its Origin must be this server), and a
+  server without a token answers only requests addressed to a loopback name (DNS rebinding);
+- a terminal size from the browser is clamped to :data:`MAX_COLUMNS` x :data:`MAX_ROWS` (a
+  10^12-column resize grew the app to 14 GB), and an app that does not quit when its session
+  ends is killed after :data:`QUIT_GRACE_S`.
 
 Saves are the app's business: a served app delivers every save to the browser as a download
 (:mod:`medpix_tui.tui.saving`) and writes nothing on the server.
@@ -39,6 +44,7 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
 from ..errors import InputError
+from ..render import counted
 from . import SERVED_ENV
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -47,6 +53,54 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The largest terminal a browser may ask for (a 4K screen at 6 px a cell is 640 columns).
+MAX_COLUMNS, MAX_ROWS = 1000, 400
+#: How long an app may take to quit when its session ends before it is killed.
+QUIT_GRACE_S = 5.0
+
+
+def terminal_size(width: Any, height: Any) -> tuple[int, int]:
+    """A browser's terminal size, as numbers within 1 x 1 to :data:`MAX_COLUMNS` x :data:`MAX_ROWS`."""
+    return min(max(_int(width, 80), 1), MAX_COLUMNS), min(max(_int(height, 24), 1), MAX_ROWS)
+
+
+class BoundedAppService(AppService):
+    """textual-serve's app process, with a bounded terminal size and a stop that cannot hang."""
+
+    async def start(self, width: int, height: int) -> None:
+        await super().start(*terminal_size(width, height))
+
+    async def set_terminal_size(self, width: int, height: int) -> None:
+        await super().set_terminal_size(*terminal_size(width, height))
+
+    async def stop(self) -> None:
+        """Ask the app to quit; kill it if it has not after :data:`QUIT_GRACE_S` (textual-serve waits forever)."""
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(super().stop()), QUIT_GRACE_S)
+        except (asyncio.TimeoutError, ConnectionError):
+            if self._process is not None and self._process.returncode is None:
+                self._process.kill()
+            await asyncio.wait({task}, timeout=QUIT_GRACE_S)
+            self._task = None
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether a browser request comes from this server's own page (no Origin: not from a page)."""
+    from urllib.parse import urlsplit
+
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def loopback_host(request: web.Request) -> bool:
+    """Whether the request names this machine (a rebinding page names its own domain)."""
+    from urllib.parse import urlsplit
+
+    name = urlsplit(f"//{request.host}").hostname or ""
+    return is_loopback(name)
 
 
 def parse_duration(text: str) -> float:
@@ -90,11 +144,22 @@ class ServeConfig:
 
     @property
     def url(self) -> str:
-        """What a person opens (with the token where one is needed)."""
+        """What a person on this machine opens (with the token where one is needed)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return self.url_for(host)
+
+    def url_for(self, host: str) -> str:
+        """The URL through ``host`` (a name or an address), the token quoted for a URL."""
+        from urllib.parse import quote
+
         host = f"[{host}]" if ":" in host else host
-        query = f"/?token={self.token}" if self.token else "/"
+        query = f"/?token={quote(self.token, safe='')}" if self.token else "/"
         return f"http://{host}:{self.port}{query}"
+
+    @property
+    def lab_url(self) -> str | None:
+        """What colleagues open when the server listens on every address: this machine's name."""
+        return self.url_for(socket.gethostname()) if self.host in ("0.0.0.0", "::") else None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -112,7 +177,7 @@ class MedpixServer(Server):
     """textual-serve's server with a token, a session cap and an idle timeout."""
 
     def __init__(self, config: ServeConfig, *, command: str | None = None) -> None:
-        command = command or (f"{shlex.quote(sys.executable)} -m medpix_tui "
+        command = command or (f"exec {shlex.quote(sys.executable)} -m medpix_tui "  # exec: the pid is the app's
                               f"--bundle {shlex.quote(str(config.bundle))}")
         super().__init__(command, host=config.host, port=config.port, title="MedPix 2.0",
                          templates_path=TEMPLATES)
@@ -120,12 +185,16 @@ class MedpixServer(Server):
         self.sessions = 0
 
     def initialize_logging(self) -> None:
-        """Warnings only: the start line is printed by :meth:`on_startup`, not a banner per request."""
+        """Warnings only: the start line is printed by :meth:`on_startup`, not a banner per request;
+        a malformed request (a plain GET of /ws, a 9,000-character URL) is one line, not a traceback."""
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("aiohttp.server").addFilter(_one_line)
 
     async def on_startup(self, app: web.Application) -> None:
-        print(f"medpix-tui serve: open {self.config.url}  (up to {self.config.max_sessions} sessions; "
+        print(f"medpix-tui serve: open {self.config.url}  (up to {counted(self.config.max_sessions, 'session')}; "
               "ctrl+c stops)", flush=True)
+        if self.config.lab_url:
+            print(f"  from other machines: {self.config.lab_url}", flush=True)
 
     async def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
@@ -147,7 +216,12 @@ class MedpixServer(Server):
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The token on everything but the public static files (the page's script and fonts)."""
+        """The token on everything but the public static files (the page's script and fonts);
+        this server's own pages only; without a token, loopback names only."""
+        if self.config.token is None and not loopback_host(request):
+            raise web.HTTPForbidden(text="this server answers only requests addressed to 127.0.0.1 or localhost")
+        if not same_origin(request):
+            raise web.HTTPForbidden(text="requests from other sites' pages are refused")
         if request.path.startswith("/static/") or self._authorised(request):
             return await handler(request)
         if request.path == "/":
@@ -164,7 +238,7 @@ class MedpixServer(Server):
 
     async def handle_index(self, request: web.Request) -> web.Response:
         if self._full():
-            return self._message(request, f"The server is full ({self.config.max_sessions} sessions). "
+            return self._message(request, f"The server is full ({counted(self.config.max_sessions, 'session')}). "
                                           "Try again when someone closes theirs.", status=503)
         scheme = "wss" if request.secure else "ws"
         context: dict[str, Any] = {
@@ -179,13 +253,34 @@ class MedpixServer(Server):
         return response
 
     async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """textual-serve's handler, with :class:`BoundedAppService` and the session count."""
         if self._full():
             raise web.HTTPServiceUnavailable(text="the server is full")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPBadRequest(text="this address takes a websocket")
         self.sessions += 1
+        websocket = web.WebSocketResponse(heartbeat=15)
+        app_service: BoundedAppService | None = None
+
+        async def close() -> None:
+            await websocket.close()
+
         try:
-            return await super().handle_websocket(request)
+            await websocket.prepare(request)
+            app_service = BoundedAppService(self.command, write_bytes=websocket.send_bytes,
+                                            write_str=websocket.send_str, close=close,
+                                            download_manager=self.download_manager, debug=self.debug)
+            await app_service.start(*terminal_size(request.query.get("width"), request.query.get("height")))
+            await self._process_messages(websocket, app_service)
+        except asyncio.CancelledError:
+            await websocket.close()
+        except Exception as error:  # noqa: BLE001 - one session's failure is logged; the server goes on
+            logging.getLogger(__name__).warning("session ended: %s", error)
         finally:
+            if app_service is not None:
+                await app_service.stop()
             self.sessions -= 1
+        return websocket
 
     async def _process_messages(self, websocket: web.WebSocketResponse, app_service: AppService) -> None:
         """textual-serve's relay of browser messages, ending the session after ``idle_s`` without input."""
@@ -204,7 +299,10 @@ class MedpixServer(Server):
             async for message in websocket:
                 if message.type != WSMsgType.TEXT:
                     continue
-                envelope = message.json()
+                try:
+                    envelope = message.json()
+                except ValueError:
+                    continue  # not JSON: nothing textual-serve's page sends
                 if not isinstance(envelope, list) or not envelope:
                     continue
                 kind, data = envelope[0], envelope[1] if len(envelope) > 1 else None
@@ -212,7 +310,7 @@ class MedpixServer(Server):
                     last_input = time.monotonic()
                     await app_service.send_bytes(data.encode("utf-8"))
                 elif kind == "resize" and isinstance(data, dict):
-                    await app_service.set_terminal_size(_int(data.get("width"), 80), _int(data.get("height"), 24))
+                    await app_service.set_terminal_size(*terminal_size(data.get("width"), data.get("height")))
                 elif kind == "ping":
                     await websocket.send_json(["pong", data])
                 elif kind == "blur":
@@ -221,6 +319,14 @@ class MedpixServer(Server):
                     await app_service.focus()
         finally:
             watchdog.cancel()
+
+
+def _one_line(record: logging.LogRecord) -> bool:
+    """Log a failed request as its error's one line (aiohttp attaches the traceback)."""
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg, record.args = " ".join(f"{record.getMessage()}: {record.exc_info[1]}".split())[:200], ()
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _int(value: Any, default: int) -> int:

@@ -69,6 +69,10 @@ GUIDES = {
 }
 
 
+#: Screen names a reader spells otherwise.
+TITLES = {"Sql": "SQL"}
+
+
 class HelpScreen(ModalScreen[None]):
     """What the screen below does, and its keys, then the keys that work everywhere."""
 
@@ -95,7 +99,8 @@ class HelpScreen(ModalScreen[None]):
             line = f"- `{app.get_key_display(binding)}`  {binding.tooltip or binding.description}"
             (everywhere if isinstance(active.node, App) else here).append(line)
         name = type(self.below).__name__
-        parts = [f"## {name.removesuffix('Screen')}", GUIDES.get(name, "")]
+        title = name.removesuffix("Screen")
+        parts = [f"## {TITLES.get(title, title)}", GUIDES.get(name, "")]
         if here:
             parts += ["### Keys here", "\n".join(dict.fromkeys(here))]
         everywhere += ["- `ctrl+p`  Command palette: every action by name",

@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
+from ...render import counted
 from ...session import (
     SearchRequest,
     SearchResult,
@@ -535,7 +536,7 @@ def _summary(images: int, cases: int, ranked: bool, request: SearchRequest,
     how = "ranked" if ranked else "in id order"
     hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""
     of = f" (of {totals[0]} · {totals[1]})" if totals and (images, cases) != totals else ""
-    return f"{images} images · {cases} cases{of} · {how} · {request.describe()}{hint}"
+    return f"{counted(images, 'image')} · {counted(cases, 'case')}{of} · {how} · {request.describe()}{hint}"
 
 
 def _save_options(app: MedpixApp, result: SearchResult) -> list[SaveOption]:

@@ -37,6 +37,7 @@ from textual.worker import get_current_worker
 from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
+from ...render import counted
 from ...sql import MAX_SQL_CHARS, jsonable
 from ..app import medpix
 from ..saving import SaveOption, document_options, save_interactively
@@ -179,7 +180,8 @@ class SqlScreen(Screen[None]):
         table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
         more = f" (first {MAX_ROWS} shown; export saves all)" if len(rows) > MAX_ROWS else ""
         count = f"{MAX_ROWS}+" if len(rows) > MAX_ROWS else str(len(rows))
-        self.query_one("#sql-status", Static).update(Text(f"{count} rows · {len(columns)} columns{more}"))
+        self.query_one("#sql-status", Static).update(Text(f"{counted(count, 'row')} · {counted(len(columns), 'column')}"
+                                                          f"{more}"))
         self.query_one("#sql-time", Static).update(f"{elapsed * 1000:.0f} ms")
         self._history = history
         self._show_history()
@@ -190,6 +192,8 @@ class SqlScreen(Screen[None]):
             self._show_history()
         self.query_one("#sql-status", Static).update(Text(message, style="bold red"))
         self.query_one("#sql-time", Static).update("")
+        self.query_one("#sql-results", DataTable).clear(columns=True)  # the last rows would read as this answer
+        self._last_query = ""
         self.notify(message, title="SQL", severity="error", timeout=5)
 
     # -- editor helpers --------------------------------------------------------------
