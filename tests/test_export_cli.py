@@ -190,7 +190,7 @@ def test_a_one_file_export_never_leaves_a_manifest_without_its_file(real_bundle_
     folder.mkdir()
     args = ["export", "--bundle", str(real_bundle_path), "--format", "json", "--limit", "2", "--force"]
     result = CliRunner().invoke(main, [*args, "--out", str(folder)])
-    assert result.exit_code == 2 and "is a folder: name a file to save into" in result.output
+    assert result.exit_code == 2 and "is a folder: name a file to write" in result.output
     import os
 
     real_replace = os.replace

@@ -659,7 +659,7 @@ def dicom_truncated_pixels(c: Ctx) -> list[str]:
     return _classify(c, dicom_file(c.tmp / "scan.dcm", pixels=b"\0\1" * 10))
 
 
-@bad("classify", "not a readable DICOM file", reads_file=True)
+@bad("classify", "not a DICOM file (no DICOM header, and no data set without one", reads_file=True)
 def dicom_extension_garbage(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     (c.tmp / "scan.dcm").write_bytes(b"\0" * 10)
