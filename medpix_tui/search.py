@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,12 @@ def _term(text: str, *, phrase: bool) -> Term | None:
 
 
 def parse_keywords(text: str) -> KeywordQuery:
-    """Parse what was typed (the syntax in this module's docstring); QueryError says what to change."""
+    """Parse what was typed (the syntax in this module's docstring); QueryError says what to change.
+
+    Compatibility forms are folded first (NFKC): a word pasted from a PDF with a ligature
+    ("ﬁbrosis") or in full-width letters matches as typed plainly.
+    """
+    text = unicodedata.normalize("NFKC", text)
     groups: list[list[Term]] = []
     excluded: list[Term] = []
     join_next = False

@@ -302,6 +302,8 @@ class Store:
         import pymongo
         from pymongo.errors import ConfigurationError, InvalidURI
 
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):  # pymongo reads "notauri" as a host name
+            raise QueryError(f"invalid --mongo-uri {uri[:80]!r}: it must start with mongodb:// or mongodb+srv://")
         options: dict[str, Any] = ({} if "serverselectiontimeoutms" in uri.lower()
                                    else {"serverSelectionTimeoutMS": SERVER_SELECTION_MS})
         try:

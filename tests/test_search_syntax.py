@@ -82,3 +82,12 @@ def test_snippets_mark_the_hits(real_bundle: Bundle) -> None:
     snippets = index.snippets("ring enhancing lesion", [name for _, name in hits])
     assert set(snippets) == {name for _, name in hits}
     assert all("\x01" in s and "\x02" in s for s in snippets.values())
+
+
+def test_ligatures_and_full_width_letters_match_as_plain_letters(real_bundle: Bundle) -> None:
+    # pasted from a PDF: "ﬁ" is one character; full-width letters come from some input methods
+    store = real_bundle.store
+    plain = [d["image"] for _, d in store.keyword_search("fibrosis", limit=0)]
+    assert plain
+    assert [d["image"] for _, d in store.keyword_search("\ufb01brosis", limit=0)] == plain
+    assert [d["image"] for _, d in store.keyword_search("ｆｉｂｒｏｓｉｓ", limit=0)] == plain

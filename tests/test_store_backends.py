@@ -190,6 +190,8 @@ def test_server_errors_in_the_library(monkeypatch) -> None:
             call()
     with pytest.raises(QueryError, match="invalid --mongo-uri"):
         Store.connect("mongodb://host:notaport/")
+    with pytest.raises(QueryError, match="must start with mongodb:// or mongodb\\+srv://"):
+        Store.connect("notauri")  # pymongo would take it for a host name and wait for it
 
 
 # -- scan.py and mongomock ------------------------------------------------------------------
