@@ -120,6 +120,8 @@ async def test_hits_are_marked_in_the_case_and_slash_finds_text(real_bundle: Bun
         await wait_for(pilot, lambda: f"{count} match" in (screen.sub_title or ""))
         await pilot.press("escape")  # closes the find box, the case stays
         assert isinstance(app.screen, CaseScreen) and not screen.query_one("#find").display
+        title = screen.case["Case"]["Title"]
+        await wait_for(pilot, lambda: screen.sub_title == title)  # the find's count leaves with its box
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, SearchScreen))
 

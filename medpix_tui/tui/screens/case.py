@@ -130,7 +130,7 @@ class CaseScreen(GuardedScreen):
         topic = (case or {}).get("Topic") or {}
         uid = (image or {}).get("U_id", "?")
         self.title = f"{uid} · result {self.index + 1} of {len(self.names)}"
-        self.sub_title = body.get("Title") or "case not found"
+        self.sub_title = self._case_title()
         if new_case:  # the next result from the same case keeps the reader's place in the text
             self.query_one("#case-doc", DocPane).show(body.get("Title", ""), body, self.highlight)
             self.query_one("#topic-doc", DocPane).show(topic.get("Title", ""), topic, self.highlight)
@@ -184,11 +184,16 @@ class CaseScreen(GuardedScreen):
     def _find_typed(self, event: Input.Changed) -> None:
         self._find(event.value)
 
+    def _case_title(self) -> str:
+        return ((self.case or {}).get("Case") or {}).get("Title") or "case not found"
+
     def _find(self, text: str) -> None:
         count = self._pane().find(text)
         if text.strip():
             self.sub_title = (f"{count} match{'es' if count != 1 else ''} for {text!r}" if count
                               else f"no match for {text!r}")
+        else:  # the find box emptied or closed: the case's title again
+            self.sub_title = self._case_title()
 
     @on(Input.Submitted, "#find")
     def _find_next(self) -> None:
