@@ -229,6 +229,35 @@ def test_id_works_where_open_i_cannot_find_the_case(site: FixtureSite, release: 
     assert site.count("/cdn/medpix/img/full/") == len(case.images)
 
 
+def test_a_rest_case_without_a_title_reads_it_from_its_pages(site: FixtureSite, release: list[LiveCase],
+                                                             tmp_path: Path, chromium: render.ChromiumRenderer) -> None:
+    # ClavyMedPixImport's encounter fields have no title; Open-i cannot find the case: the pages must be read
+    case = release[4]
+    del site.records[case.uid]
+    site.json[("encounter", case.uid)] = {**site.json[("encounter", case.encounter_id)], "title": None}
+    fetcher = chromium.fetcher = _fetcher(tmp_path)
+    report = run(tmp_path / "out", fetcher, ids=[case.uid], base=site.url, medpix_base=site.url,
+                 curator=_keep_all(release), renderer=chromium)
+    assert not report.failed and report.images == len(case.images)
+    assert load_source(tmp_path / "out").cases[0]["Case"]["Title"] == case.case["Title"]
+
+
+def test_a_rest_image_named_only_by_its_uuid_keeps_it_as_its_name(site: FixtureSite, release: list[LiveCase],
+                                                                  tmp_path: Path) -> None:
+    case = release[5]
+    del site.records[case.uid]
+    encounter = site.json[("encounter", case.encounter_id)]
+    # radbench's image.json: an imageURL named by the image's uuid, no imageName
+    first = {**encounter["imageList"][0], "imageName": None,
+             "imageURL": f"/images/full/{encounter['imageList'][0]['imageID']}.png"}
+    site.files[first["imageURL"]] = case.images[0].png
+    site.json[("encounter", case.uid)] = {**encounter, "imageList": [first, *encounter["imageList"][1:]]}
+    report = run(tmp_path / "out", _fetcher(tmp_path), ids=[case.uid], base=site.url, medpix_base=site.url,
+                 curator=_keep_all(release))
+    names = sorted(d["image"] for d in load_source(tmp_path / "out").images)
+    assert f"{case.uid}_{first['imageID']}" in names and len(names) == len(case.images), (names, report.skipped)
+
+
 def test_a_query_pages_through_open_i_records(site: FixtureSite, release: list[LiveCase], tmp_path: Path) -> None:
     title = release[4].case["Title"]
     expected = [c.uid for c in release if title.upper() in c.case["Title"].upper()

@@ -276,6 +276,11 @@ def test_record_to_ref() -> None:
                            "https://medpix.nlm.nih.gov/case?id=u", caption="cap", title=" T ", figure_id="u")
     assert ref_from_record({"uid": "MPX1_synpic1"}, "https://o") is None
     assert ref_from_record({"imgLarge": "/imgs/../x.png", "uid": "../etc"}, "https://o") is None
+    # Open-i escapes its text as HTML, as the abstract (which parse_abstract unescapes) shows
+    escaped = ref_from_record({**record, "title": "Glioblastoma &amp; edema \u2014 caf&eacute;",
+                               "image": {"caption": "mass &amp; edema &lt;2 cm"}}, "https://openi.nlm.nih.gov")
+    assert escaped is not None and escaped.title == "Glioblastoma & edema \u2014 café"
+    assert escaped.caption == "mass & edema <2 cm"
 
 
 def test_dedupe_keeps_the_first(caplog: pytest.LogCaptureFixture) -> None:

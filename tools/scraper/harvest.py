@@ -21,6 +21,7 @@ from typing import Any
 
 from medpix_tui.errors import MedpixError
 from medpix_tui.progress import Progress, silent
+from medpix_tui.source import is_plain_id
 
 from . import openi
 from .client import Fetcher, FetchError, FetchStats
@@ -261,7 +262,9 @@ class Harvester:
         """Build one case from its sources; report and drop it when it cannot be made complete."""
         rest = self._rest(uid, refs)
         lacking = [r for r in refs if self._rest_image(rest, r) is None]
-        need = refs if not (rest.case and rest.topic) else lacking
+        # the pages are read for every image unless REST (or Open-i) already gives both titles
+        titled = (rest.case or {}).get("Title") or ("openi" in self.sources and any(r.title for r in refs))
+        need = refs if not (rest.case and rest.topic and titled and rest.topic.get("Title")) else lacking
         pages, errors = self._pages(need) if need and "page" in self.sources else ({}, {})
         found = list(pages.values())
         abstract = [parse_abstract(r.abstract) for r in refs if r.abstract] if "openi" in self.sources else []
@@ -372,11 +375,15 @@ def refs_from_rest(harvester: Harvester, uid: str) -> list[ImageRef]:
     """The images of case ``uid`` as its REST encounter lists them (for a case Open-i cannot find)."""
     encounter = harvester.encounter(uid)
     refs = []
-    for image in encounter.images:
-        if not (image.synpic and image.url):
-            continue
+    for i, image in enumerate(encounter.images, 1):
         figure = image.image_id
-        refs.append(ImageRef(f"{uid}_{image.synpic}", uid, harvester.sites.url(image.url),
+        # MedPix names images synpicNNN; one listed by its uuid alone keeps the uuid as its name
+        name = image.synpic or (figure if is_plain_id(figure) else None)
+        if not (name and image.url):
+            harvester.report.skip(f"{uid} image {i}", "the REST encounter lists it without "
+                                  + ("a URL" if name else "a synpic name or a usable image id"))
+            continue
+        refs.append(ImageRef(f"{uid}_{name}", uid, harvester.sites.url(image.url),
                              harvester.sites.case_page(figure) if figure else None,
                              figure_id=figure, encounter_id=encounter.encounter_id or uid))
     return refs

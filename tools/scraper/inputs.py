@@ -8,6 +8,7 @@ first wins) with one log line each.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import logging
 import re
@@ -121,8 +122,8 @@ def ref_from_record(record: dict[str, Any], base: str | Sites) -> ImageRef | Non
     figure = record.get("medpixFigureId") if isinstance(record.get("medpixFigureId"), str) else None
     article = record.get("medpixArticleId") if isinstance(record.get("medpixArticleId"), str) else None
 
-    def text(value: object) -> str | None:
-        return value if isinstance(value, str) and value.strip() else None
+    def text(value: object) -> str | None:  # Open-i escapes its text as HTML ("&amp;"), as in the abstract
+        return html.unescape(value) if isinstance(value, str) and value.strip() else None
 
     return ImageRef(image, uid, image_url, sites.url(page) if page else None,
                     caption=text(info.get("caption")), title=text(record.get("title")),
