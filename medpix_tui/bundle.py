@@ -35,7 +35,7 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -54,7 +54,7 @@ from .atomic import (
     umask_mode,
     write_atomic,
 )
-from .errors import BundleError, InputError, OutputExistsError
+from .errors import BundleError, InputError, OutputExistsError, ValidationError
 from .progress import Progress, silent
 from .source import IMAGE_SUFFIX, KeepImage, SourceData, load_source
 from .store import Store
@@ -821,9 +821,13 @@ def open_bundle(path: Path | str) -> Bundle:
 
 
 def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
-                   source: Path | str | None = None) -> Bundle:
+                   source: Path | str | None = None, announce: Callable[[str], None] = lambda line: None) -> Bundle:
     """``path``, else the default bundle (:func:`.locations.default_bundle`), built on first use
-    from ``source``, else the default source (:func:`.locations.default_source`)."""
+    from ``source``, else the default source (:func:`.locations.default_source`).
+
+    A first-use build is told to ``announce`` in a line before and after it, so that a person
+    whose progress bars are off (stderr redirected) still learns why the command took seconds.
+    """
     if path:
         return open_bundle(path)
     target = locations.default_bundle()
@@ -834,7 +838,15 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
             found = f"no source at {src.describe()} to build it from" if src.path is not None else src.rule
             raise BundleError(f"no bundle at {target.describe()}, and {found}: set ${locations.SOURCE_ENV}, "
                               "run 'medpix-tui bundle build --source DIR', or pass --bundle")
-        build_bundle(src.path, root, force=root.exists() or root.is_symlink(), progress=progress, parents=True)
+        announce(f"building the default bundle at {root} from {src.path} (first use)")
+        try:
+            build_bundle(src.path, root, force=root.exists() or root.is_symlink(), progress=progress, parents=True)
+        except InputError as exc:  # the user data folder is read-only, or the disk full
+            if isinstance(exc, ValidationError):
+                raise
+            raise BundleError(f"{exc}; build one elsewhere ('medpix-tui bundle build --out DIR') and pass "
+                              f"--bundle DIR or set ${locations.BUNDLE_ENV}") from None
+        announce(f"built the default bundle at {root}")
     return open_bundle(root)
 
 

@@ -185,6 +185,27 @@ def test_installed_build_of_the_default_bundle_then_opened_by_default(installed:
     assert resolve_bundle().path == target and resolve_bundle().root == target.resolve()  # a link to its version
 
 
+def test_a_first_use_build_says_so_even_without_progress_bars(installed: Path) -> None:
+    # stderr redirected: the bars are off, and the command takes seconds for a reason it names
+    source = write_source(installed / "src")
+    target = installed / "xdg_data_home" / "medpix-tui" / "medpix-2.0"
+    code, out, err = run("query", "--limit", "1", "--json", env={"MEDPIX_SOURCE": str(source)})
+    assert code == 0 and json.loads(out)
+    assert err.splitlines() == [f"building the default bundle at {target} from {source} (first use)",
+                                f"built the default bundle at {target}"]
+    code, _, err = run("query", "--limit", "1", "--json", env={"MEDPIX_SOURCE": str(source)})
+    assert code == 0 and err == ""  # built once
+
+
+def test_a_read_only_user_data_folder_says_what_to_do(installed: Path) -> None:
+    source = write_source(installed / "src")
+    (installed / "xdg_data_home").write_text("")  # a file where the folder would go: nothing can be made there
+    code, _, err = run("query", "--limit", "1", env={"MEDPIX_SOURCE": str(source)})
+    assert code == 2 and err.count("\n") == 2 and err.splitlines()[1].startswith("error: ")
+    assert err.rstrip().endswith("build one elsewhere ('medpix-tui bundle build --out DIR') and pass --bundle DIR "
+                                 "or set $MEDPIX_BUNDLE")
+
+
 # -- bundle build --model / --no-model ----------------------------------------------------
 
 def test_build_without_a_model_says_so_in_its_last_line(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from ..export import DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, format_help, for
 from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
+from ..render import counted
 from ..source import SPLITS
 from ..store import CASES, COLLECTIONS, IMAGES, NUMERIC_FIELDS, REPORTS, Store
 from .options import BUNDLE_RULE, LocatedOption
@@ -28,9 +29,9 @@ mongo_option = click.option("--mongo-uri", default=None, envvar="MEDPIX_MONGO_UR
 
 def open_bundle_from(ctx: click.Context, bundle_path: str | None) -> Any:
     """The bundle named here, on the root command, or the default one (built when missing)."""
-    from ..bundle import resolve_bundle
+    from .options import resolve
 
-    return resolve_bundle(bundle_path or (ctx.obj or {}).get("bundle"), progress=rich_progress())
+    return resolve(bundle_path or (ctx.obj or {}).get("bundle"))
 
 
 def store_from(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None) -> Store:
@@ -64,7 +65,7 @@ def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float
 
     headers = (("Case", "CT", "MR", "Title") if collection == CASES
                else ("Image", "Case", "Type", "Plane", "Location", "Caption"))
-    table = Table(title=f"{len(docs)} result(s)", title_justify="left")
+    table = Table()
     for header in (("Score",) if scores else ()) + headers:
         # ids stay whole, so they can be copied into `show`; the caption or title wraps instead
         whole = header in ("Image", "Case", "Score", "Type", "CT", "MR")
@@ -72,7 +73,9 @@ def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float
                          ratio=None if whole else {"Caption": 3, "Title": 3}.get(header, 1))
     for i, doc in enumerate(docs):
         table.add_row(*((f"{scores[i]:.2f}",) if scores else ()), *map(Text, _summary(collection, doc)))
-    Console().print(table)
+    console = Console()
+    console.print(counted(len(docs), "result"), highlight=False)  # a line of its own: a title wraps to the table
+    console.print(table)
 
 
 @click.command()
@@ -317,12 +320,14 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title=f"{len(rows)} row(s)", title_justify="left")
+        table = Table()
         for column in columns:
             table.add_column(Text(column))
         for row in rows:
             table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
-        Console().print(table)
+        console = Console()
+        console.print(counted(len(rows), "row"), highlight=False)
+        console.print(table)
 
 
 COMMANDS = [query, show, export, sql]

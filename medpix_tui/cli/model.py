@@ -25,11 +25,10 @@ def _progress(description: str, total: int) -> Any:
 
 
 def _bundle_model(ctx: click.Context, bundle_path: str | None) -> Any:
-    from ..bundle import resolve_bundle
     from ..model.service import BundleModel
+    from .options import resolve
 
-    root = bundle_path or (ctx.obj or {}).get("bundle")
-    return BundleModel(resolve_bundle(root, progress=_progress))
+    return BundleModel(resolve(bundle_path or (ctx.obj or {}).get("bundle"), progress=_progress))
 
 
 def _bundle_option(f: Any) -> Any:

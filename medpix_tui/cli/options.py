@@ -29,3 +29,12 @@ class LocatedOption(click.Option):
 #: The rule for the default bundle, as help texts state it.
 BUNDLE_RULE = ("default: $MEDPIX_BUNDLE, else bundle/medpix-2.0 in a checkout, else medpix-2.0 in the "
                "user data folder; built on first use")
+
+
+def resolve(path: str | None, progress: Any = None) -> Any:
+    """The bundle a command names (or the default one, built on first use with a line before and after)."""
+    from ..bundle import resolve_bundle
+    from ..progress import rich_progress
+
+    return resolve_bundle(path, progress=progress or rich_progress(),
+                          announce=lambda line: click.echo(line, err=True))

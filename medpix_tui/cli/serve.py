@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ..errors import InputError
-from ..progress import rich_progress
 
 
 @click.command()
@@ -32,14 +31,14 @@ def serve(ctx: click.Context, host: str, port: int, max_sessions: int, token: st
       medpix-tui serve --host 0.0.0.0 --port 8080     # the lab's network: prints a URL with a token
       medpix-tui --bundle medpix-2.0.tar serve --max-sessions 4 --idle 15m
     """
-    from ..bundle import resolve_bundle
     from ..web.server import ServeConfig, check_port_free
     from ..web.server import serve as run_server
+    from .options import resolve
 
     if port == 0:  # the system would pick one, and the printed URL could not say which
         raise InputError("--port 0 names no port: choose one from 1 to 65535")
 
-    config = ServeConfig.make(resolve_bundle(ctx.obj.get("bundle"), progress=rich_progress()).root,
+    config = ServeConfig.make(resolve(ctx.obj.get("bundle")).root,
                               host=host, port=port, max_sessions=max_sessions, token=token, idle=idle)
     check_port_free(host, port)
     run_server(config)

@@ -31,11 +31,10 @@ def state_dir() -> Path:
 def run_tui(bundle_path: str | None) -> None:
     """Resolve (building on first use) the bundle with a progress bar, then run the app."""
     app_class = import_app()
-    from ..bundle import resolve_bundle
-    from ..progress import rich_progress
     from ..tui.first_page import default_dir
+    from .options import resolve
 
-    bundle = resolve_bundle(bundle_path, progress=rich_progress())
+    bundle = resolve(bundle_path)
     if os.environ.get(SERVED_ENV) == "1":  # a browser's session (medpix-tui serve): keep nothing on the server
         # a browser terminal answers no graphics query: half-blocks
         # and the model loads on the first key that needs it, not in every session (about 250 MB each)
