@@ -280,19 +280,25 @@ def test_similar_to_a_folder_an_empty_name_or_a_blank_picture_is_one_line(bundle
     assert code == 2 and err.strip() == "error: '' is neither an image id of the bundle nor a file"
     Image.new("L", (64, 64)).save(tmp_path / "black.png")
     code, _, err = run("similar", str(tmp_path / "black.png"), "--bundle", str(bundle))
-    assert code == 2 and "black.png: the image is blank (every pixel is 0)" in err
+    assert code == 2 and "black.png: the image is blank (every pixel is 0): nothing to compare" in err
 
 
-def test_blank_pictures_are_refused_not_answered(bundle: Path, tmp_path: Path) -> None:
-    # a black square reads as MR at 94% (found by feeding one); nothing in it is a slice
+def test_blank_pictures_are_unsure_not_answered(bundle: Path, tmp_path: Path) -> None:
+    # a black square read as MR at 94% (found by feeding one); a DICOM's tag still says its modality
     from tests.test_model_dicom import write_dicom
 
     Image.new("L", (512, 512)).save(tmp_path / "black.png")
     Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(tmp_path / "transparent.png")
-    write_dicom(tmp_path / "zeros.dcm", np.full((64, 64), -1024, np.int16), RescaleSlope=1, RescaleIntercept=0)
-    for name in ("black.png", "transparent.png", "zeros.dcm"):
-        code, out, err = run("classify", str(tmp_path / name), "--bundle", str(bundle))
-        assert code == 2 and out == "" and len(err.splitlines()) == 1 and "is blank (every pixel is 0)" in err
+    write_dicom(tmp_path / "air.dcm", np.full((64, 64), -1024, np.int16), RescaleSlope=1, RescaleIntercept=0)
+    for name in ("black.png", "transparent.png"):
+        code, out, _ = run("classify", str(tmp_path / name), "--bundle", str(bundle))
+        assert code == 0 and out == f"{tmp_path / name}: unsure: the picture is blank (every pixel is 0): " \
+                                    "nothing to classify\n"
+    code, out, _ = run("classify", str(tmp_path / "air.dcm"), "--bundle", str(bundle), "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["status"] == "unsure" and answer["modality"] == "CT"
+    assert answer["modality_source"] == "dicom" and answer["location"] is None
+    assert answer["reason"] == "the picture is blank (every pixel is 0, as windowed): nothing to classify"
 
 
 def test_search_images_by_text(bundle: Path) -> None:

@@ -88,6 +88,9 @@ def answer_one(classes: dict[str, tuple[str, ...]], calibration: Calibration | N
                       f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
     if item.colourful > MAX_COLOURFUL:
         reason = f"a colour picture ({100 * item.colourful:.0f}% of its pixels coloured): CT and MR slices are grey"
+    if item.blank is not None:  # a DICOM's tag still says its modality; the picture says nothing
+        windowed = ", as windowed" if item.dicom_modality is not None else ""
+        reason = f"the picture is blank (every pixel is {item.blank}{windowed}): nothing to classify"
     if reason:
         answer.update(status=UNSURE, reason=reason)
         if not tagged:

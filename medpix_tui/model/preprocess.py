@@ -128,12 +128,10 @@ def _read_picture_and_colour(path: Path) -> tuple[np.ndarray, float]:
         raise InputError(f"{path}: image too large to decode") from None
 
 
-def _with_content(gray: np.ndarray, path: Path, what: str = "image") -> np.ndarray:
-    """``gray`` unless every pixel holds one value: a blank picture has nothing to classify,
-    and the model would still answer it (a black square reads as MR, 94%)."""
-    if gray.size and gray.min() == gray.max():
-        raise InputError(f"{path}: the {what} is blank (every pixel is {int(gray.flat[0])})")
-    return gray
+def blank_level(gray: np.ndarray) -> int | None:
+    """The one grey level of a blank picture, else None: nothing in it is a slice, though the
+    model would still answer it (a black square reads as MR, 94%)."""
+    return int(gray.flat[0]) if gray.size and gray.min() == gray.max() else None
 
 
 def square(gray: np.ndarray, size: int) -> np.ndarray:
@@ -158,6 +156,7 @@ class ModelInput:
     frame: int | None = None  # 1-based frame of a DICOM file
     frames: int | None = None
     colourful: float = 0.0  # :func:`colourful_share` of a PNG or JPEG
+    blank: int | None = None  # :func:`blank_level` of the picture (a DICOM's as windowed)
 
 
 def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
@@ -170,12 +169,12 @@ def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
         if header.modality and not header.is_ct_or_mr:
             return ModelInput(path, None, header.modality, None, header.frames)
         decoded = picture_of_header(header, frame)
-        picture = _with_content(decoded.picture, path, "DICOM image, as windowed,")
-        return ModelInput(path, square(picture, size), header.modality, decoded.frame, header.frames)
+        return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames,
+                          blank=blank_level(decoded.picture))
     if frame is not None and frame != 1:
         raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
     gray, colourful = _read_picture_and_colour(path)
-    return ModelInput(path, square(_with_content(gray, path), size), None, colourful=colourful)
+    return ModelInput(path, square(gray, size), None, colourful=colourful, blank=blank_level(gray))
 
 
 def load_square(path: Path, size: int) -> np.ndarray:

@@ -85,6 +85,8 @@ class BundleModel:
         loaded = self.load(path)
         if loaded.picture is None:
             raise InputError(f"{path}: DICOM Modality {loaded.dicom_modality} is not CT or MR")
+        if loaded.blank is not None:
+            raise InputError(f"{path}: the image is blank (every pixel is {loaded.blank}): nothing to compare")
         return self.encoder.encode_arrays(loaded.picture[None])[0]
 
     def answer(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
