@@ -48,6 +48,9 @@ PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3
                                    "data_page_version": "1.0", "use_dictionary": True, "write_statistics": True}
 #: First characters that make a spreadsheet read a CSV cell as a formula (OWASP's CSV injection list).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: What a CSV export does with such a cell: ``escape`` (a leading ``'``, for spreadsheets) or
+#: ``keep`` (the text as it is, for pandas and other programs: ACR code ``-1.-1`` stays itself).
+CSV_FORMULAS = ("escape", "keep")
 
 
 def _age(text: Any) -> int | None:
@@ -214,12 +217,15 @@ def _write_jsonl_splits(sel: Selection, out: Path) -> list[Path]:
     return paths
 
 
-def csv_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as text: a string starting like a formula gets a leading ``'``."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+def csv_cell(value: Any, formulas: str = "escape") -> Any:
+    """A CSV cell a spreadsheet shows as text: a string starting like a formula gets a leading ``'``
+    (unless ``formulas`` is ``keep``)."""
+    if formulas == "escape" and isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
 
 
-def _write_csv(sel: Selection, out: Path) -> list[Path]:
+def _write_csv(sel: Selection, out: Path, formulas: str = "escape") -> list[Path]:
     paths = []
     for name, rows in (("images", [image_row(d, sel.splits.get(d["U_id"])) for d in sel.images]),
                        ("cases", [case_row(c, sel.splits.get(c["U_id"])) for c in sel.cases])):
@@ -227,7 +233,7 @@ def _write_csv(sel: Selection, out: Path) -> list[Path]:
         with open(path, "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image"])
             writer.writeheader()
-            writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+            writer.writerows({k: csv_cell(v, formulas) for k, v in row.items()} for row in rows)
         paths.append(path)
     return paths
 
@@ -269,6 +275,7 @@ class ExportJob:
     bundle: Bundle | None = None
     #: What the writer counted (documents, nodes, ...), for the export manifest.
     counts: dict[str, Any] = field(default_factory=dict)
+    csv_formulas: str = "escape"
 
 
 def _dataset_parquet(job: ExportJob, out: Path) -> list[Path]:
@@ -280,7 +287,7 @@ def _dataset_jsonl(job: ExportJob, out: Path) -> list[Path]:
 
 
 def _dataset_csv(job: ExportJob, out: Path) -> list[Path]:
-    return _write_csv(job.selection, out)
+    return _write_csv(job.selection, out, job.csv_formulas)
 
 
 def _dataset_imagefolder(job: ExportJob, out: Path) -> list[Path]:
@@ -372,7 +379,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  _dataset_jsonl, documents=_docs_jsonl, suffix=".jsonl"),
     ExportFormat("parquet", "Parquet", "images/cases/image_reports.parquet (flattened columns + nested structs)",
                  _dataset_parquet, documents=_docs_parquet, suffix=".parquet"),
-    ExportFormat("csv", "CSV", "images.csv and cases.csv", _dataset_csv),
+    ExportFormat("csv", "CSV", "images.csv and cases.csv", _dataset_csv, options=("csv_formulas",)),
     ExportFormat("imagefolder", "image folder", "<split>/<label>/<image>.png, for torchvision's ImageFolder",
                  _dataset_imagefolder, options=("label",), needs_images=True),
     ExportFormat("rag", "RAG corpus", "rag.jsonl (one document per case) + rag_embeddings.npy + rag_ids.json",
@@ -585,7 +592,7 @@ class ExportResult:
 def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None = None,
                selection: Selection | None = None, bundle: Bundle | None = None, label: str = "modality",
                exclude_leaks: bool = False, image_path: Callable[[str], Path] | None = None, force: bool = False,
-               progress: Progress = silent) -> ExportResult:
+               progress: Progress = silent, csv_formulas: str = "escape") -> ExportResult:
     """Export a query's results (default: everything) as a new folder ``out`` (or file), with its manifest.
 
     The manifest (:func:`manifest_path`) records the bundle's digest, the tool's version, the
@@ -600,6 +607,8 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     assert dataset is not None
     if label not in LABELS:
         raise InputError(f"unknown label {label!r}: choose {' or '.join(LABELS)}")
+    if csv_formulas not in CSV_FORMULAS:
+        raise InputError(f"unknown CSV formula handling {csv_formulas!r}: choose {' or '.join(CSV_FORMULAS)}")
     if bundle is not None:
         image_path = image_path or bundle.image_path
     if spec.needs_images and image_path is None:
@@ -625,9 +634,10 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
         chosen = {d["image"] for d in sel.images}
         dropped = [leak for leak in leaking_train_images(bundle, progress) if leak["image"] in chosen]
         sel = _drop_images(sel, {leak["image"] for leak in dropped})
-    job = ExportJob(sel, label, image_path, progress, store, bundle)
+    job = ExportJob(sel, label, image_path, progress, store, bundle, csv_formulas=csv_formulas)
     manifest = _manifest_head(DATASET, fmt, bundle)
-    manifest.update({"options": {"label": label} if "label" in spec.options else {},
+    option_values = {"label": label, "csv_formulas": csv_formulas}
+    manifest.update({"options": {name: option_values[name] for name in spec.options},
                      "exclude_leaks": exclude_leaks, "query": query.to_json(), "excluded_leaks": dropped})
 
     def finish(root: Path, files: list[Path]) -> None:
@@ -893,10 +903,10 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
         raise InputError(f"the manifest's kind {kind!r} is not one this tool exports")
     if fmt not in format_names():
         raise InputError(f"the manifest's format {fmt!r} is not one this tool exports")
-    label = options.get("label", "modality") if isinstance(options, dict) else "modality"
+    options = options if isinstance(options, dict) else {}
     return run_export(bundle.store, out, fmt, query=ExportQuery.from_json(manifest.get("query")), bundle=bundle,
-                      label=label, exclude_leaks=manifest.get("exclude_leaks") is True, force=force,
-                      progress=progress)
+                      label=options.get("label", "modality"), exclude_leaks=manifest.get("exclude_leaks") is True,
+                      force=force, progress=progress, csv_formulas=options.get("csv_formulas", "escape"))
 
 
 def library_differences(manifest: dict[str, Any]) -> list[str]:

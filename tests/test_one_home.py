@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import json
 import os
 import re
 from pathlib import Path
@@ -177,6 +178,26 @@ def test_csv_cells_that_start_like_formulas_are_neutralised(real_bundle, tmp_pat
     assert neutralised == 148
     assert export_module.csv_cell("-1.-1") == "'-1.-1" and export_module.csv_cell(-1) == -1
     assert export_module.csv_cell("\tx") == "'\tx" and export_module.csv_cell("a=b") == "a=b"
+
+
+def test_csv_for_programs_keeps_every_cell_as_it_is(real_bundle, real_bundle_path: Path, tmp_path: Path) -> None:
+    # pandas read "'-1.-1" for the release's ACR placeholder in 106 rows: no spreadsheet, no escaping
+    result = CliRunner().invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "csv",
+                                       "--csv-formulas", "keep", "--out", str(tmp_path / "csv")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "csv" / "images.csv").read_text(encoding="utf-8"))))
+    by_image = {d["image"]: d for d in real_bundle.store.find("Image_Descriptions")}
+    assert sum(r["acr_codes"] == "-1.-1" for r in rows) > 90
+    assert all(r["caption"] == (by_image[r["image"]]["Description"].get("Caption") or "") for r in rows)
+    manifest = json.loads((tmp_path / "csv" / "manifest.json").read_text())
+    assert manifest["options"] == {"csv_formulas": "keep"}
+    again = CliRunner().invoke(main, ["export", "--bundle", str(real_bundle_path), "--from-manifest",
+                                      str(tmp_path / "csv"), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0 and (tmp_path / "again" / "images.csv").read_bytes() == \
+        (tmp_path / "csv" / "images.csv").read_bytes()
+    wrong = CliRunner().invoke(main, ["export", "--bundle", str(real_bundle_path), "--format", "json",
+                                      "--csv-formulas", "keep", "--out", str(tmp_path / "x.json")])
+    assert wrong.exit_code == 2 and wrong.output == "error: --csv-formulas applies to --format csv, not --format json\n"
 
 
 def test_sql_csv_output_is_neutralised(real_bundle_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..export import DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, format_help, format_names
+from ..export import CSV_FORMULAS, DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, format_help, format_names
 from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
@@ -183,8 +183,8 @@ def _did_you_mean(store: Any, item_id: str) -> str:
 
 
 #: Options that --from-manifest takes from the manifest (giving one too is refused).
-_QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keyword", "sort", "limit", "split",
-                  "exclude_leaks", "mongo_uri")
+_QUERY_OPTIONS = ("fmt", "label", "csv_formulas", "collection", "fields", "filter_json", "keyword", "sort", "limit",
+                  "split", "exclude_leaks", "mongo_uri")
 
 
 @click.group(invoke_without_command=True,
@@ -207,6 +207,9 @@ _QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keywor
                                                             if f.dataset and not f.folder) + ").")
 @click.option("--label", type=click.Choice(list(LABELS)), default="modality", show_default=True,
               help="Class folders of an imagefolder export.")
+@click.option("--csv-formulas", type=click.Choice(CSV_FORMULAS), default="escape", show_default=True,
+              help="CSV cells starting with = + - @ get a leading ' so spreadsheets show them as text; "
+                   "'keep' leaves them as they are, for pandas and other programs (ACR code -1.-1 stays -1.-1).")
 @click.option("--collection", "-c", type=click.Choice(COLLECTIONS), default=IMAGES, show_default=True)
 @click.option("--field", "-f", "fields", multiple=True, metavar="PATH=REGEX", help="Export only matching documents.")
 @click.option("--filter", "filter_json", metavar="JSON", help="Export only documents matching this filter.")
@@ -222,9 +225,9 @@ _QUERY_OPTIONS = ("fmt", "label", "collection", "fields", "filter_json", "keywor
               help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
 @click.pass_context
 def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out_name: str | None,
-           label: str, collection: str, fields: tuple[str, ...], filter_json: str | None, keyword: str | None,
-           sort: str | None, limit: int, split: str | None, exclude_leaks: bool, from_manifest: Path | None,
-           force: bool) -> None:
+           label: str, csv_formulas: str, collection: str, fields: tuple[str, ...], filter_json: str | None,
+           keyword: str | None, sort: str | None, limit: int, split: str | None, exclude_leaks: bool,
+           from_manifest: Path | None, force: bool) -> None:
     from ..export import ExportQuery, library_differences, read_manifest, reproduce, run_export
     from ..search import parse_keywords
 
@@ -248,8 +251,10 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
                            progress=rich_progress())
         click.echo(f"wrote {len(result.files)} file(s) to {out} (manifest: {result.manifest_path})")
         return
-    if "label" in given and "label" not in FORMATS[fmt].options:
-        raise InputError(f"--label applies to --format imagefolder, not --format {fmt}")
+    for option in ("label", "csv_formulas"):
+        if option in given and option not in FORMATS[fmt].options:
+            users = " or ".join(f"--format {f.name}" for f in FORMATS.values() if option in f.options)
+            raise InputError(f"--{option.replace('_', '-')} applies to {users}, not --format {fmt}")
     bundle = None if mongo_uri else open_bundle_from(ctx, bundle_path)
     store = bundle.store if bundle is not None else store_from(ctx, bundle_path, mongo_uri)
     if keyword is not None:
@@ -257,7 +262,7 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
     query = ExportQuery(collection, fields, parse_filter(filter_json) if filter_json else None, keyword, sort, limit,
                         split)
     result = run_export(store, out, fmt, query=query, bundle=bundle, label=label, exclude_leaks=exclude_leaks,
-                        force=force, progress=rich_progress())
+                        force=force, progress=rich_progress(), csv_formulas=csv_formulas)
     dropped = result.manifest["excluded_leaks"]
     click.echo(f"wrote {len(result.files)} file(s) to {out} (manifest: {result.manifest_path})"
                + (f"; left out {len(dropped)} train image(s) that leak into dev/test" if exclude_leaks else ""))
