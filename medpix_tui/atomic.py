@@ -231,6 +231,7 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
     check_file_destination(path, force)
     with moved_into_place(temp_file_beside(path), path) as tmp:
         yield tmp
+        check_file_destination(path, force)  # again: a file another process wrote meanwhile stays unless forced
 
 
 def try_write_json(path: Path, data: object) -> bool:
@@ -261,6 +262,9 @@ def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> I
     try:
         (tmp / mark).touch()
         yield tmp
+        # again at the end: a folder another process made meanwhile is never replaced unasked
+        check_destination(path, force)
+        check_replaceable(path, mark)
         replace_dir(tmp, path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

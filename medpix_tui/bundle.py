@@ -245,6 +245,9 @@ def _with_predictions(source: SourceData, predictions: dict[str, dict[str, Any]]
 
 def _write_failed(exc: BaseException) -> str | None:
     """The reason, when ``exc`` is a failed write (disk full, quota, read-only, I/O) from any library."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        failure = exc.args[0][0]  # copytree's list of (source, destination, why): the first one says it
+        return str(failure[2]).split("] ", 1)[-1] if isinstance(failure, tuple) and len(failure) == 3 else str(exc)
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     text = str(exc)
@@ -334,6 +337,9 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
         _write_json_atomic(tmp / MANIFEST, manifest)
         (tmp / MANIFEST_SUM).write_text(f"{sha256_regular(tmp / MANIFEST)}  {MANIFEST}\n")
         _fsync_dir(tmp)
+        if (out.exists() or out.is_symlink()) and not force:  # another process made it while this one built
+            raise OutputExistsError(f"{out} appeared while this build ran (use --force to replace it)")
+        check_ours(out)
         _publish(tmp, out)
         _fsync_dir(parent)
     except BaseException as exc:

@@ -690,13 +690,14 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     check_not_read_only(mpath)
     check_file_destination(out, force)
     check_file_destination(mpath, force)
-    # the manifest is committed after its file: a file that fails to land leaves no manifest behind
+    # both are written before either is renamed into place (a full disk fails before either
+    # lands); the file is renamed first, its manifest after it
     with atomic_file(mpath, force=force) as mtmp:
         with atomic_file(out, force=force) as tmp:
             counts = write(tmp)
             manifest["counts"] = {**counts, "files": 1}
             manifest["files"] = {out.name: _file_entries(tmp.parent, [tmp])[tmp.name]}
-        mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
+            mtmp.write_text(_manifest_text(manifest), encoding="utf-8")
     return ExportResult([out], manifest, mpath)
 
 

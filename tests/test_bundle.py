@@ -116,3 +116,13 @@ def test_info_json(real_bundle_path: Path) -> None:
     model_files = [p for d in ("model", "embeddings") if (real_bundle_path / d).is_dir()
                    for p in (real_bundle_path / d).rglob("*") if p.is_file()]
     assert info["files"] == 2070 + len(model_files) and (len(model_files) > 0) == bool(info["model"])
+
+
+def test_a_failed_model_copy_is_one_readable_reason() -> None:
+    # copytree raises shutil.Error with a list of (source, destination, why); its str() is that list
+    import shutil
+
+    from medpix_tui.bundle import _write_failed
+
+    failed = shutil.Error([("/m/open_clip_model.safetensors", "/b/x", "[Errno 27] File too large: '/b/x'")])
+    assert _write_failed(failed) == "File too large: '/b/x'"

@@ -235,3 +235,53 @@ def test_killed_builds_never_leave_a_complete_looking_bundle(source_dir: Path, t
     assert verify_bundle(out).ok
     assert not list(parent.glob(f"{_TMP_PREFIX}*")), "the next build removed the stale temporary folders"
     print(f"{len(killed)} builds killed at {killed}: none left a bundle that opens or verifies")
+
+
+# -- a destination another process makes while this one writes ------------------------------
+
+def test_a_folder_made_during_an_export_is_never_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by running `mkdir out; echo notes > out/precious.txt` 1.8 s into an export: it was deleted."""
+    import dataclasses
+
+    from medpix_tui import export as export_module
+    from medpix_tui.errors import InputError
+
+    bundle = open_bundle(build_bundle(write_source(tmp_path / "src"), tmp_path / "b", with_model=False))
+    out = tmp_path / "out"
+    spec = export_module.FORMATS["csv"]
+    assert spec.dataset is not None
+    write = spec.dataset
+
+    def meanwhile(job: object, folder: Path) -> list[Path]:
+        out.mkdir()
+        (out / "precious.txt").write_text("notes")  # a colleague's folder, named like our --out
+        return write(job, folder)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(export_module.FORMATS, "csv", dataclasses.replace(spec, dataset=meanwhile))
+    for force in (False, True):
+        with pytest.raises(InputError, match="already exists|not a folder this tool wrote"):
+            export_module.run_export(bundle.store, out, "csv", bundle=bundle, force=force)
+        assert (out / "precious.txt").read_text() == "notes"
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".b.v-")) == ["b", "out", "src"]
+        shutil.rmtree(out)
+
+
+def test_a_bundle_made_during_a_build_is_never_replaced_unasked(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import medpix_tui.bundle as bundle_module
+    from medpix_tui.errors import OutputExistsError
+
+    source, out = write_source(tmp_path / "src"), tmp_path / "b"
+    digests = bundle_module.file_digests
+    other: list[bool] = []
+
+    def meanwhile(*args: object, **kwargs: object) -> object:
+        if not other:
+            other.append(True)
+            build_bundle(source, out, with_model=False)  # another build of the same --out finished first
+        return digests(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bundle_module, "file_digests", meanwhile)
+    with pytest.raises(OutputExistsError, match="appeared while this build ran"):
+        build_bundle(source, out, with_model=False)
+    assert verify_bundle(out).ok and not [p for p in tmp_path.iterdir() if p.name.startswith(_TMP_PREFIX)]

@@ -187,17 +187,21 @@ def _thread_running(pid: int, name: str) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to see the statement start")
-def test_sigint_interrupts_a_running_statement_at_once(tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sent_signal", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                           (signal.SIGTERM, 143, "terminated")], ids=["INT", "TERM"])
+def test_a_signal_interrupts_a_running_statement_at_once(tiny: Path, tmp_path: Path, sent_signal: int, code: int,
+                                                         said: str) -> None:
+    # SIGTERM ends a command as Ctrl-C does, clean-up included (an export's temporary folder stayed behind)
     proc = _sql_process(tiny, RUNAWAY, tmp_path)
     deadline = time.monotonic() + 60
     while not _thread_running(proc.pid, "medpix-sql"):  # the statement has started in DuckDB
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sent_signal)
     out, err = proc.communicate(timeout=20)
-    assert time.monotonic() - sent < 3, "SIGINT stops DuckDB at once"
-    assert proc.returncode == 130 and out == "" and err.strip() == "interrupted", err
+    assert time.monotonic() - sent < 3, "the signal stops DuckDB at once"
+    assert proc.returncode == code and out == "" and err.strip() == said, err
 
 
 #: Runs the CLI and writes its own peak RSS (VmHWM, kB) to argv[1] at exit. wait4's ru_maxrss would

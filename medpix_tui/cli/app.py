@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import signal
 import sys
 from typing import Any
 
@@ -44,6 +45,19 @@ COMMAND_MODULES = {
 OUTPUT_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that its clean-up runs as for Ctrl-C (an export's
+    temporary folder was left behind by a plain SIGTERM)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+#: Commands that handle SIGTERM themselves (the terminal UI restores the terminal; serve stops its sessions).
+OWN_SIGTERM = (None, "serve", "tui")
+
+
 class MedpixGroup(click.Group):
     """Loads each command's module when it is asked for (click's lazy group); turns library
     errors into one line on stderr and the documented exit status."""
@@ -58,11 +72,17 @@ class MedpixGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the subcommand's name, before it runs
+        if (args[0] if args else None) not in OWN_SIGTERM:
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except MedpixError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
