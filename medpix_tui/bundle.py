@@ -864,7 +864,17 @@ def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Pro
     real_root, real_out = Path(os.path.realpath(root)), Path(os.path.realpath(archive))
     if real_out == real_root or real_root in real_out.parents:
         raise InputError(f"refusing to write {archive} inside the bundle it packs ({root}); choose a path outside it")
-    report = verify_bundle(root)
+    held, lock, _ = _hold(root)  # the version read is kept while it is packed (a rebuild's prune waits)
+    try:
+        return _pack_held(held, root, archive, force, progress)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _pack_held(real_root: Path, root: Path, archive: Path, force: bool, progress: Progress) -> Path:
+    """:func:`pack_bundle` of the version ``real_root`` that ``root`` named when it was held."""
+    report = verify_bundle(real_root)
     if not report.ok:
         raise BundleError(f"{root} does not verify; refusing to pack it ({'; '.join(report.lines()[:5])})")
     if (archive.exists() or archive.is_symlink()) and not force:

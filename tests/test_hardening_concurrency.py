@@ -285,3 +285,22 @@ def test_a_bundle_made_during_a_build_is_never_replaced_unasked(tmp_path: Path,
     with pytest.raises(OutputExistsError, match="appeared while this build ran"):
         build_bundle(source, out, with_model=False)
     assert verify_bundle(out).ok and not [p for p in tmp_path.iterdir() if p.name.startswith(_TMP_PREFIX)]
+
+
+def test_a_rebuild_during_a_pack_leaves_the_packed_version_in_place(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen once in 7 packs beside `bundle build --force`: the version being read was pruned ("No such file")."""
+    import medpix_tui.bundle as bundle_module
+
+    source, out = write_source(tmp_path / "src"), tmp_path / "b"
+    build_bundle(source, out, with_model=False)
+    pack = bundle_module._pack_held
+
+    def rebuilt_meanwhile(real_root: Path, *args: object) -> Path:
+        build_bundle(source, out, force=True, with_model=False)  # publishes a new version, prunes unheld ones
+        assert real_root.is_dir(), "the held version was pruned"
+        return pack(real_root, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bundle_module, "_pack_held", rebuilt_meanwhile)
+    archive = bundle_module.pack_bundle(out, tmp_path / "b.tar")
+    assert verify_bundle(archive).ok
