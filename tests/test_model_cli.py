@@ -335,7 +335,8 @@ def test_without_calibration_the_answer_says_so(tmp_path: Path) -> None:
     assert code == 0 and row["calibrated"] is False and row["ood"] is None and row["status"] == "ok"
     code, out, err = run("classify", str(png), "--bundle", str(copy))
     assert code == 0 and err.strip() == ("note: probabilities are uncalibrated and nothing is called unsure: "
-                                         "the model has no calibration (run: python -m tools.train.calibrate)")
+                                         "the model has no calibration (run: python -m tools.train.calibrate "
+                                         "--model CHECKPOINT, on the folder the bundle was built from)")
 
 
 def test_every_pydicom_test_file_is_an_answer_or_one_error_line(bundle: Path) -> None:

@@ -214,6 +214,49 @@ def test_deterministic_run_switches_on_deterministic_kernels(work: dict[str, Pat
         torch.backends.cudnn.deterministic = False
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda c: c["train"].update(epochz=3), "unknown key(s) train.epochz (a typo?)"),
+    (lambda c: c["train"].update(epochs=-3), "train.epochs must be a number of at least 1, got -3"),
+    (lambda c: c["train"].update(batch_size=0), "train.batch_size must be a number of at least 1, got 0"),
+    (lambda c: c["train"].update(lr="0.001"), "train.lr must be a number above 0, got '0.001'"),
+    (lambda c: c.update(seed="abc"), "seed must be a whole number, got 'abc'"),
+    (lambda c: c["train"].update(max_minutes=-1), "train.max_minutes must be 0 (no limit) or more, got -1"),
+    (lambda c: c.pop("train"), "must be an object with a 'train' object"),
+], ids=["typo", "negative-epochs", "zero-batch", "lr-text", "seed-text", "negative-budget", "no-train"])
+def test_a_bad_config_is_one_line_before_anything_runs(tmp_path: Path, change: Any, message: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.train.train import main
+
+    cfg = deepcopy(TINY)
+    change(cfg)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    monkeypatch.setattr("sys.argv", ["train", "--config", str(tmp_path / "cfg.json"), "--pack", str(tmp_path / "p"),
+                                     "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+    for text, said in (("{not json", "is not JSON"), (None, "cannot read config")):
+        path = tmp_path / ("bad.json" if text else "missing.json")
+        if text:
+            path.write_text(text)
+        monkeypatch.setattr("sys.argv", ["train", "--config", str(path), "--pack", "p", "--out", str(tmp_path / "r")])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_export_refuses_a_pack_of_another_size(work: dict[str, Path], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # a 64 px run exported with a 32 px pack wrote a checkpoint saying both, with wrong figures
+    build_pack(work["source"], 24, tmp_path / "pack24", context_length=32, log=lambda *_: None)
+    with pytest.raises(SystemExit, match="the pack's pictures are 24px, the run was trained at 32px"):
+        export(work["run"], read_pack(tmp_path / "pack24"), tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+
+
 def test_nt_xent_rewards_matching_views() -> None:
     z = torch.eye(8) * 5
     matched = nt_xent(z, z.clone(), temperature=0.1)

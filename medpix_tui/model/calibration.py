@@ -44,6 +44,8 @@ ECE_BINS = 15
 OOD_K = 5
 #: The share of dev images the OOD threshold keeps.
 OOD_DEV_KEEP = 0.995
+#: How a checkpoint gets its calibration: on the folder a bundle was built from, not the bundle's copy.
+RECALIBRATE = "python -m tools.train.calibrate --model CHECKPOINT, on the folder the bundle was built from"
 
 
 def encode_with_features(encoder: Any, pictures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,13 +135,13 @@ def calibration_status(model_dir: Path) -> str | None:
     """None when the checkpoint has a current calibration, else why not (one line)."""
     path = Path(model_dir) / CALIBRATION_FILE
     if not path.is_file():
-        return "the model has no calibration (run: python -m tools.train.calibrate)"
+        return f"the model has no calibration (run: {RECALIBRATE})"
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return f"{path} is unreadable"
     if not isinstance(content, dict) or content.get("weights_sha256") != weights_digest(model_dir):
-        return "the calibration was fitted for other weights (rerun: python -m tools.train.calibrate)"
+        return f"the calibration was fitted for other weights (rerun: {RECALIBRATE})"
     return None
 
 

@@ -8,5 +8,29 @@ imported (libgomp reads it when it loads); an explicit ``OMP_WAIT_POLICY`` is ke
 """
 
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def one_line_errors(interrupted: str = "interrupted") -> "Callable[[Callable[[], None]], Callable[[], None]]":
+    """A tool's ``main`` with the house rules: an ``error: ...`` exit is one line on stderr and
+    status 2 (``SystemExit(str)`` alone exits 1), and Ctrl-C is one line and 130, not a traceback."""
+    import functools
+    import sys
+
+    def wrap(main: "Callable[[], None]") -> "Callable[[], None]":
+        @functools.wraps(main)
+        def run() -> None:
+            try:
+                main()
+            except SystemExit as exc:
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+                    raise SystemExit(2) from None
+                raise
+            except KeyboardInterrupt:
+                print(interrupted, file=sys.stderr)
+                raise SystemExit(130) from None
+        return run
+    return wrap

@@ -53,6 +53,8 @@ from medpix_tui.model.calibration import (
 from medpix_tui.model.zeroshot import ZeroShotHead, softmax
 from medpix_tui.source import SPLITS
 
+from . import one_line_errors
+
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
 REPEATS = 20
@@ -380,10 +382,13 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
     return content
 
 
+@one_line_errors()
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "bundle" / "model")
-    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "medpix-2.0")
+    parser.add_argument("--model", type=Path, default=ROOT / "bundle" / "model",
+                        help="the checkpoint folder to calibrate (default: %(default)s, the one this checkout ships)")
+    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "medpix-2.0",
+                        help="the release whose splits fit it (default: %(default)s)")
     parser.add_argument("--scores-only", action="store_true",
                         help="only score the release images against the current calibration")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ RUNS=${RUNS:-/tmp/medpix-runs}
 LIMIT=${LIMIT:-380}   # seconds per run, export included: the call's timeout_s must exceed it
 SITE=${SITE:-/tmp/site}
 
-if ! python3 -c "import open_clip" 2>/dev/null; then
+if ! PYTHONPATH=$PWD python3 -c "from medpix_tui.model._compat import open_clip" 2>/dev/null; then  # PyPI open_clip fails beside the pinned torch: _compat is what the tools import
     python3 -m pip install -q --upgrade --no-index --no-deps --target "$SITE" .pack/whl/*.whl || exit 1
     export PYTHONPATH=$SITE
 fi

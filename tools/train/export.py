@@ -31,6 +31,7 @@ from medpix_tui.model.encoder import load_image_encoder
 from medpix_tui.model.evaluate import evaluate_pictures
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
 
+from . import one_line_errors
 from .data import Pack, read_pack
 from .train import BEST, RUN, build_model, prompt_embeddings
 
@@ -97,6 +98,10 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
 
     run = json.loads((run_dir / RUN).read_text(encoding="utf-8"))
     cfg = run.pop("config")
+    wanted = cfg["model_cfg"]["vision_cfg"].get("image_size")
+    if wanted is not None and wanted != pack.meta["size"]:  # the pictures would be scored at the wrong size
+        raise SystemExit(f"error: the pack's pictures are {pack.meta['size']}px, the run was trained at {wanted}px: "
+                         "pass the pack it trained on")
     model = build_model(cfg, pack.text_dir, pretrained=False)
     state = load_file(str(run_dir / BEST))
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -133,6 +138,7 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
             "test_modality_accuracy": test["modality_accuracy"], "test_location_accuracy": test["location_accuracy"]}
 
 
+@one_line_errors()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="run folder of tools.train.train")
@@ -152,7 +158,11 @@ def main() -> None:
     if args.pack is None:
         parser.error("--pack is required (unless --release-only --source)")
     if args.release_only:
-        write_release_embeddings(load_image_encoder(args.out), read_pack(args.pack), args.out)
+        encoder, pack = load_image_encoder(args.out), read_pack(args.pack)
+        if encoder.size != pack.meta["size"]:
+            raise SystemExit(f"error: the pack's pictures are {pack.meta['size']}px, {args.out} takes "
+                             f"{encoder.size}px: pass the pack it was trained on")
+        write_release_embeddings(encoder, pack, args.out)
         print(json.dumps({"checkpoint": str(args.out), "release_embeddings": True}))
         return
     if args.run is None:

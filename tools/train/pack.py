@@ -33,6 +33,8 @@ from medpix_tui.model.preprocess import load_many
 from medpix_tui.model.prompts import paper_prompts, truth_of
 from medpix_tui.source import load_source, sha256_file
 
+from . import one_line_errors
+
 PACK_FILE = "pack.json"
 PICTURES_FILE = "pictures.zip"
 FEATURES_FILE = "text_features.npy"
@@ -88,6 +90,7 @@ def build_pack(source: Path, size: int, out: Path, context_length: int = 128, lo
     return meta
 
 
+@one_line_errors()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
@@ -97,6 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"error: {args.out} already exists")
+    if not 16 <= args.size <= 1024:
+        raise SystemExit(f"error: --size {args.size} is not a picture side this model takes (16 to 1024 px)")
     build_pack(args.source, args.size, args.out, args.context_length)
 
 

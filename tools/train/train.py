@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from medpix_tui.model.prompts import TASKS
 
+from . import one_line_errors
 from .data import Pack, augment, read_pack
 from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr
 
@@ -41,12 +42,40 @@ RUN = "run.json"
 TRAINABLE = ("visual.", "text.proj.", "logit_scale")
 
 
+#: The keys a config may hold (every shipped config's, together): another is a typo ("epochz").
+CONFIG_KEYS = ("name", "seed", "model_cfg", "preprocess", "train")
+TRAIN_KEYS = ("amp", "augment", "batch_size", "class_balance", "device", "ema_decay", "epochs", "freeze",
+              "joint_balance", "label_smoothing", "loss_weights", "lr", "max_minutes", "pretrain", "select",
+              "threads", "trunk_lr_scale", "warmup_epochs", "weight_decay")
+
+
 def load_config(path: Path) -> dict[str, Any]:
-    """A training config (JSON): name, seed, model_cfg, preprocess, train."""
-    cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    missing = [k for k in ("name", "seed", "model_cfg", "preprocess", "train") if k not in cfg]
+    """A training config (JSON): name, seed, model_cfg, preprocess, train; one line saying what is wrong."""
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read config {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: config {path} is not JSON ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("train"), dict):
+        raise SystemExit(f"error: config {path} must be an object with a 'train' object")
+    missing = [k for k in CONFIG_KEYS if k not in cfg]
     if missing:
         raise SystemExit(f"error: config {path} lacks {', '.join(missing)}")
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS)) + [f"train.{k}" for k in sorted(set(cfg["train"]) - set(TRAIN_KEYS))]
+    if unknown:
+        raise SystemExit(f"error: config {path} has unknown key(s) {', '.join(unknown)} (a typo?)")
+    train_cfg = cfg["train"]
+    for key, kind, low in (("epochs", int, 1), ("batch_size", int, 1), ("lr", (int, float), 0)):
+        value = train_cfg.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or value < low or (low == 0 and value == 0):
+            raise SystemExit(f"error: config {path}: train.{key} must be a number "
+                             f"{'above 0' if low == 0 else f'of at least {low}'}, got {value!r}")
+    if not isinstance(cfg["seed"], int) or isinstance(cfg["seed"], bool):
+        raise SystemExit(f"error: config {path}: seed must be a whole number, got {cfg['seed']!r}")
+    budget = train_cfg.get("max_minutes")
+    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0):
+        raise SystemExit(f"error: config {path}: train.max_minutes must be 0 (no limit) or more, got {budget!r}")
     return cfg
 
 
@@ -418,6 +447,7 @@ def save_shipped(model: torch.nn.Module, out: Path) -> None:
     save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(model).items()}, str(out / BEST))
 
 
+@one_line_errors("interrupted: rerun the same command to resume after the last finished epoch")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="training config JSON")
