@@ -688,8 +688,7 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     mpath = out.with_name(out.name + MANIFEST_SUFFIX)
     check_not_read_only(out)
     check_not_read_only(mpath)
-    check_file_destination(out, force)
-    check_file_destination(mpath, force)
+    # atomic_file checks each destination on entry, so both are checked before anything is written;
     # both are written before either is renamed into place (a full disk fails before either
     # lands); the file is renamed first, its manifest after it
     with atomic_file(mpath, force=force) as mtmp:

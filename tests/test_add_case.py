@@ -150,37 +150,25 @@ def test_bad_files_are_one_error_and_change_nothing(source: Path, new_case: tupl
     assert _snapshot(source) == before
 
 
-def test_a_failed_write_is_rolled_back(source: Path, new_case: tuple[Path, Path, dict],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("fault", "expected", "match"), [
+    (OSError(28, "No space left on device"), InputError, "No space left on device; nothing was changed"),
+    # Descriptions.json is in place, Case_topic.json not yet: the worst moment for a Ctrl-C
+    (KeyboardInterrupt(), KeyboardInterrupt, None),
+], ids=["failed-write", "ctrl-c-between-the-renames"])
+def test_a_failed_or_interrupted_write_changes_nothing(source: Path, new_case: tuple[Path, Path, dict],
+                                                       monkeypatch: pytest.MonkeyPatch, fault: BaseException,
+                                                       expected: type[BaseException], match: str | None) -> None:
     path, images, _ = new_case
     before = _snapshot(source)
     real_replace = os.replace
 
     def failing_replace(src: object, dst: object) -> None:
         if str(dst).endswith("Case_topic.json"):
-            raise OSError(28, "No space left on device")
+            raise fault
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(InputError, match="No space left on device; nothing was changed"):
-        add_case(path, images, source)
-    assert _snapshot(source) == before
-
-
-def test_ctrl_c_between_the_two_renames_changes_nothing(source: Path, new_case: tuple[Path, Path, dict],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # Descriptions.json is in place, Case_topic.json not yet: the worst moment for a Ctrl-C
-    path, images, _ = new_case
-    before = _snapshot(source)
-    real_replace = os.replace
-
-    def interrupted_replace(src: object, dst: object) -> None:
-        if str(dst).endswith("Case_topic.json"):
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", interrupted_replace)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(expected, match=match):
         add_case(path, images, source)
     assert _snapshot(source) == before
 

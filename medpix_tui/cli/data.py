@@ -15,7 +15,6 @@ from ..export import CSV_FORMULAS, DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, fo
 from ..locations import default_bundle
 from ..progress import rich_progress
 from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
-from ..render import counted
 from ..source import SPLITS
 from ..store import CASES, COLLECTIONS, IMAGES, NUMERIC_FIELDS, REPORTS, Store
 from .options import BUNDLE_RULE, LocatedOption
@@ -62,6 +61,8 @@ def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    from ..render import counted
 
     headers = (("Case", "CT", "MR", "Title") if collection == CASES
                else ("Image", "Case", "Type", "Plane", "Location", "Caption"))
@@ -324,6 +325,8 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
+
+        from ..render import counted
 
         table = Table()
         for column in columns:

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -89,16 +90,12 @@ class BoundedAppService(AppService):
 
 def same_origin(request: web.Request) -> bool:
     """Whether a browser request comes from this server's own page (no Origin: not from a page)."""
-    from urllib.parse import urlsplit
-
     origin = request.headers.get("Origin")
     return origin is None or urlsplit(origin).netloc.lower() == request.host.lower()
 
 
 def loopback_host(request: web.Request) -> bool:
     """Whether the request names this machine (a rebinding page names its own domain)."""
-    from urllib.parse import urlsplit
-
     name = urlsplit(f"//{request.host}").hostname or ""
     return is_loopback(name)
 
@@ -150,8 +147,6 @@ class ServeConfig:
 
     def url_for(self, host: str) -> str:
         """The URL through ``host`` (a name or an address), the token quoted for a URL."""
-        from urllib.parse import quote
-
         host = f"[{host}]" if ":" in host else host
         query = f"/?token={quote(self.token, safe='')}" if self.token else "/"
         return f"http://{host}:{self.port}{query}"
