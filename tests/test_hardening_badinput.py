@@ -875,3 +875,28 @@ def test_regex_warnings_do_not_reach_the_user(real_bundle_path: Path, tmp_path: 
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path,
                           timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0 and proc.stdout == '{"Type": "MR"}\n' and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message", "see"), [
+    (["query", "--jso"], "No such option '--jso' (did you mean one of: '--json', '--sort'?)", "medpix-tui query"),
+    (["qurey"], "No such command 'qurey' (did you mean 'query'?)", "medpix-tui"),
+    (["simlar"], "(did you mean 'similar' or 'similar-cases'?)", "medpix-tui"),
+    (["frob"], "No such command 'frob'", "medpix-tui"),
+    (["bundle", "verfy"], "No such command 'verfy' (did you mean 'verify'?)", "medpix-tui bundle"),
+    (["show"], "Missing argument 'ITEM_ID'", "medpix-tui show"),
+    (["query", "--limit", "x"], "'x' is not a valid integer", "medpix-tui query"),
+    (["eval", "--split", "nope"], "'nope' is not one of 'train', 'dev', 'test'", "medpix-tui eval"),
+    (["--bogus"], "No such option '--bogus'", "medpix-tui"),
+])
+def test_usage_errors_are_one_line(args: list[str], message: str, see: str) -> None:
+    """click's usage errors came as four lines (usage, hint, blank, message); every other error is one."""
+    result = CliRunner().invoke(main, args, prog_name="medpix-tui")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [result.output.strip()], result.output
+    assert result.output.startswith("error: ") and message in result.output, result.output
+    assert result.output.strip().endswith(f"; see '{see} --help'"), result.output
+
+
+def test_a_group_without_its_command_still_shows_its_help() -> None:
+    result = CliRunner().invoke(main, ["bundle"], prog_name="medpix-tui")
+    assert "Commands:" in result.output and "verify" in result.output, result.output

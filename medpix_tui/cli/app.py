@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import os
@@ -13,7 +14,7 @@ import click
 
 from ..errors import MedpixError
 from ..locations import default_bundle
-from .options import BUNDLE_RULE, LocatedOption
+from .options import BUNDLE_RULE, LocatedOption, OneLineUsageError, one_line
 
 # numpy's BLAS threads spin against each other on a busy 2-core machine: one thread answered a
 # query of the numpy model towers in 15-34 ms where two took 140-540 ms. Read when numpy loads,
@@ -60,7 +61,7 @@ OWN_SIGTERM = (None, "serve", "tui")
 
 class MedpixGroup(click.Group):
     """Loads each command's module when it is asked for (click's lazy group); turns library
-    errors into one line on stderr and the documented exit status."""
+    errors and usage errors into one line on stderr and the documented exit status."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(COMMAND_MODULES))
@@ -70,6 +71,23 @@ class MedpixGroup(click.Group):
             for command in importlib.import_module(f"{__package__}.{COMMAND_MODULES[cmd_name]}").COMMANDS:
                 self.add_command(command)
         return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            # click would suggest only among the commands loaded so far: none, in this lazy group
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=2)
+            suggestion = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise OneLineUsageError(f"No such command {name!r}{suggestion}", ctx)
+        return super().resolve_command(ctx, args)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # an option of the program itself
+            raise one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the subcommand's name, before it runs
@@ -86,6 +104,8 @@ class MedpixGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except click.UsageError as exc:  # a command's arguments
+            raise one_line(exc) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BrokenPipeError:

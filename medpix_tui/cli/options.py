@@ -1,7 +1,9 @@
-"""Options whose ``--help`` says where their default points on this machine, and by which rule."""
+"""What every command shares: options whose ``--help`` says where their default points on this machine,
+and usage errors told in one line."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,3 +40,28 @@ def resolve(path: str | None, progress: Any = None) -> Any:
 
     return resolve_bundle(path, progress=progress or rich_progress(),
                           announce=lambda line: click.echo(line, err=True))
+
+
+#: click's suggestion after its message: ". Did you mean 'x'?" or ". (Did you mean one of: 'x', 'y'?)".
+_SUGGESTION = re.compile(r"\.\s+\(?Did you mean (.+?\?)\)?\s*$")
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error told in one line, like every other error of this program, instead of click's
+    usage block, hint and blank line (four lines, the message last)."""
+
+    def show(self, file: Any = None) -> None:
+        message = _SUGGESTION.sub(r" (did you mean \1)", self.format_message()).rstrip(".")
+        hint = f"; see '{self.ctx.command_path} --help'" if self.ctx is not None else ""
+        click.echo(f"error: {message}{hint}", err=True)
+
+
+#: A group run without its command prints its help (click 8.2 and later raise this for it).
+HELP_INSTEAD = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def one_line(exc: click.UsageError) -> click.UsageError:
+    """The same error, shown in one line (a group's help, asked for by naming no command, stays whole)."""
+    if isinstance(exc, (OneLineUsageError, HELP_INSTEAD)):
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
