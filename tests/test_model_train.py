@@ -257,6 +257,48 @@ def test_export_refuses_a_pack_of_another_size(work: dict[str, Path], tmp_path: 
     assert not (tmp_path / "model").exists()
 
 
+def test_an_export_stopped_half_way_leaves_the_old_checkpoint_whole(work: dict[str, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # it wrote into the folder in place: Ctrl-C while scoring left new weights beside the old figures
+    model = tmp_path / "model"
+    export(work["run"], read_pack(work["pack"]), model)
+    (model / "README.md").write_text("the model card, written by hand\n")
+    (model / WEIGHTS_FILE).write_bytes((model / WEIGHTS_FILE).read_bytes())  # same bytes, new mtime
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+
+    def stop(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tools.train.export.evaluate_pictures", stop)
+    with pytest.raises(KeyboardInterrupt):
+        export(work["run"], read_pack(work["pack"]), model)
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no staging folder left behind"
+    monkeypatch.undo()
+    export(work["run"], read_pack(work["pack"]), model)
+    assert (model / "README.md").read_text() == "the model card, written by hand\n", "the card stays with the model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_export_replaces_only_a_checkpoint_folder(work: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="refusing to replace .*notes: it is not a checkpoint folder"):
+        export(work["run"], read_pack(work["pack"]), tmp_path / "notes")
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["mine.txt"]
+
+
+def test_a_pack_stopped_half_way_leaves_nothing(work: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("medpix_tui.model.text.package_text_tower", stop)  # after the pictures are written
+    with pytest.raises(KeyboardInterrupt):
+        build_pack(work["source"], SIZE, tmp_path / "pack", context_length=32, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_nt_xent_rewards_matching_views() -> None:
     z = torch.eye(8) * 5
     matched = nt_xent(z, z.clone(), temperature=0.1)

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic import umask_mode
+from ..atomic import write_atomic
 from ..errors import BundleError
 
 CONFIG_FILE = "open_clip_config.json"
@@ -107,24 +107,26 @@ def text_weights_path() -> Path:
 
 def write_checkpoint(out_dir: Path, *, config: dict[str, Any], state: dict[str, Any], head: dict[str, Any],
                      prompts: dict[str, Any], metadata: dict[str, Any], tokenizer_dir: Path) -> None:
-    """Write every file of the layout into ``out_dir`` (created if needed, files replaced)."""
-    import shutil
-
-    from safetensors.torch import save_file
-
+    """Write every file of the layout into ``out_dir`` (created if needed, each file replaced whole)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in state.items()}, str(out_dir / WEIGHTS_FILE))
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in head.items()}, str(out_dir / HEAD_FILE))
-    (out_dir / PROMPTS_FILE).write_text(json.dumps(prompts, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    save_tensors(out_dir / WEIGHTS_FILE, state)
+    save_tensors(out_dir / HEAD_FILE, head)
+    write_atomic(out_dir / PROMPTS_FILE, json.dumps(prompts, indent=2) + "\n")
     for name in TOKENIZER_FILES:
-        shutil.copyfile(Path(tokenizer_dir) / name, out_dir / name)
-    for name in (WEIGHTS_FILE, HEAD_FILE):  # safetensors writes 0600; a bundle is read by others too
-        (out_dir / name).chmod(umask_mode(0o666))
+        write_atomic(out_dir / name, (Path(tokenizer_dir) / name).read_bytes())
     write_metadata(out_dir, metadata)
+
+
+def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
+    """Write torch tensors as float32 safetensors, whole or not at all, readable as ``open`` would make
+    it (safetensors' own ``save_file`` writes in place, mode 0600)."""
+    from safetensors.torch import save
+
+    write_atomic(path, save({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}))
 
 
 def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> None:
     """(Re)write ``medpix_model.json``: export adds the figures once the checkpoint loads."""
-    (Path(model_dir) / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    write_atomic(Path(model_dir) / METADATA_FILE, json.dumps(metadata, indent=2) + "\n")

@@ -15,9 +15,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def one_line_errors(interrupted: str = "interrupted") -> "Callable[[Callable[[], None]], Callable[[], None]]":
     """A tool's ``main`` with the house rules: an ``error: ...`` exit is one line on stderr and
-    status 2 (``SystemExit(str)`` alone exits 1), and Ctrl-C is one line and 130, not a traceback."""
+    status 2 (``SystemExit(str)`` alone exits 1), the library's errors (a missing source folder) are
+    one line with their own status, as in ``medpix-tui``, and Ctrl-C is one line and 130, not a traceback."""
     import functools
     import sys
+
+    from medpix_tui.errors import MedpixError
 
     def wrap(main: "Callable[[], None]") -> "Callable[[], None]":
         @functools.wraps(main)
@@ -29,6 +32,9 @@ def one_line_errors(interrupted: str = "interrupted") -> "Callable[[Callable[[],
                     print(exc.code, file=sys.stderr)
                     raise SystemExit(2) from None
                 raise
+            except MedpixError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(exc.exit_code) from None
             except KeyboardInterrupt:
                 print(interrupted, file=sys.stderr)
                 raise SystemExit(130) from None

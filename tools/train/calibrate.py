@@ -299,20 +299,23 @@ def fit_calibration(head: ZeroShotHead, splits: Splits, feature_kind: str) -> tu
 
 def write_calibration(model_dir: Path, content: dict[str, Any], reference: np.ndarray) -> Path:
     """Store the calibration beside the checkpoint's weights, bound to their digest."""
-    from medpix_tui.atomic import umask_mode
+    import io
+
+    from medpix_tui.atomic import write_atomic
 
     model_dir = Path(model_dir)
-    np.save(model_dir / OOD_REFERENCE_FILE, reference.astype(np.float16))
-    (model_dir / OOD_REFERENCE_FILE).chmod(umask_mode(0o666))
+    buffer = io.BytesIO()
+    np.save(buffer, reference.astype(np.float16))
+    write_atomic(model_dir / OOD_REFERENCE_FILE, buffer.getvalue())
     content = {**content, "weights_sha256": weights_digest(model_dir)}
     path = model_dir / CALIBRATION_FILE
-    path.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(content, indent=2) + "\n")
     return path
 
 
 def write_release_scores(model_dir: Path, digests: Sequence[str], scores: np.ndarray) -> Path:
     """Store the release images' OOD scores under their files' sha256, bound to the weights and reference."""
-    from medpix_tui.atomic import umask_mode
+    from medpix_tui.atomic import write_atomic
 
     model_dir = Path(model_dir)
     calibration: Calibration | None = load_calibration(model_dir)
@@ -322,8 +325,7 @@ def write_release_scores(model_dir: Path, digests: Sequence[str], scores: np.nda
                "reference_sha256": reference_digest(model_dir), "k": calibration.k,
                "scores": {d: round(float(v), 5) for d, v in zip(digests, scores, strict=True)}}
     path = model_dir / RELEASE_SCORES_FILE
-    path.write_text(json.dumps(content, separators=(",", ":")) + "\n", encoding="utf-8")
-    path.chmod(umask_mode(0o666))
+    write_atomic(path, json.dumps(content, separators=(",", ":")) + "\n")
     return path
 
 

@@ -28,12 +28,10 @@ from medpix_tui.model.checkpoint import (
     write_checkpoint,
     write_metadata,
 )
-from medpix_tui.model.encoder import load_image_encoder
-from medpix_tui.model.evaluate import evaluate_pictures
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
 
 from .data import Pack, read_pack
-from .export import FORMAT, write_release_embeddings
+from .export import FORMAT, score_checkpoint, staged_checkpoint
 
 
 def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path, name: str,
@@ -82,17 +80,11 @@ def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path,
         "source_digests": pack.meta["source_digests"],
         "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
     }
-    write_checkpoint(out_dir, config=config, state=state, head=head, prompts=prompts, metadata=metadata,
-                     tokenizer_dir=members[0])
-    encoder = load_image_encoder(out_dir)
-    if release:
-        write_release_embeddings(encoder, pack, out_dir)
-    metadata["evaluation"] = {}
-    for split in splits:
-        rows = pack.indices(split)
-        metadata["evaluation"][split] = evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows),
-                                                            [pack.items[i]["U_id"] for i in rows])
-    write_metadata(out_dir, metadata)
+    with staged_checkpoint(out_dir) as staging:
+        write_checkpoint(staging, config=config, state=state, head=head, prompts=prompts, metadata=metadata,
+                         tokenizer_dir=members[0])
+        metadata["evaluation"] = score_checkpoint(staging, pack, release, splits)
+        write_metadata(staging, metadata)
     return {split: {"modality": r["modality"]["correct"], "location": r["location"]["correct"],
                     "answers_right": r["modality"]["correct"] + r["location"]["correct"],
                     "modality_accuracy": r["modality_accuracy"], "location_accuracy": r["location_accuracy"]}

@@ -12,18 +12,24 @@ are the library's own preprocessing of the source PNGs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from medpix_tui.atomic import replace_dir, temp_dir_beside
 from medpix_tui.model import lite_spec
 from medpix_tui.model.checkpoint import (
+    CONFIG_FILE,
     TEXT_MODEL_ID,
     TEXT_PACKAGE,
     TEXT_WEIGHTS_FILE,
+    is_checkpoint,
     write_checkpoint,
     write_metadata,
 )
@@ -36,6 +42,30 @@ from .data import Pack, read_pack
 from .train import BEST, RUN, build_model, prompt_embeddings
 
 FORMAT = 1
+
+
+@contextlib.contextmanager
+def staged_checkpoint(out_dir: Path) -> Iterator[Path]:
+    """A folder to write a whole checkpoint in (weights, release vectors, figures), put in place of
+    ``out_dir`` only when the block succeeds: an export stopped half-way (Ctrl-C, a full disk) left
+    new weights beside an old config in ``bundle/model``. Files of the old folder that the export does
+    not write come along: the model card, and calibrate's files, which are bound to the weights'
+    digest and so ignored until ``tools.train.calibrate`` runs again on new weights."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir.is_dir() and (is_checkpoint(out_dir) or not any(out_dir.iterdir()))):
+        raise SystemExit(f"error: refusing to replace {out_dir}: it is not a checkpoint folder (no {CONFIG_FILE})")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_dir_beside(out_dir)
+    try:
+        yield staging
+        if out_dir.is_dir():
+            for old in out_dir.iterdir():
+                if old.is_file() and not (staging / old.name).exists():
+                    shutil.copy2(old, staging / old.name)
+        replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def open_clip_config(cfg: dict[str, Any], size: int) -> dict[str, Any]:
@@ -92,6 +122,17 @@ def write_release_from_source(model_dir: Path, source_dir: Path) -> int:
     return len(paths)
 
 
+def score_checkpoint(model_dir: Path, pack: Pack, release: bool, splits: tuple[str, ...]) -> dict[str, Any]:
+    """Load the written checkpoint as the library does, give it the release vectors (unless it is a
+    candidate scored only for the model card) and score it on the pack's ``splits``."""
+    encoder = load_image_encoder(model_dir)
+    if release:
+        write_release_embeddings(encoder, pack, model_dir)
+    return {split: evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows),
+                                     [pack.items[i]["U_id"] for i in rows])
+            for split in splits for rows in [pack.indices(split)]}
+
+
 def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> dict[str, Any]:
     """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
     from safetensors.torch import load_file
@@ -122,17 +163,11 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
         "training": run | {"config": cfg}, "source_digests": pack.meta["source_digests"],
         "paper": {f"{t}_accuracy": PAPER_ACCURACY[t] for t in TASKS},
     }
-    write_checkpoint(out_dir, config=open_clip_config(cfg, pack.meta["size"]), state=state, head=head,
-                     prompts=prompts, metadata=metadata, tokenizer_dir=pack.text_dir)
-    encoder = load_image_encoder(out_dir)
-    if release:  # a candidate scored only for the model card needs none
-        write_release_embeddings(encoder, pack, out_dir)
-    metadata["evaluation"] = {}
-    for split in ("dev", "test"):
-        rows = pack.indices(split)
-        metadata["evaluation"][split] = evaluate_pictures(encoder, split, pack.pictures[rows], pack.truths(rows),
-                                                            [pack.items[i]["U_id"] for i in rows])
-    write_metadata(out_dir, metadata)
+    with staged_checkpoint(out_dir) as staging:
+        write_checkpoint(staging, config=open_clip_config(cfg, pack.meta["size"]), state=state, head=head,
+                         prompts=prompts, metadata=metadata, tokenizer_dir=pack.text_dir)
+        metadata["evaluation"] = score_checkpoint(staging, pack, release, ("dev", "test"))
+        write_metadata(staging, metadata)
     test = metadata["evaluation"]["test"]
     return {"checkpoint": str(out_dir), "best_epoch": run["best_epoch"], "n": test["n"],
             "test_modality_accuracy": test["modality_accuracy"], "test_location_accuracy": test["location_accuracy"]}

@@ -31,7 +31,7 @@ from medpix_tui.model.checkpoint import (
 )
 from medpix_tui.model.preprocess import load_many
 from medpix_tui.model.prompts import paper_prompts, truth_of
-from medpix_tui.source import load_source, sha256_file
+from medpix_tui.source import SourceData, load_source, sha256_file
 
 from . import one_line_errors
 
@@ -50,13 +50,33 @@ def training_text(doc: dict[str, Any]) -> str:
 
 
 def build_pack(source: Path, size: int, out: Path, context_length: int = 128, log=print) -> dict[str, Any]:
-    """Write a pack for pictures of ``size`` pixels into ``out`` (which must not exist)."""
+    """Write a pack for pictures of ``size`` pixels as ``out`` (which must not exist), whole or not at
+    all: it is filled under a temporary name beside ``out`` (a pack stopped half-way was read later)."""
+    from medpix_tui.atomic import publish_dir, temp_dir_beside
+
+    out = Path(out)
+    if out.exists():
+        raise SystemExit(f"error: {out} already exists")
+    start = time.time()
+    src = load_source(source, check_images=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temp_dir_beside(out)
+    try:
+        meta = _fill_pack(src, size, staging, context_length, log)
+        if not publish_dir(staging, out):
+            raise SystemExit(f"error: {out} was made by another process meanwhile; this pack was not kept")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"pack written to {out} in {time.time() - start:.0f}s")
+    return meta
+
+
+def _fill_pack(src: SourceData, size: int, out: Path, context_length: int, log) -> dict[str, Any]:
     from medpix_tui.model.text import package_text_tower
 
     start = time.time()
-    src = load_source(source, check_images=False)
     docs = [d for d in src.images if src.splits.get(d["U_id"])]
-    out.mkdir(parents=True)
     log(f"pictures: {len(docs)} at {size}px")
     pictures = load_many([src.image_path(d["image"]) for d in docs], size)
     with zipfile.ZipFile(out / PICTURES_FILE, "w", zipfile.ZIP_STORED) as zf:
@@ -86,7 +106,7 @@ def build_pack(source: Path, size: int, out: Path, context_length: int = 128, lo
                    "sha256": sha256_file(src.image_path(d["image"]))} for d in docs],
     }
     (out / PACK_FILE).write_text(json.dumps(meta) + "\n", encoding="utf-8")
-    log(f"pack written to {out} in {time.time() - start:.0f}s")
+    log(f"pack filled in {time.time() - start:.0f}s")
     return meta
 
 
@@ -98,8 +118,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="pack folder to create (keep it under .pack/)")
     parser.add_argument("--context-length", type=int, default=128, help="text tokens kept per training text")
     args = parser.parse_args()
-    if args.out.exists():
-        raise SystemExit(f"error: {args.out} already exists")
     if not 16 <= args.size <= 1024:
         raise SystemExit(f"error: --size {args.size} is not a picture side this model takes (16 to 1024 px)")
     build_pack(args.source, args.size, args.out, args.context_length)

@@ -56,7 +56,9 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
     Past ``deadline`` (a ``time.time()``), it stops after the epoch that would overrun it and
     returns False; the same call later resumes from ``pretrain_last.pt``.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
+
+    from medpix_tui.atomic import write_atomic
 
     device = pictures.device
     if (out / PRETRAIN_WEIGHTS).exists():
@@ -105,5 +107,5 @@ def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tenso
         if epoch + 1 < int(cfg["epochs"]) and next_epoch_overruns(deadline, epoch_start):
             log(f"stopping pre-training after epoch {epoch + 1}: the next would pass the time budget")
             return False
-    save_file({k: v.contiguous().cpu() for k, v in visual.state_dict().items()}, str(out / PRETRAIN_WEIGHTS))
+    write_atomic(out / PRETRAIN_WEIGHTS, save({k: v.contiguous().cpu() for k, v in visual.state_dict().items()}))
     return True

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from medpix_tui.atomic import atomic_file, write_atomic
+from medpix_tui.model.checkpoint import save_tensors
 from medpix_tui.model.prompts import TASKS
 
 from . import one_line_errors
@@ -323,7 +325,8 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             cached = torch.load(cache, map_location=device, weights_only=True)
         else:
             cached = probe_features(model, cfg, pictures, log)
-            torch.save(cached.cpu(), cache)
+            with atomic_file(cache, force=True) as tmp:  # a run stopped here must not leave half a cache
+                torch.save(cached.cpu(), tmp)
     batch = min(int(tc["batch_size"]), len(train_rows))
     steps_per_epoch = len(train_rows) // batch
     total = steps_per_epoch * int(tc["epochs"])
@@ -436,15 +439,13 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             break
     if select == "last":
         save_shipped(judged, out)
-    (out / RUN).write_text(json.dumps({**run, "config": cfg}, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out / RUN, json.dumps({**run, "config": cfg}, indent=2) + "\n")
     return run
 
 
 def save_shipped(model: torch.nn.Module, out: Path) -> None:
     """Write the weights the export ships (``BEST``): the trainable state, float32."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.float().contiguous().cpu() for k, v in trainable_state(model).items()}, str(out / BEST))
+    save_tensors(out / BEST, trainable_state(model))
 
 
 @one_line_errors("interrupted: rerun the same command to resume after the last finished epoch")
