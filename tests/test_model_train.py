@@ -222,7 +222,16 @@ def test_deterministic_run_switches_on_deterministic_kernels(work: dict[str, Pat
     (lambda c: c.update(seed="abc"), "seed must be a whole number, got 'abc'"),
     (lambda c: c["train"].update(max_minutes=-1), "train.max_minutes must be 0 (no limit) or more, got -1"),
     (lambda c: c.pop("train"), "must be an object with a 'train' object"),
-], ids=["typo", "negative-epochs", "zero-batch", "lr-text", "seed-text", "negative-budget", "no-train"])
+    (lambda c: c["train"]["augment"].update(rotate_degs=10),
+     "unknown key(s) train.augment.rotate_degs (a typo?)"),
+    (lambda c: c["train"]["augment"].pop("flip"), "lacks train.augment.flip"),
+    (lambda c: c["train"]["loss_weights"].update(modality="1"), "train.loss_weights.modality must be a number"),
+    (lambda c: c["preprocess"].update(sd=0.2), "unknown key(s) preprocess.sd"),
+    (lambda c: c["train"].update(pretrain={"epochs": 1, "batch_size": 8, "lr": 0.1, "weight_decay": 0,
+                                           "temperature": 0.2, "augment": {"rotate": 1}}),
+     "has unknown key(s) train.pretrain.augment.rotate (a typo?)"),
+], ids=["typo", "negative-epochs", "zero-batch", "lr-text", "seed-text", "negative-budget", "no-train",
+        "augment-typo", "augment-missing", "loss-weight-text", "preprocess-typo", "pretrain-augment"])
 def test_a_bad_config_is_one_line_before_anything_runs(tmp_path: Path, change: Any, message: str,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:

@@ -66,6 +66,11 @@ def read_pack(root: Path) -> Pack:
     return Pack(root=root, meta=meta, pictures=pictures, features=np.load(root / FEATURES_FILE))
 
 
+#: The keys of an ``augment`` block: those :func:`augment` always reads, then those it may.
+AUGMENT_KEYS = (("rotate_deg", "scale", "shift", "flip", "gamma", "contrast", "brightness"),
+                ("zoom", "window", "erase"))
+
+
 def augment(batch: torch.Tensor, gen: torch.Generator, cfg: dict[str, float]) -> torch.Tensor:
     """Random affine warp (rotation, scale, shift, flip) and intensity jitter of (B, S, S) uint8.
 

@@ -34,7 +34,7 @@ from medpix_tui.model.checkpoint import save_tensors
 from medpix_tui.model.prompts import TASKS
 
 from . import one_line_errors
-from .data import Pack, augment, read_pack
+from .data import AUGMENT_KEYS, Pack, augment, read_pack
 from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr
 
 LAST = "last.pt"
@@ -49,6 +49,16 @@ CONFIG_KEYS = ("name", "seed", "model_cfg", "preprocess", "train")
 TRAIN_KEYS = ("amp", "augment", "batch_size", "class_balance", "device", "ema_decay", "epochs", "freeze",
               "joint_balance", "label_smoothing", "loss_weights", "lr", "max_minutes", "pretrain", "select",
               "threads", "trunk_lr_scale", "warmup_epochs", "weight_decay")
+#: The blocks inside a config whose keys are checked too: (required, optional) keys, all numbers.
+#: A typo there ("rotate_degs") was silently a run without that augmentation.
+NUMBER_BLOCKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "preprocess": (("mean", "std"), ()),
+    "train.augment": AUGMENT_KEYS,
+    "train.loss_weights": (("caption", "modality", "location"), ()),
+    "train.pretrain": (("epochs", "batch_size", "lr", "weight_decay", "temperature"),
+                       ("warmup_epochs", "head_hidden", "head_out")),
+    "train.pretrain.augment": AUGMENT_KEYS,
+}
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -67,6 +77,8 @@ def load_config(path: Path) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(CONFIG_KEYS)) + [f"train.{k}" for k in sorted(set(cfg["train"]) - set(TRAIN_KEYS))]
     if unknown:
         raise SystemExit(f"error: config {path} has unknown key(s) {', '.join(unknown)} (a typo?)")
+    for where, (required, optional) in NUMBER_BLOCKS.items():
+        check_number_block(path, cfg, where, required, optional)
     train_cfg = cfg["train"]
     for key, kind, low in (("epochs", int, 1), ("batch_size", int, 1), ("lr", (int, float), 0)):
         value = train_cfg.get(key)
@@ -79,6 +91,35 @@ def load_config(path: Path) -> dict[str, Any]:
     if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0):
         raise SystemExit(f"error: config {path}: train.max_minutes must be 0 (no limit) or more, got {budget!r}")
     return cfg
+
+
+def check_number_block(path: Path, cfg: dict[str, Any], where: str, required: tuple[str, ...],
+                       optional: tuple[str, ...]) -> None:
+    """One line when the block at dotted ``where`` (if the config has it) lacks a key, has an unknown
+    one, or holds anything but non-negative numbers; ``train.pretrain`` may hold its ``augment`` block."""
+    parent: Any = cfg
+    *above, name = where.split(".")
+    for key in above:
+        parent = parent.get(key) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict) or name not in parent:
+        if where in ("preprocess", "train.augment", "train.loss_weights"):
+            raise SystemExit(f"error: config {path} lacks {where}")
+        return
+    block = parent[name]
+    if block is None and name == "augment":  # no augmentation (a probe on cached features)
+        return
+    if not isinstance(block, dict):
+        raise SystemExit(f"error: config {path}: {where} must be an object{' or null' * (name == 'augment')}")
+    nested = {"augment"} if where == "train.pretrain" else set()
+    missing = [k for k in required if k not in block]
+    unknown = sorted(set(block) - set(required) - set(optional) - nested)
+    if missing or unknown:
+        said = ([f"lacks {', '.join(f'{where}.{k}' for k in missing)}"] if missing else []) + \
+            ([f"has unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)} (a typo?)"] if unknown else [])
+        raise SystemExit(f"error: config {path} {' and '.join(said)}")
+    for key, value in block.items():
+        if key not in nested and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise SystemExit(f"error: config {path}: {where}.{key} must be a number of 0 or more, got {value!r}")
 
 
 def override(cfg: dict[str, Any], *, seed: int | None = None, epochs: int | None = None,
