@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -106,11 +107,36 @@ def check_replaceable(path: Path, mark: str) -> None:
                          "remove it yourself or choose another place")
 
 
+def _own_prefix(path: Path) -> str:
+    """The hidden name's start of this process's temporaries for ``path``: ``.NAME.PID.``."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def remove_stale_beside(path: Path) -> list[Path]:
+    """Remove the temporaries for ``path`` that a killed process left beside it (``.NAME.PID.*.tmp``
+    with PID no longer running): a SIGKILLed export left a hidden folder of its size behind."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\..*\.tmp")
+    removed = []
+    with contextlib.suppress(OSError):
+        for stale in path.parent.iterdir():
+            match = pattern.fullmatch(stale.name)
+            if match is None or int(match[1]) == os.getpid() or pid_alive(int(match[1])):
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 def temp_file_beside(path: Path, *, prefix: str | None = None) -> Path:
     """A new empty file in ``path``'s folder, with a hidden temporary name and the mode ``open`` would give."""
     path = Path(path)
     try:
-        fd, name = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix or _own_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     os.close(fd)
@@ -122,7 +148,7 @@ def temp_dir_beside(path: Path, *, prefix: str | None = None) -> Path:
     """A new empty folder in ``path``'s folder, with a hidden temporary name and the mode ``mkdir`` would give."""
     path = Path(path)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix or f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix or _own_prefix(path), suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise InputError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
     os.chmod(tmp, umask_mode())  # mkdtemp's 0700 would hide the result from other users
@@ -146,7 +172,7 @@ def replace_dir(tmp: Path, path: Path, *, aside_prefix: str | None = None) -> No
     if not path.exists():
         os.rename(tmp, path)
         return
-    aside = temp_dir_beside(path, prefix=aside_prefix or f".{path.name}.{os.getpid()}.")
+    aside = temp_dir_beside(path, prefix=aside_prefix)
     old = aside / "old"
     os.rename(path, old)
     try:
@@ -229,6 +255,7 @@ def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterato
     """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     check_file_destination(path, force)
+    remove_stale_beside(path)
     with moved_into_place(temp_file_beside(path), path) as tmp:
         yield tmp
         check_file_destination(path, force)  # again: a file another process wrote meanwhile stays unless forced
@@ -258,6 +285,7 @@ def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> I
     path = Path(path)
     check_destination(path, force)
     check_replaceable(path, mark)
+    remove_stale_beside(path)
     tmp = temp_dir_beside(path)
     try:
         (tmp / mark).touch()

@@ -304,3 +304,40 @@ def test_a_rebuild_during_a_pack_leaves_the_packed_version_in_place(tmp_path: Pa
     monkeypatch.setattr(bundle_module, "_pack_held", rebuilt_meanwhile)
     archive = bundle_module.pack_bundle(out, tmp_path / "b.tar")
     assert verify_bundle(archive).ok
+
+
+#: Stands in for an export stopped mid-write: it fills its staging folder, then waits to be killed.
+_STUCK_EXPORT = r"""
+import sys, time
+from pathlib import Path
+from medpix_tui.atomic import atomic_dir, atomic_file
+out = Path(sys.argv[1])
+with atomic_dir(out) as tmp, atomic_file(out.with_name("one.csv")) as one:
+    (tmp / "images.csv").write_text("half")
+    one.write_text("half")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_what_a_killed_export_left_goes_with_the_next_export(tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up: the staging folder (an export's size) stayed, hidden, for good."""
+    from medpix_tui import export as export_module
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK_EXPORT, str(out)], stdout=subprocess.PIPE, text=True,
+                            env=_env(), cwd=tmp_path)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.startswith((f".out.{proc.pid}.", f".one.csv.{proc.pid}.")) for n in left), left
+    live = tmp_path / f".out.{os.getppid()}.x.tmp"  # a running process's staging folder is not touched
+    live.mkdir()
+    bundle = open_bundle(build_bundle(write_source(tmp_path / "src"), tmp_path / "b", with_model=False))
+    export_module.run_export(bundle.store, out, "csv", bundle=bundle)
+    export_module.run_export(bundle.store, tmp_path / "one.csv", "csv", bundle=bundle)
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".b.v-"))
+    assert names == [live.name, "b", "one.csv", "out", "src"], names
