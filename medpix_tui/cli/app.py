@@ -55,8 +55,9 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-#: Commands that handle SIGTERM themselves (the terminal UI restores the terminal; serve stops its sessions).
-OWN_SIGTERM = (None, "serve", "tui")
+#: Commands that handle SIGTERM themselves (the terminal UI restores the terminal; serve stops its sessions);
+#: the UI opened with no command does too.
+OWN_SIGTERM = ("serve", "tui")
 
 
 class MedpixGroup(click.Group):
@@ -80,6 +81,8 @@ class MedpixGroup(click.Group):
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=2)
             suggestion = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise OneLineUsageError(f"No such command {name!r}{suggestion}", ctx)
+        if name not in OWN_SIGTERM:  # resolved just before the command runs
+            signal.signal(signal.SIGTERM, _terminate)
         return super().resolve_command(ctx, args)
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
@@ -90,9 +93,6 @@ class MedpixGroup(click.Group):
             raise one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
-        args = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the subcommand's name, before it runs
-        if (args[0] if args else None) not in OWN_SIGTERM:
-            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except MedpixError as exc:
