@@ -52,8 +52,22 @@ def bundle_state(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {"state": "none"}
     if path.is_file():
+        import tarfile
+
+        try:
+            packed = tarfile.is_tarfile(path)
+        except OSError as exc:
+            return {"state": f"unreadable: {exc.strerror or exc}"}
+        if not packed:
+            return {"state": "not a bundle: a file that is no archive ('medpix-tui bundle pack' writes those)"}
         return {"state": "archive (unpacked into the cache and verified on first use)"}
     if not (path / MANIFEST).exists():
+        try:
+            holds = path.is_dir() and any(path.iterdir())
+        except OSError:
+            holds = True
+        if holds:
+            return {"state": f"not a bundle: a folder without {MANIFEST}"}
         return {"state": "not built yet (built from the source on first use)"}
     try:
         manifest = read_manifest(path)

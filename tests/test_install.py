@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tomllib
 import zipfile
 from pathlib import Path
@@ -270,6 +271,23 @@ def test_doctor_json_names_every_location_with_its_rule(monkeypatch: pytest.Monk
     # CliRunner's stdout is no terminal: the answer is the environment's guess, and says so
     assert report["terminal"]["graphics"] in ("kitty", "sixel", "half-blocks")
     assert report["terminal"]["how"].startswith("stdout is not a terminal")
+
+
+def test_doctor_tells_a_bundle_from_what_is_none(tmp_path: Path) -> None:
+    """It called any file an archive and any folder "not built yet" (a build there would then refuse)."""
+    from medpix_tui.doctor import bundle_state
+
+    (tmp_path / "notes.txt").write_text("not a tar")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "mine.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    with tarfile.open(tmp_path / "b.tar", "w") as tar:
+        tar.add(tmp_path / "notes.txt", arcname="notes.txt")
+    assert bundle_state(tmp_path / "notes.txt")["state"].startswith("not a bundle: a file that is no archive")
+    assert bundle_state(tmp_path / "folder")["state"] == "not a bundle: a folder without manifest.json"
+    assert bundle_state(tmp_path / "b.tar")["state"].startswith("archive")
+    for missing in (tmp_path / "empty", tmp_path / "nothing"):
+        assert bundle_state(missing)["state"].startswith("not built yet")
 
 
 def test_doctor_text_installed(installed: Path) -> None:
