@@ -57,9 +57,11 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 # -- the wheel -----------------------------------------------------------------------
 
 def test_listed_packages_are_the_packages_on_disk() -> None:
-    """pyproject lists the packages (find cannot add the mapped checkpoint): none may be missed."""
-    on_disk = sorted(str(p.parent.relative_to(ROOT)).replace("/", ".")
-                     for p in (ROOT / "medpix_tui").rglob("__init__.py"))
+    """pyproject lists the packages (find cannot add the mapped checkpoint): none may be missed, a
+    folder of data only (serve's templates) included, or setuptools warns that it ships it unlisted."""
+    package = ROOT / "medpix_tui"
+    on_disk = sorted(str(p.relative_to(ROOT)).replace("/", ".")
+                     for p in [package, *package.rglob("*")] if p.is_dir() and p.name != "__pycache__")
     listed = PYPROJECT["tool"]["setuptools"]["packages"]
     assert sorted(listed) == sorted([*on_disk, locations.MODEL_PACKAGE])
     assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {locations.MODEL_PACKAGE: "bundle/model"}
