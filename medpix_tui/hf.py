@@ -46,8 +46,9 @@ def features() -> dict[str, Any]:
     return out
 
 
-def _readme(counts: dict[str, int]) -> str:
-    """The dataset card: YAML the loader reads (splits, features), then a short description."""
+def _readme(counts: dict[str, int], sizes: dict[str, int], download_size: int) -> str:
+    """The dataset card: YAML the loader reads (splits with their rows and Arrow bytes, the features,
+    the files' size), then a short description."""
     lines = ["---", "configs:", "- config_name: default", "  data_files:"]
     lines += [f"  - split: {s}\n    path: data/{s}.parquet" for s in SPLITS if counts.get(s)]
     lines += ["dataset_info:", "  features:", "  - name: image", "    dtype: image",
@@ -58,7 +59,9 @@ def _readme(counts: dict[str, int]) -> str:
     lines += [f"          '{i}': {name}" for i, name in enumerate(LOCATIONS)]
     lines += ["  - name: age", "    dtype: int32"]
     lines += [f"  - name: {name}\n    dtype: string" for name in TEXT_COLUMNS]
-    lines += ["  splits:"] + [f"  - name: {s}\n    num_examples: {n}" for s, n in counts.items() if n]
+    lines += ["  splits:"] + [f"  - name: {s}\n    num_bytes: {sizes[s]}\n    num_examples: {n}"
+                              for s, n in counts.items() if n]
+    lines += [f"  download_size: {download_size}", f"  dataset_size: {sum(sizes.values())}"]
     lines += ["---", "", "# MedPix 2.0 (exported by medpix-tui)", "",
               "Images with their captions, labels and case text, in the authors' splits. "
               "Load offline with `datasets.load_dataset(\"<this folder>\")`.", ""]
@@ -88,7 +91,7 @@ def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[s
 
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     meta = {b"huggingface": json.dumps({"info": {"features": features()}}).encode()}
-    counts = {}
+    counts, sizes = {}, {}
     for split in SPLITS:
         docs = docs_by_split.get(split) or []
         counts[split] = len(docs)
@@ -102,5 +105,7 @@ def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[s
                   for name, values in columns.items()}
         table = pa.table(arrays).replace_schema_metadata(meta)
         pq.write_table(table, out_dir / "data" / f"{split}.parquet", **PARQUET_OPTIONS)
-    (out_dir / "README.md").write_text(_readme(counts), encoding="utf-8")
+        sizes[split] = table.nbytes  # what the card's num_bytes means in ``datasets``: the Arrow data
+    download_size = sum((out_dir / "data" / f"{split}.parquet").stat().st_size for split in sizes)
+    (out_dir / "README.md").write_text(_readme(counts, sizes, download_size), encoding="utf-8")
     return counts

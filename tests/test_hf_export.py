@@ -26,6 +26,12 @@ def test_datasets_loads_the_folder_offline(real_bundle: Bundle, tmp_path: Path,
     assert isinstance(features["image"], datasets.Image)
     assert features["modality"].names == list(MODALITIES)
     assert features["location_category"].names == list(LOCATIONS)
+    card = datasets.load_dataset_builder(str(tmp_path / "hf"), cache_dir=str(tmp_path / "cache")).info
+    for name, split in card.splits.items():  # the card's sizes: the Arrow data's, as datasets records them
+        assert split.num_examples == len(loaded[name]), name
+        assert abs(split.num_bytes - loaded[name].data.nbytes) < 0.001 * split.num_bytes, name
+    assert card.download_size == sum(p.stat().st_size for p in (tmp_path / "hf" / "data").iterdir())
+    assert card.dataset_size == sum(s.num_bytes for s in card.splits.values())
     row = loaded["test"][0]
     doc = store.get_report(row["image_id"])
     assert MODALITIES[row["modality"]] == doc["Type"]
