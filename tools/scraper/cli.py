@@ -30,7 +30,7 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is now, so lines land above rich's live progress bar."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -154,7 +154,7 @@ class LazyChromium:
                 self.inner = chromium
         return self.inner
 
-    def render(self, url: str):  # type: ignore[no-untyped-def]
+    def render(self, url: str):
         return self._get().render(url)
 
     def forget(self, url: str) -> None:

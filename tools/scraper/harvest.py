@@ -162,7 +162,7 @@ class Harvester:
                 advance(1)
 
     # --- sources --------------------------------------------------------------------------------
-    def _json(self, url: str, parse):  # type: ignore[no-untyped-def]
+    def _json(self, url: str, parse):
         """GET and parse one REST answer; unusable content is evicted so a rerun asks again."""
         fetched = self.fetcher.get(url, remember_missing=True)
         try:

@@ -19,7 +19,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
@@ -86,7 +86,8 @@ def _fill_pack(src: SourceData, size: int, out: Path, context_length: int, log) 
             zf.writestr(f"{doc['image']}.png", buf.getvalue())
     log(f"text features ({time.time() - start:.0f}s)")
     prompts = paper_prompts()
-    prompt_texts = [t for spec in prompts.values() for t in spec["texts"]]
+    texts = {task: cast(list[str], spec["texts"]) for task, spec in prompts.items()}
+    prompt_texts = [t for task_texts in texts.values() for t in task_texts]
     tower = package_text_tower(context_length)
     features = tower.pooled([training_text(d) for d in docs] + prompt_texts)
     np.save(out / FEATURES_FILE, features.astype(np.float32))
@@ -95,9 +96,9 @@ def _fill_pack(src: SourceData, size: int, out: Path, context_length: int, log) 
     for name in (*TOKENIZER_FILES, "config.json"):
         shutil.copyfile(package_dir / name, out / TEXT_DIR / name)
     row = len(docs)
-    for spec in prompts.values():
-        spec["rows"] = list(range(row, row + len(spec["texts"])))
-        row += len(spec["texts"])
+    for task, spec in prompts.items():
+        spec["rows"] = list(range(row, row + len(texts[task])))
+        row += len(texts[task])
     meta = {
         "format": FORMAT, "size": size, "context_length": context_length,
         "source_digests": src.digests, "text_tower_sha256": sha256_file(package_dir / TEXT_WEIGHTS_FILE),

@@ -46,7 +46,7 @@ def projection_head(embed_dim: int, hidden: int, out: int) -> nn.Module:
                          nn.Linear(hidden, out))
 
 
-def pretrain_visual(visual: nn.Module, pictures: torch.Tensor, rows: torch.Tensor, cfg: dict[str, Any],
+def pretrain_visual(visual: Any, pictures: torch.Tensor, rows: torch.Tensor, cfg: dict[str, Any],
                     normalize: Callable[[torch.Tensor], torch.Tensor], out: Path, seed: int,
                     deadline: float | None = None, log: Callable[[str], None] = print) -> bool:
     """Pre-train ``visual`` in place on ``pictures[rows]``; resumable; True once the phase is done.

@@ -45,6 +45,9 @@ TRAINABLE = ("visual.", "text.proj.", "logit_scale")
 
 
 #: The keys a config may hold (every shipped config's, together): another is a typo ("epochz").
+#: open_clip's CustomTextCLIP: untyped, and its towers' attributes (``visual.features_from``, ``text.proj``)
+#: are the library's own, so mypy can check nothing of them.
+ClipModel = Any
 CONFIG_KEYS = ("name", "seed", "model_cfg", "preprocess", "train")
 TRAIN_KEYS = ("amp", "augment", "batch_size", "class_balance", "device", "ema_decay", "epochs", "freeze",
               "joint_balance", "label_smoothing", "loss_weights", "lr", "max_minutes", "pretrain", "select",
@@ -144,7 +147,7 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(math_only, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_model(cfg: dict[str, Any], text_dir: Path, pretrained: bool = True) -> torch.nn.Module:
+def build_model(cfg: dict[str, Any], text_dir: Path, pretrained: bool = True) -> ClipModel:
     """open_clip's CustomTextCLIP; its MiniLM is built from config only (features are cached).
 
     With ``vision_cfg.architecture`` (the pretrained EfficientNet-Lite0), open_clip builds a
@@ -194,7 +197,7 @@ def frozen_prefixes(cfg: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def keep_frozen_in_eval(model: torch.nn.Module, cfg: dict[str, Any]) -> None:
+def keep_frozen_in_eval(model: ClipModel, cfg: dict[str, Any]) -> None:
     """Frozen layers keep their ImageNet batch-norm statistics (train() would update them)."""
     frozen = frozen_prefixes(cfg)
     if not frozen:
@@ -204,7 +207,7 @@ def keep_frozen_in_eval(model: torch.nn.Module, cfg: dict[str, Any]) -> None:
             module.eval()
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: ClipModel) -> dict[str, torch.Tensor]:
     """The tensors training changes (weights and batch-norm statistics), by open_clip name."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(TRAINABLE)}
 
@@ -215,13 +218,13 @@ def normalize(x: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
     return ((x - pre["mean"]) / pre["std"]).expand(-1, 3, -1, -1)
 
 
-def prompt_embeddings(model: torch.nn.Module, features: torch.Tensor, pack: Pack) -> dict[str, torch.Tensor]:
+def prompt_embeddings(model: ClipModel, features: torch.Tensor, pack: Pack) -> dict[str, torch.Tensor]:
     rows = {task: pack.meta["prompts"][task]["rows"] for task in TASKS}
     return {task: F.normalize(model.text.proj(features[r]), dim=-1) for task, r in rows.items()}
 
 
 @torch.no_grad()
-def dev_accuracy(model: torch.nn.Module, cfg: dict[str, Any], pack: Pack, pictures: torch.Tensor,
+def dev_accuracy(model: ClipModel, cfg: dict[str, Any], pack: Pack, pictures: torch.Tensor,
                  features: torch.Tensor, labels: dict[str, torch.Tensor], rows: torch.Tensor,
                  cached: torch.Tensor | None = None) -> dict[str, float]:
     """Zero-shot accuracy of each task on some rows (used for model selection on dev)."""
@@ -275,7 +278,7 @@ def frozen_blocks(cfg: dict[str, Any]) -> int | None:
     return -1 if freeze == "trunk" else (int(freeze) if isinstance(freeze, int) and freeze > 0 else None)
 
 
-def cached_forward(model: torch.nn.Module, cfg: dict[str, Any], cached: torch.Tensor) -> torch.Tensor:
+def cached_forward(model: ClipModel, cfg: dict[str, Any], cached: torch.Tensor) -> torch.Tensor:
     """The tower's output from what :func:`probe_features` cached: the projection, or the unfrozen blocks and it."""
     n = frozen_blocks(cfg)
     pooled = cached if n == -1 else model.visual.features_from(cached, n)
@@ -283,7 +286,7 @@ def cached_forward(model: torch.nn.Module, cfg: dict[str, Any], cached: torch.Te
 
 
 @torch.no_grad()
-def probe_features(model: torch.nn.Module, cfg: dict[str, Any], pictures: torch.Tensor, log=print) -> torch.Tensor:
+def probe_features(model: ClipModel, cfg: dict[str, Any], pictures: torch.Tensor, log=print) -> torch.Tensor:
     """What the frozen part of the tower gives for every picture, computed once (no augmentation).
 
     ``freeze: "trunk"``: the pooled features (a linear probe); ``freeze: N``: the output of the
@@ -347,7 +350,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
                          f"{cfg['model_cfg']['vision_cfg']['image_size']}px")
     # channels_last on every device: on CPU it routes the depthwise convolutions through
     # oneDNN, 1.4x faster a Lite0 step than NCHW on 2 cores (bench/bench_train_step.py)
-    model = build_model(cfg, pack.text_dir).to(device).to(memory_format=torch.channels_last)
+    model: ClipModel = build_model(cfg, pack.text_dir).to(device).to(memory_format=torch.channels_last)
     pictures = torch.from_numpy(pack.pictures).to(device)
     features = torch.from_numpy(pack.features).float().to(device)
     labels = {task: torch.from_numpy(pack.labels(task)).to(device) for task in TASKS}
@@ -484,7 +487,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
     return run
 
 
-def save_shipped(model: torch.nn.Module, out: Path) -> None:
+def save_shipped(model: ClipModel, out: Path) -> None:
     """Write the weights the export ships (``BEST``): the trainable state, float32."""
     save_tensors(out / BEST, trainable_state(model))
 
