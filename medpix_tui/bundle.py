@@ -43,6 +43,7 @@ from typing import IO, Any, cast
 
 from . import __version__, locations
 from .atomic import (
+    check_file_destination,
     mark_read_only,
     move_aside,
     moved_into_place,
@@ -877,12 +878,8 @@ def _pack_held(real_root: Path, root: Path, archive: Path, force: bool, progress
     report = verify_bundle(real_root)
     if not report.ok:
         raise BundleError(f"{root} does not verify; refusing to pack it ({'; '.join(report.lines()[:5])})")
-    if (archive.exists() or archive.is_symlink()) and not force:
-        raise OutputExistsError(f"{archive} already exists (use --force to replace it)")
-    if archive.is_dir():
-        raise InputError(f"refusing to replace {archive}: it is a folder")
-    if not archive.parent.is_dir():
-        raise InputError(f"folder does not exist: {archive.parent}")
+    # a folder, a missing folder, and a device, FIFO or socket (--force replaced /dev/full with a file)
+    check_file_destination(archive, force)
     remove_stale_temporaries(archive.parent)
     files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(real_root)["files"])]
     tmp = temp_file_beside(archive, prefix=f"{_TMP_PREFIX}{os.getpid()}-pack-")

@@ -625,11 +625,19 @@ def archive_extra_member(c: Ctx) -> list[str]:
     return _archive_with(c, tarfile.TarInfo("medpix-2.0/images/extra.png"), png_header(1, 1))
 
 
-@bad("bundle", "already exists (use --force to replace it)")
+@bad("bundle", "already exists (use --force to overwrite)")
 def pack_over_existing_file(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     (c.tmp / "medpix.tar").write_text("mine")
     return ["bundle", "pack", str(c.tiny), str(c.tmp / "medpix.tar")]
+
+
+@bad("bundle", "it is a device, FIFO or socket, not a file")
+def pack_forced_over_a_fifo(c: Ctx) -> list[str]:
+    # --force replaced /dev/full itself with a 232 MB file (a tester ran as root)
+    c.tmp.mkdir(parents=True)
+    os.mkfifo(c.tmp / "pipe")
+    return ["bundle", "pack", str(c.tiny), str(c.tmp / "pipe"), "--force"]
 
 
 @bad("bundle", "does not verify; refusing to pack it (changed: search.sqlite)")
