@@ -50,7 +50,7 @@ def _readme(counts: dict[str, int], sizes: dict[str, int], download_size: int) -
     """The dataset card: YAML the loader reads (splits with their rows and Arrow bytes, the features,
     the files' size), then a short description."""
     lines = ["---", "configs:", "- config_name: default", "  data_files:"]
-    lines += [f"  - split: {s}\n    path: data/{s}.parquet" for s in SPLITS if counts.get(s)]
+    lines += [f"  - split: {s}\n    path: data/{s}.parquet" for s, n in counts.items() if n]
     lines += ["dataset_info:", "  features:", "  - name: image", "    dtype: image",
               "  - name: image_id", "    dtype: string", "  - name: case_id", "    dtype: string",
               "  - name: modality", "    dtype:", "      class_label:", "        names:"]
@@ -85,14 +85,17 @@ def _rows(bundle: Bundle, docs: Iterable[dict[str, Any]]) -> dict[str, list[Any]
 
 
 def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
-    """Write ``data/<split>.parquet`` and ``README.md`` into ``out_dir``; image reports per split."""
+    """Write ``data/<split>.parquet`` and ``README.md`` into ``out_dir``; image reports per split.
+
+    Images outside the authors' splits (a lab's added cases) are a split of their own, named as the
+    caller keys them ("unsplit"): they were dropped without a word."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     meta = {b"huggingface": json.dumps({"info": {"features": features()}}).encode()}
     counts, sizes = {}, {}
-    for split in SPLITS:
+    for split in [*SPLITS, *sorted(set(docs_by_split) - set(SPLITS))]:
         docs = docs_by_split.get(split) or []
         counts[split] = len(docs)
         if not docs:

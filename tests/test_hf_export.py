@@ -41,3 +41,17 @@ def test_datasets_loads_the_folder_offline(real_bundle: Bundle, tmp_path: Path,
 
     with Image.open(real_bundle.image_path(row["image_id"])) as original:
         assert row["image"].size == original.size and row["image"].tobytes() == original.tobytes()
+
+
+def test_images_outside_the_splits_are_a_split_of_their_own(real_bundle: Bundle, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab's added case (no split) was dropped from the folder without a word."""
+    datasets = pytest.importorskip("datasets", reason="datasets is in the [test] extra")
+    docs = real_bundle.store.find("Image_Reports", limit=3)
+    assert write_hf(real_bundle, tmp_path / "hf", {"train": docs[:2], "unsplit": docs[2:]}) == \
+        {"train": 2, "dev": 0, "test": 0, "unsplit": 1}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), cache_dir=str(tmp_path / "cache"))
+    assert {name: len(part) for name, part in loaded.items()} == {"train": 2, "unsplit": 1}
+    assert loaded["unsplit"][0]["image_id"] == docs[2]["image"]
