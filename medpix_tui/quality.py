@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import BundleError
 from .progress import Progress, silent
 from .query import value_at
 from .source import SPLITS
@@ -100,10 +101,14 @@ def _picture(bundle: Bundle, name: str) -> Picture:
     import imagehash
     from PIL import Image
 
-    with Image.open(bundle.image_path(name)) as image:
-        image.load()
-        digest = hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
-        return Picture(name, digest, int(str(imagehash.phash(image)), 16))
+    try:
+        with Image.open(bundle.image_path(name)) as image:
+            image.load()
+            digest = hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
+            return Picture(name, digest, int(str(imagehash.phash(image)), 16))
+    except (OSError, SyntaxError, ValueError) as exc:  # a bundle's images were checked when it was built
+        raise BundleError(f"damaged bundle: the image {name} cannot be decoded ({str(exc)[:80]}); "
+                          f"'medpix-tui bundle verify {bundle.root}' says which files changed") from None
 
 
 def pictures(bundle: Bundle, names: Iterable[str], progress: Progress = silent) -> list[Picture]:

@@ -135,3 +135,22 @@ def test_facets_read_labels_through_the_vocabulary(real_bundle: Bundle) -> None:
     ticked = run_search(store, SearchRequest(facets={"plane": frozenset({"Axial"})}))
     assert len(ticked.names) == 1420
     assert {store.get_image(n)["Description"]["Plane"] for n in ticked.names} == {"Axial", "Transverse"}
+
+
+def test_a_damaged_image_is_one_line_naming_verify(tmp_path: Path) -> None:
+    """A PNG changed after the build made the report an "internal error" (OSError: broken data stream)."""
+    from click.testing import CliRunner
+
+    from medpix_tui.cli import main
+
+    out = build_bundle(write_source(tmp_path / "src"), tmp_path / "b", with_model=False).resolve()
+    png = next((out / "images").iterdir())
+    png.chmod(0o644)
+    data = bytearray(png.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    png.write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["--bundle", str(tmp_path / "b"), "report", "quality"])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: damaged bundle: the image "), \
+        result.output
+    assert "medpix-tui bundle verify" in result.output and "internal error" not in result.output
