@@ -576,3 +576,12 @@ def test_lite0_gives_the_same_output_in_channels_last() -> None:
         want = tower(x)
         got = tower.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_missing_pack_or_run_is_one_line(work: dict[str, Path], tmp_path: Path) -> None:
+    """Both were a FileNotFoundError traceback (train, export, ensemble, regions)."""
+    with pytest.raises(SystemExit, match=r"is not a pack \(no pack.json\); make one with python -m tools.train.pack"):
+        read_pack(tmp_path)
+    with pytest.raises(SystemExit, match=r"is not a finished run \(no run.json\)"):
+        export(tmp_path, read_pack(work["pack"]), tmp_path / "model")
+    assert not (tmp_path / "model").exists()

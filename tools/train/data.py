@@ -55,6 +55,8 @@ class Pack:
 def read_pack(root: Path) -> Pack:
     """Load a pack folder made by :mod:`tools.train.pack`."""
     root = Path(root)
+    if not (root / PACK_FILE).is_file():
+        raise SystemExit(f"error: {root} is not a pack (no {PACK_FILE}); make one with python -m tools.train.pack")
     meta = json.loads((root / PACK_FILE).read_text(encoding="utf-8"))
     if meta.get("format") != FORMAT:
         raise SystemExit(f"error: {root} is a pack of format {meta.get('format')}, expected {FORMAT}")

@@ -30,6 +30,7 @@ from medpix_tui.model.checkpoint import (
 )
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
 
+from . import one_line_errors
 from .data import Pack, read_pack
 from .export import FORMAT, score_checkpoint, staged_checkpoint
 
@@ -91,6 +92,7 @@ def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path,
             for split, r in metadata["evaluation"].items()}
 
 
+@one_line_errors()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--member", type=Path, action="append", required=True, help="an exported checkpoint folder")

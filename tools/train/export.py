@@ -137,6 +137,9 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
     """Write the checkpoint of ``run_dir``'s best epoch into ``out_dir``; return its test figures."""
     from safetensors.torch import load_file
 
+    if not (run_dir / RUN).is_file():
+        raise SystemExit(f"error: {run_dir} is not a finished run (no {RUN}); "
+                         "train one with python -m tools.train.train")
     run = json.loads((run_dir / RUN).read_text(encoding="utf-8"))
     cfg = run.pop("config")
     wanted = cfg["model_cfg"]["vision_cfg"].get("image_size")

@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import one_line_errors
+
 #: Words that name a body region, by the paper's location classes (whole words, case-insensitive).
 REGION_WORDS: dict[str, tuple[str, ...]] = {
     "Head": ("brain", "cerebral", "cerebellum", "cerebellar", "hemispheric", "hemisphere", "orbit", "globe",
@@ -74,6 +76,7 @@ def region_view(source_dir: Path, model_dir: Path, split: str) -> dict[str, Any]
     }
 
 
+@one_line_errors()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
