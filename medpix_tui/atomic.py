@@ -18,7 +18,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import InputError, OutputExistsError
@@ -117,11 +117,20 @@ def remove_stale_beside(path: Path) -> list[Path]:
     with PID no longer running): a SIGKILLed export left a hidden folder of its size behind."""
     path = Path(path)
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\..*\.tmp")
+    return remove_left_by_dead(path.parent, lambda name: bool(pattern.fullmatch(name)),
+                               lambda name: int(pattern.fullmatch(name)[1]))  # type: ignore[index]
+
+
+def remove_left_by_dead(folder: Path, ours: Callable[[str], bool], pid_of: Callable[[str], int | None]) -> list[Path]:
+    """Remove the entries of ``folder`` named ``ours`` whose process (``pid_of``; None: unknown, so
+    gone) no longer runs: what killed processes left (exports, builds, packs)."""
     removed = []
     with contextlib.suppress(OSError):
-        for stale in path.parent.iterdir():
-            match = pattern.fullmatch(stale.name)
-            if match is None or int(match[1]) == os.getpid() or pid_alive(int(match[1])):
+        for stale in Path(folder).iterdir():
+            if not ours(stale.name):
+                continue
+            pid = pid_of(stale.name)
+            if pid is not None and (pid == os.getpid() or pid_alive(pid)):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)

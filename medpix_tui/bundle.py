@@ -50,6 +50,7 @@ from .atomic import (
     pid_alive,
     point_link,
     publish_dir,
+    remove_left_by_dead,
     temp_dir_beside,
     temp_file_beside,
     umask_mode,
@@ -368,21 +369,7 @@ def _owner_gone(tmp: Path) -> bool:
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove what killed builds, packs and unpacks left in ``folder`` (named ``.medpix-build-PID-...``)."""
-    removed = []
-    with contextlib.suppress(OSError):
-        for stale in Path(folder).iterdir():
-            if not stale.name.startswith(_TMP_PREFIX):
-                continue
-            pid = _pid_of(stale.name)
-            if pid is not None and (pid == os.getpid() or pid_alive(pid)):
-                continue
-            if stale.is_dir() and not stale.is_symlink():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-            removed.append(stale)
-    return removed
+    return remove_left_by_dead(folder, lambda name: name.startswith(_TMP_PREFIX), _pid_of)
 
 
 def _version_pattern(name: str) -> re.Pattern[str]:

@@ -308,7 +308,7 @@ def test_a_rebuild_during_a_pack_leaves_the_packed_version_in_place(tmp_path: Pa
 
 #: Stands in for an export stopped mid-write: it fills its staging folder, then waits to be killed.
 _STUCK_EXPORT = r"""
-import sys, time
+import sys
 from pathlib import Path
 from medpix_tui.atomic import atomic_dir, atomic_file
 out = Path(sys.argv[1])
@@ -316,7 +316,7 @@ with atomic_dir(out) as tmp, atomic_file(out.with_name("one.csv")) as one:
     (tmp / "images.csv").write_text("half")
     one.write_text("half")
     print("writing", flush=True)
-    time.sleep(600)
+    sys.stdin.read()  # until killed: the test closes nothing, it sends SIGKILL
 """
 
 
@@ -325,7 +325,8 @@ def test_what_a_killed_export_left_goes_with_the_next_export(tmp_path: Path) -> 
     from medpix_tui import export as export_module
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", _STUCK_EXPORT, str(out)], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK_EXPORT, str(out)], stdout=subprocess.PIPE,
+                            stdin=subprocess.PIPE, text=True,
                             env=_env(), cwd=tmp_path)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
