@@ -189,24 +189,24 @@ def _copy_images(source: SourceData, dest: Path, progress: Progress) -> None:
             advance(1)
 
 
-_COLOURFUL = "\0colourful"  # the key of the colour shares among the kept pictures (no image id has a NUL)
+_FACTS = "\0facts"  # the key of the pictures' facts among the kept pictures (no image id has a NUL)
 
 
 def _keep_pictures(ckpt: Path | None) -> tuple[dict[str, Any], KeepImage | None]:
-    """A dict that validation fills with the model's picture of each image it decodes."""
+    """A dict that validation fills with the model's picture of each image it decodes, and
+    what classify's rules read of it (:func:`~.model.preprocess.picture_facts`)."""
     pictures: dict[str, Any] = {}
     if ckpt is None:
         return pictures, None
     from .model import input_size
-    from .model.preprocess import colourful_share, picture_of
+    from .model.preprocess import picture_of
 
     size = input_size(ckpt)
-    colourful: dict[str, float] = {}
-    pictures[_COLOURFUL] = colourful
+    facts: dict[str, dict[str, Any]] = {}
+    pictures[_FACTS] = facts
 
     def keep(name: str, im: Any) -> None:
-        pictures[name] = picture_of(im, size)
-        colourful[name] = colourful_share(im)  # classify's colour rule; 0 at once for grey images
+        pictures[name], facts[name] = picture_of(im, size)
 
     return pictures, keep
 
@@ -223,12 +223,12 @@ def _add_model(tmp: Path, source: SourceData, ckpt: Path, pictures: dict[str, An
 
     shutil.copytree(ckpt, tmp / MODEL_DIR)
     images = [(d["image"], tmp / IMAGE_DIR / f"{d['image']}{IMAGE_SUFFIX}") for d in source.images]
-    colourful = pictures.pop(_COLOURFUL, {})
+    facts = pictures.pop(_FACTS, {})
     info = model.write_embeddings(tmp / MODEL_DIR, images, tmp / EMBEDDINGS_DIR, progress, pictures)
     index = load_index(tmp / EMBEDDINGS_DIR)  # the stored (float16) vectors, the ones queries use
     if index.ids != [name for name, _ in images]:
         raise BundleError("the embeddings just written do not follow the images' order")
-    predictions, summary = predict_images(tmp / MODEL_DIR, images, index.vectors, pictures, colourful, progress)
+    predictions, summary = predict_images(tmp / MODEL_DIR, images, index.vectors, pictures, facts, progress)
     cases = write_case_embeddings(source.cases, tmp / EMBEDDINGS_DIR, progress)
     return ({"checkpoint": MODEL_DIR, "embeddings": EMBEDDINGS_DIR, **info, "case_texts": cases,
              "predictions": summary}, predictions)

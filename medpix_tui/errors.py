@@ -55,10 +55,10 @@ class Problem:
 
     def __str__(self) -> str:
         where = ":".join(p for p in (self.file, self.record, self.field) if p)
-        return _printable(f"{where}: {self.message}")
+        return printable(f"{where}: {self.message}")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Control characters (a newline in a hostile key or id) escaped, so an error stays one line."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 

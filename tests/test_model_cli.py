@@ -66,7 +66,8 @@ def test_classify_png_and_dicom_as_json(bundle: Path, tmp_path: Path) -> None:
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in rows] == [str(png), str(dcm)]
-    assert set(rows[0]) == ANSWER_KEYS and set(rows[1]) == ANSWER_KEYS | {"dicom_modality", "frame", "frames"}
+    dicom_keys = {"dicom_modality", "frame", "frames", "study_uid", "series_uid"}
+    assert set(rows[0]) == ANSWER_KEYS and set(rows[1]) == ANSWER_KEYS | dicom_keys
     for row in rows:
         assert row["calibrated"] is True  # the shipped checkpoint's calibration travels in the bundle
         assert row["model_modality"] in ("CT", "MR")
@@ -183,7 +184,7 @@ def test_arguments_are_checked_first(bundle: Path, tmp_path: Path) -> None:
     code, _, err = run("classify", str(tmp_path), "--bundle", str(bundle))
     assert code == 2 and err.strip() == f"error: {tmp_path} is a folder: classify its images as one study with --study"
     code, _, err = run("classify", "--study", str(tmp_path), "--bundle", str(bundle))
-    assert code == 2 and err.strip() == f"error: {tmp_path}: no PNG, JPEG or DICOM files in this folder"
+    assert code == 2 and err.strip() == f"error: {tmp_path}: no PNG, JPEG, TIFF, WebP or DICOM files in this folder"
     code, _, err = run("classify", "--frame", "0", str(tmp_path / "x.png"), "--bundle", str(bundle))
     assert code == 2 and "--frame" in err
 
@@ -255,7 +256,7 @@ def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -
     code, out, _ = run("similar", "S1_a", "-k", "3", "--bundle", str(bundle), "--json")
     assert code == 0
     result = json.loads(out)
-    assert len(result["images"]) == 3 and "S1_a" not in [r["image"] for r in result["images"]]
+    assert len(result["images"]) == 3 and "S1" not in [r["case"] for r in result["images"]]  # S1_b neither
     assert "S1" not in [r["case"] for r in result["cases"]] and len(result["cases"]) == 3
     scores = [r["score"] for r in result["images"]]
     assert scores == sorted(scores, reverse=True)
@@ -264,6 +265,13 @@ def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -
     code, out, _ = run("similar", str(outside), "--bundle", str(bundle), "--json", "-k", "1")
     assert code == 0
     assert json.loads(out)["images"][0]["image"] == "S2_b"  # the same picture from outside finds itself
+
+
+def test_similar_cases_leaves_out_the_case_of_its_image(bundle: Path) -> None:
+    code, out, err = run("similar-cases", "--text", "ring enhancing lesion", "--image", "S1_a", "--bundle",
+                         str(bundle), "--json")
+    assert code == 0, err
+    assert "S1" not in [row["case"] for row in json.loads(out)]
 
 
 def test_similar_unknown_target_is_one_line(bundle: Path, tmp_path: Path) -> None:
@@ -375,3 +383,126 @@ def test_eval_names_the_paper_only_beside_test(bundle: Path) -> None:
     row = next(line for line in test.splitlines() if line.strip().startswith("CT "))
     n_at = header.index(" n ") + 1  # the counts end under the "n" of their header
     assert row[n_at].isdigit() and row[n_at + 1] == " "
+
+
+def answer(file: str, status: str, modality: str, source: str, mr: float, **extra: object) -> dict[str, object]:
+    """A per-image answer as :func:`answer_one` writes it, with made-up probabilities."""
+    return {"file": file, "status": status, "modality": modality, "modality_source": source,
+            "probabilities": {"modality": {"CT": 1 - mr, "MR": mr}, "location": {"Head": 0.7, "Thorax": 0.3}},
+            **extra}
+
+
+def test_a_study_whose_pngs_the_model_calls_mr_beside_ct_dicom_files_is_unsure() -> None:
+    from medpix_tui.model.classify import pool_study
+
+    images = [answer("a.dcm", "ok", "CT", "dicom", 0.3, dicom_modality="CT", study_uid="1.2", series_uid="1.2.1"),
+              answer("b.png", "ok", "MR", "model", 0.95), answer("c.png", "ok", "MR", "model", 0.9)]
+    study = pool_study(images)
+    assert study["status"] == "unsure" and study["modality"] == "CT" and study["location"] is None
+    assert study["reason"].startswith("the DICOM files are tagged CT, but the model calls the 2 untagged image(s) MR")
+    agreeing = pool_study([images[0], answer("b.png", "ok", "CT", "model", 0.2)])
+    assert agreeing["status"] == "ok" and agreeing["modality"] == "CT" and agreeing["disagrees"] is False
+    two_studies = pool_study([images[0], {**images[0], "study_uid": "9.9"}])
+    assert two_studies["status"] == "unsure" and "2 different DICOM studies" in two_studies["reason"]
+    series = pool_study([images[0], {**images[0], "series_uid": "1.2.2"}])
+    assert series["status"] == "ok" and series["series"] == 2
+
+
+def test_a_study_names_its_tag_and_the_pooled_model_call(bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(2):  # release slices as DICOM, so the model is sure of them
+        pixels = np.asarray(Image.open(mri_like(tmp_path / f"{i}.png", seed=i)).convert("L"), dtype=np.int16)
+        write_dicom(folder / f"IM{i}", pixels, modality="MR")
+    code, out, _ = run("classify", "--study", str(folder), "--bundle", str(bundle))
+    assert code == 0 and "pooled]" in out
+    assert re.match(r"study: MR \(DICOM tag; model (CT|MR) pooled, (agrees|disagrees)\)", out.splitlines()[0])
+
+
+def test_a_study_folder_skips_its_dicomdir_and_says_what_it_left_out(bundle: Path, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(2):
+        write_dicom(folder / f"IM{i}", np.kron(np.arange(64).reshape(8, 8) * (i + 1), np.ones((4, 4))), modality="MR")
+    (folder / "DICOMDIR").write_bytes(Path(get_testdata_file("DICOMDIR")).read_bytes())  # pydicom's own
+    Image.new("L", (32, 32), 9).save(folder / "scout.gif")
+    (folder / "sub").mkdir()
+    code, out, err = run("classify", "--study", str(folder), "--bundle", str(bundle), "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 2
+    assert err.splitlines()[:2] == [
+        f"note: {folder}: left out 2 file(s) that are not images or are a DICOMDIR index (DICOMDIR, scout.gif)",
+        f"note: {folder}: left out 1 subfolder(s) (give each series folder itself)"]
+    code, _, err = run("classify", str(folder / "DICOMDIR"), "--bundle", str(bundle))
+    assert code == 2 and "a DICOMDIR (the index of a DICOM disc or folder), not an image" in err
+
+
+def test_a_study_pools_sampled_frames_of_a_multiframe_file(bundle: Path, tmp_path: Path) -> None:
+    frames = np.stack([np.kron(np.arange(64).reshape(8, 8) * (i + 1), np.ones((4, 4))) for i in range(20)])
+    path = write_dicom(tmp_path / "enhanced.dcm", frames, modality="MR", frames=20)
+    code, out, _ = run("classify", "--study", str(path), "--bundle", str(bundle), "--json")
+    study = json.loads(out)
+    assert code == 0 and study["n"] == 9
+    assert [a["frame"] for a in study["images"]] == [1, 3, 6, 8, 10, 13, 15, 18, 20]
+    code, out, _ = run("classify", "--study", "--frame", "4", str(path), "--bundle", str(bundle), "--json")
+    assert code == 0 and [a["frame"] for a in json.loads(out)["images"]] == [4]
+    code, _, err = run("classify", "--frame", "21", str(path), "--bundle", str(bundle))
+    assert code == 2 and "--frame 21 is out of range (the file has 20 frames)" in err
+
+
+def test_json_gives_an_object_for_a_file_that_failed(bundle: Path, tmp_path: Path) -> None:
+    good = mri_like(tmp_path / "ok.png")
+    code, out, _ = run("classify", str(good), str(tmp_path / "nope.png"), "--bundle", str(bundle), "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 2 and [r["status"] for r in rows][1:] == ["error"]
+    missing = tmp_path / "nope.png"
+    assert rows[1] == {"file": str(missing), "status": "error", "reason": f"{missing}: no such file"}
+
+
+def test_links_and_odd_names_are_named_as_they_are(bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    code, _, err = run("classify", str(tmp_path / "loop1"), "--bundle", str(bundle))
+    assert code == 2 and err.strip() == f"error: {tmp_path}/loop1: a symbolic link loop, not a file"
+    code, _, err = run("classify", str(tmp_path / "gone.png"), "--bundle", str(bundle))
+    assert code == 2 and err.strip() == (f"error: {tmp_path}/gone.png: a broken symbolic link "
+                                         f"(to {tmp_path}/nowhere.png)")
+    odd = mri_like(tmp_path / "two\nlines.png")
+    code, out, _ = run("classify", str(odd), "--bundle", str(bundle))
+    assert code == 0 and len(out.splitlines()) == 1 and out.startswith(f"{tmp_path}/two\\nlines.png: ")
+
+
+def test_a_multivalued_modality_tag_is_not_ct_or_mr(bundle: Path, tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "both.dcm", np.kron(np.arange(64).reshape(8, 8), np.ones((4, 4))), modality="CT")
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.Modality = ["CT", "MR"]
+    ds.save_as(path)
+    code, out, _ = run("classify", str(path), "--bundle", str(bundle))
+    assert code == 0 and out.strip() == f"{path}: not CT or MR (DICOM Modality CT\\MR)"
+
+
+def test_a_colour_dicom_screenshot_is_a_colour_picture_not_a_blank_one(bundle: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)  # a colour photograph's worth of colour
+    path = write_dicom(tmp_path / "capture.dcm", rgb, modality="CT")
+    code, out, _ = run("classify", str(path), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["status"] == "unsure" and row["reason"].startswith("a colour picture")
+
+
+def test_a_segmentation_mask_as_png_is_unsure(bundle: Path, tmp_path: Path) -> None:
+    # pydicom's own SEG file (a liver mask), saved as the PNG a user would make of it
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    mask = pydicom.dcmread(get_testdata_file("liver_1frame.dcm")).pixel_array
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(tmp_path / "liver_mask.png")
+    code, out, _ = run("classify", str(tmp_path / "liver_mask.png"), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["status"] == "unsure" and row["location"] is None
+    assert row["reason"].startswith("only 2 grey levels: a mask or a drawing")

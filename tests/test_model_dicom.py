@@ -1,4 +1,4 @@
-"""DICOM and image loading: windowing, rescale, MR min-max, clear errors. Fixtures made with pydicom."""
+"""DICOM and image loading: windowing, rescale, MR range, colour, clear errors. Fixtures made with pydicom."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medpix_tui.errors import InputError
 from medpix_tui.model.dicom import DEFAULT_CT_WINDOW, is_dicom, read_dicom
-from medpix_tui.model.preprocess import load_gray, load_square, square
+from medpix_tui.model.preprocess import load_gray, load_input, load_square, square
 
 
 def blocks(values: list[list[float]] | np.ndarray, n: int = 4) -> np.ndarray:
@@ -40,7 +40,13 @@ def write_dicom(path: Path, stored: np.ndarray | None, modality: str = "CT", fra
     ds.Modality = modality
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if stored is not None:
+    if stored is not None and stored.ndim == 3 and frames is None:  # rows x columns x RGB, 8 bits
+        ds.Rows, ds.Columns = stored.shape[:2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = stored.astype(np.uint8).tobytes()
+    elif stored is not None:
         ds.Rows, ds.Columns = stored.shape[-2:]
         if frames is not None:
             ds.NumberOfFrames = frames
@@ -82,10 +88,32 @@ def test_ct_without_window_uses_soft_tissue_default(tmp_path: Path) -> None:
     assert corners(read_dicom(path)) == [[0, 128], [255, 255]]
 
 
-def test_mr_is_min_max_scaled(tmp_path: Path) -> None:
+def test_mr_is_scaled_to_its_range_its_window_ignored(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "mr.dcm", blocks([[100, 200], [300, 500]]), modality="MR",
-                       WindowCenter=40, WindowWidth=10)  # a window on MR is ignored
+                       WindowCenter=40, WindowWidth=10)  # the module docstring says why
     assert corners(read_dicom(path)) == [[0, 64], [128, 255]]
+
+
+def test_mr_without_window_is_scaled_to_its_range_less_a_hot_pixel(tmp_path: Path) -> None:
+    values = blocks([[100, 200], [300, 500]], 32)
+    path = write_dicom(tmp_path / "mr.dcm", values, modality="MR")
+    assert corners(read_dicom(path), 32) == [[0, 64], [128, 255]]
+    hot = values.copy()
+    hot[40, 8] = 30000  # one defect pixel of 4,096
+    picture = read_dicom(write_dicom(tmp_path / "hot.dcm", hot, modality="MR"))
+    assert corners(picture, 32) == [[0, 64], [128, 255]]  # min-max alone squashes the slice to 0..4
+
+
+def test_rgb_dicom_is_shown_as_stored_not_windowed(tmp_path: Path) -> None:
+    # a secondary-capture screenshot tagged CT: its values are display values, not Hounsfield units
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, 32:] = 200
+    rgb[:8, :8] = (255, 0, 0)
+    path = write_dicom(tmp_path / "rgb.dcm", rgb, modality="CT", WindowCenter=40, WindowWidth=400)
+    item = load_input(path, 64)
+    assert item.blank is None
+    assert item.picture is not None and int(item.picture[40, 48]) == 200 and int(item.picture[40, 8]) == 0
+    assert 0 < item.colourful < 0.05  # the red corner is coloured
 
 
 def test_monochrome1_is_inverted(tmp_path: Path) -> None:

@@ -401,7 +401,7 @@ def test_write_embeddings_for_a_bundle(work: dict[str, Path]) -> None:
 def test_embeddings_from_the_pictures_validation_kept_match_the_files(work: dict[str, Path]) -> None:
     """``bundle build`` embeds the pictures it decoded to validate, not the files a second time."""
     size, pictures = input_size(work["model"]), {}
-    source = load_source(work["source"], keep=lambda name, im: pictures.__setitem__(name, picture_of(im, size)))
+    source = load_source(work["source"], keep=lambda name, im: pictures.__setitem__(name, picture_of(im, size)[0]))
     assert sorted(pictures) == sorted(d["image"] for d in source.images)
     images = sorted((p.stem, p) for p in (work["source"] / "images").glob("*.png"))
     write_embeddings(work["model"], images, work["root"] / "kept", pictures=pictures)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import MedpixError
+from ..errors import MedpixError, printable
 from ..locations import default_bundle
 from .options import BUNDLE_RULE, LocatedOption, OneLineUsageError, one_line
 
@@ -96,7 +96,7 @@ class MedpixGroup(click.Group):
         try:
             return super().invoke(ctx)
         except MedpixError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except Terminated:
             click.echo("terminated", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -15,7 +14,8 @@ from .data import bundle_option, open_bundle_from
 @click.option("--case", "case_id", default=None, help="Use this bundle case's history and findings (it is left out).")
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="How many cases.")
 @click.option("--image", default=None,
-              help="Mix in image similarity: a bundle image id or an image file (PNG, JPEG, DICOM).")
+              help="Mix in image similarity: a bundle image id (its case is left out) or an image file "
+                   "(PNG, JPEG, DICOM).")
 @click.option("--image-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of the image's similarity in the score when --image is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -54,15 +54,12 @@ def similar_cases(ctx: click.Context, text: str | None, case_id: str | None, k: 
     image_query = None
     if image is not None:
         from ..model.service import BundleModel
-        from ..model.similarity import load_index
 
-        index = load_index(bundle.embeddings_dir)
-        if image in index.ids:
-            image_query = index.row(image)
-        elif image.strip() and Path(image).exists():
-            image_query = BundleModel(bundle).embed_file(Path(image))
-        else:
-            raise InputError(f"--image {image!r} is neither an image of the bundle nor a file")
+        try:
+            image_query, image_case = BundleModel(bundle).image_query(image)
+        except InputError as exc:
+            raise InputError(f"--image: {exc}") from None
+        exclude |= {image_case} if image_case else set()
     from ..model.case_text import similar_cases as rank
 
     assert text is not None

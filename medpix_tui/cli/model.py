@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..errors import InputError
+from ..errors import InputError, printable
 from ..source import SPLITS
 
 
@@ -41,44 +41,67 @@ def _json_option(f: Any) -> Any:
 
 
 #: File name endings ``classify --study DIR`` picks up; files without one are taken when they are DICOM.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".webp", ".bmp")
 #: The most images one study may hold (bounded input: each is decoded and embedded).
 MAX_STUDY_IMAGES = 1000
 
 
-def _study_files(folder: Path) -> list[Path]:
+def _study_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """The image files of a study folder (not its subfolders), and what was left out and why."""
     from ..model.dicom import is_dicom
 
-    found = []
+    found: list[Path] = []
+    others: list[str] = []
+    folders = 0
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path)):
+        if path.is_dir():
+            folders += 1
+        elif path.name.upper() == "DICOMDIR":
+            others.append(path.name)
+        elif path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path))):
             found.append(path)
             if len(found) > MAX_STUDY_IMAGES:
                 raise InputError(f"{folder}: more than {MAX_STUDY_IMAGES} images for one study")
+        else:
+            others.append(path.name)
     if not found:
-        raise InputError(f"{folder}: no PNG, JPEG or DICOM files in this folder")
-    return found
+        raise InputError(f"{folder}: no PNG, JPEG, TIFF, WebP or DICOM files in this folder"
+                         + (f" ({folders} subfolder(s) are not searched)" if folders else ""))
+    skipped = []
+    if others:
+        names = ", ".join(printable(n) for n in others[:3]) + (", ..." if len(others) > 3 else "")
+        skipped.append(f"{len(others)} file(s) that are not images or are a DICOMDIR index ({names})")
+    if folders:
+        skipped.append(f"{folders} subfolder(s) (give each series folder itself)")
+    return found, skipped
 
 
-def classify_paths(files: tuple[Path, ...], study: bool) -> list[Path]:
-    """The files to classify, checked before anything is loaded: folders only for a study."""
+def classify_paths(files: tuple[Path, ...], study: bool) -> tuple[list[Path], list[str]]:
+    """The files to classify, checked before anything is loaded (folders only for a study),
+    and notes on what a study folder's listing left out."""
+    from ..files import check_file
+
     paths: list[Path] = []
+    notes: list[str] = []
     for path in files:
         if path.is_dir():
             if not study:
                 raise InputError(f"{path} is a folder: classify its images as one study with --study")
-            paths += _study_files(path)
-        elif study and not path.is_file():
-            raise InputError(f"{path}: no such file")
+            found, skipped = _study_files(path)
+            paths += found
+            notes += [f"{path}: left out {what}" for what in skipped]
+        elif study:
+            check_file(path)
+            paths.append(path)
         else:
             paths.append(path)
-    if len(paths) == 1 and not paths[0].is_file():
-        raise InputError(f"{paths[0]}: no such file")
+    if len(paths) == 1:
+        check_file(paths[0])
     if len(paths) > MAX_STUDY_IMAGES:
         raise InputError(f"more than {MAX_STUDY_IMAGES} files at once; classify them in parts")
-    return paths
+    return paths, notes
 
 
 def _pct(value: float | None) -> str:
@@ -87,7 +110,9 @@ def _pct(value: float | None) -> str:
 
 def answer_line(answer: dict[str, Any]) -> str:
     """One answer as text: the modality (and where it comes from), the location, or why not."""
-    name = "study" if answer.get("study") else answer["file"]
+    name = "study" if answer.get("study") else printable(answer["file"])
+    if answer.get("frames") and answer["frames"] > 1 and answer.get("frame"):
+        name += f" [frame {answer['frame']} of {answer['frames']}]"
     if answer["status"] == "not_ct_or_mr" and answer.get("dicom_modality"):
         return f"{name}: not CT or MR (DICOM Modality {answer['dicom_modality']})"
     if answer["status"] == "not_ct_or_mr" and answer.get("study"):
@@ -95,8 +120,11 @@ def answer_line(answer: dict[str, Any]) -> str:
     probs = answer.get("probabilities") or {}
     modality = answer["modality"]
     if modality and answer["modality_source"] == "dicom":
-        if answer.get("study"):
+        if answer.get("study") and not answer.get("model_modality"):
             what = f"{modality} (DICOM tag)"
+        elif answer.get("study"):
+            verdict = "disagrees" if answer["disagrees"] else "agrees"
+            what = f"{modality} (DICOM tag; model {answer['model_modality']} pooled, {verdict})"
         else:
             verdict = "disagrees" if answer["disagrees"] else "agrees"
             what = (f"{modality} (DICOM tag; model {answer['model_modality']} "
@@ -140,39 +168,46 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
       medpix-tui classify --study series/
       medpix-tui classify scan.png --json
     """
-    paths = classify_paths(files, study)  # before the bundle and the model load
+    paths, notes = classify_paths(files, study)  # before the bundle and the model load
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     model = _bundle_model(ctx, bundle_path)
     loaded: list[Any] = []
-    errors: dict[int, str] = {}
-    for i, path in enumerate(paths):
+    errors: list[tuple[Path, str]] = []
+    for path in paths:
         try:
-            loaded.append(model.load(path, frame))
+            loaded += model.load_study(path, frame) if study else [model.load(path, frame)]
         except InputError as exc:
             if len(paths) == 1:
                 raise  # one file: its error is the whole story
-            errors[i] = str(exc)
-    answers = iter(model.answer(loaded)) if loaded else iter(())
-    rows: list[dict[str, Any]] = []
-    for i in range(len(paths)):
-        if i in errors:
-            if not study:
-                click.echo(f"error: {errors[i]}", err=True)
-            continue
-        rows.append(next(answers))
-        if not study:
-            click.echo(json.dumps(rows[-1]) if as_json else answer_line(rows[-1]))
-    if study:
+            errors.append((path, str(exc)))
+    rows = model.answer(loaded) if loaded else []
+    failed = [{"file": str(path), "status": "error", "reason": message} for path, message in errors]
+    if not study:
+        by_file = {str(path): message for path, message in errors}
+        answers = iter(rows)
+        for path in paths:
+            message = by_file.get(str(path))
+            if message is None:
+                row = next(answers)
+                click.echo(json.dumps(row) if as_json else answer_line(row))
+            elif as_json:
+                click.echo(json.dumps({"file": str(path), "status": "error", "reason": message}))
+            else:
+                click.echo(f"error: {printable(message)}", err=True)
+    else:
         from ..model.classify import pool_study
 
-        for i in sorted(errors):
-            click.echo(f"error: {errors[i]}", err=True)
+        for _, message in errors:
+            click.echo(f"error: {printable(message)}", err=True)
         if not rows:
             raise InputError(f"none of the study's {len(paths)} file(s) could be read")
-        pooled = pool_study(rows)
+        pooled = {**pool_study(rows), "errors": failed}
         if as_json:
             click.echo(json.dumps(pooled))
         else:
-            click.echo(f"{answer_line(pooled)}  [{pooled['used']} of {len(paths)} image(s) pooled]")
+            series = f" from {pooled['series']} DICOM series" if pooled["series"] > 1 else ""
+            click.echo(f"{answer_line(pooled)}  [{pooled['used']} of {len(rows)} image(s) pooled{series}]")
             for row in rows:
                 click.echo(f"  {answer_line(row)}")
     note = model.calibration_note
@@ -276,24 +311,26 @@ def _echo_ranked(result: dict[str, Any], as_json: bool) -> None:
 
 @click.command("similar")
 @click.argument("target")
+@click.option("--frame", type=click.IntRange(min=1), default=None,
+              help="Frame of a multi-frame DICOM TARGET, from 1 (default: the middle one).")
 @_ranked_options(default_k=5)
-def similar(ctx: click.Context, target: str, k: int, bundle_path: str | None, as_json: bool) -> None:
+def similar(ctx: click.Context, target: str, frame: int | None, k: int, bundle_path: str | None,
+            as_json: bool) -> None:
     """The K images and cases most similar to TARGET, by cosine of image embeddings.
 
-    TARGET is an image id of the bundle (its own image and case are left out) or a
-    PNG, JPEG or DICOM file from outside.
+    TARGET is an image id of the bundle (its own case, with all of its images, is left
+    out) or a PNG, JPEG or DICOM file from outside.
 
     \b
     Examples:
       medpix-tui similar MPX1009_synpic46283
       medpix-tui similar scan.dcm -k 10 --json
     """
-    looks_like_file = Path(target).suffix.lower() in IMAGE_SUFFIXES or os.sep in target
-    if looks_like_file and Path(target).is_dir():
-        raise InputError(f"{target}: is a folder, not an image file")
-    if looks_like_file and not Path(target).is_file():  # an image id has neither: say so before loading
-        raise InputError(f"{target}: no such file")
-    result = _bundle_model(ctx, bundle_path).similar(target, k)
+    from ..files import check_file
+
+    if Path(target).suffix.lower() in IMAGE_SUFFIXES or os.sep in target:  # a file, not an image id:
+        check_file(Path(target))  # say what is wrong with it before loading
+    result = _bundle_model(ctx, bundle_path).similar(target, k, frame)
     _echo_ranked(result, as_json)
 
 

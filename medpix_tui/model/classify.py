@@ -25,6 +25,10 @@ OK, UNSURE, NOT_CT_OR_MR = "ok", "unsure", "not_ct_or_mr"
 #: :func:`~.preprocess.colourful_share`): it adds coffee, retina and rocket of scikit-image's
 #: samples to what the OOD score rejects, and no release image comes near it.
 MAX_COLOURFUL = 0.5
+#: A picture with fewer grey levels (:func:`~.preprocess.grey_levels`) is a mask, a drawing
+#: or a phantom: pydicom's SEG mask and scikit-image's blobs, horse, checkerboard and Shepp-Logan
+#: phantom have 2 to 8; the train and dev images 26 at the least.
+MIN_GREY_LEVELS = 12
 
 
 def _rounded(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
@@ -68,6 +72,7 @@ def answer_one(classes: dict[str, tuple[str, ...]], calibration: Calibration | N
     if item.dicom_modality is not None:
         answer["dicom_modality"] = item.dicom_modality or None
         answer["frame"], answer["frames"] = item.frame, item.frames
+        answer["study_uid"], answer["series_uid"] = item.study_uid, item.series_uid
     if probs is None:
         answer.update(status=NOT_CT_OR_MR, reason=f"DICOM Modality is {item.dicom_modality}, not CT or MR")
         return answer
@@ -88,6 +93,9 @@ def answer_one(classes: dict[str, tuple[str, ...]], calibration: Calibration | N
                       f"(familiarity {score:.3f} < {calibration.threshold:.3f})")
     if item.colourful > MAX_COLOURFUL:
         reason = f"a colour picture ({100 * item.colourful:.0f}% of its pixels coloured): CT and MR slices are grey"
+    if item.levels < MIN_GREY_LEVELS:
+        reason = (f"only {item.levels} grey levels: a mask or a drawing, not a CT or MR slice "
+                  f"(slices have {MIN_GREY_LEVELS} at the least)")
     if item.blank is not None:  # a DICOM's tag still says its modality; the picture says nothing
         windowed = ", as windowed" if item.dicom_modality is not None else ""
         reason = f"the picture is blank (every pixel is {item.blank}{windowed}): nothing to classify"
@@ -112,15 +120,23 @@ def pooled_probabilities(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return _rounded(classes, p / p.sum())
 
 
+def _argmax(p: dict[str, float]) -> str:
+    return max(p, key=p.__getitem__)
+
+
 def pool_study(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One answer for the images of one study, from the per-image answers it keeps under ``images``.
 
     The modality is the DICOM tag when the study's CT/MR tags agree, else the model's pooled
-    call; the location is pooled over the images the model is sure of (status ``ok``).
+    call; the location is pooled over the images the model is sure of (status ``ok``). The
+    study is ``unsure`` when its files disagree: CT/MR tags that differ, files of different
+    DICOM studies, or untagged images (PNGs) the model calls other than the files' tag.
     """
     used = [a for a in images if a["status"] == OK]
+    series = sorted({a["series_uid"] for a in images if a.get("series_uid")})
     study: dict[str, Any] = {"study": True, "n": len(images), "used": len(used), "status": OK, "modality": None,
                              "modality_source": None, "location": None, "probabilities": None, "reason": None,
+                             "model_modality": None, "disagrees": False, "series": len(series),
                              "images": list(images)}
     tags = sorted({a["modality"] for a in images if a["modality_source"] == "dicom"})
     if len(tags) == 1:
@@ -136,11 +152,25 @@ def pool_study(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
                          reason="no image of the study looks like a CT or MR slice the model knows")
         return study
     probs = {task: pooled_probabilities([a["probabilities"][task] for a in used]) for task in used[0]["probabilities"]}
-    study["probabilities"] = probs
+    study.update(probabilities=probs, model_modality=_argmax(probs["modality"]))
+    studies = sorted({a["study_uid"] for a in images if a.get("study_uid")})
+    untagged = [a for a in used if a["modality_source"] != "dicom"]
+    reason = None
     if len(tags) > 1:
-        study.update(status=UNSURE, reason=f"the study's DICOM Modality tags differ ({', '.join(tags)})")
+        reason = f"the study's DICOM Modality tags differ ({', '.join(tags)})"
+    elif len(studies) > 1:
+        reason = f"the files belong to {len(studies)} different DICOM studies (StudyInstanceUID)"
+    elif tags and untagged:
+        called = pooled_probabilities([a["probabilities"]["modality"] for a in untagged])
+        if _argmax(called) != tags[0]:
+            reason = (f"the DICOM files are tagged {tags[0]}, but the model calls the {len(untagged)} untagged "
+                      f"image(s) {_argmax(called)} ({100 * max(called.values()):.0f}%)")
+    if reason:
+        study.update(status=UNSURE, reason=reason)
         return study
-    if not tags:
-        study.update(modality=max(probs["modality"], key=probs["modality"].__getitem__), modality_source="model")
-    study["location"] = max(probs["location"], key=probs["location"].__getitem__)
+    if tags:
+        study["disagrees"] = study["model_modality"] != tags[0]
+    else:
+        study.update(modality=study["model_modality"], modality_source="model")
+    study["location"] = _argmax(probs["location"])
     return study

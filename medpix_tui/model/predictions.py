@@ -53,13 +53,14 @@ def prediction_of(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_images(model_dir: Path, images: Sequence[tuple[str, Path]], embeddings: np.ndarray,
-                   pictures: Mapping[str, np.ndarray] | None = None, colourful: Mapping[str, float] | None = None,
+                   pictures: Mapping[str, np.ndarray] | None = None,
+                   facts: Mapping[str, Mapping[str, Any]] | None = None,
                    progress: Progress = silent) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """``Prediction`` of every ``(image id, file)`` from its unit embedding (rows of ``embeddings``).
 
     ``pictures`` (id -> the model's picture) spares decoding the images that need stage
-    features; ``colourful`` (id -> :func:`~.preprocess.colourful_share`) applies classify's
-    colour rule. Returns the predictions by image id and what the bundle manifest records.
+    features; ``facts`` (id -> :func:`~.preprocess.picture_facts`) applies classify's
+    colour, blank and grey-level rules. Returns the predictions by image id and what the bundle manifest records.
     """
     from ..source import sha256_file
     from .calibration import load_calibration, read_release_scores
@@ -95,7 +96,7 @@ def predict_images(model_dir: Path, images: Sequence[tuple[str, Path]], embeddin
                 advance(1)
     out: dict[str, dict[str, Any]] = {}
     for row, (name, path) in enumerate(images):
-        item = ModelInput(Path(path), None, None, colourful=(colourful or {}).get(name, 0.0))
+        item = ModelInput(Path(path), None, None, **(facts or {}).get(name, {}))
         probs = {task: p[row] for task, p in probabilities.items()}
         out[name] = prediction_of(answer_one(head.classes, calibration, item, probs, scores[row]))
     info = {"count": len(out), "calibrated": calibration is not None,

@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import check_file
 from ..progress import Progress
 from ..source import MIN_SIDE
 from .dicom import WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
@@ -42,9 +44,16 @@ def _pil_gray(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("L"), dtype=np.uint8)
 
 
-def picture_of(im: Image.Image, size: int) -> np.ndarray:
-    """The model's picture of an already decoded image (what :func:`load_square` gives for its file)."""
-    return square(_pil_gray(im), size)
+def picture_of(im: Image.Image, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The model's picture of an already decoded image (what :func:`load_square` gives for its
+    file) and its :func:`picture_facts`: what ``bundle build`` keeps of each image it validates."""
+    gray = _pil_gray(im)
+    return square(gray, size), picture_facts(gray, colourful_share(im))
+
+
+def picture_facts(gray: np.ndarray, colourful: float) -> dict[str, Any]:
+    """What classify's rules read of a picture beside the model (:class:`ModelInput`'s fields)."""
+    return {"colourful": colourful, "blank": blank_level(gray), "levels": grey_levels(gray)}
 
 
 #: How PNG and JPEG files begin: a picture named .dcm is read as the picture it is.
@@ -64,8 +73,7 @@ def _is_dicom_file(path: Path) -> bool:
 def load_gray(path: Path) -> np.ndarray:
     """An image file (PNG, JPEG or DICOM) as an 8-bit grayscale array."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_file(path)
     if _is_dicom_file(path):
         return read_dicom(path)
     return _read_picture(path)
@@ -134,6 +142,18 @@ def blank_level(gray: np.ndarray) -> int | None:
     return int(gray.flat[0]) if gray.size and gray.min() == gray.max() else None
 
 
+#: A grey level counts when it holds more than this share of a picture's pixels.
+LEVEL_SHARE = 0.001
+
+
+def grey_levels(gray: np.ndarray) -> int:
+    """How many grey levels hold more than 0.1% of a picture's pixels: a slice has many (of
+    the train and dev images, 26 at the least, most over 100), a segmentation mask, a line
+    drawing or a phantom a handful (2 to 8)."""
+    counts = np.bincount(gray.ravel(), minlength=256)
+    return int((counts > LEVEL_SHARE * gray.size).sum())
+
+
 def square(gray: np.ndarray, size: int) -> np.ndarray:
     """Resize so the longest side is ``size`` (bicubic) and centre on a black square."""
     h, w = gray.shape
@@ -155,26 +175,53 @@ class ModelInput:
     dicom_modality: str | None  # a DICOM file's Modality tag ('' when absent); None for PNG and JPEG
     frame: int | None = None  # 1-based frame of a DICOM file
     frames: int | None = None
-    colourful: float = 0.0  # :func:`colourful_share` of a PNG or JPEG
+    colourful: float = 0.0  # :func:`colourful_share` of the picture (a colour DICOM's too)
     blank: int | None = None  # :func:`blank_level` of the picture (a DICOM's as windowed)
+    levels: int = 256  # :func:`grey_levels` of the picture (a DICOM's as windowed)
+    study_uid: str | None = None  # a DICOM file's StudyInstanceUID and SeriesInstanceUID
+    series_uid: str | None = None
 
 
 def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
     """Read a file for classification: a DICOM file tagged other than CT or MR is not decoded."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_file(path)
     if _is_dicom_file(path):
         header = read_header(path)
+        if frame is not None and frame > header.frames:
+            raise InputError(f"{path}: --frame {frame} is out of range (the file has {header.frames} "
+                             f"frame{'s' if header.frames > 1 else ''})")
+        study, series = _uid(header.dataset, "StudyInstanceUID"), _uid(header.dataset, "SeriesInstanceUID")
         if header.modality and not header.is_ct_or_mr:
-            return ModelInput(path, None, header.modality, None, header.frames)
+            return ModelInput(path, None, header.modality, None, header.frames, study_uid=study, series_uid=series)
         decoded = picture_of_header(header, frame)
         return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames,
-                          blank=blank_level(decoded.picture))
+                          study_uid=study, series_uid=series, **picture_facts(decoded.picture, decoded.colourful))
     if frame is not None and frame != 1:
         raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
     gray, colourful = _read_picture_and_colour(path)
-    return ModelInput(path, square(gray, size), None, colourful=colourful, blank=blank_level(gray))
+    return ModelInput(path, square(gray, size), None, **picture_facts(gray, colourful))
+
+
+#: The most frames of one multi-frame DICOM file a study pools, evenly spaced: an enhanced
+#: CT or MR file holds a whole series, and its middle frame alone is one slice of it.
+STUDY_FRAMES = 9
+
+
+def load_study_inputs(path: Path, size: int, frame: int | None = None) -> list[ModelInput]:
+    """A file read for a study: one input, or up to :data:`STUDY_FRAMES` of a multi-frame
+    DICOM file's frames (first to last, evenly spaced) unless ``frame`` names one."""
+    first = load_input(path, size, frame)
+    frames = first.frames or 1
+    if frame is not None or frames == 1 or first.picture is None:
+        return [first]
+    picks = sorted({int(k) for k in np.linspace(1, frames, min(frames, STUDY_FRAMES)).round()})
+    return [first if k == first.frame else load_input(path, size, k) for k in picks]
+
+
+def _uid(ds: object, name: str) -> str | None:
+    value = str(getattr(ds, name, "") or "").strip()
+    return value or None
 
 
 def load_square(path: Path, size: int) -> np.ndarray:

@@ -77,12 +77,17 @@ class BundleModel:
 
         return load_input(Path(path), self.encoder.size, frame)
 
-    def embed_file(self, path: Path) -> Any:
+    def load_study(self, path: Path, frame: int | None = None) -> list[Any]:
+        """One file of a study read for the model: each sampled frame of a multi-frame DICOM
+        file (:func:`~.preprocess.load_study_inputs`)."""
+        from .preprocess import load_study_inputs
+
+        return load_study_inputs(Path(path), self.encoder.size, frame)
+
+    def embed_file(self, path: Path, frame: int | None = None) -> Any:
         """The unit embedding of one image file, read as ``classify`` reads it (so a folder, a
         blank picture or a DICOM file of another modality gets its one-line error)."""
-        if path.is_dir():
-            raise InputError(f"{path}: is a folder, not an image file")
-        loaded = self.load(path)
+        loaded = self.load(path, frame)
         if loaded.picture is None:
             raise InputError(f"{path}: DICOM Modality {loaded.dicom_modality} is not CT or MR")
         if loaded.blank is not None:
@@ -103,7 +108,7 @@ class BundleModel:
         """One answer for the images of one study, with each image's answer under ``images``."""
         from .classify import pool_study
 
-        return pool_study(self.answer([self.load(p, frame) for p in paths]))
+        return pool_study(self.answer([item for p in paths for item in self.load_study(p, frame)]))
 
     def evaluate(self, split: str, progress: Progress = silent, by_case: bool = False,
                  from_pixels: bool = False) -> dict[str, Any]:
@@ -146,24 +151,29 @@ class BundleModel:
             row["title"] = ((case.get("Case") or {}).get("Title") or "").strip()
         return rows
 
-    def similar(self, target: str, k: int = 5) -> dict[str, Any]:
-        """The ``k`` images and cases most similar to a bundle image id or an image file."""
+    def image_query(self, target: str, frame: int | None = None) -> tuple[Any, str | None]:
+        """The unit vector of a bundle image id or an image file, and the bundle case it
+        belongs to (None for a file): ``similar`` and ``similar-cases --image`` leave that
+        case out, since its own slices are the nearest images of all and tell nothing new."""
+        if target in self.docs:
+            if frame is not None:
+                raise InputError(f"--frame is for a DICOM file; {target!r} is an image of the bundle")
+            return self.index.row(target), self.docs[target]["U_id"]
+        if target.strip() and (Path(target).exists() or Path(target).is_symlink()):
+            return self.embed_file(Path(target), frame), None
+        raise InputError(f"{target!r} is neither an image id of the bundle nor a file")
+
+    def similar(self, target: str, k: int = 5, frame: int | None = None) -> dict[str, Any]:
+        """The ``k`` images and cases most similar to a bundle image id or an image file
+        (for a bundle image, its own case and all its images left out)."""
         if k < 1:
             raise InputError("k must be at least 1")
-        if target in self.docs:
-            query = self.index.row(target)
-            own_case = self.docs[target]["U_id"]
-            images = top_images(query, self.index, k, exclude={target})
-            cases = self._case_rows(query, k, exclude={own_case})
-            kind = "image"
-        elif target.strip() and Path(target).exists():
-            query = self.embed_file(Path(target))
-            images = top_images(query, self.index, k)
-            cases = self._case_rows(query, k, exclude=set())
-            kind = "file"
-        else:
-            raise InputError(f"{target!r} is neither an image id of the bundle nor a file")
-        return {"query": target, "kind": kind, "images": [self._image_row(i, s) for i, s in images], "cases": cases}
+        query, own_case = self.image_query(target, frame)
+        own = {name for name, doc in self.docs.items() if doc["U_id"] == own_case} if own_case else set()
+        images = top_images(query, self.index, k, exclude=own)
+        cases = self._case_rows(query, k, exclude={own_case} if own_case else set())
+        return {"query": target, "kind": "file" if own_case is None else "image",
+                "images": [self._image_row(i, s) for i, s in images], "cases": cases}
 
     def search(self, text: str, k: int = 10) -> dict[str, Any]:
         """The ``k`` images (and cases) whose embeddings best match a text, by cosine."""
