@@ -75,31 +75,32 @@ def first_answers(bundle: str | None, one: Path, folder: Path) -> dict[str, Any]
     return out
 
 
-def negatives(size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+def negatives(size: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Pictures nobody here drew: pydicom's non-CT/MR test files and scikit-image's samples,
-    with their :func:`colourful_share` (0 for the DICOM files, decoded grey)."""
+    with their :func:`colourful_share` and :func:`grey_levels` (classify's two picture rules)."""
     from PIL import Image
     from pydicom.data import get_testdata_files
 
     from medpix_tui.model.dicom import picture_of_header, read_header
-    from medpix_tui.model.preprocess import _pil_gray, colourful_share, square
+    from medpix_tui.model.preprocess import _pil_gray, colourful_share, grey_levels, square
 
-    names, pictures, colour = [], [], []
+    names, pictures, colour, levels = [], [], [], []
     for path in get_testdata_files():
         try:
             header = read_header(Path(path))
             if header.is_ct_or_mr:
                 continue
-            picture = picture_of_header(header).picture
+            decoded = picture_of_header(header)
         except Exception:  # noqa: BLE001 - files without pixels or undecodable here are not negatives
             continue
         names.append(f"pydicom {header.modality or '-'} {Path(path).name}")
-        pictures.append(square(picture, size))
-        colour.append(0.0)
+        pictures.append(square(decoded.picture, size))
+        colour.append(decoded.colourful)
+        levels.append(grey_levels(decoded.picture))
     try:
         import skimage.data as data
     except ImportError:
-        return names, np.stack(pictures), np.array(colour)
+        return names, np.stack(pictures), np.array(colour), np.array(levels)
     for name in ("astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard", "chelsea", "clock",
                  "coffee", "coins", "colorwheel", "grass", "gravel", "horse", "hubble_deep_field",
                  "immunohistochemistry", "logo", "microaneurysms", "moon", "page", "retina", "rocket",
@@ -110,14 +111,18 @@ def negatives(size: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         elif a.dtype != np.uint8:
             a = (255 * (a - a.min()) / (np.ptp(a) or 1)).astype(np.uint8)
         names.append(f"skimage {name}")
-        pictures.append(square(_pil_gray(Image.fromarray(a)), size))
+        gray = _pil_gray(Image.fromarray(a))
+        pictures.append(square(gray, size))
         colour.append(colourful_share(Image.fromarray(a)))
+        levels.append(grey_levels(gray))
     faces = data.lfw_subset()
     for i in range(0, len(faces), 10):
         names.append(f"skimage lfw_subset[{i}]")
-        pictures.append(square((faces[i] * 255).astype(np.uint8), size))
+        gray = (faces[i] * 255).astype(np.uint8)
+        pictures.append(square(gray, size))
         colour.append(0.0)
-    return names, np.stack(pictures), np.array(colour)
+        levels.append(grey_levels(gray))
+    return names, np.stack(pictures), np.array(colour), np.array(levels)
 
 
 def _png_bomb(path: Path, side: int) -> Path:
@@ -277,16 +282,18 @@ def main() -> None:
     report["by_case_test"] = {**case_report(truths, probabilities, encoder.head.classes, [d["U_id"] for d in test]),
                               "image_level": image_level}
     if calibration is not None:
-        from medpix_tui.model.classify import MAX_COLOURFUL
+        from medpix_tui.model.classify import MAX_COLOURFUL, MIN_GREY_LEVELS, OK
 
-        names, pictures, colour = negatives(encoder.size)
+        names, pictures, colour, levels = negatives(encoder.size)
         _, negative_features = encode_with_features(encoder, pictures)
         by_score = calibration.scores(negative_features) < calibration.threshold
-        rejected = by_score | (colour > MAX_COLOURFUL)
+        rejected = by_score | (colour > MAX_COLOURFUL) | (levels < MIN_GREY_LEVELS)
+        answers = answer_images(encoder, calibration, [load_input(p, encoder.size) for p in paths])
         groups = {g: [n.startswith(g) for n in names] for g in ("pydicom", "skimage")}
         report["ood"] = {"threshold": calibration.threshold,
-                         "test_accepted": round(float((calibration.scores(features) >= calibration.threshold).mean()),
-                                                4),
+                         "test_accepted": round(float(np.mean([a["status"] == OK for a in answers])), 4),
+                         "test_accepted_by_score_alone": round(float((calibration.scores(features)
+                                                                      >= calibration.threshold).mean()), 4),
                          "negatives_rejected": round(float(rejected.mean()), 4), "negatives": len(names),
                          "negatives_rejected_by_score_alone": round(float(by_score.mean()), 4),
                          **{f"{g}_rejected": round(float(rejected[np.array(m)].mean()), 4) for g, m in groups.items()},
@@ -295,7 +302,7 @@ def main() -> None:
     from medpix_tui.model.service import BundleModel
 
     table = dicom_table(BundleModel(resolve_bundle(args.bundle)))
-    no_pixels = [r for r in table if r["status"] == "DICOM file has no pixel data"]
+    no_pixels = [r for r in table if str(r["status"]).startswith("DICOM file has no pixel data")]
     table = [r for r in table if r not in no_pixels]
     report["dicom_ct_mr"] = {"files_with_pixels": len(table),
                              "right_modality": sum(r["reported"] == r["tag"] for r in table),

@@ -158,6 +158,21 @@ def test_interrupted_run_resumes_to_the_same_weights(work: dict[str, Path]) -> N
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
 
 
+def test_a_record_whose_state_never_landed_is_not_logged_twice(work: dict[str, Path]) -> None:
+    # a kill between end_epoch's append and its last.pt: the epoch runs again on resume
+    pack = read_pack(work["pack"])
+    cut = deepcopy(TINY)
+    cut["train"]["max_minutes"] = 1e-9  # stop after the first epoch
+    out = work["root"] / "killed"
+    train(cut, pack, out, log=lambda *_: None)
+    first = (out / METRICS).read_text().splitlines()[0]
+    with open(out / METRICS, "a") as f:  # epoch 2's record, then the kill, and a line cut short
+        f.write(first.replace('"epoch": 1', '"epoch": 2') + "\n" + first[:20])
+    train(deepcopy(TINY), pack, out, log=lambda *_: None)
+    epochs = [json.loads(line)["epoch"] for line in (out / METRICS).read_text().splitlines()]
+    assert epochs == [1, 2]
+
+
 def test_ema_run_judges_and_ships_the_averaged_weights(work: dict[str, Path]) -> None:
     from safetensors.torch import load_file
 

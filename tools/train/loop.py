@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from medpix_tui.atomic import atomic_file
+from medpix_tui.atomic import atomic_file, write_atomic
 
 
 def adamw(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -57,6 +57,27 @@ def end_epoch(out: Path, metrics: str, record: dict[str, Any], last: str, state:
     log(json.dumps(record))
     with atomic_file(out / last, force=True) as tmp:
         torch.save(state, tmp)
+
+
+def trim_metrics(out: Path, metrics: str, done: int, log: Callable[[str], None]) -> None:
+    """On resume, drop the records of epochs after ``done``: :func:`end_epoch` appends an
+    epoch's record before its state lands, so a run killed between the two runs that epoch
+    again and would log it twice (a record cut short by the kill is dropped too)."""
+    path = out / metrics
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and int(record.get("epoch", 0)) <= done:
+            kept.append(line)
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(f"{line}\n" for line in kept).encode())
+        log(f"{metrics}: dropped {len(lines) - len(kept)} record(s) after epoch {done}, the state resumed from")
 
 
 def next_epoch_overruns(deadline: float | None, epoch_start: float) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import augment
-from .loop import adamw, end_epoch, lr_at, next_epoch_overruns, set_lr
+from .loop import adamw, end_epoch, lr_at, next_epoch_overruns, set_lr, trim_metrics
 
 PRETRAIN_LAST = "pretrain_last.pt"
 PRETRAIN_WEIGHTS = "pretrain.safetensors"
@@ -80,6 +80,7 @@ def pretrain_visual(visual: Any, pictures: torch.Tensor, rows: torch.Tensor, cfg
         opt.load_state_dict(state["optimizer"])
         done, seconds = state["epochs_done"], state["seconds"]
         log(f"resuming pre-training after epoch {done}")
+    trim_metrics(out, PRETRAIN_METRICS, done, log)
     started = time.time() - seconds
     for epoch in range(done, int(cfg["epochs"])):
         epoch_start = time.time()

@@ -35,7 +35,7 @@ from medpix_tui.model.prompts import TASKS
 
 from . import one_line_errors
 from .data import AUGMENT_KEYS, Pack, augment, read_pack
-from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr
+from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr, trim_metrics
 
 LAST = "last.pt"
 BEST = "best.safetensors"
@@ -417,6 +417,7 @@ def train(cfg: dict[str, Any], pack: Pack, out: Path, log=print) -> dict[str, An
             ema.load_state_dict(state["ema"])
         run = state["run"]
         log(f"resuming after epoch {run['epochs_done']}")
+    trim_metrics(out, METRICS, run["epochs_done"], log)
     started = time.time() - run["seconds"]
     for epoch in range(run["epochs_done"], int(tc["epochs"])):
         epoch_start = time.time()
