@@ -65,6 +65,18 @@ def check_not_read_only(path: Path) -> None:
             raise InputError(f"refusing to write {path}: it overlaps the bundle {root}, which is read-only")
 
 
+def no_folder_message(folder: Path) -> str:
+    """Why ``folder``, which is no folder, cannot be written in: it is missing, or it (or a folder
+    above it) is a file, which "does not exist" would misname."""
+    folder = Path(folder)
+    for above in (folder, *folder.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                return f"not a folder: {above} is a file" + (f" (in the path {folder})" if above != folder else "")
+            break
+    return f"folder does not exist: {folder}"
+
+
 def check_destination(path: Path, force: bool) -> None:
     """Refuse a destination that exists (without ``force``), is no file or folder, or whose folder is missing."""
     path = Path(path)
@@ -77,17 +89,37 @@ def check_destination(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists (use --force to overwrite)", path)
     if not path.parent.is_dir():
-        raise InputError(f"folder does not exist: {path.parent}")
+        raise InputError(no_folder_message(path.parent))
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"folder is not writable: {path.parent}")
 
 
-def check_file_destination(path: Path, force: bool) -> None:
+#: ``why_not(path)``: why an existing ``path`` is not this writer's to replace (None: it is).
+Replaceable = Callable[[Path], "str | None"]
+
+
+def check_owned(path: Path, ours: Replaceable | None) -> None:
+    """Refuse, even with ``force`` and before any "replace it?" question, an existing ``path`` that
+    ``ours`` says is not what this writer wrote (another export's manifest, somebody's file)."""
+    try:
+        mode = Path(path).lstat().st_mode
+    except OSError:
+        return
+    if ours is None or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        return  # nothing there, or a FIFO or device: check_destination refuses it as such
+    why = ours(Path(path))
+    if why:
+        raise InputError(f"refusing to replace {path}: {why}; remove it yourself or choose another place")
+
+
+def check_file_destination(path: Path, force: bool, ours: Replaceable | None = None) -> None:
     """:func:`check_destination` for a file: a folder in its place is refused even with ``force``,
-    before any "replace it?" question (a file never replaces a folder)."""
+    before any "replace it?" question (a file never replaces a folder), and so is a file
+    ``ours`` disowns."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
         raise InputError(f"{path} is a folder: name a file to write, e.g. {path / ('results' + path.suffix)}")
+    check_owned(path, ours)
     check_destination(path, force)
 
 
@@ -260,14 +292,17 @@ def moved_into_place(tmp: Path, path: Path, *, note: str = "") -> Iterator[Path]
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, force: bool = False, mode: str = "wb") -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to ``path`` when the block succeeds."""
+def atomic_file(path: Path, *, force: bool = False, mode: str = "wb",
+                ours: Replaceable | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` when the block succeeds.
+
+    ``ours`` (see :func:`check_owned`) says which existing files ``force`` may replace."""
     path = Path(path)
-    check_file_destination(path, force)
+    check_file_destination(path, force, ours)
     remove_stale_beside(path)
     with moved_into_place(temp_file_beside(path), path) as tmp:
         yield tmp
-        check_file_destination(path, force)  # again: a file another process wrote meanwhile stays unless forced
+        check_file_destination(path, force, ours)  # again: a file another process wrote meanwhile stays unless forced
 
 
 def try_write_json(path: Path, data: object) -> bool:
@@ -286,14 +321,17 @@ def try_write_json(path: Path, data: object) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> Iterator[Path]:
+def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK,
+               ours: Replaceable | None = None) -> Iterator[Path]:
     """Yield a temporary folder to fill; rename it to ``path`` when the block succeeds.
 
-    The folder gets the empty ``mark`` file; an existing ``path`` is replaced only if it has one.
+    The folder gets the empty ``mark`` file; an existing ``path`` is replaced only if it has one
+    (or is empty) and ``ours`` (see :func:`check_owned`) does not disown it.
     """
     path = Path(path)
     check_destination(path, force)
     check_replaceable(path, mark)
+    check_owned(path, ours)
     remove_stale_beside(path)
     tmp = temp_dir_beside(path)
     try:
@@ -302,6 +340,7 @@ def atomic_dir(path: Path, *, force: bool = False, mark: str = EXPORT_MARK) -> I
         # again at the end: a folder another process made meanwhile is never replaced unasked
         check_destination(path, force)
         check_replaceable(path, mark)
+        check_owned(path, ours)
         replace_dir(tmp, path)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

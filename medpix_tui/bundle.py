@@ -47,6 +47,7 @@ from .atomic import (
     mark_read_only,
     move_aside,
     moved_into_place,
+    no_folder_message,
     pid_alive,
     point_link,
     publish_dir,
@@ -89,6 +90,10 @@ KEEP_ARCHIVES = 8
 #: Counts every manifest holds (``bundle info`` and ``build`` print them).
 COUNT_KEYS = ("Image_Descriptions", "Clinical_Reports", "Image_Reports", "images_ct", "images_mr")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+#: Manifest keys that differ between two builds of the same source (left out of :attr:`Bundle.content_digest`).
+BUILD_VOLATILE = ("created", "build_seconds")
+#: The mongita file of a collection's options and indexes, with an ObjectId made at each build.
+_STORE_METADATA = "$.metadata"
 
 
 def default_bundle_path() -> Path:
@@ -300,7 +305,7 @@ def build_bundle(source_dir: Path, out: Path, *, force: bool = False, progress: 
         except OSError as exc:
             raise InputError(f"cannot create {parent}: {exc.strerror}") from None
     if not parent.is_dir():
-        raise InputError(f"output folder's parent does not exist: {parent}")
+        raise InputError(f"cannot build {out}: {no_folder_message(parent)}")
     remove_stale_temporaries(parent)
     tmp = temp_dir_beside(out, prefix=f"{_TMP_PREFIX}{os.getpid()}-")
     try:
@@ -752,6 +757,22 @@ class Bundle:
             raise damaged(self.root, MANIFEST_SUM, "is missing or unreadable")
         return field0[0]
 
+    @cached_property
+    def content_digest(self) -> str:
+        """The sha256 of what the bundle holds, the same for two builds of one source: its manifest less
+        what differs between such builds (:data:`BUILD_VOLATILE`, the store's metadata files, which hold
+        fresh ObjectIds), so an export made from one is reproduced from the other."""
+        manifest = {k: v for k, v in self.manifest.items() if k not in BUILD_VOLATILE}
+        files = manifest.get("files")
+        if isinstance(files, dict):
+            manifest["files"] = {rel: entry for rel, entry in files.items()
+                                 if not (rel.startswith(f"{STORE_DIR}/") and rel.endswith(_STORE_METADATA))}
+        source = manifest.get("source")
+        if isinstance(source, dict):
+            manifest["source"] = {k: v for k, v in source.items() if k != "path"}
+        text = json.dumps(manifest, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     @property
     def parquet_dir(self) -> Path:
         return self.checked_dir(PARQUET_DIR)
@@ -767,6 +788,41 @@ class Bundle:
     def image_path(self, name: str) -> Path:
         """The PNG of an image (names are plain ids, checked at build time)."""
         return self.root / IMAGE_DIR / f"{name}{IMAGE_SUFFIX}"
+
+    def read_image(self, name: str, sink: Callable[[bytes], object]) -> None:
+        """Stream the PNG of an image into ``sink``, hashed on the way (one read): an image changed
+        since the build is named damaged, so an export never passes it on under its recorded digest.
+
+        The sink has had the bytes when that is found: write them only to a temporary.
+        """
+        rel = f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX}"
+        files = self.manifest.get("files")
+        entry = files.get(rel) if isinstance(files, dict) else None
+        if not isinstance(entry, dict):
+            raise damaged(self.root, rel, "is not listed in the manifest")
+        h = hashlib.sha256()
+        try:
+            with open_regular(self.root / rel) as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+                    sink(block)
+        except FileNotFoundError:
+            raise damaged(self.root, rel, "is missing") from None
+        except OSError as exc:
+            raise damaged(self.root, rel, f"is unreadable ({exc.strerror or exc})") from None
+        if h.hexdigest() != entry.get("sha256"):
+            raise damaged(self.root, rel, "does not match its digest in the manifest")
+
+    def copy_image(self, name: str, dest: Path) -> None:
+        """Copy the PNG of an image to ``dest``, checked against the manifest (see :meth:`read_image`)."""
+        with open(dest, "wb") as out:
+            self.read_image(name, out.write)
+
+    def image_bytes(self, name: str) -> bytes:
+        """The PNG of an image, checked against the manifest (see :meth:`read_image`)."""
+        parts: list[bytes] = []
+        self.read_image(name, parts.append)
+        return b"".join(parts)
 
     @cached_property
     def store(self) -> Store:

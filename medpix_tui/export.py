@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_file_destination, check_not_read_only
 from .errors import InputError, MedpixError
@@ -244,7 +244,8 @@ def label_folder(value: str) -> str:
     return cleaned or "unknown"
 
 
-def _write_imagefolder(sel: Selection, out: Path, label: str, image_path: Any, progress: Progress) -> list[Path]:
+def _write_imagefolder(sel: Selection, out: Path, label: str, copy: Callable[[str, Path], None],
+                       progress: Progress) -> list[Path]:
     if label not in LABELS:
         raise InputError(f"unknown label {label!r}: choose {' or '.join(LABELS)}")
     key = LABELS[label]
@@ -253,14 +254,27 @@ def _write_imagefolder(sel: Selection, out: Path, label: str, image_path: Any, p
         for doc in sel.images:
             folder = out / sel.split(doc["U_id"]) / label_folder(str(doc.get(key)))
             folder.mkdir(parents=True, exist_ok=True)
-            src = image_path(doc["image"])
-            if not Path(src).is_file():
-                raise InputError(f"image file missing from the bundle: {src}")
             dest = folder / f"{doc['image']}.png"
-            shutil.copyfile(src, dest)
+            copy(doc["image"], dest)
             paths.append(dest)
             advance(1)
     return paths
+
+
+def _image_copier(image_path: Callable[[str], Path], bundle: Bundle | None) -> Callable[[str, Path], None]:
+    """How an export copies an image: a bundle's own images checked against its manifest while
+    copied (:meth:`.Bundle.copy_image`), images from elsewhere as they are."""
+    owner = bundle if bundle is not None else getattr(image_path, "__self__", None)
+    if owner is not None and hasattr(owner, "copy_image") and image_path == owner.image_path:
+        return owner.copy_image
+
+    def copy(name: str, dest: Path) -> None:
+        src = image_path(name)
+        if not Path(src).is_file():
+            raise InputError(f"image file missing from the bundle: {src}")
+        shutil.copyfile(src, dest)
+
+    return copy
 
 
 @dataclass(frozen=True)
@@ -293,7 +307,7 @@ def _dataset_csv(job: ExportJob, out: Path) -> list[Path]:
 def _dataset_imagefolder(job: ExportJob, out: Path) -> list[Path]:
     if job.image_path is None:
         raise InputError("an image-folder export needs the bundle's images")
-    return _write_imagefolder(job.selection, out, job.label, job.image_path, job.progress)
+    return _write_imagefolder(job.selection, out, job.label, _image_copier(job.image_path, job.bundle), job.progress)
 
 
 def _dataset_rag(job: ExportJob, out: Path) -> list[Path]:
@@ -320,7 +334,7 @@ def _dataset_hf(job: ExportJob, out: Path) -> list[Path]:
     by_split: dict[str, list[dict[str, Any]]] = {}
     for doc in job.selection.reports():
         by_split.setdefault(job.selection.split(doc["U_id"]), []).append(doc)
-    counts = write_hf(job.bundle, out, by_split)
+    counts = write_hf(job.bundle, out, by_split, job.progress)
     job.counts.update({f"{split}_rows": n for split, n in counts.items()})
     return sorted(p for p in out.rglob("*") if p.is_file())
 
@@ -461,14 +475,15 @@ class ExportQuery:
                    data["split"], None if ids is None else tuple(ids))
 
     def _filter(self, store: Store) -> dict[str, Any]:
-        from .query import and_filters, field_filter, parse_field_args
+        from .query import and_filters, field_filter, numbers_as_numbers, parse_field_args
         from .source import SPLITS
 
         if self.split is not None and self.split not in SPLITS:
             raise InputError(f"unknown split {self.split!r}: choose {', '.join(SPLITS)}")
         by_id = {ID_FIELD.get(self.collection, "image"): {"$in": list(self.ids)}} if self.ids is not None else {}
         return and_filters(field_filter(parse_field_args(self.fields)) if self.fields else {},
-                           self.filter or {}, store.split_filter(self.split) if self.split else {}, by_id)
+                           numbers_as_numbers(store, self.collection, self.filter) if self.filter else {},
+                           store.split_filter(self.split) if self.split else {}, by_id)
 
     def _ranked(self, store: Store, flt: dict[str, Any]) -> list[dict[str, Any]]:
         """The images the keywords rank, best first."""
@@ -523,6 +538,57 @@ def manifest_path(out: Path) -> Path:
     """Where the export manifest of ``out`` lives: inside a folder export, beside a one-file export."""
     out = Path(out)
     return out / EXPORT_MANIFEST if out.is_dir() else out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def _is_manifest_data(data: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(data, dict) and data.get("export") == "medpix-tui" and isinstance(data.get("files"), dict)
+
+
+#: The largest file taken for an export manifest when deciding what ``force`` may replace.
+_MANIFEST_LIMIT = 64 << 20
+
+
+def is_export_manifest(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding an export manifest (of any version)."""
+    from .bundle import read_regular
+
+    try:
+        return _is_manifest_data(json.loads(read_regular(path, _MANIFEST_LIMIT)))
+    except (OSError, ValueError):
+        return False
+
+
+def _replaceable_file(suffix: str) -> Callable[[Path], str | None]:
+    """What ``force`` may replace with a one-file export of a ``suffix`` format: an earlier export (its
+    manifest beside it) or a plain ``suffix`` file, never an export manifest or somebody's other file."""
+    def why_not(path: Path) -> str | None:
+        if is_export_manifest(path):
+            return "it is an export manifest, not a file this format writes"
+        if is_export_manifest(path.with_name(path.name + MANIFEST_SUFFIX)) or path.suffix.lower() == suffix:
+            return None
+        return f"it is neither an earlier export (no {path.name}{MANIFEST_SUFFIX} beside it) nor a {suffix} file"
+
+    return why_not
+
+
+def _replaceable_manifest(path: Path) -> str | None:
+    """What ``force`` may replace with a one-file export's manifest: an earlier export manifest only."""
+    return None if is_export_manifest(path) else "it is not an export manifest this tool wrote"
+
+
+def _replaceable_folder(path: Path) -> str | None:
+    """What ``force`` may replace with a folder export: an empty folder or an earlier export, known by its
+    manifest (the mark file alone is one ``touch`` away)."""
+    try:
+        if not any(path.iterdir()) or is_export_manifest(path / EXPORT_MANIFEST):
+            return None
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    return f"it holds {EXPORT_MARK} but no export {EXPORT_MANIFEST}, so it is no export of this tool"
+
+
+def _suffix(spec: ExportFormat) -> str:
+    return spec.suffix or f".{spec.name}"
 
 
 def _library_versions() -> dict[str, str | None]:
@@ -623,8 +689,8 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
     mpath = out / EXPORT_MANIFEST if spec.folder else out.with_name(out.name + MANIFEST_SUFFIX)
     if not spec.folder:
         check_not_read_only(mpath)
-        check_file_destination(out, force)
-        check_file_destination(mpath, force)
+        check_file_destination(out, force, _replaceable_file(_suffix(spec)))
+        check_file_destination(mpath, force, _replaceable_manifest)
     sel = query.selection(store)
     if not sel.images and not sel.cases:
         raise InputError("no documents match the query: nothing to export")
@@ -650,8 +716,8 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
             dataset(job, tmp)
             return {"images": len(sel.images), "cases": len(sel.cases), **job.counts}
 
-        return _one_file_export(out, manifest, write, force)
-    with atomic_dir(out, force=force) as tmp:
+        return _one_file_export(out, manifest, write, force, _suffix(spec))
+    with atomic_dir(out, force=force, ours=_replaceable_folder) as tmp:
         dataset(job, tmp)
         written = _folder_files(tmp)
         finish(tmp, written)
@@ -674,11 +740,12 @@ def _manifest_head(kind: str, fmt: str, bundle: Bundle | None) -> dict[str, Any]
 
     return {"export": "medpix-tui", "version": EXPORT_MANIFEST_VERSION, "kind": kind, "tool_version": __version__,
             "libraries": _library_versions(),
-            "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None}, "format": fmt}
+            "bundle": {"manifest_sha256": bundle.digest if bundle is not None else None,
+                       "content_sha256": bundle.content_digest if bundle is not None else None}, "format": fmt}
 
 
 def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path], dict[str, Any]],
-                     force: bool) -> ExportResult:
+                     force: bool, suffix: str) -> ExportResult:
     """Write one file with ``write(tmp)`` (which returns the counts) and ``<file>.manifest.json`` beside it.
 
     Both are atomic and refused over an existing file without ``force`` (checked before
@@ -691,8 +758,8 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     # atomic_file checks each destination on entry, so both are checked before anything is written;
     # both are written before either is renamed into place (a full disk fails before either
     # lands); the file is renamed first, its manifest after it
-    with atomic_file(mpath, force=force) as mtmp:
-        with atomic_file(out, force=force) as tmp:
+    with atomic_file(mpath, force=force, ours=_replaceable_manifest) as mtmp:
+        with atomic_file(out, force=force, ours=_replaceable_file(suffix)) as tmp:
             counts = write(tmp)
             manifest["counts"] = {**counts, "files": 1}
             manifest["files"] = {out.name: _file_entries(tmp.parent, [tmp])[tmp.name]}
@@ -738,7 +805,7 @@ def save_documents(store: Store, out: Path, fmt: str, query: ExportQuery, *, sha
         return {"documents": len(docs), "images": len({d["image"] for d in docs if "image" in d}),
                 "cases": len({d["U_id"] for d in docs if "U_id" in d})}
 
-    return _one_file_export(out, manifest, write, force)
+    return _one_file_export(out, manifest, write, force, _suffix(spec))
 
 
 def search_export_query(store: Store, result: SearchResult) -> ExportQuery:
@@ -794,16 +861,21 @@ SQL_NOTE = ("medpix-tui export --from-manifest runs the statement again on a fre
             "come in the same order only when the statement orders them")
 
 
-def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> None:
-    """The result as CSV (nested values as JSON; spreadsheet formulas defused)."""
+def sql_csv_row(row: Iterable[Any]) -> list[Any]:
+    """The CSV cells of an SQL result row: nested values (STRUCT, LIST, MAP) as JSON, not Python's
+    ``{'a': 1}``; spreadsheet formulas defused. ``medpix-tui sql --format csv`` and saves share it."""
     from .sql import jsonable
 
+    return [csv_cell("" if v is None else json.dumps(jsonable(v), ensure_ascii=False)
+                     if isinstance(v, (dict, list, tuple)) else jsonable(v)) for v in row]
+
+
+def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> None:
+    """The result as CSV (see :func:`sql_csv_row`)."""
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(columns)
-        for row in rows:
-            writer.writerow([csv_cell("" if v is None else json.dumps(jsonable(v), ensure_ascii=False)
-                                      if isinstance(v, (dict, list, tuple)) else jsonable(v)) for v in row])
+        writer.writerows(sql_csv_row(row) for row in rows)
 
 
 def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ...]], out: Path, fmt: str, *,
@@ -831,7 +903,7 @@ def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ..
             writer(docs, tmp)
         return {"rows": len(rows), "columns": len(columns)}
 
-    return _one_file_export(out, manifest, write, force)
+    return _one_file_export(out, manifest, write, force, _suffix(FORMATS[fmt]))
 
 
 def export(store: Store, out: Path, fmt: str, *, selection: Selection | None = None, label: str = "modality",
@@ -856,7 +928,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise InputError(f"no export manifest at {path}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot read the export manifest {path}: {exc}") from None
-    if not (isinstance(data, dict) and data.get("export") == "medpix-tui" and isinstance(data.get("files"), dict)):
+    if not _is_manifest_data(data):
         raise InputError(f"{path} is not a medpix-tui export manifest")
     if data.get("version") != EXPORT_MANIFEST_VERSION:
         raise InputError(f"{path}: export manifest version {data.get('version')!r}, "
@@ -868,13 +940,17 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
               progress: Progress = silent) -> ExportResult:
     """Write the export a manifest describes again, into ``out``; refused for another bundle."""
     manifest = read_manifest(manifest_file)
-    wanted = (manifest.get("bundle") or {}).get("manifest_sha256")
-    if not isinstance(wanted, str):
+    recorded = manifest.get("bundle") or {}
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("manifest_sha256"), str):
         raise InputError(f"{manifest_file} records no bundle (it was exported from a MongoDB server): "
                          "it cannot be reproduced from a bundle")
-    have = bundle.digest
+    # the content digest, where recorded, ignores the build's time: a rebuild of the same source matches
+    key, have = (("content_sha256", bundle.content_digest) if isinstance(recorded.get("content_sha256"), str)
+                 else ("manifest_sha256", bundle.digest))
+    wanted = recorded[key]
     if wanted != have:
-        raise InputError(f"the manifest was made from the bundle with manifest sha256 {wanted}, "
+        what = "content" if key == "content_sha256" else "manifest"
+        raise InputError(f"the manifest was made from the bundle with {what} sha256 {wanted}, "
                          f"but {bundle.path} has {have}")
     fmt = manifest.get("format")
     kind = manifest.get("kind", DATASET)
@@ -953,6 +1029,6 @@ def write_documents(data: dict[str, Any] | list[dict[str, Any]], path: Path, *, 
     assert spec.documents is not None
     path = Path(path)
     check_not_read_only(path)
-    with atomic_file(path, force=force) as tmp:
+    with atomic_file(path, force=force, ours=_replaceable_file(_suffix(spec))) as tmp:
         spec.documents(data, tmp)
     return path

@@ -11,11 +11,12 @@ reads too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .export import PARQUET_OPTIONS
+from .progress import Progress, silent
 from .query import value_at
 from .source import SPLITS
 from .vocabulary import clean_age
@@ -68,10 +69,11 @@ def _readme(counts: dict[str, int], sizes: dict[str, int], download_size: int) -
     return "\n".join(lines)
 
 
-def _rows(bundle: Bundle, docs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
+def _rows(bundle: Bundle, docs: Iterable[dict[str, Any]], advance: Callable[[int], None]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {name: [] for name in features()}
     for doc in docs:
-        columns["image"].append({"bytes": bundle.image_path(doc["image"]).read_bytes(), "path": f"{doc['image']}.png"})
+        advance(1)
+        columns["image"].append({"bytes": bundle.image_bytes(doc["image"]), "path": f"{doc['image']}.png"})
         columns["image_id"].append(doc["image"])
         columns["case_id"].append(doc["U_id"])
         columns["modality"].append(MODALITIES.index(doc["Type"]))
@@ -84,8 +86,12 @@ def _rows(bundle: Bundle, docs: Iterable[dict[str, Any]]) -> dict[str, list[Any]
     return columns
 
 
-def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[str, Any]]],
+             progress: Progress = silent) -> dict[str, int]:
     """Write ``data/<split>.parquet`` and ``README.md`` into ``out_dir``; image reports per split.
+
+    ``progress`` counts the images read (each checked against the bundle's manifest): the export
+    of the whole release reads about 200 MB of PNG and sat silent for seconds.
 
     Images outside the authors' splits (a lab's added cases) are a split of their own, named as the
     caller keys them ("unsplit"): they were dropped without a word."""
@@ -95,20 +101,22 @@ def write_hf(bundle: Bundle, out_dir: Path, docs_by_split: dict[str, list[dict[s
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     meta = {b"huggingface": json.dumps({"info": {"features": features()}}).encode()}
     counts, sizes = {}, {}
-    for split in [*SPLITS, *sorted(set(docs_by_split) - set(SPLITS))]:
-        docs = docs_by_split.get(split) or []
-        counts[split] = len(docs)
-        if not docs:
-            continue
-        columns = _rows(bundle, docs)
-        image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-        arrays = {name: pa.array(values, type=image_type if name == "image" else
-                                 pa.int64() if name in ("modality", "location_category") else
-                                 pa.int32() if name == "age" else pa.string())
-                  for name, values in columns.items()}
-        table = pa.table(arrays).replace_schema_metadata(meta)
-        pq.write_table(table, out_dir / "data" / f"{split}.parquet", **PARQUET_OPTIONS)
-        sizes[split] = table.nbytes  # what the card's num_bytes means in ``datasets``: the Arrow data
+    total = sum(len(docs) for docs in docs_by_split.values())
+    with progress("Writing the Hugging Face folder", total) as advance:
+        for split in [*SPLITS, *sorted(set(docs_by_split) - set(SPLITS))]:
+            docs = docs_by_split.get(split) or []
+            counts[split] = len(docs)
+            if not docs:
+                continue
+            columns = _rows(bundle, docs, advance)
+            image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+            arrays = {name: pa.array(values, type=image_type if name == "image" else
+                                     pa.int64() if name in ("modality", "location_category") else
+                                     pa.int32() if name == "age" else pa.string())
+                      for name, values in columns.items()}
+            table = pa.table(arrays).replace_schema_metadata(meta)
+            pq.write_table(table, out_dir / "data" / f"{split}.parquet", **PARQUET_OPTIONS)
+            sizes[split] = table.nbytes  # what the card's num_bytes means in ``datasets``: the Arrow data
     download_size = sum((out_dir / "data" / f"{split}.parquet").stat().st_size for split in sizes)
     (out_dir / "README.md").write_text(_readme(counts, sizes, download_size), encoding="utf-8")
     return counts

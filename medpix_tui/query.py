@@ -20,10 +20,12 @@ evaluated within :data:`FILTER_TIME_LIMIT` seconds, its regexes within
 from __future__ import annotations
 
 import json
+import math
+import operator
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +235,81 @@ def and_filters(*clauses: dict[str, Any]) -> dict[str, Any]:
     return kept[0] if len(kept) == 1 else {"$and": kept}
 
 
+#: Comparisons that, on a field holding numbers written as text, compare the numbers.
+_NUMBER_OPS: dict[str, Callable[[float, float], bool]] = {
+    "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le, "$eq": operator.eq,
+    "$ne": operator.ne}
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*")
+
+
+def _as_number(value: Any, *, text: bool) -> float | None:
+    """``value`` as a number: an int or a float, or (with ``text``) a string holding one; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if text and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        return float(value)
+    return None
+
+
+def numbers_as_numbers(store: Any, collection: str, flt: dict[str, Any]) -> dict[str, Any]:
+    """``flt`` with each comparison to a number on a field of numbers written as text
+    (:data:`.store.NUMERIC_FIELDS`, e.g. ``Description.Age``) made numeric.
+
+    The release stores ages as text, so ``{"$gt": 9}`` matched nothing and ``{"$gt": "9"}``
+    compared text ("10" < "9"). ``$gt``/``$gte``/``$lt``/``$lte`` with a number (or text of one)
+    and ``$eq``/``$ne`` (or a plain value) with a number become the ``$in`` (``$nin``) of the
+    stored values they hold for, so every backend, a MongoDB server too, runs the same filter.
+    """
+    from .store import NUMERIC_FIELDS
+
+    def stored(path: str) -> list[tuple[str, float]]:
+        counts = store.facet_counts(collection, {}, [path]).get(path) or {}
+        return [(v, n) for v in sorted(k for k in counts if isinstance(k, str))
+                if (n := _as_number(v, text=True)) is not None]
+
+    def field(path: str, value: Any) -> list[dict[str, Any]]:
+        spec = value if isinstance(value, dict) and value and all(str(k).startswith("$") for k in value) \
+            else {"$eq": value}
+        ops = {op: n for op, v in spec.items() if op in _NUMBER_OPS
+               and (n := _as_number(v, text=op not in ("$eq", "$ne"))) is not None}
+        if not ops:
+            return [{path: value}]
+        rest = {op: v for op, v in spec.items() if op not in ops}
+        values = stored(path)
+        clauses = [{path: rest}] if rest else []
+        positive = {op: n for op, n in ops.items() if op != "$ne"}
+        if positive:
+            clauses.append({path: {"$in": [v for v, n in values
+                                            if all(_NUMBER_OPS[op](n, x) for op, x in positive.items())]}})
+        if "$ne" in ops:
+            clauses.append({path: {"$nin": [v for v, n in values if n == ops["$ne"]]}})
+        return clauses
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        clauses: list[dict[str, Any]] = []
+        kept: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("$and", "$or", "$nor"):
+                kept[key] = walk(value)
+            elif key in NUMERIC_FIELDS:
+                clauses += field(key, value)
+            else:
+                kept[key] = value
+        if not clauses:
+            return kept
+        parts = ([kept] if kept else []) + clauses
+        return parts[0] if len(parts) == 1 else {"$and": parts}
+
+    rewritten: dict[str, Any] = walk(flt)
+    return rewritten
+
+
 def value_at(doc: Any, path: str) -> Any:
     """The value at a dotted path through nested objects, or None."""
     for part in path.split("."):
@@ -267,9 +344,20 @@ def parse_sort(text: str | None) -> list[tuple[str, int]]:
 
 def parse_projection(text: str | None) -> list[str] | None:
     """``"image,Description.Caption"`` -> a list of dotted paths to keep."""
-    if not text:
+    if text is None:
         return None
-    return [_check_path(p.strip()) for p in text.split(",") if p.strip()]
+    paths = [_check_path(p.strip()) for p in text.split(",") if p.strip()]
+    if not paths:
+        raise QueryError("--fields-out names no field: give dotted fields, e.g. image,Description.Caption")
+    return paths
+
+
+def check_projection(store: Any, collection: str, paths: list[str] | None) -> None:
+    """Refuse a field to keep that no document of ``collection`` has: a typo (``--fields-out nope``)
+    printed a ``{}`` for every document instead of saying so."""
+    for path in paths or ():
+        if not store.count(collection, {path: {"$exists": True}}):
+            raise QueryError(f"--fields-out: no {collection} document has the field {path!r}")
 
 
 def check_window(skip: int, limit: int) -> None:

@@ -174,3 +174,56 @@ def press_ctrl(driver: Any, letter: str) -> None:
 
 def finished_downloads(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.endswith((".crdownload", ".tmp")))
+
+
+#: A server whose "app" is ``sleep``: it never quits when asked and ignores its stdin closing, the
+#: worst case for ending sessions and for orphans.
+STUBBORN_SERVER = """
+import sys
+from pathlib import Path
+from medpix_tui.web.server import MedpixServer, ServeConfig
+config = ServeConfig.make(Path(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]),
+                          max_sessions=int(sys.argv[3]), token=None, idle="30m")
+MedpixServer(config, command="exec sleep 600").serve()
+"""
+
+
+@contextmanager
+def stubborn_served(max_sessions: int = 8) -> Iterator[Served]:
+    """A :class:`Served` running :data:`STUBBORN_SERVER` (no bundle is opened)."""
+    root = Path(tempfile.mkdtemp(prefix="medpix-serve-test-"))
+    server = Served.__new__(Served)
+    server.root, server.port, server.log = root, free_port(), root / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    server.process = subprocess.Popen([sys.executable, "-c", STUBBORN_SERVER, str(root), str(server.port),
+                                       str(max_sessions)], env=env, stdout=server.log.open("w"),
+                                      stderr=subprocess.STDOUT)
+    try:
+        server.url = wait_for(server._printed_url, 300, "the start line with the URL")
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: read from /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+

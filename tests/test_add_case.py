@@ -108,6 +108,11 @@ BAD: list[tuple[str, Callable[[dict], object], str]] = [
     ("no images", lambda p: (p.update(images=[]), p["case"].update(TAC=[], MRI=[])), "needs at least one image"),
     ("a location category the model does not know", lambda p: p["images"][0].update({"Location Category": "Brain"}),
      "Location Category: must be one of Head, Thorax"),
+    ("an age in words", lambda p: p["images"][1]["Description"].update(Age="fifty"),
+     "images:#1:Description.Age: must be a whole number of years from 0 to 120 written as text, e.g. \"54\"; "
+     "got 'fifty'"),
+    ("an age past 120", lambda p: p["images"][0]["Description"].update(Age="540"), "Description.Age: must be a whole"),
+    ("a negative age", lambda p: p["images"][0]["Description"].update(Age="-3"), "Description.Age: must be a whole"),
 ]
 
 

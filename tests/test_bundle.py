@@ -126,3 +126,19 @@ def test_a_failed_model_copy_is_one_readable_reason() -> None:
 
     failed = shutil.Error([("/m/open_clip_model.safetensors", "/b/x", "[Errno 27] File too large: '/b/x'")])
     assert _write_failed(failed) == "File too large: '/b/x'"
+
+
+def test_a_source_without_splits_is_built_with_a_warning(tmp_path: Path) -> None:
+    """Without splitted_dataset/uid_list.json no case has a split: the build said nothing of it."""
+    from tests.support import write_source
+
+    plain = write_source(tmp_path / "plain")
+    split = write_source(tmp_path / "split", splits={"train": ["T1"], "dev": [], "test": ["T2"]})
+    for src, warned in ((plain, True), (split, False)):
+        result = CliRunner().invoke(main, ["bundle", "build", "--source", str(src), "--out", str(src) + "-b",
+                                           "--no-model"])
+        assert result.exit_code == 0, result.output
+        warning = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+        assert warning == ([f"warning: {src} has no splitted_dataset/uid_list.json: no case of this bundle has a "
+                            "split (train/dev/test), so --split and split-based exports find none"] if warned else [])
+    assert open_bundle(str(plain) + "-b").manifest["counts"]["splits"] == {"none": 3}  # images

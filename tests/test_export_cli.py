@@ -238,3 +238,108 @@ def test_keywords_narrow_a_case_field_query_on_image_reports(real_bundle_path: P
     assert r.exit_code == 0, r.output
     exported = {d["image"] for f in out.glob("descriptions_*.jsonl") for d in _jsonl(f)}
     assert exported == {d["image"] for d in docs}
+
+
+# -- a tiny bundle of made-up cases (no model): fast, and safe to tamper with a copy of --------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from medpix_tui.bundle import build_bundle
+    from tests.support import tiny_case, tiny_image, write_source
+
+    root = tmp_path_factory.mktemp("tiny-export")
+    images = [tiny_image("T1", "T1_a", "CT"), tiny_image("T1", "T1_b", "MR"), tiny_image("T2", "T2_a", "CT")]
+    images[0]["Description"]["Age"], images[2]["Description"]["Age"] = "9", "10"
+    src = write_source(root / "src", [tiny_case("T1", ["T1_a"], ["T1_b"]), tiny_case("T2", ["T2_a"], [])], images,
+                       splits={"train": ["T1"], "dev": [], "test": ["T2"]})
+    return build_bundle(src, root / "tiny", with_model=False)
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "hf"])
+def test_an_image_changed_in_the_bundle_is_never_exported(tiny: Path, tmp_path: Path, fmt: str) -> None:
+    """A PNG changed after the build was copied, and listed in the export manifest under its old digest."""
+    import shutil
+
+    bundle = Path(shutil.copytree(tiny.resolve(), tmp_path / "b", symlinks=True))
+    png = bundle / "images" / "T1_b.png"
+    data = bytearray(png.read_bytes())
+    data[-20] ^= 1  # same size: only its digest tells
+    png.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, output = _run("export", "--bundle", str(bundle), "--format", fmt, "--out", str(out))
+    assert code == 2 and output.count("\n") == 1, output
+    assert "T1_b.png does not match its digest" in output and "medpix-tui bundle verify" in output
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b"], "no partial output"
+
+
+def test_force_replaces_only_an_earlier_export(tiny: Path, tmp_path: Path) -> None:
+    """--force replaced anything: another export's manifest, somebody's file, a folder with a planted mark."""
+    folder, one = tmp_path / "csv", tmp_path / "one.json"
+    assert _run("export", "--bundle", str(tiny), "--format", "csv", "--out", str(folder))[0] == 0
+    assert _run("export", "--bundle", str(tiny), "--format", "json", "--out", str(one))[0] == 0
+    notes, planted = tmp_path / "notes.txt", tmp_path / "planted"
+    notes.write_text("mine")
+    planted.mkdir()
+    (planted / ".medpix-export").touch()
+    (planted / "thesis.tex").write_text("mine")
+    before = tree_digest(tmp_path)
+    for fmt, target, why in (("json", folder / "manifest.json", "it is an export manifest"),
+                             ("json", tmp_path / "one.json.manifest.json", "it is an export manifest"),
+                             ("json", notes, "it is neither an earlier export"),
+                             ("csv", planted, "it holds .medpix-export but no export manifest.json")):
+        code, output = _run("export", "--bundle", str(tiny), "--format", fmt, "--out", str(target), "--force")
+        assert code == 2 and output.count("\n") == 1 and f"refusing to replace {target}: {why}" in output, output
+    assert tree_digest(tmp_path) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # what --force is for: an earlier export of the same kind, or a plain file of the format
+    (tmp_path / "plain.json").write_text("{}")
+    for fmt, target in (("csv", folder), ("parquet", folder), ("json", one), ("json", tmp_path / "plain.json")):
+        code, output = _run("export", "--bundle", str(tiny), "--format", fmt, "--out", str(target), "--force")
+        assert code == 0, output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["export", "--format", "json", "--out", "-"], "--out -: writing to standard output is not supported"),
+    (["export", "--format", "json", "--out", " "], "--out is empty: an empty path"),
+    (["report", "quality", "--html", ""], "--html is empty: an empty path"),
+    (["bundle", "pack", "{bundle}", "-"], "ARCHIVE -: writing to standard output is not supported"),
+    (["export", "--format", "csv", "--out", "{tmp}/file.txt/out"], "not a folder: {tmp}/file.txt is a file"),
+    (["query", "--fields-out", "nope"], "--fields-out: no Image_Descriptions document has the field 'nope'"),
+    (["query", "--fields-out", ","], "--fields-out names no field"),
+])
+def test_paths_and_fields_are_refused_in_one_line(tiny: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    args = [a.format(bundle=tiny, tmp=tmp_path) for a in args]
+    bundle = [] if args[0] == "bundle" else ["--bundle", str(tiny)]
+    at = 2 if args[0] == "report" else 1
+    code, output = _run(*args[:at], *bundle, *args[at:])
+    assert code == 2 and output.count("\n") == 1 and message.format(tmp=tmp_path) in output, output
+    assert "Traceback" not in output and sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_ages_compare_as_numbers(tiny: Path, tmp_path: Path) -> None:
+    """Ages are text in the release: {"$gt": 9} matched nothing, {"$gt": "9"} left out "10"."""
+    def ages(flt: str) -> list[str]:
+        code, output = _run("query", "--bundle", str(tiny), "--filter", flt, "--fields-out", "Description.Age")
+        assert code == 0, output
+        return sorted(json.loads(line)["Description"]["Age"] for line in output.splitlines())
+
+    assert ages('{"Description.Age": {"$gt": 9}}') == ["10", "40"]
+    assert ages('{"Description.Age": {"$gt": "9", "$lt": 40}}') == ["10"]
+    assert ages('{"Description.Age": {"$lte": 10}, "Type": "CT"}') == ["10", "9"]
+    assert ages('{"$or": [{"Description.Age": 40}, {"Description.Age": {"$ne": 9, "$lt": 20}}]}') == ["10", "40"]
+    assert ages('{"Description.Age": "9"}') == ["9"]  # text still matches as text
+    out = tmp_path / "young.json"
+    assert _run("export", "--bundle", str(tiny), "--format", "json", "--filter",
+                '{"Description.Age": {"$lt": 10}}', "--out", str(out))[0] == 0
+    assert [d["image"] for d in json.loads(out.read_text())] == ["T1_a"]
+
+
+def test_sql_csv_writes_nested_values_as_json(tiny: Path) -> None:
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", "SELECT {'a': 1, 'b': 'x'} s, [1, 2] l")
+    assert code == 0, output
+    assert list(csv.reader(io.StringIO(output))) == [["s", "l"], ['{"a": 1, "b": "x"}', "[1, 2]"]]

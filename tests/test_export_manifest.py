@@ -116,13 +116,38 @@ def test_from_manifest_of_another_bundle_is_refused(real_bundle, real_bundle_pat
     _export(real_bundle_path, "--format", "csv", "--split", "dev", "--out", str(out))
     manifest = json.loads((out / "manifest.json").read_text())
     other = "0" * 64  # what a manifest made from another bundle (another build, another release) records
-    manifest["bundle"]["manifest_sha256"] = other
+    manifest["bundle"]["manifest_sha256"] = manifest["bundle"]["content_sha256"] = other
     moved = tmp_path / "other.manifest.json"
     moved.write_text(json.dumps(manifest))
     _one_line_error(real_bundle_path, ["--from-manifest", str(moved), "--out", str(tmp_path / "again")], other)
     _one_line_error(real_bundle_path, ["--from-manifest", str(moved), "--out", str(tmp_path / "again")],
+                    real_bundle.content_digest)
+    del manifest["bundle"]["content_sha256"]  # a manifest of an earlier version: the whole manifest's digest
+    moved.write_text(json.dumps(manifest))
+    _one_line_error(real_bundle_path, ["--from-manifest", str(moved), "--out", str(tmp_path / "again")],
                     real_bundle.digest)
     assert not (tmp_path / "again").exists()
+
+
+def test_from_manifest_accepts_a_rebuild_of_the_same_source(tmp_path: Path) -> None:
+    # a rebuild differs in its creation time (and the store's fresh ObjectIds), so the bundle's
+    # manifest digest differs: the export was refused as "another bundle"
+    from medpix_tui.bundle import build_bundle, open_bundle
+    from tests.support import write_source
+
+    src = write_source(tmp_path / "src", splits={"train": ["T1"], "dev": [], "test": ["T2"]})
+    first = build_bundle(src, tmp_path / "b1", with_model=False)
+    out = tmp_path / "csv"
+    made = CliRunner().invoke(main, ["export", "--bundle", str(first), "--format", "csv", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    again = build_bundle(src, tmp_path / "b2", with_model=False)
+    a, b = open_bundle(first), open_bundle(again)
+    assert a.digest != b.digest and a.content_digest == b.content_digest
+    result = CliRunner().invoke(main, ["export", "--bundle", str(again), "--from-manifest", str(out),
+                                       "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    same = {k: v for k, v in tree_digest(out).items() if k != EXPORT_MANIFEST}
+    assert {k: v for k, v in tree_digest(tmp_path / "again").items() if k != EXPORT_MANIFEST} == same
 
 
 @pytest.mark.parametrize("args,message", [

@@ -307,7 +307,7 @@ def source_is_a_file(c: Ctx) -> list[str]:
     return c.build(c.tmp / "file.json")
 
 
-@bad("ingest", "output folder's parent does not exist")
+@bad("ingest", "folder does not exist: ")
 def out_parent_missing(c: Ctx) -> list[str]:
     return ["bundle", "build", "--source", str(c.source()), "--out", str(c.tmp / "no" / "such" / "b"), "--no-model"]
 
@@ -508,7 +508,7 @@ def json_over_existing_file(c: Ctx) -> list[str]:
     return ["export", "--bundle", str(c.bundle), "--format", "json", "--out", str(c.tmp / "mine.json")]
 
 
-@bad("export", "folder does not exist")
+@bad("export", "file.txt is a file")  # "folder does not exist" misnamed it
 def parent_is_a_file(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     (c.tmp / "file.txt").write_text("x")

@@ -55,3 +55,20 @@ def test_images_outside_the_splits_are_a_split_of_their_own(real_bundle: Bundle,
     loaded = datasets.load_dataset(str(tmp_path / "hf"), cache_dir=str(tmp_path / "cache"))
     assert {name: len(part) for name, part in loaded.items()} == {"train": 2, "unsplit": 1}
     assert loaded["unsplit"][0]["image_id"] == docs[2]["image"]
+
+
+def test_the_folder_reports_its_progress(real_bundle: Bundle, tmp_path: Path) -> None:
+    """The hf export read every image with no progress shown (the others show theirs)."""
+    import contextlib
+    from collections.abc import Callable, Iterator
+
+    counted: dict[str, list[int]] = {}
+
+    @contextlib.contextmanager
+    def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+        steps = counted.setdefault(f"{description}/{total}", [])
+        yield steps.append
+
+    docs = real_bundle.store.find("Image_Reports", limit=5)
+    write_hf(real_bundle, tmp_path / "hf", {"train": docs[:3], "test": docs[3:]}, progress)
+    assert {name: sum(steps) for name, steps in counted.items()} == {"Writing the Hugging Face folder/5": 5}

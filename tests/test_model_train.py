@@ -8,6 +8,8 @@ embeddings written for a bundle rank an image first for itself.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
@@ -600,3 +602,34 @@ def test_a_missing_pack_or_run_is_one_line(work: dict[str, Path], tmp_path: Path
     with pytest.raises(SystemExit, match=r"is not a finished run \(no run.json\)"):
         export(tmp_path, read_pack(work["pack"]), tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1])
+
+
+def test_the_tools_refuse_bad_options_in_one_line(tmp_path: Path) -> None:
+    """--split bogus was a ZeroDivisionError, --out under a file a traceback, --context-length 0 unchecked."""
+    src = tiny_source(tmp_path / "src")
+    unsplit = write_source(tmp_path / "unsplit", splits={"train": ["T1", "T2"], "dev": [], "test": []})
+    for args, message in (
+            (["tools.train.pack", "--source", str(src), "--size", "32", "--out", "/etc/passwd/x"],
+             "error: cannot create /etc/passwd/x: not a folder: /etc/passwd is a file"),
+            (["tools.train.pack", "--source", str(src), "--size", "32", "--out", str(tmp_path / "p"),
+              "--context-length", "0"], "error: --context-length 0 is not a number of text tokens"),
+            (["tools.train.regions", "--source", str(unsplit), "--model", str(tmp_path), "--split", "dev"],
+             f"error: no image of {unsplit} is in the dev split")):
+        run = _tool(*args)
+        assert run.returncode == 2 and run.stderr.startswith(message) and run.stderr.count("\n") == 1, run.stderr
+    run = _tool("tools.train.regions", "--source", str(src), "--model", str(tmp_path), "--split", "bogus")
+    assert run.returncode == 2 and "invalid choice: 'bogus'" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_training_package_lists_its_tools_with_examples() -> None:
+    run = _tool("tools.train", "--help")
+    assert run.returncode == 0, run.stderr
+    for name in ("pack", "train", "export", "calibrate", "ensemble", "regions"):
+        assert f"\n  {name} " in run.stdout and f"python -m tools.train.{name} " in run.stdout, name
+    assert _tool("tools.train", "bogus").returncode == 2

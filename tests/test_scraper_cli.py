@@ -144,3 +144,30 @@ def test_end_to_end_scrape_build_query(site: FixtureSite, tmp_path: Path) -> Non
     query = runner.invoke(medpix, ["query", "--bundle", str(tmp_path / "b"), "--collection", "Clinical_Reports",
                                    "--field", "U_id=^LAB", "--json"])
     assert query.exit_code == 0 and [d["Case"]["Title"] for d in json.loads(query.stdout)] == ["Lab case"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--id", "glioma"], "Invalid value for '--id': 'glioma' is not a MedPix case id"),
+    (["--id", " , "], "Invalid value for '--id': names no case id"),
+    (["--id", "MPX9001", "--openi-base", "openi.example"], "'openi.example' is not an http(s) server address"),
+    (["--id", "MPX9001", "--medpix-base", "ftp://medpix.example"], "is not an http(s) server address"),
+    (["--id", "MPX9001", "--rate", "fast"], "'fast' is not a valid float"),
+    (["--bogus"], "No such option '--bogus'"),
+])
+def test_bad_options_are_one_line_before_any_request(site: FixtureSite, tmp_path: Path, args: list[str],
+                                                     message: str) -> None:
+    """click's usage errors were four lines; a bad --id or server was retried --retries times first."""
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "s"), "--renderer", "none", "--retries", "3",
+                                       "--openi-base", site.url, "--medpix-base", site.url, *args])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.strip().endswith("--help'") and site.count() == 0 and not (tmp_path / "s").exists()
+
+
+def test_an_existing_output_is_refused_before_the_summary(site: FixtureSite, tmp_path: Path) -> None:
+    """The summary of a run that never ran came before the "output exists" line."""
+    (tmp_path / "s").mkdir()
+    code, out, err = _scrape(site, "--id", "MPX9001", "--out", str(tmp_path / "s"))
+    assert code == 2 and out == "" and err == f"error: output exists: {tmp_path / 's'} (pass --force to replace it)\n"
+    assert site.count() == 0 and not (tmp_path / "s.cache").exists()

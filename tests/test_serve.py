@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,12 +23,15 @@ from medpix_tui.export import verify_export
 from medpix_tui.web.server import ServeConfig, is_loopback, parse_duration
 from tests.serve_support import (
     browser,
+    children,
     finished_downloads,
     need_browser,
     press_ctrl,
     received_since,
+    running,
     screen_text,
     served,
+    stubborn_served,
     tree,
     type_keys,
     wait_for,
@@ -69,6 +75,14 @@ def test_a_host_beyond_loopback_gets_a_token(tmp_path: Path) -> None:
     assert chosen.url == "http://127.0.0.1:8080/?token=lab%23pass%20word%261"
     assert chosen.lab_url == f"http://{socket.gethostname()}:8080/?token=lab%23pass%20word%261"
     assert local.lab_url is None
+
+
+def test_ipv6_any_prints_an_ipv6_url(tmp_path: Path) -> None:
+    # --host :: listens on IPv6 only: the printed 127.0.0.1 URL could not be opened
+    config = ServeConfig.make(tmp_path, host="::", port=8000, max_sessions=8, token="a-long-token", idle="30m")
+    assert config.url == "http://[::1]:8000/?token=a-long-token"
+    assert ServeConfig.make(tmp_path, host="::1", port=8000, max_sessions=8, token=None, idle="1m").url == \
+        "http://[::1]:8000/"
 
 
 def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
@@ -259,3 +273,79 @@ def test_hostile_messages_end_one_session_not_the_server(real_bundle_path: Path)
         status, _ = _get(f"{base}/ws")
         assert status == 400  # a plain request to the websocket address: one answer, no traceback
         assert "Traceback" not in server.log.read_text()
+
+
+# -- ending sessions: an app that never quits (sleep) ------------------------------------
+
+async def _open_sessions(port: int, count: int) -> tuple[Any, list[Any]]:
+    import aiohttp
+
+    client = aiohttp.ClientSession()
+    sockets = [await client.ws_connect(f"http://127.0.0.1:{port}/ws?width=80&height=24") for _ in range(count)]
+    return client, sockets
+
+
+def test_sigterm_ends_open_sessions_and_the_server_promptly() -> None:
+    """SIGTERM by pid took 15-17 s with sessions open (each waited on its websocket, then on its app);
+    each session's start and end is one line on stderr (serve logged nothing)."""
+    with stubborn_served() as server:
+
+        async def scenario() -> float:
+            client, _ = await _open_sessions(server.port, 2)
+            try:
+                apps = wait_for(lambda: len(children(server.process.pid)) == 2 and children(server.process.pid),
+                                PATIENCE, "two app processes")
+                started = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(server.process.wait, PATIENCE)
+                took = time.monotonic() - started
+                assert not [pid for pid in apps if running(pid)], "the apps were ended with their sessions"
+                return took
+            finally:
+                await client.close()
+
+        took = asyncio.run(scenario())
+        assert took < 5, f"SIGTERM took {took:.1f} s"
+        log = server.log.read_text()
+        assert re.findall(r"session (\d) started", log) == ["1", "2"], log
+        assert sorted(re.findall(r"session (\d) ended after", log)) == ["1", "2"], log
+
+
+def test_apps_die_with_a_killed_server() -> None:
+    """kill -9 of serve left its app processes running, orphaned."""
+    with stubborn_served() as server:
+
+        async def scenario() -> list[int]:
+            client, _ = await _open_sessions(server.port, 1)
+            try:
+                apps: list[int] = wait_for(lambda: children(server.process.pid), PATIENCE, "the app process")
+                server.process.kill()
+                await asyncio.to_thread(server.process.wait, PATIENCE)
+                return apps
+            finally:
+                await client.close()
+
+        apps = asyncio.run(scenario())
+        wait_for(lambda: not any(running(pid) for pid in apps), 30, "the orphaned app to die")
+
+
+def test_a_closed_session_frees_its_slot_at_once() -> None:
+    """At --max-sessions 1 a reload said "server full" while the old app took its seconds to quit."""
+    with stubborn_served(max_sessions=1) as server:
+
+        async def scenario() -> int:
+            client, sockets = await _open_sessions(server.port, 1)
+            try:
+                wait_for(lambda: children(server.process.pid), PATIENCE, "the app process")
+                await sockets[0].close()
+                deadline = time.monotonic() + 2.5  # the app is killed after 5 s: the slot must come sooner
+                while True:  # the close reaches the server's handler a moment after the client's
+                    async with client.get(f"http://127.0.0.1:{server.port}/") as page:
+                        if page.status == 200 or time.monotonic() > deadline:
+                            return page.status
+                    await asyncio.sleep(0.05)
+            finally:
+                await client.close()
+
+        assert asyncio.run(scenario()) == 200
+

@@ -13,7 +13,7 @@ from .. import locations
 from ..errors import InputError, ValidationError
 from ..locations import Location
 from ..progress import rich_progress
-from .options import BUNDLE_RULE, LocatedOption
+from .options import BUNDLE_RULE, LocatedOption, OutputPath
 
 
 @click.group()
@@ -40,7 +40,7 @@ def _model_line(manifest: dict[str, Any], why_none: str) -> str:
               help="A MedPix 2.0 release folder (Case_topic.json, Descriptions.json, images/). "
                    "Default: $MEDPIX_SOURCE, else ../shared/medpix-2.0 beside a checkout; "
                    "installed outside one, it must be named.")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, cls=LocatedOption,
+@click.option("--out", "-o", type=OutputPath(path_type=Path), default=None, cls=LocatedOption,
               locate=locations.default_bundle, help=f"Bundle folder to create ({BUNDLE_RULE.split(';')[0]}).")
 @click.option("--force", is_flag=True,
               help="Replace an existing bundle (atomically); a folder that is not a bundle is never replaced.")
@@ -67,6 +67,7 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
       medpix-tui bundle build -s DIR -o /tmp/b --model runs/best-checkpoint
     """
     from ..bundle import build_bundle, open_bundle
+    from ..source import SPLIT_FILE
 
     if model_dir is not None and no_model:
         raise InputError("--model and --no-model exclude each other")
@@ -87,6 +88,9 @@ def build(source: Path | None, out: Path | None, force: bool, model_dir: Path | 
     manifest = open_bundle(target.require()).manifest
     counts = manifest["counts"]
     where = target.path if out is not None else target.describe()
+    if SPLIT_FILE not in manifest["source"].get("digests", {}):
+        click.echo(f"warning: {manifest['source']['path']} has no {SPLIT_FILE}: no case of this bundle has a "
+                   "split (train/dev/test), so --split and split-based exports find none", err=True)
     click.echo(f"built {where}: {counts['Clinical_Reports']} cases, {counts['Image_Descriptions']} images "
                f"({counts['images_ct']} CT, {counts['images_mr']} MR); "
                f"{_model_line(manifest, '--no-model: the model commands refuse this bundle')}")
@@ -161,7 +165,7 @@ def _predictions_line(model: dict) -> str:
 
 @bundle.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.argument("archive", type=click.Path(path_type=Path))
+@click.argument("archive", type=OutputPath(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace an existing archive.")
 def pack(path: Path, archive: Path, force: bool) -> None:
     """Write a verified bundle as one archive that --bundle opens like the folder.

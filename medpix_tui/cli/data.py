@@ -11,13 +11,22 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..export import CSV_FORMULAS, DEFAULT_FORMAT, FORMATS, LABELS, csv_cell, format_help, format_names
+from ..export import CSV_FORMULAS, DEFAULT_FORMAT, FORMATS, LABELS, format_help, format_names, sql_csv_row
 from ..locations import default_bundle
 from ..progress import rich_progress
-from ..query import and_filters, field_filter, parse_field_args, parse_filter, parse_projection, parse_sort
+from ..query import (
+    and_filters,
+    check_projection,
+    field_filter,
+    numbers_as_numbers,
+    parse_field_args,
+    parse_filter,
+    parse_projection,
+    parse_sort,
+)
 from ..source import SPLITS
 from ..store import CASES, COLLECTIONS, IMAGES, NUMERIC_FIELDS, REPORTS, Store
-from .options import BUNDLE_RULE, LocatedOption
+from .options import BUNDLE_RULE, LocatedOption, OutputPath
 
 bundle_option = click.option("--bundle", "bundle_path", type=click.Path(path_type=str), default=None,
                              cls=LocatedOption, locate=default_bundle,
@@ -40,10 +49,11 @@ def store_from(ctx: click.Context, bundle_path: str | None, mongo_uri: str | Non
     return open_bundle_from(ctx, bundle_path).store
 
 
-def build_filter(store: Store, fields: tuple[str, ...], filter_json: str | None, split: str | None) -> dict[str, Any]:
-    """AND together ``--field`` pairs, a ``--filter`` and a ``--split``."""
+def build_filter(store: Store, collection: str, fields: tuple[str, ...], filter_json: str | None,
+                 split: str | None) -> dict[str, Any]:
+    """AND together ``--field`` pairs, a ``--filter`` (ages compared as numbers) and a ``--split``."""
     return and_filters(field_filter(parse_field_args(fields)) if fields else {},
-                       parse_filter(filter_json) if filter_json else {},
+                       numbers_as_numbers(store, collection, parse_filter(filter_json)) if filter_json else {},
                        store.split_filter(split) if split else {})
 
 
@@ -109,8 +119,9 @@ def query(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, co
       medpix-tui query --keyword "ring enhancing lesion" --split test
     """
     store = store_from(ctx, bundle_path, mongo_uri)
-    flt = build_filter(store, fields, filter_json, split)
+    flt = build_filter(store, collection, fields, filter_json, split)
     paths = parse_projection(projection)
+    check_projection(store, collection, paths)
     scores = None
     if keyword is not None:
         if collection == CASES:
@@ -203,7 +214,7 @@ _QUERY_OPTIONS = ("fmt", "label", "csv_formulas", "collection", "fields", "filte
 @bundle_option
 @mongo_option
 @click.option("--format", "fmt", type=click.Choice(format_names()), default=DEFAULT_FORMAT, show_default=True)
-@click.option("--out", "-o", "out_name", type=click.Path(path_type=str),
+@click.option("--out", "-o", "out_name", type=OutputPath(path_type=str),
               help="Folder to create (a file for " + ", ".join(f"--format {f.name}" for f in FORMATS.values()
                                                             if f.dataset and not f.folder) + ").")
 @click.option("--label", type=click.Choice(list(LABELS)), default="modality", show_default=True,
@@ -223,7 +234,7 @@ _QUERY_OPTIONS = ("fmt", "label", "csv_formulas", "collection", "fields", "filte
 @click.option("--from-manifest", "from_manifest", type=click.Path(path_type=Path), metavar="M",
               help="Redo the export an export manifest (or export folder) describes, byte for byte.")
 @click.option("--force", is_flag=True,
-              help="Replace an earlier export (a file, or a folder holding .medpix-export); other folders never.")
+              help="Replace an earlier export (known by its manifest) or a plain file of the format; nothing else.")
 @click.pass_context
 def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, fmt: str, out_name: str | None,
            label: str, csv_formulas: str, collection: str, fields: tuple[str, ...], filter_json: str | None,
@@ -236,8 +247,6 @@ def export(ctx: click.Context, bundle_path: str | None, mongo_uri: str | None, f
         return
     if out_name is None:
         raise InputError("export needs --out (the folder or file to write)")
-    if not out_name.strip():
-        raise InputError("--out is empty: name the folder or file to write")
     out = Path(out_name)
     given = [name for name in _QUERY_OPTIONS
              if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)]
@@ -317,7 +326,7 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows([csv_cell(v) for v in row] for row in rows)
+        writer.writerows(sql_csv_row(row) for row in rows)
     elif fmt == "json":
         docs = [dict(zip(columns, (jsonable(v) for v in r), strict=True)) for r in rows]
         click.echo(json.dumps(docs, ensure_ascii=False, allow_nan=False, indent=1))

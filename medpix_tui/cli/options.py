@@ -56,6 +56,25 @@ class OneLineUsageError(click.UsageError):
         click.echo(f"error: {message}{hint}", err=True)
 
 
+class OneLineCommand(click.Command):
+    """A command whose usage errors, in its options or raised by it, are told in one line
+    (:class:`OneLineUsageError`): for the tools' commands (the scraper), which are no part of
+    ``medpix-tui``'s group."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+
 #: A group run without its command prints its help (click 8.2 and later raise this for it).
 HELP_INSTEAD = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
@@ -65,3 +84,21 @@ def one_line(exc: click.UsageError) -> click.UsageError:
     if isinstance(exc, (OneLineUsageError, HELP_INSTEAD)):
         return exc
     return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
+class OutputPath(click.Path):
+    """A path a command writes to. An empty one (click would take it for ``.``, "is a folder") and
+    ``-`` (no command here writes its files to standard output: each gets a manifest, or is a folder)
+    are refused in one line, instead of writing a file named ``-``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            name = "the path" if param is None else (
+                param.opts[0] if param.param_type_name == "option" and param.opts else param.human_readable_name)
+            if not value.strip():
+                raise OneLineUsageError(f"{name} is empty: an empty path names no file or folder to write", ctx)
+            if value == "-":
+                raise OneLineUsageError(f"{name} -: writing to standard output is not supported here; "
+                                        "name a file or folder to write", ctx)
+        return super().convert(value, param, ctx)
+

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .data import bundle_option, open_bundle_from
+from .options import OutputPath
 
 
 @click.group()
@@ -24,7 +25,7 @@ def report() -> None:
 @report.command()
 @bundle_option
 @click.option("--json", "as_json", is_flag=True, help="The whole report as JSON on stdout (keys in README.md).")
-@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+@click.option("--html", "html_path", type=OutputPath(path_type=Path), default=None,
               help="Write one self-contained HTML page with thumbnails to this file.")
 @click.option("--force", is_flag=True, help="Replace an existing --html file.")
 @click.pass_context

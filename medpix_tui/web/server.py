@@ -22,6 +22,7 @@ Saves are the app's business: a served app delivers every save to the browser as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -40,7 +41,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 import jinja2
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
@@ -58,6 +59,33 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_COLUMNS, MAX_ROWS = 1000, 400
 #: How long an app may take to quit when its session ends before it is killed.
 QUIT_GRACE_S = 5.0
+#: The same when the server stops (SIGTERM, ctrl+c): every session at once, then the server exits.
+SHUTDOWN_GRACE_S = 1.0
+#: How long a browser may take to answer the close of its websocket (aiohttp waits 10 s).
+CLOSE_TIMEOUT_S = 1.0
+#: One line per session start and end, on stderr (the start line with the URL is on stdout).
+LOG = logging.getLogger("medpix_tui.serve")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux kill the app process when the server dies, even by ``kill -9``
+    (an orphaned app kept its bundle and memory); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+    import signal
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def arrange() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the server died before the line above: no signal will come
+            os._exit(1)
+
+    return arrange
 
 
 def terminal_size(width: Any, height: Any) -> tuple[int, int]:
@@ -66,7 +94,18 @@ def terminal_size(width: Any, height: Any) -> tuple[int, int]:
 
 
 class BoundedAppService(AppService):
-    """textual-serve's app process, with a bounded terminal size and a stop that cannot hang."""
+    """textual-serve's app process, with a bounded terminal size, a stop that cannot hang, and a
+    process that dies with the server."""
+
+    async def _open_app_process(self, width: int = 80, height: int = 24) -> asyncio.subprocess.Process:
+        """textual-serve's start of the app process, plus :func:`_die_with_parent`."""
+        self._process = process = await asyncio.create_subprocess_shell(
+            self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=self._build_environment(width=width, height=height),
+            preexec_fn=_die_with_parent())
+        assert process.stdin is not None
+        self._stdin = process.stdin
+        return process
 
     async def start(self, width: int, height: int) -> None:
         await super().start(*terminal_size(width, height))
@@ -74,13 +113,13 @@ class BoundedAppService(AppService):
     async def set_terminal_size(self, width: int, height: int) -> None:
         await super().set_terminal_size(*terminal_size(width, height))
 
-    async def stop(self) -> None:
-        """Ask the app to quit; kill it if it has not after :data:`QUIT_GRACE_S` (textual-serve waits forever)."""
+    async def stop(self, grace: float = QUIT_GRACE_S) -> None:
+        """Ask the app to quit; kill it if it has not after ``grace`` seconds (textual-serve waits forever)."""
         task = self._task
         if task is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(super().stop()), QUIT_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(super().stop()), grace)
         except (asyncio.TimeoutError, ConnectionError):
             if self._process is not None and self._process.returncode is None:
                 self._process.kill()
@@ -141,8 +180,9 @@ class ServeConfig:
 
     @property
     def url(self) -> str:
-        """What a person on this machine opens (with the token where one is needed)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        """What a person on this machine opens (with the token where one is needed): ``--host ::``
+        listens on IPv6 only, so its URL is ``[::1]``, not 127.0.0.1."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         return self.url_for(host)
 
     def url_for(self, host: str) -> str:
@@ -178,12 +218,41 @@ class MedpixServer(Server):
                          templates_path=TEMPLATES)
         self.config = config
         self.sessions = 0
+        self._started = 0
+        #: The open sessions, ended all at once when the server stops.
+        self._live: set[tuple[web.WebSocketResponse, BoundedAppService]] = set()
 
     def initialize_logging(self) -> None:
-        """Warnings only: the start line is printed by :meth:`on_startup`, not a banner per request;
-        a malformed request (a plain GET of /ws, a 9,000-character URL) is one line, not a traceback."""
+        """Warnings, and one line per session start and end (:data:`LOG`): the start line is printed
+        by :meth:`on_startup`, not a banner per request; a malformed request (a plain GET of /ws, a
+        9,000-character URL) is one line, not a traceback."""
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         logging.getLogger("aiohttp.server").addFilter(_one_line)
+        LOG.setLevel(logging.INFO)
+
+    def serve(self, debug: bool = False) -> None:
+        """textual-serve's loop, ending on SIGTERM or ctrl+c within about :data:`SHUTDOWN_GRACE_S`
+        (textual-serve's took 15 s with sessions open: each waited on its websocket and its app)."""
+        import signal
+
+        self.debug = debug
+        self.initialize_logging()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_exit)
+        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+                    print=lambda *args: None, shutdown_timeout=SHUTDOWN_GRACE_S + CLOSE_TIMEOUT_S)
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """End every open session at once: each app is asked to quit (killed after
+        :data:`SHUTDOWN_GRACE_S`) and each browser told the server is going away."""
+        async def end(websocket: web.WebSocketResponse, app_service: BoundedAppService) -> None:
+            await app_service.stop(SHUTDOWN_GRACE_S)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+
+        await asyncio.gather(*(end(ws, service) for ws, service in list(self._live)), return_exceptions=True)
 
     async def on_startup(self, app: web.Application) -> None:
         print(f"medpix-tui serve: open {self.config.url}  (up to {counted(self.config.max_sessions, 'session')}; "
@@ -201,6 +270,7 @@ class MedpixServer(Server):
             web.static("/static", self.statics_path, name="static"),
         ])
         app.on_startup.append(self.on_startup)
+        app.on_shutdown.append(self.on_shutdown)
         return app
 
     def _authorised(self, request: web.Request) -> bool:
@@ -254,27 +324,43 @@ class MedpixServer(Server):
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise web.HTTPBadRequest(text="this address takes a websocket")
         self.sessions += 1
-        websocket = web.WebSocketResponse(heartbeat=15)
+        self._started += 1
+        number, began, held = self._started, time.monotonic(), True
+        LOG.info("session %d started for %s (%d of %d open)", number, request.remote or "?", self.sessions,
+                 self.config.max_sessions)
+        websocket = web.WebSocketResponse(heartbeat=15, timeout=CLOSE_TIMEOUT_S)  # a close waits that long
         app_service: BoundedAppService | None = None
 
         async def close() -> None:
             await websocket.close()
+
+        def release() -> None:
+            """Free the slot as soon as the browser is gone: a reload at --max-sessions 1 said
+            "server full" while the old app took its seconds to quit."""
+            nonlocal held
+            if held:
+                held = False
+                self.sessions -= 1
+                LOG.info("session %d ended after %.0f s (%d of %d open)", number, time.monotonic() - began,
+                         self.sessions, self.config.max_sessions)
 
         try:
             await websocket.prepare(request)
             app_service = BoundedAppService(self.command, write_bytes=websocket.send_bytes,
                                             write_str=websocket.send_str, close=close,
                                             download_manager=self.download_manager, debug=self.debug)
+            self._live.add((websocket, app_service))
             await app_service.start(*terminal_size(request.query.get("width"), request.query.get("height")))
             await self._process_messages(websocket, app_service)
         except asyncio.CancelledError:
             await websocket.close()
         except Exception as error:  # noqa: BLE001 - one session's failure is logged; the server goes on
-            logging.getLogger(__name__).warning("session ended: %s", error)
+            LOG.warning("session %d failed: %s", number, error)
         finally:
+            release()
             if app_service is not None:
+                self._live.discard((websocket, app_service))
                 await app_service.stop()
-            self.sessions -= 1
         return websocket
 
     async def _process_messages(self, websocket: web.WebSocketResponse, app_service: AppService) -> None:

@@ -18,8 +18,11 @@ from typing import Any
 
 import click
 
+from medpix_tui.cli.options import OneLineCommand
+
 from . import openi
 from .cache import ResponseCache
+from .cli import http_base
 from .client import DEFAULT_USER_AGENT, Fetcher, FetchError
 from .compare import MISSING, flatten
 from .curation import modality_type
@@ -84,13 +87,14 @@ def _cell(want: Any, got: dict[str, Any], name: str) -> str:
     return f"differs {text[:40] + '...' if len(text) > 43 else text}"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--id", "case_id", required=True, metavar="MPX1009", help="One case id of the release.")
 @click.option("--release", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=lambda: os.environ.get("MEDPIX_SOURCE", "../shared/medpix-2.0"), show_default="$MEDPIX_SOURCE",
               help="The release folder (Case_topic.json, Descriptions.json) to compare with.")
-@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, help="Open-i server.")
-@click.option("--medpix-base", default=MEDPIX_BASE, show_default=True, help="MedPix server.")
+@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, callback=http_base,
+              help="Open-i server.")
+@click.option("--medpix-base", default=MEDPIX_BASE, show_default=True, callback=http_base, help="MedPix server.")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
               help="Response cache to reuse [default: a temporary folder, removed at the end].")
 @click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Requests per second.")

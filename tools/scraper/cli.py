@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
+from medpix_tui.cli.options import OneLineCommand
 from medpix_tui.errors import MedpixError
 from medpix_tui.progress import rich_progress
 
@@ -16,6 +18,7 @@ from .cache import ResponseCache
 from .client import DEFAULT_USER_AGENT, Fetcher
 from .curation import REVIEW_FILE, Curator
 from .harvest import Report, run
+from .inputs import is_case_id
 from .render import (
     ChromiumRenderer,
     PlainRenderer,
@@ -24,6 +27,7 @@ from .render import (
     why_unavailable,
 )
 from .sites import MEDPIX_BASE
+from .writer import SourceWriter
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -47,8 +51,28 @@ def _setup_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--id", "ids", multiple=True, metavar="MPX1009[,MPX1024...]",
+def http_base(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A server base URL, checked before the first request (a typo was retried --retries times)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise click.BadParameter(f"{value!r} is not an http(s) server address such as {param.default}")
+    return value.rstrip("/")
+
+
+def _case_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    """``--id`` values split at commas, each a MedPix case id (checked before any request)."""
+    found = [i.strip() for item in value for i in item.split(",") if i.strip()]
+    bad = [i for i in found if not is_case_id(i)]
+    if bad:
+        raise click.BadParameter(f"{bad[0][:40]!r} is not a MedPix case id (MPX and digits, e.g. MPX1009); "
+                                 "an Open-i search goes in --query")
+    if value and not found:
+        raise click.BadParameter("names no case id")
+    return found
+
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--id", "ids", multiple=True, metavar="MPX1009[,MPX1024...]", callback=_case_ids,
               help="Case id(s): each is searched on Open-i and only its own images kept. Repeatable.")
 @click.option("--query", help="An Open-i query: every MedPix image it finds is harvested.")
 @click.option("--overview", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -67,9 +91,9 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
               help="Seconds to wait for each response.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many Open-i records per query.")
-@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True,
+@click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, callback=http_base,
               help="Open-i server: every Open-i request (search, images) goes there.")
-@click.option("--medpix-base", default=MEDPIX_BASE, show_default=True,
+@click.option("--medpix-base", default=MEDPIX_BASE, show_default=True, callback=http_base,
               help="MedPix server: every MedPix request (REST, case pages, images) goes there.")
 @click.option("--renderer", type=click.Choice(["chromium", "none"]), default=None,
               help="How case pages are read when REST fails: in headless chromium, or as a plain GET "
@@ -81,7 +105,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("--drop", multiple=True, metavar="ID", help="Drop this image (or case).")
 @click.option("--contact", help="An e-mail or URL added to the User-Agent so site operators can reach you.")
 @click.option("-v", "--verbose", is_flag=True, help="Also log every curation drop.")
-def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Path, force: bool,
+def main(ids: list[str], query: str | None, overview: Path | None, out: Path, force: bool,
          cache: Path | None, rate: float, retries: int, backoff: float, timeout: float, limit: int | None,
          openi_base: str, medpix_base: str, renderer: str | None, coll: str, overrides: tuple[Path, ...],
          keep: tuple[str, ...], drop: tuple[str, ...],
@@ -102,9 +126,14 @@ def main(ids: tuple[str, ...], query: str | None, overview: Path | None, out: Pa
     Before a large harvest, recheck the live formats against the release with
     'python -m tools.scraper check-live --id MPX1009' (see its --help).
     """
-    case_ids = [i.strip() for item in ids for i in item.split(",") if i.strip()]
+    case_ids = ids
     if sum(bool(x) for x in (case_ids, query, overview)) != 1:
         raise click.UsageError("give exactly one of --id, --query or --overview")
+    try:
+        SourceWriter.check(out, force)
+    except MedpixError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     _setup_logging(verbose)
     agent = f"{DEFAULT_USER_AGENT[:-1]}; {contact})" if contact else DEFAULT_USER_AGENT
     fetcher = Fetcher(ResponseCache(cache or out.parent / f"{out.name}.cache"), rate=rate, retries=retries,

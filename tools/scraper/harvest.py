@@ -26,7 +26,7 @@ from medpix_tui.source import is_plain_id
 from . import openi
 from .client import Fetcher, FetchError, FetchStats
 from .curation import Curator, modality_type, review_row
-from .inputs import ImageRef, dedupe, refs_from_openi, refs_from_overview
+from .inputs import ImageRef, dedupe, is_case_id, refs_from_openi, refs_from_overview
 from .locations import location_category
 from .medpix import (
     CASE_FIELDS,
@@ -50,7 +50,6 @@ from .sites import Sites
 from .writer import SourceWriter, to_png
 
 log = logging.getLogger(__name__)
-_CASE_ID = re.compile(r"^MPX\d+$", re.IGNORECASE)
 #: The sources of a case, in the order they are asked.
 SOURCES = ("rest", "page", "openi")
 
@@ -412,7 +411,7 @@ def run(out: Path, fetcher: Fetcher, *, ids: Sequence[str] = (), query: str | No
                                    progress=progress, on_failure=missing.__setitem__ if ids else report.fail)
             for uid, why in missing.items():
                 try:
-                    extra = refs_from_rest(harvester, uid.upper()) if _CASE_ID.match(uid) else []
+                    extra = refs_from_rest(harvester, uid.upper()) if is_case_id(uid) else []
                 except (FetchError, RestError) as exc:
                     report.fail(uid, f"{why}; REST encounter: {getattr(exc, 'reason', exc)}")
                     continue

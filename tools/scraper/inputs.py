@@ -35,6 +35,11 @@ OVERVIEW_TYPES = {"TAC": "CT", "MRI": "MR"}
 _CASE_ID = re.compile(r"^MPX\d+$", re.IGNORECASE)
 
 
+def is_case_id(text: str) -> bool:
+    """Whether ``text`` is a MedPix case id (``MPX1009``, any case)."""
+    return bool(_CASE_ID.match(text))
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """One image to harvest and where its pieces are."""

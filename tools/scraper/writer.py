@@ -58,11 +58,17 @@ def _dump(path: Path, data: Any) -> None:
 class SourceWriter:
     """Collects cases, image documents and PNG files, then commits them as one folder."""
 
+    @staticmethod
+    def check(out: Path, force: bool) -> None:
+        """Refuse an ``out`` that exists (without ``force``) or is no earlier harvest: before any
+        request, so a refused run prints no summary of work it never did."""
+        if Path(out).exists() and not force:
+            raise OutputExistsError(f"output exists: {out} (pass --force to replace it)")
+        check_replaceable(Path(out), CASES_FILE)
+
     def __init__(self, out: Path, *, force: bool = False) -> None:
         self.out = Path(out)
-        if self.out.exists() and not force:
-            raise OutputExistsError(f"output exists: {self.out} (pass --force to replace it)")
-        check_replaceable(self.out, CASES_FILE)
+        self.check(self.out, force)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
         self.staging = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"

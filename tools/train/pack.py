@@ -40,6 +40,8 @@ PICTURES_FILE = "pictures.zip"
 FEATURES_FILE = "text_features.npy"
 TEXT_DIR = "text"
 FORMAT = 1
+#: The most text tokens the text tower (MiniLM, 512 positions) reads.
+MAX_CONTEXT = 512
 
 
 def training_text(doc: dict[str, Any]) -> str:
@@ -52,14 +54,19 @@ def training_text(doc: dict[str, Any]) -> str:
 def build_pack(source: Path, size: int, out: Path, context_length: int = 128, log=print) -> dict[str, Any]:
     """Write a pack for pictures of ``size`` pixels as ``out`` (which must not exist), whole or not at
     all: it is filled under a temporary name beside ``out`` (a pack stopped half-way was read later)."""
-    from medpix_tui.atomic import publish_dir, temp_dir_beside
+    from medpix_tui.atomic import no_folder_message, publish_dir, temp_dir_beside
 
     out = Path(out)
     if out.exists():
         raise SystemExit(f"error: {out} already exists")
+    try:  # before the minutes of work: /etc/passwd/x was a traceback at the end
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = no_folder_message(out.parent) if isinstance(exc, (FileExistsError, NotADirectoryError)) else \
+            exc.strerror or str(exc)
+        raise SystemExit(f"error: cannot create {out}: {why}") from None
     start = time.time()
     src = load_source(source, check_images=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = temp_dir_beside(out)
     try:
         meta = _fill_pack(src, size, staging, context_length, log)
@@ -121,6 +128,9 @@ def main() -> None:
     args = parser.parse_args()
     if not 16 <= args.size <= 1024:
         raise SystemExit(f"error: --size {args.size} is not a picture side this model takes (16 to 1024 px)")
+    if not 1 <= args.context_length <= MAX_CONTEXT:
+        raise SystemExit(f"error: --context-length {args.context_length} is not a number of text tokens "
+                         f"MiniLM keeps (1 to {MAX_CONTEXT})")
     build_pack(args.source, args.size, args.out, args.context_length)
 
 

@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medpix_tui.source import SPLITS
+
 from . import one_line_errors
 
 #: Words that name a body region, by the paper's location classes (whole words, case-insensitive).
@@ -61,6 +63,8 @@ def region_view(source_dir: Path, model_dir: Path, split: str) -> dict[str, Any]
 
     source = load_source(source_dir, check_images=False)
     docs = [d for d in source.images if source.splits.get(d["U_id"]) == split]
+    if not docs:  # an accuracy over no image was a ZeroDivisionError
+        raise SystemExit(f"error: no image of {source_dir} is in the {split} split")
     predicted = load_image_encoder(model_dir).classify_files([source.image_path(d["image"]) for d in docs])
     flagged = {d["image"]: label_semantics(d) for d in docs}
     right = [p["location"] == d["Location Category"] for p, d in zip(predicted, docs, strict=True)]
@@ -81,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--split", default="test", help="train, dev or test")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="the authors' split to score")
     args = parser.parse_args()
     print(json.dumps(region_view(args.source, args.model, args.split), indent=2))
 
