@@ -279,16 +279,20 @@ def main() -> None:
     image_level = {t: round(float(np.mean([encoder.head.classes[t][int(p.argmax())] == truth[t]
                                            for p, truth in zip(probabilities[t], truths, strict=True)])), 4)
                    for t in TASKS}
-    report["by_case_test"] = {**case_report(truths, probabilities, encoder.head.classes, [d["U_id"] for d in test]),
-                              "image_level": image_level}
+    from medpix_tui.model.classify import OK
+
+    answers = answer_images(encoder, calibration, [load_input(p, encoder.size) for p in paths])
+    sure = [a["status"] == OK for a in answers]  # a study pools the images it is sure of
+    report["by_case_test"] = {**case_report(truths, probabilities, encoder.head.classes, [d["U_id"] for d in test],
+                                            sure), "image_level": image_level}
     if calibration is not None:
-        from medpix_tui.model.classify import MAX_COLOURFUL, MIN_GREY_LEVELS, OK
+        from medpix_tui.model.classify import MAX_COLOURFUL
+        from medpix_tui.model.preprocess import MIN_GREY_LEVELS
 
         names, pictures, colour, levels = negatives(encoder.size)
         _, negative_features = encode_with_features(encoder, pictures)
         by_score = calibration.scores(negative_features) < calibration.threshold
         rejected = by_score | (colour > MAX_COLOURFUL) | (levels < MIN_GREY_LEVELS)
-        answers = answer_images(encoder, calibration, [load_input(p, encoder.size) for p in paths])
         groups = {g: [n.startswith(g) for n in names] for g in ("pydicom", "skimage")}
         report["ood"] = {"threshold": calibration.threshold,
                          "test_accepted": round(float(np.mean([a["status"] == OK for a in answers])), 4),

@@ -76,3 +76,14 @@ class ValidationError(InputError):
 
 class ServerError(InputError):
     """A MongoDB server named by ``--mongo-uri`` that cannot be reached or refuses the login."""
+
+
+def brief(exc: BaseException, path: object = None, width: int = 80) -> str:
+    """An exception's message for the parentheses of a one-line error: the path the error
+    already names left out, cut at a word (not mid-path) to ``width``."""
+    import textwrap
+
+    text = str(exc)
+    if path is not None:
+        text = text.replace(f"'{path}'", "").replace(str(path), "").replace("  ", " ").strip(" :")
+    return textwrap.shorten(printable(text), width, placeholder="…") or type(exc).__name__

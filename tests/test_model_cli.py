@@ -261,10 +261,16 @@ def test_similar_to_a_bundle_image_and_to_a_file(bundle: Path, tmp_path: Path) -
     scores = [r["score"] for r in result["images"]]
     assert scores == sorted(scores, reverse=True)
     outside = tmp_path / "outside.png"
-    Image.open(bundle / "images" / "S2_b.png").save(outside)
+    Image.open(bundle / "images" / "S2_b.png").save(outside, compress_level=1)  # the same pixels, other bytes
     code, out, _ = run("similar", str(outside), "--bundle", str(bundle), "--json", "-k", "1")
     assert code == 0
     assert json.loads(out)["images"][0]["image"] == "S2_b"  # the same picture from outside finds itself
+    copy = tmp_path / "copy.png"
+    copy.write_bytes((bundle / "images" / "S2_b.png").read_bytes())  # the bundle's own file: its case left out
+    code, out, _ = run("similar", str(copy), "--bundle", str(bundle), "--json", "-k", "8")
+    result = json.loads(out)
+    assert code == 0 and result["kind"] == "file"
+    assert "S2" not in [r["case"] for r in result["images"] + result["cases"]] and len(result["images"]) == 6
 
 
 def test_similar_cases_leaves_out_the_case_of_its_image(bundle: Path) -> None:
@@ -408,6 +414,31 @@ def test_a_study_whose_pngs_the_model_calls_mr_beside_ct_dicom_files_is_unsure()
     assert series["status"] == "ok" and series["series"] == 2
 
 
+def test_a_study_is_unsure_when_its_files_say_different_things() -> None:
+    from medpix_tui.model.classify import pool_study
+
+    ct = answer("a.dcm", "ok", "CT", "dicom", 0.3, dicom_modality="CT", study_uid="1.2")
+    dx = {"file": "b.dcm", "status": "not_ct_or_mr", "modality": None, "modality_source": None,
+          "probabilities": None, "dicom_modality": "DX", "study_uid": "1.2"}
+    mixed = pool_study([ct, dx])
+    assert mixed["status"] == "unsure" and mixed["reason"] == "the study's DICOM Modality tags differ (CT, DX)"
+    cr = pool_study([answer("c.png", "ok", "CT", "model", 0.01), {**dx, "dicom_modality": "CR"}])
+    assert cr["status"] == "unsure" and cr["reason"].startswith("some files are tagged CR, not CT or MR")
+    both = pool_study([answer("d.png", "ok", "CT", "model", 0.01), answer("e.png", "ok", "MR", "model", 0.99),
+                       answer("f.png", "ok", "MR", "model", 0.6)])
+    assert both["status"] == "unsure" and both["location"] is None
+    assert both["reason"] == "its images disagree on the modality: 1 called CT at 90% or more, 1 called MR at 90% or more"
+    one_sure = pool_study([answer("d.png", "ok", "CT", "model", 0.01), answer("f.png", "ok", "CT", "model", 0.6)])
+    assert one_sure["status"] == "ok" and one_sure["modality"] == "CT"
+    mr = answer("m.dcm", "ok", "MR", "dicom", 0.2, dicom_modality="MR")
+    tagged_vs_png = pool_study([mr, answer("p.png", "ok", "CT", "model", 0.004)])
+    assert tagged_vs_png["status"] == "unsure" and tagged_vs_png["disagrees"] is True
+    assert tagged_vs_png["reason"].endswith("image(s) CT (99.6%)")
+    far = {**mr, "status": "unsure", "study_uid": "7"}
+    apart = pool_study([far, {**far, "study_uid": "8"}])
+    assert apart["status"] == "unsure" and "2 different DICOM studies" in apart["reason"]
+
+
 def test_a_study_names_its_tag_and_the_pooled_model_call(bundle: Path, tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
@@ -427,14 +458,20 @@ def test_a_study_folder_skips_its_dicomdir_and_says_what_it_left_out(bundle: Pat
     for i in range(2):
         write_dicom(folder / f"IM{i}", np.kron(np.arange(64).reshape(8, 8) * (i + 1), np.ones((4, 4))), modality="MR")
     (folder / "DICOMDIR").write_bytes(Path(get_testdata_file("DICOMDIR")).read_bytes())  # pydicom's own
+    (folder / "INDEX").write_bytes(Path(get_testdata_file("DICOMDIR-bigEnd")).read_bytes())  # known by content
     Image.new("L", (32, 32), 9).save(folder / "scout.gif")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    (folder / "again").symlink_to(folder / "IM0")  # the same file twice counts once
     (folder / "sub").mkdir()
     code, out, err = run("classify", "--study", str(folder), "--bundle", str(bundle), "--json")
     assert code == 0, err
     assert json.loads(out)["n"] == 2
-    assert err.splitlines()[:2] == [
-        f"note: {folder}: left out 2 file(s) that are not images or are a DICOMDIR index (DICOMDIR, scout.gif)",
-        f"note: {folder}: left out 1 subfolder(s) (give each series folder itself)"]
+    assert err.splitlines()[:5] == [
+        f"note: {folder}: left out 2 DICOMDIR index file(s), which hold no image (DICOMDIR, INDEX)",
+        f"note: {folder}: left out 1 file(s) that are not images (scout.gif)",
+        f"note: {folder}: left out 1 hidden file(s) (names starting with '.')",
+        f"note: {folder}: left out 1 subfolder(s) (give each series folder itself)",
+        "note: left out 1 file(s) given twice (the same file by another name or link counts once in a study)"]
     code, _, err = run("classify", str(folder / "DICOMDIR"), "--bundle", str(bundle))
     assert code == 2 and "a DICOMDIR (the index of a DICOM disc or folder), not an image" in err
 
@@ -454,9 +491,16 @@ def test_a_study_pools_sampled_frames_of_a_multiframe_file(bundle: Path, tmp_pat
 
 def test_json_gives_an_object_for_a_file_that_failed(bundle: Path, tmp_path: Path) -> None:
     good = mri_like(tmp_path / "ok.png")
-    code, out, _ = run("classify", str(good), str(tmp_path / "nope.png"), "--bundle", str(bundle), "--json")
+    code, out, err = run("classify", str(good), str(tmp_path / "nope.png"), str(tmp_path), "--bundle", str(bundle),
+                         "--json")
     rows = [json.loads(line) for line in out.splitlines()]
-    assert code == 2 and [r["status"] for r in rows][1:] == ["error"]
+    assert code == 2 and [r["status"] for r in rows][1:] == ["error", "error"]  # a folder among files too
+    assert rows[2]["reason"] == f"{tmp_path}: is a folder, not an image file"
+    for alone in (tmp_path / "nope.png", write_dicom(tmp_path / "empty.dcm", None)):  # one file, failing
+        code, out, err = run("classify", str(alone), "--bundle", str(bundle), "--json")
+        assert code == 2 and json.loads(out)["status"] == "error" and err.startswith("error: ")
+    code, _, err = run("classify", "", "--bundle", str(bundle))
+    assert code == 2 and err.strip() == "error: an empty file name was given"
     missing = tmp_path / "nope.png"
     assert rows[1] == {"file": str(missing), "status": "error", "reason": f"{missing}: no such file"}
 
@@ -506,3 +550,44 @@ def test_a_segmentation_mask_as_png_is_unsure(bundle: Path, tmp_path: Path) -> N
     row = json.loads(out)
     assert code == 0 and row["status"] == "unsure" and row["location"] is None
     assert row["reason"].startswith("only 2 grey levels: a mask or a drawing")
+
+
+def test_a_multipage_tiff_is_read_at_its_middle_page_or_frame(bundle: Path, tmp_path: Path) -> None:
+    pages = [Image.open(mri_like(tmp_path / f"{i}.png", seed=i)).convert("L") for i in range(3)]
+    pages[0].save(tmp_path / "series.tif", save_all=True, append_images=pages[1:])
+    code, out, _ = run("classify", str(tmp_path / "series.tif"), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and (row["frame"], row["frames"]) == (2, 3)
+    code, out, _ = run("classify", str(tmp_path / "series.tif"), "--frame", "3", "--bundle", str(bundle))
+    assert code == 0 and out.startswith(f"{tmp_path}/series.tif [frame 3 of 3]: ")
+    code, _, err = run("classify", str(tmp_path / "series.tif"), "--frame", "4", "--bundle", str(bundle))
+    assert code == 2 and err.strip().endswith("--frame 4 is out of range (the file has 3 pages)")
+    code, _, err = run("classify", str(tmp_path / "0.png"), "--frame", "2", "--bundle", str(bundle))
+    assert code == 2 and err.strip().endswith("--frame 2 is out of range (the file has 1 page)")
+
+
+def test_a_ct_window_that_saturates_the_slice_gives_way(bundle: Path) -> None:
+    # pydicom's own CT test file: its C30/W100 window turns every pixel white, its values vary
+    from pydicom.data import get_testdata_file
+
+    from medpix_tui.model.preprocess import MIN_GREY_LEVELS, grey_levels, load_gray
+
+    path = Path(get_testdata_file("17166"))  # dicomdirtests/77654033/CT2/
+    assert grey_levels(load_gray(path)) >= MIN_GREY_LEVELS
+    code, out, _ = run("classify", str(path), "--bundle", str(bundle), "--json")
+    row = json.loads(out)
+    assert code == 0 and row["modality"] == "CT" and "blank" not in (row["reason"] or "")
+
+
+def test_eval_by_case_pools_the_images_a_study_would() -> None:
+    from medpix_tui.model.evaluate import case_report
+
+    classes = {"modality": ("CT", "MR"), "location": ("Head", "Thorax")}
+    truths = [{"modality": "CT", "location": "Head"}] * 3
+    probabilities = {"modality": np.array([[0.9, 0.1]] * 3),
+                     "location": np.array([[0.6, 0.4], [0.01, 0.99], [0.3, 0.7]])}
+    cases = ["A", "A", "B"]
+    everything = case_report(truths, probabilities, classes, cases)
+    assert everything["location_accuracy"] == 0.0  # A's unfamiliar image outvotes its sure one
+    as_a_study = case_report(truths, probabilities, classes, cases, sure=[True, False, False])
+    assert as_a_study["location_accuracy"] == 0.5  # A right; B, sure of nothing, pooled over all: wrong

@@ -48,57 +48,74 @@ MAX_STUDY_IMAGES = 1000
 
 def _study_files(folder: Path) -> tuple[list[Path], list[str]]:
     """The image files of a study folder (not its subfolders), and what was left out and why."""
-    from ..model.dicom import is_dicom
+    from ..model.dicom import is_dicom, is_dicomdir
 
     found: list[Path] = []
     others: list[str] = []
-    folders = 0
+    indexes: list[str] = []
+    hidden = folders = 0
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
-            continue
-        if path.is_dir():
+            hidden += 1
+        elif path.is_dir():
             folders += 1
-        elif path.name.upper() == "DICOMDIR":
-            others.append(path.name)
-        elif path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and is_dicom(path))):
+        elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             found.append(path)
-            if len(found) > MAX_STUDY_IMAGES:
-                raise InputError(f"{folder}: more than {MAX_STUDY_IMAGES} images for one study")
+        elif path.is_file() and not path.suffix and is_dicom(path) and not is_dicomdir(path):
+            found.append(path)
+        elif path.name.upper().startswith("DICOMDIR") or is_dicomdir(path):
+            indexes.append(path.name)
         else:
             others.append(path.name)
+        if len(found) > MAX_STUDY_IMAGES:
+            raise InputError(f"{folder}: more than {MAX_STUDY_IMAGES} images for one study")
     if not found:
         raise InputError(f"{folder}: no PNG, JPEG, TIFF, WebP or DICOM files in this folder"
                          + (f" ({folders} subfolder(s) are not searched)" if folders else ""))
+
+    def named(names: list[str]) -> str:
+        return ", ".join(printable(n) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+
     skipped = []
+    if indexes:
+        skipped.append(f"{len(indexes)} DICOMDIR index file(s), which hold no image ({named(indexes)})")
     if others:
-        names = ", ".join(printable(n) for n in others[:3]) + (", ..." if len(others) > 3 else "")
-        skipped.append(f"{len(others)} file(s) that are not images or are a DICOMDIR index ({names})")
+        skipped.append(f"{len(others)} file(s) that are not images ({named(others)})")
+    if hidden:
+        skipped.append(f"{hidden} hidden file(s) (names starting with '.')")
     if folders:
         skipped.append(f"{folders} subfolder(s) (give each series folder itself)")
     return found, skipped
 
 
-def classify_paths(files: tuple[Path, ...], study: bool) -> tuple[list[Path], list[str]]:
+def classify_paths(files: tuple[str, ...], study: bool) -> tuple[list[Path], list[str]]:
     """The files to classify, checked before anything is loaded (folders only for a study),
-    and notes on what a study folder's listing left out."""
+    and notes on what a study's listing left out (its folders' other files, duplicates)."""
     from ..files import check_file
 
+    if any(not name.strip() for name in files):
+        raise InputError("an empty file name was given")
     paths: list[Path] = []
     notes: list[str] = []
-    for path in files:
-        if path.is_dir():
-            if not study:
-                raise InputError(f"{path} is a folder: classify its images as one study with --study")
+    for path in map(Path, files):
+        if path.is_dir() and study:
             found, skipped = _study_files(path)
             paths += found
             notes += [f"{path}: left out {what}" for what in skipped]
-        elif study:
-            check_file(path)
-            paths.append(path)
+        elif path.is_dir() and len(files) == 1:
+            raise InputError(f"{path} is a folder: classify its images as one study with --study")
         else:
-            paths.append(path)
-    if len(paths) == 1:
-        check_file(paths[0])
+            if study or len(files) == 1:
+                check_file(path)
+            paths.append(path)  # among several files, a folder or a missing file is that file's error
+    if study:
+        seen: dict[str, Path] = {}
+        for path in paths:
+            seen.setdefault(os.path.realpath(path), path)
+        if len(seen) < len(paths):
+            notes.append(f"left out {len(paths) - len(seen)} file(s) given twice (the same file by another "
+                         "name or link counts once in a study)")
+            paths = list(seen.values())
     if len(paths) > MAX_STUDY_IMAGES:
         raise InputError(f"more than {MAX_STUDY_IMAGES} files at once; classify them in parts")
     return paths, notes
@@ -139,15 +156,20 @@ def answer_line(answer: dict[str, Any]) -> str:
     return f"{name}: {what}, {location} ({_pct(probs['location'][location]).strip()})"
 
 
+def _failed(file: str, error: Exception | str) -> dict[str, str]:
+    """The ``--json`` object of a file that could not be classified."""
+    return {"file": file, "status": "error", "reason": str(error)}
+
+
 @click.command("classify")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True)
 @click.option("--study", is_flag=True, help="FILES (or a folder of them) are one study: pool them into one answer.")
 @click.option("--frame", type=click.IntRange(min=1), default=None,
               help="Frame of a multi-frame DICOM file, from 1 (default: the middle one).")
 @_bundle_option
 @_json_option
 @click.pass_context
-def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: int | None, bundle_path: str | None,
+def classify(ctx: click.Context, files: tuple[str, ...], study: bool, frame: int | None, bundle_path: str | None,
              as_json: bool) -> None:
     """Classify the modality (CT/MR) and body location of PNG, JPEG or DICOM FILES.
 
@@ -168,7 +190,12 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
       medpix-tui classify --study series/
       medpix-tui classify scan.png --json
     """
-    paths, notes = classify_paths(files, study)  # before the bundle and the model load
+    try:
+        paths, notes = classify_paths(files, study)  # before the bundle and the model load
+    except InputError as exc:
+        if as_json and not study and len(files) == 1:  # the file's object, as for any file that failed
+            click.echo(json.dumps(_failed(files[0], exc)))
+        raise
     for note in notes:
         click.echo(f"note: {note}", err=True)
     model = _bundle_model(ctx, bundle_path)
@@ -178,11 +205,13 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
         try:
             loaded += model.load_study(path, frame) if study else [model.load(path, frame)]
         except InputError as exc:
-            if len(paths) == 1:
-                raise  # one file: its error is the whole story
+            if len(paths) == 1:  # one file: its error is the whole story
+                if as_json and not study:
+                    click.echo(json.dumps(_failed(str(path), exc)))
+                raise
             errors.append((path, str(exc)))
     rows = model.answer(loaded) if loaded else []
-    failed = [{"file": str(path), "status": "error", "reason": message} for path, message in errors]
+    failed = [_failed(str(path), message) for path, message in errors]
     if not study:
         by_file = {str(path): message for path, message in errors}
         answers = iter(rows)
@@ -192,7 +221,7 @@ def classify(ctx: click.Context, files: tuple[Path, ...], study: bool, frame: in
                 row = next(answers)
                 click.echo(json.dumps(row) if as_json else answer_line(row))
             elif as_json:
-                click.echo(json.dumps({"file": str(path), "status": "error", "reason": message}))
+                click.echo(json.dumps(_failed(str(path), message)))
             else:
                 click.echo(f"error: {printable(message)}", err=True)
     else:

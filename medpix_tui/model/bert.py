@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ..errors import BundleError, brief
 
 LAYERS = 6
 HEADS = 12
@@ -73,7 +73,7 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise BundleError(f"the text tower's weights are missing: {path}") from None
     except (SafetensorError, OSError) as exc:
-        raise BundleError(f"the text tower's weights are unreadable: {path} ({str(exc)[:80]})") from None
+        raise BundleError(f"the text tower's weights are unreadable: {path} ({brief(exc)})") from None
 
 
 def _padded(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ class NumpyMiniLM:
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # noqa: BLE001 - the Rust side raises its own Exception type
-            raise BundleError(f"the text tokenizer is unreadable: {tokenizer_file} ({str(exc)[:80]})") from None
+            raise BundleError(f"the text tokenizer is unreadable: {tokenizer_file} ({brief(exc)})") from None
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=context_length)
         w = _read_weights(weights)

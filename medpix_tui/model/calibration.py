@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ..errors import BundleError, brief
 from .checkpoint import WEIGHTS_FILE
 
 CALIBRATION_FILE = "calibration.json"
@@ -156,7 +156,7 @@ def load_calibration(model_dir: Path) -> Calibration | None:
         temperature = {str(k): float(v) for k, v in content["temperature"].items()}
         threshold, k = float(content["ood"]["threshold"]), int(content["ood"]["k"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"model calibration in {model_dir} is damaged ({str(exc)[:80]})") from None
+        raise BundleError(f"model calibration in {model_dir} is damaged ({brief(exc)})") from None
     if reference.ndim != 2 or not all(t > 0 for t in temperature.values()):
         raise BundleError(f"model calibration in {model_dir} is damaged")
     return Calibration(temperature=temperature, threshold=threshold, k=k, reference=reference, info=content)
@@ -180,5 +180,5 @@ def read_release_scores(model_dir: Path, calibration: Calibration | None) -> dic
         current = (content["weights_sha256"] == weights_digest(model_dir)
                    and content["reference_sha256"] == reference_digest(model_dir) and content["k"] == calibration.k)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BundleError(f"model release scores in {model_dir} are damaged ({str(exc)[:80]})") from None
+        raise BundleError(f"model release scores in {model_dir} are damaged ({brief(exc)})") from None
     return scores if current else {}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, InputError
+from ..errors import BundleError, InputError, brief
 from ..progress import Progress, silent
 from ..query import value_at
 
@@ -166,7 +166,7 @@ class CaseIndex:
             raise BundleError("the bundle has no case embeddings; rebuild it with this version "
                               "(medpix-tui bundle build ... --force)") from None
         except (OSError, ValueError) as exc:
-            raise BundleError(f"case embeddings unreadable in {embeddings_dir} ({str(exc)[:80]}); "
+            raise BundleError(f"case embeddings unreadable in {embeddings_dir} ({brief(exc)}); "
                               "run medpix-tui bundle verify") from None
         if self.vectors.ndim != 2 or len(self.ids) != self.vectors.shape[0]:
             raise BundleError(f"case embeddings in {embeddings_dir} do not match their ids; "

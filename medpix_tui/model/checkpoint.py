@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
-from ..errors import BundleError
+from ..errors import BundleError, brief
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -46,7 +46,7 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError as exc:
         raise BundleError(f"model checkpoint incomplete: {path} is missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+        raise BundleError(f"model checkpoint unreadable: {path} ({brief(exc)})") from exc
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def _load(path: Path, prefix: str, safe_open: Any, framework: str) -> dict[str, 
     except FileNotFoundError as exc:
         raise BundleError(f"model checkpoint incomplete: {path} is missing") from exc
     except (SafetensorError, OSError) as exc:
-        raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+        raise BundleError(f"model checkpoint unreadable: {path} ({brief(exc)})") from exc
 
 
 def load_tensors(path: Path, prefix: str = "") -> dict[str, Any]:

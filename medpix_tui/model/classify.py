@@ -18,17 +18,14 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration, encode_with_features
-from .preprocess import ModelInput
+from .dicom import MODEL_MODALITIES
+from .preprocess import MIN_GREY_LEVELS, ModelInput
 
 OK, UNSURE, NOT_CT_OR_MR = "ok", "unsure", "not_ct_or_mr"
 #: A picture with more of its pixels coloured is not a CT or MR slice (see
 #: :func:`~.preprocess.colourful_share`): it adds coffee, retina and rocket of scikit-image's
 #: samples to what the OOD score rejects, and no release image comes near it.
 MAX_COLOURFUL = 0.5
-#: A picture with fewer grey levels (:func:`~.preprocess.grey_levels`) is a mask, a drawing
-#: or a phantom: pydicom's SEG mask and scikit-image's blobs, horse, checkerboard and Shepp-Logan
-#: phantom have 2 to 8; the train and dev images 26 at the least.
-MIN_GREY_LEVELS = 12
 
 
 def _rounded(classes: Sequence[str], p: np.ndarray) -> dict[str, float]:
@@ -73,6 +70,8 @@ def answer_one(classes: dict[str, tuple[str, ...]], calibration: Calibration | N
         answer["dicom_modality"] = item.dicom_modality or None
         answer["frame"], answer["frames"] = item.frame, item.frames
         answer["study_uid"], answer["series_uid"] = item.study_uid, item.series_uid
+    elif item.frames and item.frames > 1:  # a multi-page TIFF: which page was read
+        answer["frame"], answer["frames"] = item.frame, item.frames
     if probs is None:
         answer.update(status=NOT_CT_OR_MR, reason=f"DICOM Modality is {item.dicom_modality}, not CT or MR")
         return answer
@@ -124,13 +123,36 @@ def _argmax(p: dict[str, float]) -> str:
     return max(p, key=p.__getitem__)
 
 
+#: A per-image modality call at least this probable is confident: a study holding confident
+#: CT and confident MR images is answered unsure, not by the pooled mean of the two.
+CONFIDENT = 0.9
+
+
+def _disagreement(images: Sequence[dict[str, Any]]) -> str | None:
+    """Why the files of a study cannot be one study, from what they say of themselves, or None."""
+    tags = sorted({a.get("dicom_modality") or "" for a in images} - {""})
+    if len(tags) > 1 and set(tags) & set(MODEL_MODALITIES):  # none CT or MR: "not CT or MR" says it all
+        return f"the study's DICOM Modality tags differ ({', '.join(tags)})"
+    studies = {a["study_uid"] for a in images if a.get("study_uid")}
+    if len(studies) > 1:
+        return f"the files belong to {len(studies)} different DICOM studies (StudyInstanceUID)"
+    if tags and tags[0] not in MODEL_MODALITIES and any(a.get("dicom_modality") is None for a in images):
+        return f"some files are tagged {tags[0]}, not CT or MR, beside pictures without tags"
+    return None
+
+
+def _pct1(p: float) -> str:
+    return f"{100 * p:.1f}%"
+
+
 def pool_study(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One answer for the images of one study, from the per-image answers it keeps under ``images``.
 
     The modality is the DICOM tag when the study's CT/MR tags agree, else the model's pooled
     call; the location is pooled over the images the model is sure of (status ``ok``). The
-    study is ``unsure`` when its files disagree: CT/MR tags that differ, files of different
-    DICOM studies, or untagged images (PNGs) the model calls other than the files' tag.
+    study is ``unsure`` when its files disagree: DICOM tags that differ (CT beside DX as much
+    as CT beside MR), files of different DICOM studies, pictures without tags the model calls
+    other than the files' tag, or confident CT and confident MR pictures in one study.
     """
     used = [a for a in images if a["status"] == OK]
     series = sorted({a["series_uid"] for a in images if a.get("series_uid")})
@@ -141,36 +163,37 @@ def pool_study(images: Sequence[dict[str, Any]]) -> dict[str, Any]:
     tags = sorted({a["modality"] for a in images if a["modality_source"] == "dicom"})
     if len(tags) == 1:
         study.update(modality=tags[0], modality_source="dicom")
-    if not used:
+    if used:
+        probs = {task: pooled_probabilities([a["probabilities"][task] for a in used])
+                 for task in used[0]["probabilities"]}
+        study.update(probabilities=probs, model_modality=_argmax(probs["modality"]))
+        if len(tags) == 1:
+            study["disagrees"] = study["model_modality"] != tags[0]
+    reason = _disagreement(images)
+    if reason is None and not used:
         statuses = {a["status"] for a in images}
         others = sorted({a.get("dicom_modality") or "" for a in images} - {""})
         if statuses == {NOT_CT_OR_MR} and others:
             study.update(status=NOT_CT_OR_MR, reason=f"every image is tagged other than CT or MR (DICOM Modality "
                                                      f"{', '.join(others)})")
-        else:
-            study.update(status=NOT_CT_OR_MR if statuses == {NOT_CT_OR_MR} else UNSURE,
-                         reason="no image of the study looks like a CT or MR slice the model knows")
-        return study
-    probs = {task: pooled_probabilities([a["probabilities"][task] for a in used]) for task in used[0]["probabilities"]}
-    study.update(probabilities=probs, model_modality=_argmax(probs["modality"]))
-    studies = sorted({a["study_uid"] for a in images if a.get("study_uid")})
+            return study
+        study["status"] = NOT_CT_OR_MR if statuses == {NOT_CT_OR_MR} else UNSURE
+        reason = "no image of the study looks like a CT or MR slice the model knows"
     untagged = [a for a in used if a["modality_source"] != "dicom"]
-    reason = None
-    if len(tags) > 1:
-        reason = f"the study's DICOM Modality tags differ ({', '.join(tags)})"
-    elif len(studies) > 1:
-        reason = f"the files belong to {len(studies)} different DICOM studies (StudyInstanceUID)"
-    elif tags and untagged:
+    if reason is None and tags and untagged:
         called = pooled_probabilities([a["probabilities"]["modality"] for a in untagged])
         if _argmax(called) != tags[0]:
             reason = (f"the DICOM files are tagged {tags[0]}, but the model calls the {len(untagged)} untagged "
-                      f"image(s) {_argmax(called)} ({100 * max(called.values()):.0f}%)")
+                      f"image(s) {_argmax(called)} ({_pct1(max(called.values()))})")
+    if reason is None and not tags:
+        sure = {m: sum(a["probabilities"]["modality"][m] >= CONFIDENT for a in used) for m in MODEL_MODALITIES}
+        if all(sure.values()):
+            reason = ("its images disagree on the modality: " +
+                      ", ".join(f"{n} called {m} at {100 * CONFIDENT:.0f}% or more" for m, n in sure.items()))
     if reason:
-        study.update(status=UNSURE, reason=reason)
+        study.update(status=study["status"] if study["status"] != OK else UNSURE, reason=reason)
         return study
-    if tags:
-        study["disagrees"] = study["model_modality"] != tags[0]
-    else:
+    if not tags:
         study.update(modality=study["model_modality"], modality_source="model")
     study["location"] = _argmax(probs["location"])
     return study

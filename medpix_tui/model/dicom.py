@@ -17,7 +17,6 @@ a 498 KB deflated file can hold gigabytes of pixels.
 from __future__ import annotations
 
 import math
-import textwrap
 import threading
 import warnings
 import zlib
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..source import MIN_SIDE
 
 #: Soft-tissue window (Hounsfield units), used when a CT file names none.
@@ -78,6 +77,20 @@ def is_dicom(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:] == b"DICM"
+
+
+def is_dicomdir(path: Path) -> bool:
+    """True for a DICOMDIR (its file meta names the media directory SOP class), whatever its name."""
+    if not is_dicom(path):
+        return False
+    import pydicom
+
+    try:
+        with _quiet():
+            meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - a damaged header is not a DICOMDIR; reading it says what is wrong
+        return False
+    return str(getattr(meta, "MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY
 
 
 def _first(value: object) -> float | None:
@@ -163,13 +176,8 @@ def read_header(path: Path) -> DicomHeader:
         except InputError:
             raise
         except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({_short(exc)})") from None
+            raise InputError(f"{path}: not a readable DICOM file ({brief(exc, path)})") from None
         return _header(path, ds)
-
-
-def _short(exc: Exception, width: int = 80) -> str:
-    """An exception's message cut at a word, for a one-line error."""
-    return textwrap.shorten(str(exc), width, placeholder="…") or type(exc).__name__
 
 
 #: Elements a DICOM data set read without its file header must hold one of to count as one.
@@ -198,7 +206,7 @@ def _read_headerless(path: Path) -> DicomHeader:
             ds.file_meta = meta
     except Exception as exc:  # noqa: BLE001 - force=True reads arbitrary bytes; any failure means "not DICOM"
         raise InputError(f"{path}: not a DICOM file (no DICOM header, and no data set without one: "
-                         f"{_short(exc, 60)})") from None
+                         f"{brief(exc, path, 60)})") from None
     return replace(_header(path, ds), headerless=True)
 
 
@@ -223,6 +231,8 @@ def _check_shape(header: DicomHeader) -> None:
     if not header.has_pixels:
         raise InputError(f"{path}: DICOM file has no pixel data (none in its tags, or the file is cut short)")
     rows, cols = header.rows, header.columns
+    if not rows or not cols:
+        raise InputError(f"{path}: DICOM file has pixel data but no Rows and Columns to shape it")
     if rows < MIN_SIDE or cols < MIN_SIDE:
         raise InputError(f"{path}: DICOM image of {cols}x{rows} pixels is too small to classify "
                          f"(at least {MIN_SIDE}x{MIN_SIDE})")
@@ -272,7 +282,7 @@ def _frame(header: DicomHeader, frame: int | None) -> tuple[np.ndarray, int]:
             raise InputError(f"{header.path}: DICOM pixel data too large to decode") from None
         except Exception as exc:  # noqa: BLE001 - pydicom and its plugins raise many types for damaged data
             raise InputError(f"{header.path}: cannot decode DICOM pixel data ({header.syntax_name}: "
-                             f"{str(exc)[:80]})") from None
+                             f"{brief(exc, header.path)})") from None
     colour = header.samples > 1 and pixels.ndim == 3
     if not (pixels.ndim == 2 or colour) or pixels.shape[0] < MIN_SIDE or pixels.shape[1] < MIN_SIDE:
         raise InputError(f"{header.path}: DICOM pixel data is not a 2-D image (shape {pixels.shape})")
@@ -344,6 +354,26 @@ def _colour_picture(header: DicomHeader, rgb: np.ndarray) -> tuple[np.ndarray, f
     return np.asarray(im.convert("L"), dtype=np.uint8), colourful_share(im)
 
 
+def _range(values: np.ndarray) -> tuple[float, float]:
+    """The values' range, less :data:`CLIP_PERCENT` at each end (all of it when that is flat)."""
+    low, high = (float(v) for v in np.percentile(values, [CLIP_PERCENT, 100 - CLIP_PERCENT]))
+    return (low, high) if high > low else (float(values.min()), float(values.max()))
+
+
+def _windowed(values: np.ndarray, windows: Sequence[tuple[float, float]], ranged: np.ndarray) -> np.ndarray:
+    """A CT frame through the first window that leaves a slice to see: the file's own, else
+    40/400; a window that saturates a frame whose values vary (a narrow window made for another
+    region: pydicom's C30/W100 test CTs turned white) gives way to the next, and the frame's
+    range (``ranged``) is the last resort."""
+    from .preprocess import MIN_GREY_LEVELS, grey_levels
+
+    for low, high in windows:
+        picture = _to_uint8(values, low, high)
+        if grey_levels(picture) >= MIN_GREY_LEVELS or grey_levels(ranged) < MIN_GREY_LEVELS:
+            return picture
+    return ranged
+
+
 def _picture(header: DicomHeader, frame: int | None) -> DicomPicture:
     path = header.path
     slope = _tag_number(header, "RescaleSlope")
@@ -356,15 +386,11 @@ def _picture(header: DicomHeader, frame: int | None) -> DicomPicture:
         picture, colourful = _colour_picture(header, values)
         return DicomPicture(picture=picture, header=header, frame=number, colourful=colourful)
     values = values * (1.0 if slope is None else slope) + (0.0 if intercept is None else intercept)
-    if window is None and header.modality == "CT":
+    picture = _to_uint8(values, *_range(values))
+    if header.modality == "CT":
         center, width = DEFAULT_CT_WINDOW
-        window = center - width / 2, center + width / 2
-    if window is None:  # MR and the rest: their range, less a hot pixel's pull (module docstring)
-        low, high = np.percentile(values, [CLIP_PERCENT, 100 - CLIP_PERCENT])
-        window = float(low), float(high)
-        if window[1] <= window[0]:
-            window = float(values.min()), float(values.max())
-    picture = _to_uint8(values, *window)
+        windows = [w for w in (window, (center - width / 2, center + width / 2)) if w is not None]
+        picture = _windowed(values, windows, picture)
     if str(getattr(header.dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         picture = 255 - picture
     return DicomPicture(picture=picture, header=header, frame=number)

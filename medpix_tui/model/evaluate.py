@@ -49,14 +49,15 @@ def case_interval(correct: Sequence[bool], cases: Sequence[str], draws: int = 20
 
 def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str, Any]],
            classes: Mapping[str, Sequence[str]], cases: Sequence[str] | None = None,
-           probabilities: dict[str, np.ndarray] | None = None, by_case: bool = False) -> dict[str, Any]:
+           probabilities: dict[str, np.ndarray] | None = None, by_case: bool = False,
+           sure: Sequence[bool] | None = None) -> dict[str, Any]:
     """The full report of one split: ``modality_accuracy``, ``location_accuracy`` and details.
 
     With ``cases`` (each image's case id), also ``modality_ci95`` and ``location_ci95``; with
     ``probabilities`` (per task, (N, classes), as the head gives them), ``modality_ece`` and
     ``location_ece`` (15 bins), each beside ``{task}_ece_floor``, the range a perfectly
     calibrated model would show on the same images (:func:`.calibration.ece_floor`); with both
-    and ``by_case``, ``by_case``: accuracy per case.
+    and ``by_case``, ``by_case``: accuracy per case (``sure``: see :func:`case_report`).
     """
     from .calibration import ece, ece_floor
 
@@ -74,16 +75,19 @@ def report(split: str, truths: list[dict[str, str]], predictions: list[dict[str,
             out[f"{task}_ece_floor"] = ece_floor(probabilities[task], measured)
         out[task] = detail
     if by_case and cases is not None and probabilities is not None:
-        out["by_case"] = case_report(truths, probabilities, classes, cases)
+        out["by_case"] = case_report(truths, probabilities, classes, cases, sure)
     return out
 
 
 def case_report(truths: Sequence[dict[str, str]], probabilities: dict[str, np.ndarray],
-                classes: Mapping[str, Sequence[str]], cases: Sequence[str]) -> dict[str, Any]:
+                classes: Mapping[str, Sequence[str]], cases: Sequence[str],
+                sure: Sequence[bool] | None = None) -> dict[str, Any]:
     """Accuracy when each case's images are pooled into one answer, as ``classify --study`` does.
 
     A case counts once. Location is a case's label, shared by its images; a case whose
     images mix CT and MR is left out of the modality figure (a study is one modality).
+    ``sure`` (per image: answered ``ok``, not ``unsure``) pools only those, as a study does;
+    a case with none (a study would answer it unsure) is pooled over all its images.
     """
     from .classify import pooled_probabilities
 
@@ -98,7 +102,9 @@ def case_report(truths: Sequence[dict[str, str]], probabilities: dict[str, np.nd
             if len(labels) > 1:
                 skipped += 1
                 continue
-            pooled = pooled_probabilities([dict(zip(classes[task], probabilities[task][i], strict=True)) for i in rows])
+            used = [i for i in rows if sure[i]] if sure is not None else rows
+            pooled = pooled_probabilities([dict(zip(classes[task], probabilities[task][i], strict=True))
+                                           for i in used or rows])
             hits.append(max(pooled, key=pooled.__getitem__) == labels.pop())
         out[f"{task}_accuracy"] = round(float(np.mean(hits)), 4) if hits else None
         out[f"{task}_cases"] = len(hits)
@@ -113,10 +119,11 @@ def evaluate_pictures(encoder: ImageEncoder, split: str, pictures: np.ndarray, t
 
 
 def evaluate_embeddings(head: ZeroShotHead, split: str, embeddings: np.ndarray, truths: list[dict[str, str]],
-                        cases: Sequence[str] | None = None, by_case: bool = False) -> dict[str, Any]:
+                        cases: Sequence[str] | None = None, by_case: bool = False,
+                        sure: Sequence[bool] | None = None) -> dict[str, Any]:
     """Report for unit image embeddings (a file's, or the release vector shipped for it), with ECE."""
     return report(split, truths, head.predict(embeddings), head.classes, cases, head.probabilities(embeddings),
-                  by_case)
+                  by_case, sure)
 
 
 def evaluate_files(encoder: ImageEncoder, split: str, paths: Sequence[Path], truths: list[dict[str, str]],

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, UnidentifiedImageError
 
-from ..errors import InputError
+from ..errors import InputError, brief
 from ..files import check_file
 from ..progress import Progress
 from ..source import MIN_SIDE
@@ -88,7 +88,7 @@ def _open_checked(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"{path}: image is larger than the {MAX_IMAGE_PIXELS:,} pixels this tool decodes") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({brief(exc, path)})") from None
     w, h = im.size
     if w * h > MAX_IMAGE_PIXELS:
         im.close()
@@ -124,14 +124,24 @@ def _read_picture(path: Path) -> np.ndarray:
     return _read_picture_and_colour(path)[0]
 
 
-def _read_picture_and_colour(path: Path) -> tuple[np.ndarray, float]:
+def _read_picture_and_colour(path: Path, frame: int | None = None) -> tuple[np.ndarray, float, int, int]:
+    """A picture file's grey picture and colour share, and which of its pages (1-based) of how
+    many: a multi-page TIFF (or an animated PNG or GIF) is read at its middle page, as a DICOM
+    file at its middle frame, unless ``frame`` names one."""
     im = _open_checked(path)
     try:
         with im:
+            pages = max(int(getattr(im, "n_frames", 1) or 1), 1)
+            number = pages // 2 + 1 if frame is None else frame
+            if not 1 <= number <= pages:
+                raise InputError(f"{path}: --frame {number} is out of range (the file has {pages} "
+                                 f"page{'s' if pages > 1 else ''})")
+            if number > 1:
+                im.seek(number - 1)
             im.load()
-            return _pil_gray(im), colourful_share(im)
+            return _pil_gray(im), colourful_share(im), number, pages
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({str(exc)[:80]})") from None
+        raise InputError(f"{path}: not a readable PNG, JPEG or DICOM image ({brief(exc, path)})") from None
     except MemoryError:
         raise InputError(f"{path}: image too large to decode") from None
 
@@ -144,6 +154,10 @@ def blank_level(gray: np.ndarray) -> int | None:
 
 #: A grey level counts when it holds more than this share of a picture's pixels.
 LEVEL_SHARE = 0.001
+#: A picture with fewer grey levels (:func:`grey_levels`) is a mask, a drawing or a phantom:
+#: pydicom's SEG mask and scikit-image's blobs, horse, checkerboard and Shepp-Logan phantom
+#: have 2 to 8; the train and dev images 26 at the least.
+MIN_GREY_LEVELS = 12
 
 
 def grey_levels(gray: np.ndarray) -> int:
@@ -197,10 +211,8 @@ def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
         decoded = picture_of_header(header, frame)
         return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames,
                           study_uid=study, series_uid=series, **picture_facts(decoded.picture, decoded.colourful))
-    if frame is not None and frame != 1:
-        raise InputError(f"{path}: --frame {frame} asks for a frame of a file that has one")
-    gray, colourful = _read_picture_and_colour(path)
-    return ModelInput(path, square(gray, size), None, **picture_facts(gray, colourful))
+    gray, colourful, number, pages = _read_picture_and_colour(path, frame)
+    return ModelInput(path, square(gray, size), None, number, pages, **picture_facts(gray, colourful))
 
 
 #: The most frames of one multi-frame DICOM file a study pools, evenly spaced: an enhanced

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError
+from ..errors import BundleError, brief
 
 RELEASE_FILE = "release_embeddings.safetensors"
 
@@ -57,7 +57,7 @@ def read_release(model_dir: Path, weights_sha256: str) -> dict[str, np.ndarray]:
             vectors = f.get_tensor("embeddings").astype(np.float32)
         digests = json.loads(meta.get("sha256", "[]"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"model checkpoint unreadable: {path} ({str(exc)[:80]})") from exc
+        raise BundleError(f"model checkpoint unreadable: {path} ({brief(exc)})") from exc
     if meta.get("weights_sha256") != weights_sha256 or len(digests) != len(vectors):
         return {}
     return dict(zip(digests, vectors, strict=True))

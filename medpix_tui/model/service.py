@@ -129,8 +129,9 @@ class BundleModel:
         known = [None] * len(paths) if from_pixels else shipped_vectors(self.bundle.model_dir, paths)
         todo = [i for i, v in enumerate(known) if v is None]
         fresh = self.encoder.encode_files([paths[i] for i in todo], progress) if todo else None
+        sure = [(d.get("Prediction") or {}).get("status", "ok") == "ok" for d in docs]  # as classify answered
         result = evaluate_embeddings(self.head, split, merge_vectors(known, fresh), [truth_of(d) for d in docs],
-                                     [d["U_id"] for d in docs], by_case)
+                                     [d["U_id"] for d in docs], by_case, sure)
         metadata = read_metadata(self.bundle.model_dir)
         return {**result, "model": str(metadata.get("name", "")),
                 "calibrated": self.calibration is not None,
@@ -151,28 +152,45 @@ class BundleModel:
             row["title"] = ((case.get("Case") or {}).get("Title") or "").strip()
         return rows
 
+    @cached_property
+    def image_of_digest(self) -> dict[str, str]:
+        """Bundle image ids by the sha256 of their PNG (the manifest's), to know a file for one."""
+        from ..bundle import IMAGE_DIR
+        from ..source import IMAGE_SUFFIX
+
+        files = self.bundle.manifest.get("files") or {}
+        return {str(files[rel]["sha256"]): name for name in self.docs
+                if isinstance(files.get(rel := f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX}"), dict)
+                and "sha256" in files[rel]}
+
     def image_query(self, target: str, frame: int | None = None) -> tuple[Any, str | None]:
         """The unit vector of a bundle image id or an image file, and the bundle case it
-        belongs to (None for a file): ``similar`` and ``similar-cases --image`` leave that
-        case out, since its own slices are the nearest images of all and tell nothing new."""
+        belongs to: ``similar`` and ``similar-cases --image`` leave that case out, since its
+        own slices are the nearest images of all and tell nothing new. A file that is a bundle
+        image's PNG (the same bytes) counts as that image; any other file has no case."""
         if target in self.docs:
             if frame is not None:
                 raise InputError(f"--frame is for a DICOM file; {target!r} is an image of the bundle")
             return self.index.row(target), self.docs[target]["U_id"]
-        if target.strip() and (Path(target).exists() or Path(target).is_symlink()):
-            return self.embed_file(Path(target), frame), None
+        path = Path(target)
+        if target.strip() and (path.exists() or path.is_symlink()):
+            query = self.embed_file(path, frame)  # checks the file, as classify reads it
+            from ..source import sha256_file
+
+            same = self.image_of_digest.get(sha256_file(path)) if frame is None else None
+            return query, None if same is None else self.docs[same]["U_id"]
         raise InputError(f"{target!r} is neither an image id of the bundle nor a file")
 
     def similar(self, target: str, k: int = 5, frame: int | None = None) -> dict[str, Any]:
         """The ``k`` images and cases most similar to a bundle image id or an image file
-        (for a bundle image, its own case and all its images left out)."""
+        (for a bundle image, or a file holding one's PNG, its case and all its images left out)."""
         if k < 1:
             raise InputError("k must be at least 1")
         query, own_case = self.image_query(target, frame)
         own = {name for name, doc in self.docs.items() if doc["U_id"] == own_case} if own_case else set()
         images = top_images(query, self.index, k, exclude=own)
         cases = self._case_rows(query, k, exclude={own_case} if own_case else set())
-        return {"query": target, "kind": "file" if own_case is None else "image",
+        return {"query": target, "kind": "image" if target in self.docs else "file",
                 "images": [self._image_row(i, s) for i, s in images], "cases": cases}
 
     def search(self, text: str, k: int = 10) -> dict[str, Any]:

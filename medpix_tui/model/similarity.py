@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BundleError, InputError
+from ..errors import BundleError, InputError, brief
 
 EMBEDDINGS_FILE = "embeddings.npy"
 IDS_FILE = "ids.json"
@@ -54,7 +54,7 @@ def load_index(embeddings_dir: Path) -> EmbeddingIndex:
         raise BundleError(f"the bundle has no image embeddings ({embeddings_dir}); "
                           "rebuild it with a model checkpoint") from None
     except (OSError, ValueError) as exc:
-        raise BundleError(f"image embeddings unreadable in {embeddings_dir} ({str(exc)[:80]})") from exc
+        raise BundleError(f"image embeddings unreadable in {embeddings_dir} ({brief(exc)})") from exc
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
         raise BundleError(f"image embeddings in {embeddings_dir} do not match their ids")
     return EmbeddingIndex(ids=list(ids), vectors=vectors)
