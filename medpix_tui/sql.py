@@ -7,13 +7,16 @@ The bundle is meant to be trusted in air-gapped labs, so SQL is a sandbox with t
   (``enable_external_access = false`` with no allowed path, no temp directory), extension
   loading too, a ``memory_limit`` is set and the configuration is locked. No statement can
   read or write any file after that, the bundle's included.
-* :func:`check_sql`, before DuckDB runs anything: DuckDB's own parser splits the text
-  into statements and names their types, and its tokenizer lists the words; statements
-  that touch files, settings or extensions (``COPY``, ``EXPORT``, ``ATTACH``, ``DETACH``,
-  ``INSTALL``, ``LOAD``, ``SET``/``RESET``/``USE``, ``PRAGMA``/``IMPORT``), a ``CREATE``
-  of anything but a (temporary) table, view or macro, file-reading functions (``read_text``,
-  ``read_blob``, ``glob``, ``read_csv``...), a file named after ``FROM``/``JOIN`` and
-  changes to the bundle's own tables are refused with one line.
+* :func:`check_sql`, before DuckDB runs anything: SQL here is read-only. DuckDB's own
+  parser splits the text into statements and names their types, and its tokenizer lists
+  the words; only queries run (``SELECT``, ``WITH``, ``FROM``-first, ``VALUES``, ``TABLE``,
+  ``DESCRIBE``, ``SHOW``, ``SUMMARIZE``, ``PIVOT``, ``EXPLAIN`` of a query and ``CALL`` of a
+  table function). Whatever defines, drops, alters or writes (``CREATE``, ``DROP``,
+  ``ALTER``, ``INSERT``, ``UPDATE``, ``DELETE``, ``CHECKPOINT``, transactions), touches
+  files, settings or extensions (``COPY``, ``EXPORT``, ``ATTACH``, ``SET``, ``PRAGMA``...),
+  file-reading functions (``read_text``, ``glob``, ``read_csv``...) and a file named after
+  ``FROM``/``JOIN`` are refused with one line. So one session's statement cannot break the
+  next (a ``DROP VIEW images`` did), and a saved statement reruns the same anywhere.
 
 Statements run in a helper thread under a time limit (:data:`DEFAULT_TIMEOUT`); SIGINT in
 the calling (main) thread, or :meth:`SqlConnection.interrupt` from any thread (the TUI's
@@ -32,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
@@ -53,8 +56,10 @@ MAX_RESULT_BYTES = 256 * 1024 * 1024
 #: Longest statement text accepted.
 MAX_SQL_CHARS = 100_000
 
-_ALLOWED_TYPES = {"SELECT", "EXPLAIN", "CREATE", "INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "CALL",
-                  "TRANSACTION", "MULTI", "MERGE_INTO"}
+#: Statement types that only read (a PIVOT without an IN list is a MULTI: see :func:`_is_query`).
+_ALLOWED_TYPES = {"SELECT", "EXPLAIN", "CALL", "MULTI"}
+_READ_ONLY = "SQL is read-only"
+_QUERIES_ONLY = "only queries (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, PIVOT, EXPLAIN) run here"
 _REFUSED_TYPES = {
     "COPY": "COPY reads or writes files", "EXPORT": "EXPORT writes files", "ATTACH": "ATTACH opens databases",
     "DETACH": "DETACH changes the databases", "LOAD": "INSTALL and LOAD change extensions",
@@ -62,7 +67,10 @@ _REFUSED_TYPES = {
     "PREPARE": "PREPARE is not supported here", "EXECUTE": "EXECUTE is not supported here",
     "VACUUM": "VACUUM and ANALYZE are not needed here",
 }
-_CREATABLE = {"TABLE", "VIEW", "MACRO", "FUNCTION"}
+#: Statement types that define, drop, alter or write; the word names them in the refusal.
+_WRITE_TYPES = {"CREATE": "CREATE", "CREATE_FUNC": "CREATE", "DROP": "DROP", "ALTER": "ALTER", "INSERT": "INSERT",
+                "UPDATE": "UPDATE", "DELETE": "DELETE", "MERGE_INTO": "MERGE", "TRANSACTION": "a transaction",
+                "COPY_DATABASE": "COPY", "VARIABLE_SET": "SET VARIABLE"}
 #: Table and scalar functions that read files or run SQL given as a string.
 _FILE_FUNCTIONS = {"glob", "query", "query_table", "sniff_csv", "iceberg_scan", "iceberg_metadata", "delta_scan",
                    "sqlite_scan", "sqlite_attach", "postgres_scan", "mysql_scan", "load_aws_credentials",
@@ -71,7 +79,9 @@ _FILE_FUNCTIONS = {"glob", "query", "query_table", "sniff_csv", "iceberg_scan", 
                    "python_arrow_scan", "enable_logging", "disable_logging", "truncate_duckdb_logs", "enable_profiling",
                    "disable_profiling", "create_external_resource", "register_external_resource",
                    "register_external_resource_type", "deregister_external_resource", "destroy_external_resource",
-                   "add_grammar_extension", "remove_grammar_extension", "which_secret"}
+                   "add_grammar_extension", "remove_grammar_extension", "which_secret",
+                   # write the database (CHECKPOINT runs these)
+                   "checkpoint", "force_checkpoint"}
 _FILE_PREFIXES = ("read_", "parquet_", "sniff_", "sqlite_", "postgres_", "mysql_", "iceberg_", "delta_", "arrow_scan")
 #: Functions whose output grows with a number argument. DuckDB builds a whole vector of
 #: such values outside its memory limit (``repeat('x', 1e8)`` over 100 rows took 10 GB),
@@ -92,7 +102,6 @@ _GUARDS = {  # name: [(parameters, size of the result, the call with the size-be
 _FORMATTING = {"printf", "format", "bar"}
 #: Growth of the process's resident memory while a statement runs before it is stopped.
 MAX_RSS_GROWTH = 512 * 1024 * 1024
-_WRITES = {"INSERT", "UPDATE", "DELETE", "DROP", "ALTER", "CREATE", "MERGE_INTO"}
 
 
 def _quote(text: str) -> str:
@@ -121,25 +130,22 @@ def _check_statement(text: str, kind: str) -> None:
     if kind in _REFUSED_TYPES:
         raise QueryError(f"SQL statement not allowed: {_REFUSED_TYPES[kind]}; "
                          "only queries over the bundle's tables run here")
-    if kind not in _ALLOWED_TYPES:
-        raise QueryError(f"SQL statement not allowed ({kind.lower()}); only queries over the bundle's tables run here")
     words = _words(text)
     upper = [w.upper() if k == "keyword" else "" for w, k in words]
+    if kind in _WRITE_TYPES or kind == "MULTI" and not _is_query(text):
+        what = _WRITE_TYPES.get(kind) or ("CREATE" if upper[:1] == ["CREATE"] else "this statement")
+        if what == "CREATE":  # name what it creates: CREATE SECRET, CREATE TABLE...
+            what = " ".join([u for u in upper[:6] if u not in ("", "OR", "REPLACE", "TEMP", "TEMPORARY")][:2])
+        raise QueryError(f"{_READ_ONLY}: {what} not allowed; {_QUERIES_ONLY}")
+    if kind not in _ALLOWED_TYPES:
+        raise QueryError(f"SQL statement not allowed ({kind.lower()}); only queries over the bundle's tables run here")
+    if kind == "CALL" and upper[:1] != ["CALL"]:  # CHECKPOINT and FORCE CHECKPOINT are CALLs of a writer
+        raise QueryError(f"{_READ_ONLY}: {' '.join(u for u in upper[:2] if u)} not allowed; {_QUERIES_ONLY}")
     if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement: check that one too
         rest = text[text.upper().index("EXPLAIN") + len("EXPLAIN"):].lstrip()
         if rest.upper().startswith("ANALYZE"):
             rest = rest[len("ANALYZE"):]
         check_sql(rest)
-    if kind == "CREATE":
-        i = 1
-        if upper[i:i + 2] == ["OR", "REPLACE"]:
-            i += 2
-        if i < len(upper) and upper[i] in ("TEMP", "TEMPORARY"):
-            i += 1
-        if i >= len(upper) or upper[i] not in _CREATABLE:
-            what = words[i][0] if i < len(words) else ""
-            raise QueryError(f"SQL statement not allowed: CREATE {what.upper()}; "
-                             "only CREATE [TEMP] TABLE, VIEW or MACRO (they live in memory)")
     in_from = _from_clauses(words, upper)
     for i, (word, wkind) in enumerate(words):
         follows = words[i + 1][0] if i + 1 < len(words) else ""
@@ -157,12 +163,27 @@ def _check_statement(text: str, kind: str) -> None:
                 and (upper[i - 1] in _TAKES_A_TABLE or (words[i - 1][0] == "," and in_from[i]))):
             raise QueryError(f"SQL may not read files ({word[:60]} in a FROM clause or as a table); "
                              f"query the bundle's tables ({', '.join(TABLES)})")
-        if wkind in ("identifier", "keyword") and _name(word) == CATALOG and kind in _WRITES:
-            raise QueryError(f"the bundle's tables are read-only; create a TEMP table from {', '.join(TABLES)} instead")
-    if kind in ("DROP", "ALTER", "CREATE"):
-        target = _object_name(words, upper)
-        if target in _GUARDS:
-            raise QueryError(f"SQL may not redefine or drop {target}()")
+
+
+def _is_query(text: str) -> bool:
+    """Whether ``text`` (one statement) is a query: DuckDB parses it as a subquery.
+
+    A PIVOT without an IN list is a MULTI statement, as is a ``CREATE TABLE ... AS PIVOT``;
+    only the first parses inside ``SELECT * FROM (...)``. The statement parsed alone, so its
+    brackets balance and it cannot close the one around it; a trailing ``--`` comment ends
+    at the newline.
+    """
+    tokens = duckdb.tokenize(text)
+    ends = [tokens[i + 1][0] if i + 1 < len(tokens) else len(text) for i in range(len(tokens))]
+    body = [(start, end) for (start, kind), end in zip(tokens, ends, strict=True)
+            if kind.name != "comment" and text[start:end].strip(" \t\r\n;")]
+    if not body:
+        return False
+    try:  # without the statement's closing semicolons, which would end the subquery
+        wrapped = duckdb.extract_statements(f"SELECT * FROM (\n{text[:body[-1][1]]}\n)")
+    except (duckdb.Error, ValueError):
+        return False
+    return len(wrapped) == 1 and wrapped[0].type.name in ("SELECT", "MULTI")
 
 
 #: Keywords after which a string names a table, that is a file (DuckDB's replacement scans).
@@ -186,20 +207,6 @@ def _from_clauses(words: list[tuple[str, str]], upper: list[str]) -> list[bool]:
         elif key in _CLAUSE_ENDS:
             inside[-1] = False
     return out
-
-
-def _object_name(words: list[tuple[str, str]], upper: list[str]) -> str | None:
-    """The (last part of the) name a CREATE, DROP or ALTER statement defines or removes."""
-    kinds = {"TABLE", "VIEW", "MACRO", "FUNCTION", "SEQUENCE", "TYPE", "INDEX", "SCHEMA", "SECRET"}
-    at = next((i for i, u in enumerate(upper) if u in kinds), None)
-    if at is None:
-        return None
-    i = at + 1
-    while i < len(upper) and upper[i] in ("IF", "NOT", "EXISTS"):
-        i += 1
-    while i + 2 < len(words) and words[i + 1][0] == ".":
-        i += 2
-    return _name(words[i][0]) if i < len(words) else None
 
 
 def _check_widths(fn: str, words: list[tuple[str, str]], open_at: int) -> None:
@@ -280,6 +287,14 @@ def _name_thread(name: str) -> None:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+class Preview(NamedTuple):
+    """Columns and (the first) rows of a result, and its row count (up to ``max_rows + 1``)."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    total: int
+
+
 class SqlConnection:
     """An in-memory DuckDB over the bundle's tables, sandboxed; run statements with :meth:`run`."""
 
@@ -319,6 +334,17 @@ class SqlConnection:
         ``limit`` keeps the first rows only (a screen's worth); without it more than
         ``max_rows`` rows is an error. ``timeout`` (seconds, None for none) stops DuckDB.
         """
+        result = self._run(query, limit, timeout, max_rows, count=False)
+        return result.columns, result.rows
+
+    def preview(self, query: str, rows: int, *, timeout: float | None = DEFAULT_TIMEOUT,
+                max_rows: int = MAX_RESULT_ROWS) -> Preview:
+        """The first ``rows`` rows of ``query`` and how many the whole result has, counted up to
+        ``max_rows + 1``: a screen can then say truthfully whether a full run (an export) would fit."""
+        return self._run(query, rows, timeout, max_rows, count=True)
+
+    def _run(self, query: str, limit: int | None, timeout: float | None, max_rows: int, *,
+             count: bool) -> Preview:
         statements = check_sql(query)
         if timeout is not None and timeout <= 0:
             raise QueryError("the SQL time limit must be positive")
@@ -328,7 +354,7 @@ class SqlConnection:
         def work() -> None:
             _name_thread("medpix-sql")
             try:
-                outcome["result"] = self._execute(statements, limit, max_rows)
+                outcome["result"] = self._execute(statements, limit, max_rows, count)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                 outcome["error"] = exc
             finally:
@@ -351,7 +377,7 @@ class SqlConnection:
         error = outcome.get("error")
         if error is not None:
             raise self._error(error, timeout) from None
-        result: tuple[list[str], list[tuple[Any, ...]]] = outcome["result"]
+        result: Preview = outcome["result"]
         return result
 
     def _watch(self, done: threading.Event, timeout: float | None) -> None:
@@ -378,13 +404,12 @@ class SqlConnection:
             if self._why is not None:
                 self.raw.interrupt()
 
-    def _execute(self, statements: list[Any], limit: int | None,
-                 max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def _execute(self, statements: list[Any], limit: int | None, max_rows: int, count: bool) -> Preview:
         rel: Any = None
         for statement in statements:
             rel = self.raw.execute(statement)
         if rel is None or rel.description is None:
-            return [], []
+            return Preview([], [], 0)
         columns = [d[0] for d in rel.description]
         wanted = limit if limit is not None else max_rows + 1
         rows: list[tuple[Any, ...]] = []
@@ -400,7 +425,13 @@ class SqlConnection:
                                  "select fewer rows or columns")
         if limit is None and len(rows) > max_rows:
             raise QueryError(f"SQL result has more than {max_rows} rows; add a LIMIT or an aggregate")
-        return columns, rows
+        total = len(rows)
+        while count and len(rows) == wanted and total <= max_rows:  # count the rest, keeping none
+            chunk = rel.fetchmany(min(2048, max_rows + 1 - total))
+            if not chunk:
+                break
+            total += len(chunk)
+        return Preview(columns, rows, total)
 
     def _error(self, exc: BaseException, timeout: float | None) -> BaseException:
         if isinstance(exc, QueryError):

@@ -427,7 +427,8 @@ def test_a_study_is_unsure_when_its_files_say_different_things() -> None:
     both = pool_study([answer("d.png", "ok", "CT", "model", 0.01), answer("e.png", "ok", "MR", "model", 0.99),
                        answer("f.png", "ok", "MR", "model", 0.6)])
     assert both["status"] == "unsure" and both["location"] is None
-    assert both["reason"] == "its images disagree on the modality: 1 called CT at 90% or more, 1 called MR at 90% or more"
+    assert both["reason"] == ("its images disagree on the modality: 1 called CT at 90% or more, "
+                              "1 called MR at 90% or more")
     one_sure = pool_study([answer("d.png", "ok", "CT", "model", 0.01), answer("f.png", "ok", "CT", "model", 0.6)])
     assert one_sure["status"] == "ok" and one_sure["modality"] == "CT"
     mr = answer("m.dcm", "ok", "MR", "dicom", 0.2, dicom_modality="MR")

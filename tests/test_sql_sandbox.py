@@ -90,7 +90,7 @@ ATTACKS = {
     "create-schema": ("CREATE SCHEMA s", "CREATE SCHEMA"),
     "explain-analyze-copy": ("EXPLAIN ANALYZE COPY (SELECT 1) TO '.tmp/out.csv'", "COPY"),
     "copy-hidden-after-select": ("SELECT 1; COPY (SELECT 1) TO '.tmp/out.csv'", "COPY"),
-    "delete-the-loaded-tables": ("DELETE FROM medpix_bundle.images", "read-only"),
+    "delete-the-loaded-tables": ("DELETE FROM medpix_bundle.images", "SQL is read-only: DELETE not allowed"),
     "update-extensions": ("UPDATE EXTENSIONS", "not allowed"),
     "serialized-sql": ("SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
                        "json_execute_serialized_sql() not allowed"),
@@ -104,7 +104,7 @@ ATTACKS = {
     "repeat-bomb-computed": ("SELECT repeat('x', pow(10, 8)::INT) FROM range(100)", "repeat() result longer than"),
     "range-list-bomb": ("SELECT range(pow(10, 9)::BIGINT)", "range() result longer than"),
     "unguarded-repeat": ("SELECT system.main.repeat('x', 5)", "plain name"),
-    "drop-the-guard": ("DROP MACRO repeat", "may not redefine or drop repeat()"),
+    "drop-the-guard": ("DROP MACRO repeat", "SQL is read-only: DROP not allowed"),
     "printf-width-bomb": ("SELECT printf('%0100000000d', 1)", "width"),
     "three-billion-rows": ("SELECT * FROM range(3000000000)", "more than 100000 rows"),
 }
@@ -125,21 +125,65 @@ def test_refused_statements_never_reach_duckdb(tiny: Path, monkeypatch: pytest.M
     one_error_line(["sql", "--bundle", str(tiny), "COPY images TO 'x.csv'"], "COPY")
 
 
-def test_analysts_keep_temp_tables_views_and_macros(tiny: Path) -> None:
+#: Statements that define, drop, alter or write (each once broke the session: after ``DROP VIEW
+#: images`` the next query failed), and the word the one-line refusal names.
+WRITES = {
+    "DROP VIEW images": "DROP", "DROP TABLE IF EXISTS medpix_bundle.images": "DROP",
+    "CREATE TABLE t AS SELECT * FROM images": "CREATE TABLE", "CREATE TEMP TABLE t AS SELECT 1": "CREATE TABLE",
+    "CREATE OR REPLACE TEMP VIEW images AS SELECT 1 AS x": "CREATE VIEW", "CREATE MACRO m(x) AS x": "CREATE MACRO",
+    "CREATE TEMP MACRO lower(x) AS 'hacked'": "CREATE MACRO", "CREATE FUNCTION f(x) AS x": "CREATE FUNCTION",
+    "CREATE TYPE e AS ENUM ('a')": "CREATE TYPE", "CREATE SEQUENCE s": "CREATE SEQUENCE",
+    "CREATE TABLE x AS PIVOT images ON modality": "CREATE TABLE", "CHECKPOINT": "CHECKPOINT",
+    "FORCE CHECKPOINT": "FORCE CHECKPOINT", "ALTER VIEW images RENAME TO gone": "ALTER",
+    "COMMENT ON VIEW images IS 'x'": "ALTER", "INSERT INTO medpix_bundle.images SELECT * FROM images": "INSERT",
+    "UPDATE medpix_bundle.cases SET title = 'x'": "UPDATE", "TRUNCATE medpix_bundle.images": "DELETE",
+    "BEGIN TRANSACTION": "a transaction", "ROLLBACK": "a transaction",
+    "SELECT 1; DROP VIEW images": "DROP", "SELECT 1;; CREATE TABLE t AS SELECT 1;": "CREATE TABLE",
+    "EXPLAIN ANALYZE CREATE TABLE t AS SELECT 1": "CREATE TABLE",
+    "WITH x AS (SELECT 'MR' AS m) INSERT INTO t SELECT * FROM (PIVOT x ON m)": "this statement",
+}
+
+
+@pytest.mark.parametrize("statement", sorted(WRITES))
+def test_sql_that_defines_drops_or_writes_is_refused_as_read_only(statement: str, tiny: Path) -> None:
     con = connect(tiny / "parquet")
-    con.run("CREATE TEMP TABLE t AS SELECT image, modality FROM images")
-    con.run("CREATE OR REPLACE TEMP VIEW mr AS SELECT * FROM t WHERE modality = 'MR'")
-    con.run("CREATE TEMP MACRO twice(x) AS x * 2")
-    con.run("CREATE TABLE scratch AS SELECT 1 AS one")  # the main database is in memory too
-    assert con.run("SELECT count(*), twice(count(*)) FROM mr")[1] == [(1, 2)]
+    with pytest.raises(QueryError, match=f"^SQL is read-only: {WRITES[statement]} not allowed; only queries"):
+        con.run(statement)
+    # the session is whole: the views, the loaded tables and the guards are as they were
+    assert con.run("SELECT count(*) FROM images")[1] == [(3,)]
+    assert con.run("SELECT lower('A'), count(*) FROM medpix_bundle.images")[1] == [("a", 3)]
+    assert con.run("SELECT table_name FROM duckdb_tables() WHERE database_name <> 'medpix_bundle'")[1] == []
+    one_error_line(["sql", "--bundle", str(tiny), statement], "SQL is read-only")
+
+
+def test_the_cli_session_survives_a_refused_drop(tiny: Path) -> None:
+    """``medpix-tui sql "DROP VIEW images; SELECT ..."`` is refused whole, before anything runs."""
+    one_error_line(["sql", "--bundle", str(tiny), "DROP VIEW images; SELECT count(*) FROM images"],
+                   "SQL is read-only: DROP not allowed")
+    result = CliRunner().invoke(main, ["sql", "--bundle", str(tiny), "--format", "json",
+                                       "SELECT count(*) n FROM images"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == [{"n": 3}]
+
+
+def test_analysts_keep_every_kind_of_query(tiny: Path) -> None:
+    con = connect(tiny / "parquet")
     assert con.run("SELECT repeat('ab', 2), lpad('7', 3, '0'), range(3), generate_series(1, 2)")[1] == \
         [("abab", "007", [0, 1, 2], [1, 2])]
     assert con.run("SELECT count(*) FROM range(200000)")[1] == [(200000,)]
-    assert con.run("INSERT INTO t VALUES ('x', 'CT')")[1] == [(1,)]
     assert con.run("EXPLAIN SELECT * FROM images")[0]
+    assert con.run("EXPLAIN ANALYZE SELECT count(*) FROM images")[0]
     assert con.run("DESCRIBE images")[1][0][0] == "image"
-    with pytest.raises(QueryError, match="Binder Error"):
-        con.run("DELETE FROM images")  # a view over the loaded table
+    assert con.run("VALUES (1), (2)")[1] == [(1,), (2,)]
+    assert con.run("FROM images SELECT count(*)")[1] == [(3,)]
+    assert con.run("WITH x AS (SELECT 2 AS n) SELECT n FROM x")[1] == [(2,)]
+    assert con.run("TABLE cases")[1]
+    assert con.run("SUMMARIZE images")[1]
+    assert con.run("SHOW TABLES")[1]
+    assert con.run("CALL pragma_version()")[1]
+    pivot = con.run("PIVOT images ON modality USING count(*) GROUP BY split;")  # a PIVOT with no IN list
+    assert pivot[0][0] == "split" and len(pivot[1]) >= 1
+    assert con.run("SELECT * FROM (PIVOT images ON modality USING count(*)) -- a comment")[1]
+    assert con.run("SELECT 1; SELECT 2")[1] == [(2,)]
 
 
 def test_duckdb_itself_refuses_files(tiny: Path, workdir: Path) -> None:

@@ -208,3 +208,26 @@ async def test_a_closed_case_leaves_no_widgets_behind(real_bundle: Bundle) -> No
         gc.collect()
         assert header() is None, "the first case's header is still alive"
         assert all(k() is None for k in old_keys), "the footer's removed keys are still alive"
+
+
+async def test_the_full_screen_image_stays_chosen_back_in_the_case(real_bundle: Bundle) -> None:
+    """Esc from the full screen returns to the case showing the image stepped to there (it went back to the first)."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_first(pilot, "glioma")
+        strip = screen.query_one(ImageStrip)
+        assert len(strip.names) > 2, "a case with several images"
+        start = strip.names.index(screen.image["image"])
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, ImageScreen))
+        await pilot.press("right", "right")
+        full = app.screen
+        shown = full.images[full.index]["image"]
+        assert shown == strip.names[(start + 2) % len(strip.names)]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert screen.image is not None and screen.image["image"] == shown
+        view = screen.query_one("#case-image", ImageView)
+        assert view.path == real_bundle.image_path(shown)
+        await pilot.press("right_square_bracket")  # the case's own stepping goes on from there
+        assert screen.image["image"] == strip.names[(start + 3) % len(strip.names)]

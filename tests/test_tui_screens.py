@@ -217,3 +217,139 @@ async def test_import_app_loads_textual_image_first_and_leaves_the_collector_run
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     out, _ = await child.communicate()
     assert out.decode().split() == ["MedpixApp", "True", "True", "True", "False", "False", "False"]
+
+
+async def test_sql_refuses_writes_and_the_session_goes_on(real_bundle: Bundle) -> None:
+    """``DROP VIEW images`` once ran in the SQL screen, and every query on images failed after it."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        status = screen.query_one("#sql-status", Static)
+        for statement in ("DROP VIEW images", "CREATE MACRO m(x) AS x", "CHECKPOINT",
+                          "CREATE TABLE t AS SELECT * FROM images"):
+            screen.query_one("#editor", TextArea).load_text(statement)
+            await pilot.press("f5")
+            await settle(pilot)
+            assert str(status.render()).startswith("SQL is read-only"), statement
+        screen.query_one("#editor", TextArea).load_text("SELECT count(*) AS n FROM images")
+        await pilot.press("f5")
+        await settle(pilot)
+        table = screen.query_one("#sql-results", DataTable)
+        assert table.row_count == 1 and str(table.get_row_at(0)[0]) == str(real_bundle.store.count(IMAGES))
+
+
+async def test_sql_status_line_tells_the_export_limit(real_bundle: Bundle) -> None:
+    """Over the export's row limit the line said "export saves all", and the export then refused."""
+    from medpix_tui.sql import MAX_RESULT_ROWS
+    from medpix_tui.tui.screens.sql import MAX_ROWS
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        status = screen.query_one("#sql-status", Static)
+        table = screen.query_one("#sql-results", DataTable)
+        for rows, said in ((MAX_RESULT_ROWS + 1, f"more than {MAX_RESULT_ROWS} rows · 1 column"),
+                           (MAX_RESULT_ROWS, f"{MAX_RESULT_ROWS} rows · 1 column ({MAX_ROWS} shown; export saves all)"),
+                           (MAX_ROWS, f"{MAX_ROWS} rows · 1 column")):
+            screen.query_one("#editor", TextArea).load_text(f"SELECT * FROM range({rows})")
+            await pilot.press("f5")
+            await settle(pilot)
+            line = str(status.render())
+            assert line.startswith(said) and table.row_count == MAX_ROWS, line
+            assert ("export saves all" in line) == (MAX_ROWS < rows <= MAX_RESULT_ROWS), line
+            assert ("too many to export" in line) == (rows > MAX_RESULT_ROWS), line
+
+
+async def test_sql_says_a_query_is_running_not_the_last_ones_time(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        status, timing = screen.query_one("#sql-status", Static), screen.query_one("#sql-time", Static)
+        table = screen.query_one("#sql-results", DataTable)
+        await pilot.press("f5")  # the default query
+        await settle(pilot)
+        assert str(timing.render()).endswith(" ms") and not table.has_class("-stale")
+        screen.query_one("#editor", TextArea).load_text("SELECT count(*) FROM range(1000000000000)")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: screen._con.running)
+        assert str(status.render()).startswith("Running")
+        assert str(timing.render()) == "running" and table.has_class("-stale"), "the last rows are marked as old"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "cancelled" in str(status.render()))
+        assert str(timing.render()) == "" and not table.has_class("-stale") and table.row_count == 0
+
+
+async def test_sql_run_on_a_blank_editor_says_nothing_to_run(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        for text, key in (("   ", "f5"), ("  \n\t \n", "ctrl+j")):
+            app.clear_notifications()
+            screen.query_one("#editor", TextArea).load_text(text)
+            await pilot.press(key)
+            await settle(pilot)
+            assert str(screen.query_one("#sql-status", Static).render()).startswith("Nothing to run")
+            assert any("Nothing to run" in n.message for n in app._notifications)
+
+
+async def test_sql_sidebar_hides_below_100_columns_until_asked(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        sidebar = screen.query_one("#sql-sidebar")
+        assert not sidebar.display
+        await pilot.resize_terminal(120, 24)
+        await wait_for(pilot, lambda: sidebar.display)
+        await pilot.resize_terminal(90, 24)
+        await wait_for(pilot, lambda: not sidebar.display)
+        await pilot.press("ctrl+b")  # asked for: it stays at any width
+        assert sidebar.display
+        await pilot.resize_terminal(85, 24)
+        await settle(pilot)
+        assert sidebar.display
+
+
+async def test_footer_keys_come_back_when_the_terminal_widens(real_bundle: Bundle) -> None:
+    app = make_app(real_bundle)
+    async with app.run_test(size=(160, 24)) as pilot:
+        await settle(pilot)
+        wide = footer_fits(app, 160)
+        await pilot.resize_terminal(70, 24)
+        await wait_for(pilot, lambda: app.screen.size.width == 70)
+        await settle(pilot)
+        narrow = footer_fits(app, 70)
+        assert len(narrow) < len(wide), "some keys cut to fit"
+        await pilot.resize_terminal(160, 24)
+        await wait_for(pilot, lambda: app.screen.size.width == 160)
+        await settle(pilot)
+        assert footer_fits(app, 160) == wide
+
+
+@pytest.mark.parametrize("opener", ["f1", "ctrl+s"])
+async def test_a_dialog_closes_on_a_mode_switch(real_bundle: Bundle, tmp_path: Path, opener: str) -> None:
+    """F1 (or a save dialog), then F3, then F2: the dialog was still open, behind, on the search screen."""
+    from textual.screen import ModalScreen
+
+    from medpix_tui.tui.screens.search import SearchScreen
+
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(opener)
+        await wait_for(pilot, lambda: isinstance(app.screen, (HelpScreen, SaveDialog)))
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, SqlScreen))
+        await settle(pilot)
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: app.current_mode == "search")
+        await settle(pilot)
+        assert isinstance(app.screen, SearchScreen), app.screen
+        assert not any(isinstance(s, ModalScreen) for s in app.screen_stack)
+        assert list(tmp_path.iterdir()) == [], "a dismissed save dialog saves nothing"
+        await pilot.press("ctrl+s")  # and the next save asks again
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))

@@ -197,14 +197,17 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
             await settle(pilot)
             assert ((tmp_path / "medpix-images.jsonl").read_text() != "old\n") is replaced
 
-        # only a stale manifest is left: the prompt names it, not the file typed
+        # only a stale manifest is left: the prompt names the file typed and says what is left, not the
+        # app's internal <file>.manifest.json (a tester read that name as a file of theirs)
         (tmp_path / "medpix-images.jsonl").unlink()
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
         app.screen.query_one("#save-path", Input).value = "medpix-images.jsonl"
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        assert app.screen.question.startswith(f"{tmp_path / 'medpix-images.jsonl.manifest.json'} already exists")
+        question = app.screen.question
+        assert question.startswith(f"{tmp_path / 'medpix-images.jsonl'} was saved here before"), question
+        assert "its export manifest is still there" in question and ".manifest.json" not in question
         await pilot.press("y")
         await settle(pilot)
         assert (tmp_path / "medpix-images.jsonl").is_file()
@@ -421,3 +424,40 @@ async def test_a_result_describes_itself_briefly(real_bundle: Bundle) -> None:
 
     text = repr(run_search(real_bundle.store, SearchRequest()))
     assert len(text) < 300 and "2050 images" in text
+
+
+async def test_a_bad_regex_is_not_kept_as_a_chip(real_bundle: Bundle) -> None:
+    """Enter on a bad regex kept it as a chip, still shown (and searched) after the error."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#fq-path")
+        await type_text(pilot, "Description.Caption")
+        await pilot.press("enter")  # to the regex box
+        await type_text(pilot, "fract(ure")
+        await pilot.press("enter")
+        await settle(pilot, 0.2)
+        assert len(app.screen.query("#fq-chips Button")) == 0, "no chip for a regex that cannot run"
+        assert any("invalid regex" in n.message and n.title == "Field query" for n in app._notifications)
+        assert app.screen.query_one("#fq-regex", Input).value == "fract(ure", "left to be fixed"
+        for _ in "(ure":
+            await pilot.press("backspace")
+        await pilot.press("enter")
+        await settle(pilot, 0.2)
+        chips = app.screen.query("#fq-chips Button")
+        assert len(chips) == 1 and "Description.Caption ~ fract" in str(chips.first().label)
+
+
+@pytest.mark.parametrize("typed", ["*", "-", "\\"])
+async def test_a_lone_sign_in_the_keywords_says_it_is_no_keyword(real_bundle: Bundle, typed: str) -> None:
+    """``*``, ``-`` or ``\\`` alone listed every image with no word why."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, typed)
+        await wait_for(pilot, lambda: app.result is not None and app.result.request.keywords == typed)
+        await settle(pilot)
+        assert f"{typed} alone is no keyword: type letters or digits" in status_text(app)
+        await type_text(pilot, "g")  # ... and a letter is still the "from 2 letters" hint, not an error
+        await settle(pilot, 0.2)
+        assert "alone is no keyword" not in status_text(app)

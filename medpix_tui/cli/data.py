@@ -310,9 +310,10 @@ def export_verify(path: Path) -> None:
 def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, timeout: float, max_rows: int) -> None:
     """Run SQL (DuckDB) over the bundle's Parquet: tables images, cases, image_reports.
 
-    SQL reads only those tables and writes no file: COPY, EXPORT, ATTACH, INSTALL, LOAD,
-    SET, PRAGMA and file functions (read_text, read_csv, glob...) are refused; CREATE
-    [TEMP] TABLE, VIEW and MACRO work in memory. Ctrl+C stops a running statement.
+    SQL only reads those tables: queries run (SELECT, WITH, FROM-first, VALUES, DESCRIBE,
+    SHOW, SUMMARIZE, PIVOT, EXPLAIN); CREATE, DROP, INSERT and other writes, COPY, EXPORT,
+    ATTACH, INSTALL, LOAD, SET, PRAGMA and file functions (read_text, read_csv, glob...)
+    are refused. Ctrl+C stops a running statement.
 
     \b
     Example:

@@ -29,6 +29,8 @@ from ..store import Store
 from .first_page import FirstPage, load_first_page
 
 ImageRenderer = Literal["auto", "halfcell"]
+#: Below this many columns side panels (the search facets, the SQL sidebar) start hidden, leaving the width.
+NARROW = 100
 
 
 def _search_screen() -> Screen[Any]:
@@ -213,6 +215,17 @@ class MedpixApp(App[None]):
         if action == "similar_cases" and getattr(self.screen, "hides_answer", False):
             return False
         return not (action == "switch_mode" and parameters[:1] == (self.current_mode,))
+
+    async def action_switch_mode(self, mode: str) -> None:
+        """Close the dialogs on screen (help, save, confirm: as Escape would) and switch.
+
+        The mode keys win over a dialog's; a dialog left on the old mode's stack was still
+        open, behind, when the user came back to that mode."""
+        from textual.screen import ModalScreen
+
+        while isinstance(self.screen, ModalScreen) and len(self.screen_stack) > 1:
+            await self.screen.dismiss(None)
+        await super().action_switch_mode(mode)
 
     def action_similar_cases(self) -> None:
         """Cases like the open case, or like a typed history."""

@@ -124,7 +124,7 @@ async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None 
         try:
             await asyncio.to_thread(_locked, app, option.write, path, force)
         except OutputExistsError as exc:
-            if not await app.push_screen_wait(ConfirmDialog(f"{exc.path or path} already exists.\nReplace it?")):
+            if not await app.push_screen_wait(ConfirmDialog(_replace_question(path, exc.path))):
                 app.notify("Nothing saved", title="Save")
                 return None
             force = True
@@ -134,6 +134,16 @@ async def _write(app: MedpixApp, option: SaveOption, path: Path) -> Path | None 
             return False
         app.notify(f"Saved {path}", title="Save")
         return path
+
+
+def _replace_question(path: Path, existing: Path | None) -> str:
+    """Ask about what the user named: the export manifest beside a save (``<file>.manifest.json``) is
+    the app's own record, named only as such."""
+    if existing is not None and not existing.name.endswith(".manifest.json"):
+        return f"{existing} already exists.\nReplace it?"
+    if existing is not None and not path.exists():  # only the record of an earlier save is left
+        return f"{path} was saved here before (its export manifest is still there).\nReplace it?"
+    return f"{path} already exists.\nReplace it?"
 
 
 def _notify_failed(app: MedpixApp, exc: Exception) -> None:

@@ -248,7 +248,13 @@ class CaseScreen(GuardedScreen):
             return
         names = [d["image"] for d in self.case_images]
         at = names.index(self.image["image"]) if self.image["image"] in names else 0
-        self.app.push_screen(ImageScreen(self.case_images, at))
+        full = ImageScreen(self.case_images, at)
+        self.app.push_screen(full, lambda _: self._back_from_full(full.shown))
+
+    def _back_from_full(self, doc: dict[str, Any]) -> None:
+        """Back from the full screen, the case shows the image it was showing (its arrows step the case's)."""
+        if alive(self) and doc in self.case_images and (self.image is None or doc["image"] != self.image["image"]):
+            self._show_image(doc, doc["image"])
 
     @work(exclusive=True, group="save")
     async def action_save(self) -> None:

@@ -62,6 +62,11 @@ class ImageScreen(GuardedScreen):
         self.sub_title = self.position
 
     @property
+    def shown(self) -> dict[str, Any]:
+        """The image document on screen (the case shows it once this screen closes)."""
+        return self.images[self.index]
+
+    @property
     def position(self) -> str:
         return f"image {self.index + 1} of {len(self.images)}"
 

@@ -38,7 +38,7 @@ from ...session import (
     run_search,
 )
 from ...store import CASES, IMAGES
-from ..app import MedpixApp, alive, copy_id, medpix
+from ..app import NARROW, MedpixApp, alive, copy_id, medpix
 from ..first_page import write_first_page
 from ..saving import SaveOption, Writer, dataset_options, document_options, save_interactively
 from ..widgets.facets import FacetPanel
@@ -50,8 +50,6 @@ from ..widgets.results import ResultsTable
 NO_MATCH = "No images match. Loosen the query or press ctrl+r to reset."
 #: A key after this many quiet seconds searches at once; faster typing waits for a pause this long.
 DEBOUNCE = 0.1
-#: Below this many columns the facets start hidden, leaving the table the width.
-NARROW = 100
 #: How many images the model's answers list.
 MODEL_K = 50
 #: Seconds from drawing the kept first page to opening the store. The frame reaches the terminal
@@ -534,7 +532,11 @@ def _summary(images: int, cases: int, ranked: bool, request: SearchRequest,
              totals: tuple[int, int] | None = None) -> str:
     """The status line of a result: its size, of the bundle's when it is a part, then how it is ordered."""
     how = "ranked" if ranked else "in id order"
-    hint = " · keywords count from 2 letters" if request.keywords.strip() and not request.active_keywords else ""
+    typed = request.keywords.strip()
+    hint = ""
+    if typed and not request.active_keywords:  # one character: no search yet; say why every image is listed
+        hint = (" · keywords count from 2 letters" if typed.isalnum()
+                else f" · {typed} alone is no keyword: type letters or digits")
     of = f" (of {totals[0]} · {totals[1]})" if totals and (images, cases) != totals else ""
     return f"{counted(images, 'image')} · {counted(cases, 'case')}{of} · {how} · {request.describe()}{hint}"
 

@@ -38,15 +38,15 @@ from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ...render import counted
-from ...sql import MAX_SQL_CHARS, jsonable
-from ..app import medpix
+from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, jsonable
+from ..app import NARROW, medpix
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
 from ..widgets.plain_table import PlainTable
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
-#: Rows drawn in the table (DataTable measures every cell); exports take every row.
+#: Rows drawn in the table (DataTable measures every cell); exports take every row (up to MAX_RESULT_ROWS).
 MAX_ROWS = 500
 
 
@@ -59,7 +59,8 @@ class SqlScreen(Screen[None]):
         Binding("f5", "run_query", "Run", show=False),
         Binding("ctrl+s", "export", "Export", tooltip="Save the whole result as JSON, JSONL or Parquet"),
         Binding("f8", "history", "History", tooltip="Pick a past query"),
-        Binding("ctrl+b", "toggle_sidebar", "Sidebar", tooltip="Show or hide tables and history"),
+        Binding("ctrl+b", "toggle_sidebar", "Sidebar",
+                tooltip="Show or hide tables and history (hidden at first below 100 columns)"),
         Binding("ctrl+e", "focus_editor", "Editor", show=False, tooltip="Back to the editor"),
         # priority: the editor would take Esc to move focus; check_action lets it do so when nothing runs
         Binding("escape", "cancel_query", "Cancel", show=False, priority=True, tooltip="Stop the running query"),
@@ -73,6 +74,8 @@ class SqlScreen(Screen[None]):
         #: Statements of the history that failed (kept, marked, so a typo is fixed rather than retyped).
         self._failed: set[str] = set()
         self._last_query = ""
+        #: Whether the sidebar was shown or hidden by a key (then a resize leaves it so).
+        self._sidebar_chosen: bool | None = None
 
     def compose(self) -> ComposeResult:
         yield SafeHeader()
@@ -97,6 +100,11 @@ class SqlScreen(Screen[None]):
             editor.language = "sql"
         editor.focus()
         self._load_schema()
+
+    def on_resize(self) -> None:
+        """Below :data:`NARROW` columns the sidebar starts hidden (ctrl+b brings it back), as the facets do."""
+        if self._sidebar_chosen is None:
+            self.query_one("#sql-sidebar").display = self.size.width >= NARROW
 
     def _connection(self) -> Any:
         """The DuckDB connection, opened on first use (call with the lock held)."""
@@ -139,27 +147,31 @@ class SqlScreen(Screen[None]):
     # -- running -------------------------------------------------------------------
     def action_run_query(self) -> None:
         query = self.query_one("#editor", TextArea).text
-        if not query.strip():
-            self.notify("Type a query first", severity="warning")
+        if not query.strip():  # spaces and blank lines: say so where the answer would be, and in a notice
+            self.query_one("#sql-status", Static).update(Text(NOTHING_TO_RUN, style="bold"))
+            self.query_one("#sql-time", Static).update("")
+            self.notify(NOTHING_TO_RUN, title="SQL", severity="warning")
             return
-        self.query_one("#sql-status", Static).update("Running…")
+        # the last answer's rows stay (dimmed) until the new one comes, but not its status and time
+        self.query_one("#sql-status", Static).update("Running… (Esc stops it)")
+        self.query_one("#sql-time", Static).update("running")
+        self.query_one("#sql-results").add_class("-stale")
         self._execute(query)
 
     @work(thread=True, exclusive=True, group="sql")
     def _execute(self, query: str) -> None:
-        from ...sql import run_sql
-
         started = time.perf_counter()
         try:
             with self._lock:
-                columns, rows = run_sql(self._connection(), query, limit=MAX_ROWS + 1)
+                # the rows drawn, and how many there are up to the export's limit (so the status line is true)
+                result = self._connection().preview(query, MAX_ROWS)
         except MedpixError as exc:
             self.app.call_from_thread(self._error, str(exc), self._remember(query, failed=True))
             return
         elapsed = time.perf_counter() - started
         history = self._remember(query, failed=False)
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, query, columns, rows, elapsed, history)
+            self.app.call_from_thread(self._show, query, result.columns, result.rows, result.total, elapsed, history)
 
     def _remember(self, query: str, *, failed: bool) -> list[str]:
         """The history with this statement first (a failed one marked), as written for the next session."""
@@ -171,17 +183,15 @@ class SqlScreen(Screen[None]):
         _write_history(medpix(self).history_path, history, self._failed)
         return history
 
-    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], elapsed: float,
+    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], total: int, elapsed: float,
               history: list[str]) -> None:
         self._last_query = query
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
+        table.remove_class("-stale")
         table.add_columns(*columns)
         table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
-        more = f" (first {MAX_ROWS} shown; export saves all)" if len(rows) > MAX_ROWS else ""
-        count = f"{MAX_ROWS}+" if len(rows) > MAX_ROWS else str(len(rows))
-        self.query_one("#sql-status", Static).update(Text(f"{counted(count, 'row')} · {counted(len(columns), 'column')}"
-                                                          f"{more}"))
+        self.query_one("#sql-status", Static).update(Text(_result_line(total, len(columns))))
         self.query_one("#sql-time", Static).update(f"{elapsed * 1000:.0f} ms")
         self._history = history
         self._show_history()
@@ -192,7 +202,9 @@ class SqlScreen(Screen[None]):
             self._show_history()
         self.query_one("#sql-status", Static).update(Text(message, style="bold red"))
         self.query_one("#sql-time", Static).update("")
-        self.query_one("#sql-results", DataTable).clear(columns=True)  # the last rows would read as this answer
+        table = self.query_one("#sql-results", DataTable)
+        table.clear(columns=True)  # the last rows would read as this answer
+        table.remove_class("-stale")
         self._last_query = ""
         self.notify(message, title="SQL", severity="error", timeout=5)
 
@@ -211,7 +223,7 @@ class SqlScreen(Screen[None]):
         editor.focus()
 
     def action_history(self) -> None:
-        self.query_one("#sql-sidebar").display = True
+        self.query_one("#sql-sidebar").display = self._sidebar_chosen = True
         history = self.query_one("#history", OptionList)
         if history.option_count and history.highlighted is None:
             history.highlighted = 0
@@ -219,7 +231,7 @@ class SqlScreen(Screen[None]):
 
     def action_toggle_sidebar(self) -> None:
         sidebar = self.query_one("#sql-sidebar")
-        sidebar.display = not sidebar.display
+        sidebar.display = self._sidebar_chosen = not sidebar.display
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Esc cancels only while a statement runs."""
@@ -259,6 +271,17 @@ class SqlScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self._con is not None:
             self._con.close()
+
+
+NOTHING_TO_RUN = "Nothing to run: type a query first"
+
+
+def _result_line(total: int, columns: int) -> str:
+    """The status line of a result of ``total`` rows (counted up to the export's limit, and one past it)."""
+    shape = f"{counted(min(total, MAX_RESULT_ROWS), 'row')} · {counted(columns, 'column')}"
+    if total > MAX_RESULT_ROWS:  # an export runs the statement whole, and refuses more than the limit
+        return f"more than {shape} ({MAX_ROWS} shown; too many to export, the limit is {MAX_RESULT_ROWS}: add a LIMIT)"
+    return f"{shape} ({MAX_ROWS} shown; export saves all)" if total > MAX_ROWS else shape
 
 
 def _one_line(text: str, width: int) -> str:

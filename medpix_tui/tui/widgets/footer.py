@@ -31,7 +31,11 @@ class KeyFooter(Footer):
     _tries = 0
 
     def on_resize(self, event: events.Resize) -> None:
+        """Fit the keys again from all of them: those cut at a narrow width come back when it widens."""
         self.compact = event.size.width < COMPACT_BELOW
+        for key in self.query(FooterKey):
+            key.display = True
+        self._tries = 0
         self.call_after_refresh(self._fit)
 
     async def recompose(self) -> None:
