@@ -560,13 +560,13 @@ def is_export_manifest(path: Path) -> bool:
 
 def _replaceable_file(suffix: str) -> Callable[[Path], str | None]:
     """What ``force`` may replace with a one-file export of a ``suffix`` format: an earlier export (its
-    manifest beside it) or a plain ``suffix`` file, never an export manifest or somebody's other file."""
+    manifest beside it), never an export manifest or somebody's other file (a ``notes.json`` too)."""
     def why_not(path: Path) -> str | None:
         if is_export_manifest(path):
             return "it is an export manifest, not a file this format writes"
-        if is_export_manifest(path.with_name(path.name + MANIFEST_SUFFIX)) or path.suffix.lower() == suffix:
+        if is_export_manifest(path.with_name(path.name + MANIFEST_SUFFIX)):
             return None
-        return f"it is neither an earlier export (no {path.name}{MANIFEST_SUFFIX} beside it) nor a {suffix} file"
+        return f"it is no earlier export of this tool (no {path.name}{MANIFEST_SUFFIX} beside it)"
 
     return why_not
 
@@ -577,14 +577,25 @@ def _replaceable_manifest(path: Path) -> str | None:
 
 
 def _replaceable_folder(path: Path) -> str | None:
-    """What ``force`` may replace with a folder export: an empty folder or an earlier export, known by its
-    manifest (the mark file alone is one ``touch`` away)."""
+    """What ``force`` may replace with a folder export: an empty folder, or an earlier export known by
+    its manifest (the mark file alone is one ``touch`` away) that holds nothing the manifest does not
+    list: a file somebody added to an export (notes, a subfolder of work) is never deleted with it."""
+    from .bundle import read_regular
+
     try:
-        if not any(path.iterdir()) or is_export_manifest(path / EXPORT_MANIFEST):
+        if not any(path.iterdir()):
             return None
-    except OSError as exc:
-        return f"it cannot be read ({exc.strerror or exc})"
-    return f"it holds {EXPORT_MARK} but no export {EXPORT_MANIFEST}, so it is no export of this tool"
+        if not is_export_manifest(path / EXPORT_MANIFEST):
+            return f"it holds {EXPORT_MARK} but no export {EXPORT_MANIFEST}, so it is no export of this tool"
+        listed = set(json.loads(read_regular(path / EXPORT_MANIFEST, _MANIFEST_LIMIT))["files"])
+        added = sorted(rel for item in path.rglob("*") if not item.is_dir() or item.is_symlink()
+                       if (rel := item.relative_to(path).as_posix()) not in listed | {EXPORT_MANIFEST, EXPORT_MARK})
+    except (OSError, ValueError) as exc:
+        return f"it cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if added:
+        shown = ", ".join(added[:3]) + (", ..." if len(added) > 3 else "")
+        return f"it holds {len(added)} file(s) its export manifest does not list ({shown})"
+    return None
 
 
 def _suffix(spec: ExportFormat) -> str:
@@ -857,8 +868,8 @@ def save_search_results(store: Store, result: SearchResult, out: Path, fmt: str,
 #: The formats an SQL result is saved in.
 SQL_FORMATS = ("json", "jsonl", "parquet", "csv")
 SQL_NOTE = ("medpix-tui export --from-manifest runs the statement again on a fresh read-only connection "
-            "(medpix_tui.sql, as 'medpix-tui sql' does): tables a session created are not there, and rows "
-            "come in the same order only when the statement orders them")
+            "(medpix_tui.sql, as 'medpix-tui sql' does): rows come in the same order only when the "
+            "statement orders them")
 
 
 def sql_csv_row(row: Iterable[Any]) -> list[Any]:

@@ -235,76 +235,103 @@ def and_filters(*clauses: dict[str, Any]) -> dict[str, Any]:
     return kept[0] if len(kept) == 1 else {"$and": kept}
 
 
-#: Comparisons that, on a field holding numbers written as text, compare the numbers.
-_NUMBER_OPS: dict[str, Callable[[float, float], bool]] = {
-    "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le, "$eq": operator.eq,
-    "$ne": operator.ne}
-_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*")
+#: Orderings that, on a field holding numbers written as text, compare the numbers.
+_ORDER_OPS: dict[str, Callable[[float, float], bool]] = {
+    "$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
-def _as_number(value: Any, *, text: bool) -> float | None:
-    """``value`` as a number: an int or a float, or (with ``text``) a string holding one; else None."""
+def _as_number(value: Any) -> float | None:
+    """``value`` as a number: an int, a float or text holding one in ASCII digits; else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
-    if text and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
-        return float(value)
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()) and value.strip().isascii():
+        return float(value.strip())
     return None
 
 
+class _NotNumeric(Exception):
+    """A condition :func:`numbers_as_numbers` leaves as it is (a ``$regex``, ``$type``, ...)."""
+
+
+def _holds(path: str, spec: Any, text: str | None) -> bool:
+    """Whether a stored value (``text``; None when the field is missing) meets the condition
+    ``spec`` as MongoDB means it, its numbers compared as numbers ("073" == 73)."""
+    if not (isinstance(spec, dict) and spec and all(str(k).startswith("$") for k in spec)):
+        spec = {"$eq": spec}
+    number = None if text is None else _as_number(text)
+
+    def equal(value: Any) -> bool:
+        if value is None:
+            return text is None
+        wanted = _as_number(value)
+        return (wanted is not None and number == wanted) or (isinstance(value, str) and value == text)
+
+    for op, value in spec.items():
+        if op in _ORDER_OPS:
+            bound = _as_number(value)
+            if bound is None:
+                raise QueryError(f"{path} {op} compares numbers: {value!r} is not one")
+            ok = number is not None and _ORDER_OPS[op](number, bound)
+        elif op in ("$eq", "$ne"):
+            ok = equal(value) == (op == "$eq")
+        elif op in ("$in", "$nin") and isinstance(value, list):
+            ok = any(equal(v) for v in value) == (op == "$in")
+        elif op == "$not" and isinstance(value, dict):
+            ok = not _holds(path, value, text)
+        elif op == "$exists":
+            ok = (text is not None) == bool(value)
+        else:
+            raise _NotNumeric(op)
+        if not ok:
+            return False
+    return True
+
+
 def numbers_as_numbers(store: Any, collection: str, flt: dict[str, Any]) -> dict[str, Any]:
-    """``flt`` with each comparison to a number on a field of numbers written as text
-    (:data:`.store.NUMERIC_FIELDS`, e.g. ``Description.Age``) made numeric.
+    """``flt`` with each condition on a field of numbers written as text (:data:`.store.NUMERIC_FIELDS`,
+    e.g. ``Description.Age``) made numeric.
 
     The release stores ages as text, so ``{"$gt": 9}`` matched nothing and ``{"$gt": "9"}``
-    compared text ("10" < "9"). ``$gt``/``$gte``/``$lt``/``$lte`` with a number (or text of one)
-    and ``$eq``/``$ne`` (or a plain value) with a number become the ``$in`` (``$nin``) of the
-    stored values they hold for, so every backend, a MongoDB server too, runs the same filter.
+    compared text ("10" < "9"). Each condition on such a field (``$gt``, ``$gte``, ``$lt``,
+    ``$lte``, ``$eq``, ``$ne``, ``$in``, ``$nin``, ``$not``, ``$exists``, a plain value) is
+    evaluated on the field's stored values and becomes the ``$in`` of those it holds for (the
+    ``$nin`` of the others when a missing field meets it, as ``$ne`` and ``$not`` do), so every
+    backend, a MongoDB server too, runs the same filter. An ordering against something that is
+    not a number is a :class:`QueryError`; other operators are left as they are.
     """
     from .store import NUMERIC_FIELDS
 
-    def stored(path: str) -> list[tuple[str, float]]:
+    def stored(path: str) -> list[str]:
         counts = store.facet_counts(collection, {}, [path]).get(path) or {}
-        return [(v, n) for v in sorted(k for k in counts if isinstance(k, str))
-                if (n := _as_number(v, text=True)) is not None]
+        return sorted(k for k in counts if isinstance(k, str))
 
-    def field(path: str, value: Any) -> list[dict[str, Any]]:
-        spec = value if isinstance(value, dict) and value and all(str(k).startswith("$") for k in value) \
-            else {"$eq": value}
-        ops = {op: n for op, v in spec.items() if op in _NUMBER_OPS
-               and (n := _as_number(v, text=op not in ("$eq", "$ne"))) is not None}
-        if not ops:
-            return [{path: value}]
-        rest = {op: v for op, v in spec.items() if op not in ops}
-        values = stored(path)
-        clauses = [{path: rest}] if rest else []
-        positive = {op: n for op, n in ops.items() if op != "$ne"}
-        if positive:
-            clauses.append({path: {"$in": [v for v, n in values
-                                            if all(_NUMBER_OPS[op](n, x) for op, x in positive.items())]}})
-        if "$ne" in ops:
-            clauses.append({path: {"$nin": [v for v, n in values if n == ops["$ne"]]}})
-        return clauses
+    def field(path: str, value: Any) -> dict[str, Any]:
+        try:
+            values = stored(path)
+            held = [v for v in values if _holds(path, value, v)]
+            if _holds(path, value, None):  # a document without the field meets it too
+                return {path: {"$nin": [v for v in values if v not in held]}}
+        except _NotNumeric:
+            return {path: value}
+        return {path: {"$in": held}}
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
             return [walk(item) for item in node]
         if not isinstance(node, dict):
             return node
-        clauses: list[dict[str, Any]] = []
-        kept: dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if key in ("$and", "$or", "$nor"):
-                kept[key] = walk(value)
+                out[key] = walk(value)
             elif key in NUMERIC_FIELDS:
-                clauses += field(key, value)
+                out.update(field(key, value))
             else:
-                kept[key] = value
-        if not clauses:
-            return kept
-        parts = ([kept] if kept else []) + clauses
-        return parts[0] if len(parts) == 1 else {"$and": parts}
+                out[key] = value
+        return out
 
     rewritten: dict[str, Any] = walk(flt)
     return rewritten

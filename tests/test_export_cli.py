@@ -282,22 +282,28 @@ def test_force_replaces_only_an_earlier_export(tiny: Path, tmp_path: Path) -> No
     folder, one = tmp_path / "csv", tmp_path / "one.json"
     assert _run("export", "--bundle", str(tiny), "--format", "csv", "--out", str(folder))[0] == 0
     assert _run("export", "--bundle", str(tiny), "--format", "json", "--out", str(one))[0] == 0
-    notes, planted = tmp_path / "notes.txt", tmp_path / "planted"
+    notes, planted, plain = tmp_path / "notes.txt", tmp_path / "planted", tmp_path / "plain.json"
     notes.write_text("mine")
+    plain.write_text('{"my": "settings"}')
     planted.mkdir()
     (planted / ".medpix-export").touch()
     (planted / "thesis.tex").write_text("mine")
+    worked = tmp_path / "worked"  # an earlier export somebody kept working in
+    assert _run("export", "--bundle", str(tiny), "--format", "csv", "--out", str(worked))[0] == 0
+    (worked / "mywork").mkdir()
+    (worked / "mywork" / "a.txt").write_text("mine")
     before = tree_digest(tmp_path)
     for fmt, target, why in (("json", folder / "manifest.json", "it is an export manifest"),
                              ("json", tmp_path / "one.json.manifest.json", "it is an export manifest"),
-                             ("json", notes, "it is neither an earlier export"),
-                             ("csv", planted, "it holds .medpix-export but no export manifest.json")):
+                             ("json", notes, "it is no earlier export of this tool"),
+                             ("json", plain, "it is no earlier export of this tool"),
+                             ("csv", planted, "it holds .medpix-export but no export manifest.json"),
+                             ("csv", worked, "it holds 1 file(s) its export manifest does not list (mywork/a.txt)")):
         code, output = _run("export", "--bundle", str(tiny), "--format", fmt, "--out", str(target), "--force")
         assert code == 2 and output.count("\n") == 1 and f"refusing to replace {target}: {why}" in output, output
     assert tree_digest(tmp_path) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    # what --force is for: an earlier export of the same kind, or a plain file of the format
-    (tmp_path / "plain.json").write_text("{}")
-    for fmt, target in (("csv", folder), ("parquet", folder), ("json", one), ("json", tmp_path / "plain.json")):
+    # what --force is for: an earlier export (a dataset export of another format too)
+    for fmt, target in (("csv", folder), ("parquet", folder), ("json", one)):
         code, output = _run("export", "--bundle", str(tiny), "--format", fmt, "--out", str(target), "--force")
         assert code == 0, output
 
@@ -333,6 +339,13 @@ def test_ages_compare_as_numbers(tiny: Path, tmp_path: Path) -> None:
     assert ages('{"Description.Age": {"$lte": 10}, "Type": "CT"}') == ["10", "9"]
     assert ages('{"$or": [{"Description.Age": 40}, {"Description.Age": {"$ne": 9, "$lt": 20}}]}') == ["10", "40"]
     assert ages('{"Description.Age": "9"}') == ["9"]  # text still matches as text
+    assert ages('{"Description.Age": {"$not": {"$gt": 9}}}') == ["9"]  # $not, $in, $nin compare numbers too
+    assert ages('{"Description.Age": {"$in": [9, "40"]}}') == ["40", "9"]
+    assert ages('{"Description.Age": {"$nin": [9.0, 40]}}') == ["10"]
+    assert ages('{"Description.Age": "009"}') == ["9"]
+    assert ages('{"$nor": [{"Description.Age": {"$not": {"$lt": 20}}}]}') == ["10", "9"]
+    code, output = _run("query", "--bundle", str(tiny), "--filter", '{"Description.Age": {"$gt": "abc"}}')
+    assert code == 2 and output.strip() == "error: Description.Age $gt compares numbers: 'abc' is not one"
     out = tmp_path / "young.json"
     assert _run("export", "--bundle", str(tiny), "--format", "json", "--filter",
                 '{"Description.Age": {"$lt": 10}}', "--out", str(out))[0] == 0

@@ -501,7 +501,7 @@ def into_read_only_folder(c: Ctx) -> list[str]:
     return ["export", "--bundle", str(c.tiny), "--format", "csv", "--out", str(ro / "out")]
 
 
-@bad("export", "already exists (use --force to overwrite)")
+@bad("export", "mine.json: it is no earlier export of this tool")  # --force would not replace it either
 def json_over_existing_file(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     (c.tmp / "mine.json").write_text('{"keep": true}')
