@@ -35,7 +35,6 @@ from .source import (
     new_picture_problem,
     resolve_root,
 )
-from .vocabulary import clean_age
 
 
 @dataclass(frozen=True)
@@ -76,15 +75,8 @@ def _relabel(problems: list[Problem], label: str) -> list[Problem]:
     return [Problem(names.get(p.file, p.file), p.record, p.field, p.message) for p in problems]
 
 
-def _age_problems(doc: Any, index: int, label: str) -> list[Problem]:
-    """An age that is not a whole number of years (0 to 120), as text like the release's "54": ages
-    are compared and exported as numbers, so "fifty" would be a silent hole in every age query."""
-    desc = doc.get("Description") if isinstance(doc, dict) else None
-    age = desc.get("Age") if isinstance(desc, dict) else None
-    if not isinstance(age, str) or clean_age(age) is not None:  # not text: the ingest's checks name it
-        return []
-    return [Problem(f"{label} images", f"#{index}", "Description.Age",
-                    f"must be a whole number of years from 0 to 120 written as text, e.g. \"54\"; got {age[:40]!r}")]
+#: The values of ``Description.Sex`` in the release (a new case says one of them).
+SEXES = ("female", "male", "N/A")
 
 
 def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dict], existing_images: list[dict],
@@ -98,7 +90,11 @@ def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dic
         if isinstance(category, str) and category not in LOCATION_CATEGORIES:  # the classes eval and the model know
             problems.append(Problem(f"{label} images", f"#{i}", "Location Category",
                                     f"must be one of {', '.join(LOCATION_CATEGORIES)}; got {category[:40]!r}"))
-        problems += _age_problems(doc, i, label)
+        desc = doc.get("Description") if isinstance(doc, dict) else None
+        sex = desc.get("Sex") if isinstance(desc, dict) else None
+        if isinstance(sex, str) and sex not in SEXES:
+            problems.append(Problem(f"{label} images", f"#{i}", "Description.Sex",
+                                    f"must be one of {', '.join(SEXES)}; got {sex[:40]!r}"))
     if problems:
         return problems
     problems += _relabel(cross_problems([case], images), label)

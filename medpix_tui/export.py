@@ -929,9 +929,11 @@ def export(store: Store, out: Path, fmt: str, *, selection: Selection | None = N
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """An export manifest: the file itself, a folder's ``manifest.json`` or a file's ``<file>.manifest.json``."""
+    """An export manifest: the file itself (under any name: a copy kept as ``saved.json``), a
+    folder's ``manifest.json`` or a file's ``<file>.manifest.json``."""
     path = Path(path)
-    if not path.name.endswith(MANIFEST_SUFFIX) and path.name != EXPORT_MANIFEST:
+    if (not path.name.endswith(MANIFEST_SUFFIX) and path.name != EXPORT_MANIFEST
+            and not (path.is_file() and is_export_manifest(path))):
         path = manifest_path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

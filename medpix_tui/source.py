@@ -25,6 +25,7 @@ from PIL import Image
 
 from .errors import InputError, Problem, ValidationError
 from .progress import Progress, silent
+from .vocabulary import age_problem
 
 CASES_FILE = "Case_topic.json"
 IMAGES_FILE = "Descriptions.json"
@@ -241,6 +242,9 @@ def image_problems(doc: Any, index: int, file: str = IMAGES_FILE) -> list[Proble
             problems.append(Problem(file, record, key, f"must be text, got {type(doc[key]).__name__}"))
     if "Description" in doc:
         _check_text_map(doc["Description"], file, record, "Description", problems)
+        age = doc["Description"].get("Age") if isinstance(doc["Description"], dict) else None
+        if isinstance(age, str) and (why := age_problem(age)):  # not text: _check_text_map named it
+            problems.append(Problem(file, record, "Description.Age", why))
     return problems
 
 

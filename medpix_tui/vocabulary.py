@@ -79,13 +79,28 @@ def clean_sex(value: Any) -> str | None:
     return SEX_ALIASES.get(text, text.lower()) if text else None
 
 
+#: The most years an age may say.
+MAX_AGE = 120
+_AGE_TEXT = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
 def clean_age(value: Any) -> int | None:
     """Age in years as a number (the release stores strings); None when not a plausible age."""
     text = _tidy(value)
-    if text is None or not text.isdigit():
+    if text is None or not (text.isascii() and text.isdigit()):  # "٥٤".isdigit() too
         return None
     age = int(text)
-    return age if age <= 120 else None
+    return age if age <= MAX_AGE else None
+
+
+def age_problem(value: Any) -> str | None:
+    """Why a stored ``Description.Age`` is not one the store can compare as a number, or None:
+    the release writes whole years as plain ASCII text ("54"), and queries, exports and the
+    quality report read it so; " 54", "054", "٥٤" or "130" would each be a silent hole."""
+    if value is None or (isinstance(value, str) and _AGE_TEXT.fullmatch(value) and int(value) <= MAX_AGE):
+        return None
+    return (f"must be a whole number of years from 0 to {MAX_AGE} written as plain text, e.g. \"54\"; "
+            f"got {str(value)[:40]!r}")
 
 
 def clean_location(value: Any) -> str | None:

@@ -109,8 +109,13 @@ BAD: list[tuple[str, Callable[[dict], object], str]] = [
     ("a location category the model does not know", lambda p: p["images"][0].update({"Location Category": "Brain"}),
      "Location Category: must be one of Head, Thorax"),
     ("an age in words", lambda p: p["images"][1]["Description"].update(Age="fifty"),
-     "images:#1:Description.Age: must be a whole number of years from 0 to 120 written as text, e.g. \"54\"; "
+     ":Description.Age: must be a whole number of years from 0 to 120 written as plain text, e.g. \"54\"; "
      "got 'fifty'"),
+    ("an age in other digits", lambda p: p["images"][0]["Description"].update(Age="٥٤"), "Description.Age: must be"),
+    ("a padded age", lambda p: p["images"][0]["Description"].update(Age=" 54"), "Description.Age: must be a whole"),
+    ("an age with a leading zero", lambda p: p["images"][0]["Description"].update(Age="054"), "Description.Age"),
+    ("a sex the release does not know", lambda p: p["images"][0]["Description"].update(Sex="robot"),
+     "Description.Sex: must be one of female, male, N/A; got 'robot'"),
     ("an age past 120", lambda p: p["images"][0]["Description"].update(Age="540"), "Description.Age: must be a whole"),
     ("a negative age", lambda p: p["images"][0]["Description"].update(Age="-3"), "Description.Age: must be a whole"),
 ]

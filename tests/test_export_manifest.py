@@ -148,6 +148,12 @@ def test_from_manifest_accepts_a_rebuild_of_the_same_source(tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     same = {k: v for k, v in tree_digest(out).items() if k != EXPORT_MANIFEST}
     assert {k: v for k, v in tree_digest(tmp_path / "again").items() if k != EXPORT_MANIFEST} == same
+    kept = tmp_path / "saved.json"  # a manifest kept under a name of its own
+    kept.write_bytes((out / EXPORT_MANIFEST).read_bytes())
+    result = CliRunner().invoke(main, ["export", "--bundle", str(again), "--from-manifest", str(kept),
+                                       "--out", str(tmp_path / "third")])
+    assert result.exit_code == 0, result.output
+    assert {k: v for k, v in tree_digest(tmp_path / "third").items() if k != EXPORT_MANIFEST} == same
 
 
 @pytest.mark.parametrize("args,message", [

@@ -70,6 +70,10 @@ def _bad(tmp: Path, kind: str) -> Path:
         write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[tiny_image("T1", "T1_a", "MR")])
     elif kind == "bad-split-file":
         write_source(src, splits={"train": "T1"})
+    elif kind == "age-out-of-range":  # add-case refused it; a source holding one must be refused alike
+        image = tiny_image("T1", "T1_a", "CT")
+        image["Description"]["Age"] = "130"
+        write_source(src, cases=[tiny_case("T1", ["T1_a"], [])], images=[image])
     return src
 
 
@@ -94,6 +98,7 @@ CASES = {
     "huge-caption": "Description.Caption: text too long (2000000 characters",
     "modality-list-mismatch": "image 'T1_a' is MR, listed under TAC",
     "bad-split-file": "uid_list.json:train: must be a list of U_id",
+    "age-out-of-range": "Description.Age: must be a whole number of years from 0 to 120 written as plain text",
 }
 
 
