@@ -171,7 +171,7 @@ def _failed(file: str, error: Exception | str) -> dict[str, str]:
 @click.pass_context
 def classify(ctx: click.Context, files: tuple[str, ...], study: bool, frame: int | None, bundle_path: str | None,
              as_json: bool) -> None:
-    """Classify the modality (CT/MR) and body location of PNG, JPEG or DICOM FILES.
+    """Classify the modality (CT/MR) and body location of PNG, JPEG, TIFF or DICOM FILES.
 
     Zero-shot, with the MedPix 2.0 paper's prompts; prints the most probable class of
     each task with its calibrated probability. A DICOM file's own Modality tag is the
@@ -180,9 +180,11 @@ def classify(ctx: click.Context, files: tuple[str, ...], study: bool, frame: int
     model was trained on (a photograph, a radiograph, a drawing, a colour picture) is
     answered "unsure", with the reason.
 
-    With --study, the images of one study (files, or a folder of PNGs or a DICOM series)
-    are pooled into one answer, each image's answer under it. With --json, one object per
-    line per file (one object for a study, its images under "images").
+    With --study, the images of one study (files, or a folder of PNGs or a DICOM series;
+    up to 9 frames of a multi-frame file) are pooled into one answer, each image's answer
+    under it; the study is "unsure" when its files disagree (tags, DICOM studies, or the
+    model's confident calls). With --json, one object per line per file (an error object
+    for a file that failed; one object for a study, its images under "images").
 
     \b
     Examples:
@@ -211,7 +213,6 @@ def classify(ctx: click.Context, files: tuple[str, ...], study: bool, frame: int
                 raise
             errors.append((path, str(exc)))
     rows = model.answer(loaded) if loaded else []
-    failed = [_failed(str(path), message) for path, message in errors]
     if not study:
         by_file = {str(path): message for path, message in errors}
         answers = iter(rows)
@@ -231,7 +232,7 @@ def classify(ctx: click.Context, files: tuple[str, ...], study: bool, frame: int
             click.echo(f"error: {printable(message)}", err=True)
         if not rows:
             raise InputError(f"none of the study's {len(paths)} file(s) could be read")
-        pooled = {**pool_study(rows), "errors": failed}
+        pooled = {**pool_study(rows), "errors": [_failed(str(path), message) for path, message in errors]}
         if as_json:
             click.echo(json.dumps(pooled))
         else:
