@@ -633,3 +633,82 @@ def test_the_training_package_lists_its_tools_with_examples() -> None:
     for name in ("pack", "train", "export", "calibrate", "ensemble", "regions"):
         assert f"\n  {name} " in run.stdout and f"python -m tools.train.{name} " in run.stdout, name
     assert _tool("tools.train", "bogus").returncode == 2
+
+
+def _main(tool: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """Run ``python -m tools.train.TOOL ARGS`` in this process; its exit status."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [f"{tool}.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(f"tools.train.{tool}").main()
+    return int(exit_.value.code or 0)
+
+
+@pytest.mark.parametrize(("tool", "args", "message"), [
+    ("regions", ["--source", "s", "--model", "m", "--split", "bogus"], "argument --split: invalid choice: 'bogus'"),
+    ("pack", ["--source", "s", "--size", "abc", "--out", "o"], "argument --size: invalid int value: 'abc'"),
+    ("pack", [], "the following arguments are required: --source, --size, --out"),
+    ("train", ["--config", "c", "--pack", "p"], "the following arguments are required: --out"),
+    ("train", ["--config", "c", "--pack", "p", "--out", "o", "--epochs", "x"], "argument --epochs: invalid int"),
+    ("export", [], "the following arguments are required: --out"),
+    ("export", ["--out", "o"], "--pack is required (unless --release-only --source)"),
+    ("calibrate", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("ensemble", ["--member", "m"], "the following arguments are required: --share, --pack, --out"),
+    ("ensemble", ["--member", "m", "--share", "half", "--pack", "p", "--out", "o"], "argument --share: invalid float"),
+    ("case_texts", ["--x"], "unrecognized arguments: --x"),
+])
+def test_the_tools_tell_usage_errors_in_one_line(tool: str, args: list[str], message: str,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse printed its usage block (2 to 4 lines) before 'TOOL.py: error: ...'."""
+    assert _main(tool, monkeypatch, *args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"error: {message}"), err
+    assert err.endswith(f"; see 'python -m tools.train.{tool} --help'\n"), err
+
+
+@pytest.mark.parametrize(("tool", "args", "option"), [
+    ("pack", ["--source", "s", "--size", "32"], "--out"),
+    ("train", ["--config", "c", "--pack", "p"], "--out"),
+    ("train", ["--config", "c", "--pack", "p", "--out", "o"], "--export"),
+    ("export", ["--pack", "p"], "--out"),
+    ("ensemble", ["--member", "m", "--share", "1", "--pack", "p"], "--out"),
+])
+@pytest.mark.parametrize("value", ["", "-"])
+def test_an_empty_or_dash_output_is_refused_in_one_line(tool: str, args: list[str], option: str, value: str,
+                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """pack --out '' said 'error: . already exists' (the empty path is '.'); '-' would make a folder '-'."""
+    monkeypatch.chdir(tmp_path)
+    assert _main(tool, monkeypatch, *args, option, value) == 2
+    out, err = capsys.readouterr()
+    said = "the path is empty" if value == "" else "-: writing to standard output is not supported"
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"error: argument {option}: {said}"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_case_texts_tells_a_missing_release_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A --source without the release's files was a FileNotFoundError traceback."""
+    assert _main("case_texts", monkeypatch, "--source", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot read {tmp_path / 'Case_topic.json'}: No such file or directory\n", err
+    (tmp_path / "Case_topic.json").write_text("{", encoding="utf-8")
+    assert _main("case_texts", monkeypatch, "--source", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'Case_topic.json'} is not JSON: ") and err.count("\n") == 1, err
+
+
+def test_pretrain_is_listed_as_a_phase_of_train_not_as_a_tool() -> None:
+    """``python -m tools.train --help`` listed pretrain as a tool, but python -m tools.train.pretrain
+    printed nothing and exited 0, --help and --bogus alike."""
+    for args in (["--help"], ["--bogus"], []):
+        run = _tool("tools.train.pretrain", *args)
+        assert run.returncode == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith("error: tools.train.pretrain is no tool of its own: it runs within "
+                                     "python -m tools.train.train") and "train.pretrain block" in run.stderr
+    listing = _tool("tools.train", "--help").stdout
+    tools, phases = listing.split("\nphases")[0], listing.split("\nphases")[1].split("\nexamples:")[0]
+    assert "\n  pretrain " not in tools and "\n  pretrain    Self-supervised" in phases, listing
+    assert "tools.train.train, first, for a config with a train.pretrain block" in phases

@@ -171,3 +171,43 @@ def test_an_existing_output_is_refused_before_the_summary(site: FixtureSite, tmp
     code, out, err = _scrape(site, "--id", "MPX9001", "--out", str(tmp_path / "s"))
     assert code == 2 and out == "" and err == f"error: output exists: {tmp_path / 's'} (pass --force to replace it)\n"
     assert site.count() == 0 and not (tmp_path / "s.cache").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--out", ""], "error: --out is empty: an empty path names no file or folder to write; see "),
+    (["--out", "-"], "error: --out -: writing to standard output is not supported here; "),
+    (["--out", "s", "--cache", ""], "error: --cache is empty: "),
+    (["--out", "s", "--cache", "-"], "error: --cache -: writing to standard output is not supported here; "),
+])
+def test_an_empty_or_dash_output_is_refused_before_any_request(site: FixtureSite, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                               message: str) -> None:
+    """--out - started the harvest (and would have made a folder '-'); --out '' said 'output exists: .'."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _scrape(site, "--id", "MPX9001", *args)
+    assert code == 2 and out == "" and err.startswith(message) and err.count("\n") == 1, err
+    assert site.count() == 0 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--out", "--cache"])
+def test_a_folder_under_a_file_is_refused_before_any_request(site: FixtureSite, tmp_path: Path,
+                                                             option: str) -> None:
+    """--out /etc/passwd/x was a 30-line FileExistsError traceback (status 1) after the harvest's requests."""
+    (tmp_path / "file").write_text("not a folder\n")
+    under = tmp_path / "file" / "x"
+    args = ["--out", str(under)] if option == "--out" else ["--out", str(tmp_path / "s"), "--cache", str(under)]
+    code, out, err = _scrape(site, "--id", "MPX9001", *args)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"error: cannot create {under}: not a folder: {tmp_path / 'file'} is a file"), err
+    assert err.count("\n") == 1 and site.count() == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_the_module_refuses_a_folder_under_a_file_in_one_line(tmp_path: Path) -> None:
+    """The reported command itself, through ``python -m tools.scraper`` (no server is reached: it is refused first)."""
+    (tmp_path / "file").write_text("")
+    out, nowhere = tmp_path / "file" / "x", "http://127.0.0.1:9"
+    run = subprocess.run([sys.executable, "-m", "tools.scraper", "--id", "MPX1009", "--out", str(out),
+                          "--openi-base", nowhere, "--medpix-base", nowhere, "--retries", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr == f"error: cannot create {out}: not a folder: {tmp_path / 'file'} is a file\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ from tools.scraper.medpix import (
     parse_abstract,
     parse_case_page,
 )
-from tools.scraper.writer import to_png
+from tools.scraper.writer import SourceWriter, check_can_write_in, to_png
 
 # --- rate limiter and retries -----------------------------------------------------------------
 
@@ -375,3 +376,45 @@ def test_to_png_converts_and_rejects() -> None:
     assert to_png(buf.getvalue()).startswith(b"\x89PNG")
     with pytest.raises(ValueError, match="not an image .*<html>"):
         to_png(b"<html><body>Sorry</body></html>")
+
+
+def test_a_folder_that_cannot_be_made_is_refused_before_any_work(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """SourceWriter.check let --out /etc/passwd/x through: its mkdir raised FileExistsError later."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=r"cannot create .*/file/x: not a folder: .*/file is a file$") as exc:
+        SourceWriter.check(tmp_path / "file" / "x", force=False)
+    assert exc.value.exit_code == 2
+    with pytest.raises(InputError, match=r"cannot create .*/file/c/d: not a folder: .*/file is a file \(in the path"):
+        check_can_write_in(tmp_path / "file" / "c" / "d")
+    with pytest.raises(InputError, match=r"cannot create .*/file: not a folder: .*/file is a file$"):
+        check_can_write_in(tmp_path / "file")
+    check_can_write_in(tmp_path / "new" / "deeper")  # made later, under a writable folder
+    SourceWriter.check(tmp_path / "new" / "out", force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    monkeypatch.setattr("tools.scraper.writer.os.access", lambda path, mode: False)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(InputError, match=rf"cannot create {re.escape(str(out))}: folder is not writable: "
+                                         rf"{re.escape(str(tmp_path))}$"):
+        SourceWriter.check(tmp_path / "new" / "out", force=False)
+
+
+@pytest.mark.parametrize(("cache", "message"), [
+    ("", "error: --cache is empty: an empty path names no file or folder to write; see "),
+    ("-", "error: --cache -: writing to standard output is not supported here; "),
+    ("file/c", "error: cannot create {tmp}/file/c: not a folder: {tmp}/file is a file"),
+])
+def test_check_live_refuses_a_cache_it_cannot_write_before_any_request(tmp_path: Path, cache: str,
+                                                                       message: str) -> None:
+    from click.testing import CliRunner
+
+    from tools.scraper.check_live import check_live
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "Case_topic.json").write_text(json.dumps([{"U_id": "MPX1", "Case": {"Title": "t"}}]))
+    (tmp_path / "Descriptions.json").write_text("[]")
+    value = str(tmp_path / cache) if "/" in cache else cache
+    result = CliRunner().invoke(check_live, ["--id", "MPX1", "--release", str(tmp_path), "--cache", value,
+                                             "--openi-base", "http://127.0.0.1:9", "--medpix-base", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith(message.format(tmp=tmp_path)) and result.stderr.count("\n") == 1, result.stderr

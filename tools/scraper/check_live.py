@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-from medpix_tui.cli.options import OneLineCommand
+from medpix_tui.cli.options import OneLineCommand, OutputPath
+from medpix_tui.errors import MedpixError
 
 from . import openi
 from .cache import ResponseCache
@@ -42,6 +43,7 @@ from .medpix import image_key, parse_abstract
 from .render import ChromiumRenderer, RendererUnavailable
 from .rest import RestError
 from .sites import MEDPIX_BASE, Sites
+from .writer import check_can_write_in
 
 
 def _docs(uid: str, refs: list[ImageRef], case: dict[str, str], topic: dict[str, str], patient: dict[str, str],
@@ -95,7 +97,7 @@ def _cell(want: Any, got: dict[str, Any], name: str) -> str:
 @click.option("--openi-base", default=openi.DEFAULT_BASE, show_default=True, callback=http_base,
               help="Open-i server.")
 @click.option("--medpix-base", default=MEDPIX_BASE, show_default=True, callback=http_base, help="MedPix server.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--cache", type=OutputPath(file_okay=False, path_type=Path),
               help="Response cache to reuse [default: a temporary folder, removed at the end].")
 @click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Requests per second.")
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
@@ -113,6 +115,12 @@ def check_live(case_id: str, release: Path, openi_base: str, medpix_base: str, c
     want = _release(release, uid)
     if not want:
         raise click.UsageError(f"{uid} is not a case of {release}")
+    if cache is not None:
+        try:
+            check_can_write_in(cache)
+        except MedpixError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
     with tempfile.TemporaryDirectory(prefix="medpix-check-live-") as tmp:
         fetcher = Fetcher(ResponseCache(cache or Path(tmp) / "cache"), rate=rate, retries=2, backoff=1.0,
                           timeout=timeout, user_agent=DEFAULT_USER_AGENT)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from medpix_tui.cli.options import OneLineCommand
+from medpix_tui.cli.options import OneLineCommand, OutputPath
 from medpix_tui.errors import MedpixError
 from medpix_tui.progress import rich_progress
 
@@ -27,7 +27,7 @@ from .render import (
     why_unavailable,
 )
 from .sites import MEDPIX_BASE
-from .writer import SourceWriter
+from .writer import SourceWriter, check_can_write_in
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -77,10 +77,10 @@ def _case_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 @click.option("--query", help="An Open-i query: every MedPix image it finds is harvested.")
 @click.option("--overview", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A release's images_overview.csv: refresh exactly those images (no Open-i search).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=OutputPath(file_okay=False, path_type=Path),
               help="Source folder to write (Case_topic.json, Descriptions.json, images/...).")
 @click.option("--force", is_flag=True, help="Replace --out when it holds an earlier harvest (never another folder).")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--cache", type=OutputPath(file_okay=False, path_type=Path),
               help="Raw response cache, reused by reruns [default: <out>.cache beside --out].")
 @click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Requests per second, all hosts together; 0 means no limit.")
@@ -129,14 +129,16 @@ def main(ids: list[str], query: str | None, overview: Path | None, out: Path, fo
     case_ids = ids
     if sum(bool(x) for x in (case_ids, query, overview)) != 1:
         raise click.UsageError("give exactly one of --id, --query or --overview")
+    cache = cache or out.parent / f"{out.name}.cache"
     try:
         SourceWriter.check(out, force)
+        check_can_write_in(cache)
     except MedpixError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     _setup_logging(verbose)
     agent = f"{DEFAULT_USER_AGENT[:-1]}; {contact})" if contact else DEFAULT_USER_AGENT
-    fetcher = Fetcher(ResponseCache(cache or out.parent / f"{out.name}.cache"), rate=rate, retries=retries,
+    fetcher = Fetcher(ResponseCache(cache), rate=rate, retries=retries,
                       backoff=backoff, timeout=timeout, user_agent=agent)
     report = Report()
     pages = make_renderer(renderer, fetcher, timeout)

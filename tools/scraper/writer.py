@@ -19,8 +19,8 @@ from typing import Any, Self
 
 from PIL import Image
 
-from medpix_tui.atomic import check_replaceable, pid_alive, replace_dir
-from medpix_tui.errors import OutputExistsError
+from medpix_tui.atomic import check_replaceable, no_folder_message, pid_alive, replace_dir
+from medpix_tui.errors import InputError, OutputExistsError
 from medpix_tui.source import (
     CASES_FILE,
     IMAGE_DIR,
@@ -50,6 +50,20 @@ def to_png(content: bytes) -> bytes:
         raise ValueError(f"not an image ({type(exc).__name__}; body starts {head!r})") from exc
 
 
+def check_can_write_in(folder: Path, target: Path | None = None) -> None:
+    """Refuse, before any request, a ``folder`` that ``target`` (the folder itself by default) cannot
+    be written in: one that is a file or lies under one (``--out /etc/passwd/x`` was a
+    FileExistsError traceback), or one whose nearest existing folder is not writable."""
+    folder = Path(folder)
+    for above in (folder, *folder.absolute().parents):
+        if above.exists():
+            if not above.is_dir():
+                raise InputError(f"cannot create {target or folder}: {no_folder_message(folder)}")
+            if not os.access(above, os.W_OK | os.X_OK):
+                raise InputError(f"cannot create {target or folder}: folder is not writable: {above}")
+            return
+
+
 def _dump(path: Path, data: Any) -> None:
     """JSON laid out as the release's files are (4-space indent, ASCII escapes)."""
     path.write_text(json.dumps(data, indent=4), encoding="utf-8")
@@ -65,6 +79,7 @@ class SourceWriter:
         if Path(out).exists() and not force:
             raise OutputExistsError(f"output exists: {out} (pass --force to replace it)")
         check_replaceable(Path(out), CASES_FILE)
+        check_can_write_in(Path(out).parent, Path(out))  # the folder is made, then renamed, in there
 
     def __init__(self, out: Path, *, force: bool = False) -> None:
         self.out = Path(out)

@@ -7,10 +7,50 @@ that way against 1.6 to 1.8 s passive (``bench/bench_train_step.py``). Set befor
 imported (libgomp reads it when it loads); an explicit ``OMP_WAIT_POLICY`` is kept.
 """
 
+import argparse
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: The modules that run within a tool, never on their own, and where they run (``python -m
+#: tools.train --help`` lists them apart from the tools; ``python -m tools.train.NAME`` says this).
+PHASES = {"pretrain": "runs within python -m tools.train.train, first, for a config with a train.pretrain block"}
+
+
+class ToolParser(argparse.ArgumentParser):
+    """Every training tool's option parser: named ``python -m tools.train.TOOL`` in its usage, and its
+    usage errors told in one line, ``error: MESSAGE; see '... --help'`` (status 2), as ``python -m
+    tools.train`` and ``medpix-tui`` tell theirs, instead of argparse's usage block before the message."""
+
+    def __init__(self, tool: str, doc: str | None, **kwargs: Any) -> None:
+        super().__init__(prog=f"python -m tools.train.{tool}",
+                         description=doc.splitlines()[0] if doc else None, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see '{self.prog} --help'\n")
+
+
+def output_path(value: str) -> Path:
+    """An argparse ``type`` for a path a tool writes: an empty one (``Path('')`` is ``.``, which was
+    "error: . already exists") and ``-`` (no tool writes to standard output) are usage errors."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the path is empty: an empty path names no file or folder to write")
+    if value == "-":
+        raise argparse.ArgumentTypeError("-: writing to standard output is not supported here; "
+                                         "name a folder to write")
+    return Path(value)
+
+
+def not_a_tool(name: str) -> NoReturn:
+    """``python -m tools.train.NAME`` for a module of :data:`PHASES`: one line, status 2 (it printed
+    nothing and exited 0, whatever its arguments, ``--help`` included)."""
+    print(f"error: tools.train.{name} is no tool of its own: it {PHASES[name]}; "
+          "see 'python -m tools.train --help'", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def one_line_errors(interrupted: str = "interrupted") -> "Callable[[Callable[[], None]], Callable[[], None]]":

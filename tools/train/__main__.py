@@ -10,8 +10,10 @@ import ast
 import sys
 from pathlib import Path
 
-#: The tools, in the order a run uses them.
-TOOLS = ("pack", "pretrain", "train", "export", "calibrate", "ensemble", "regions", "case_texts")
+from . import PHASES
+
+#: The tools, in the order a run uses them (each runs as ``python -m tools.train.TOOL``).
+TOOLS = ("pack", "train", "export", "calibrate", "ensemble", "regions", "case_texts")
 
 
 def overview() -> str:
@@ -19,13 +21,22 @@ def overview() -> str:
     lines = ["usage: python -m tools.train.TOOL [options]   (python -m tools.train.TOOL --help: its options)",
              "", "Train, export and score the MedPix CLIP model (tools/train/README.md).", "", "tools:"]
     examples: list[str] = []
-    here = Path(__file__).parent
     for name in TOOLS:
-        doc = ast.get_docstring(ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))) or ""
+        doc = _docstring(name)
         lines.append(f"  {name:<11} {doc.splitlines()[0] if doc else ''}")
         examples += [" ".join(line.split()) for line in doc.splitlines()
                      if line.strip().startswith("python -m tools.train")]
+    lines += ["", "phases (no tool of their own):"]
+    for name, where in PHASES.items():
+        doc = _docstring(name)
+        lines += [f"  {name:<11} {doc.splitlines()[0] if doc else ''}", f"{'':<14}It {where}."]
     return "\n".join([*lines, "", "examples:", *(f"  {e}" for e in examples)]) + "\n"
+
+
+def _docstring(name: str) -> str:
+    """The docstring of ``tools/train/NAME.py``, read without importing it."""
+    path = Path(__file__).parent / f"{name}.py"
+    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
 
 
 def main() -> None:

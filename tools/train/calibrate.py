@@ -24,7 +24,6 @@ tool says so (the library would need to learn to apply it).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,7 +52,7 @@ from medpix_tui.model.calibration import (
 from medpix_tui.model.zeroshot import ZeroShotHead, softmax
 from medpix_tui.source import SPLITS
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDS = 5
@@ -386,7 +385,7 @@ def calibrate_checkpoint(model_dir: Path, source_dir: Path, progress: Any = None
 
 @one_line_errors()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = ToolParser("calibrate", __doc__)
     parser.add_argument("--model", type=Path, default=ROOT / "bundle" / "model",
                         help="the checkpoint folder to calibrate (default: %(default)s, the one this checkout ships)")
     parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "medpix-2.0",

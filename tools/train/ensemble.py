@@ -10,7 +10,6 @@ chosen on dev (``--dev-only`` prints dev answers for a share without writing tes
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -30,7 +29,7 @@ from medpix_tui.model.checkpoint import (
 )
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors, output_path
 from .data import Pack, read_pack
 from .export import FORMAT, score_checkpoint, staged_checkpoint
 
@@ -94,11 +93,11 @@ def compose(members: list[Path], shares: list[float], pack: Pack, out_dir: Path,
 
 @one_line_errors()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser("ensemble", __doc__)
     parser.add_argument("--member", type=Path, action="append", required=True, help="an exported checkpoint folder")
     parser.add_argument("--share", type=float, action="append", required=True, help="its share of the vote")
     parser.add_argument("--pack", type=Path, required=True, help="the pack the members were trained on")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    parser.add_argument("--out", type=output_path, required=True, help="checkpoint folder to write")
     parser.add_argument("--name", default="medpix-clip-ensemble")
     parser.add_argument("--dev-only", action="store_true",
                         help="score dev only, no release embeddings (choosing shares)")

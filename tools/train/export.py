@@ -11,7 +11,6 @@ are the library's own preprocessing of the source PNGs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import shutil
@@ -37,7 +36,7 @@ from medpix_tui.model.encoder import load_image_encoder
 from medpix_tui.model.evaluate import evaluate_pictures
 from medpix_tui.model.prompts import PAPER_ACCURACY, TASKS
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors, output_path
 from .data import Pack, read_pack
 from .train import BEST, RUN, build_model, prompt_embeddings
 
@@ -178,12 +177,12 @@ def export(run_dir: Path, pack: Pack, out_dir: Path, release: bool = True) -> di
 
 @one_line_errors()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser("export", __doc__)
     parser.add_argument("--run", type=Path, help="run folder of tools.train.train")
     parser.add_argument("--pack", type=Path, help="the pack the run trained on")
     parser.add_argument("--source", type=Path,
                         help="with --release-only: embed this release's files instead of a pack's pictures")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
+    parser.add_argument("--out", type=output_path, required=True, help="checkpoint folder to write (e.g. bundle/model)")
     parser.add_argument("--release-only", action="store_true",
                         help="only (re)write OUT's release embeddings, for a checkpoint exported before they existed")
     parser.add_argument("--no-release", action="store_true",

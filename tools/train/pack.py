@@ -12,7 +12,6 @@ the very function classification uses, so the pack matches what the model sees l
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import shutil
@@ -33,7 +32,7 @@ from medpix_tui.model.preprocess import load_many
 from medpix_tui.model.prompts import paper_prompts, truth_of
 from medpix_tui.source import SourceData, load_source, sha256_file
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors, output_path
 
 PACK_FILE = "pack.json"
 PICTURES_FILE = "pictures.zip"
@@ -120,10 +119,10 @@ def _fill_pack(src: SourceData, size: int, out: Path, context_length: int, log) 
 
 @one_line_errors()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser("pack", __doc__)
     parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
     parser.add_argument("--size", type=int, required=True, help="picture side in pixels (the model's image_size)")
-    parser.add_argument("--out", type=Path, required=True, help="pack folder to create (keep it under .pack/)")
+    parser.add_argument("--out", type=output_path, required=True, help="pack folder to create (keep it under .pack/)")
     parser.add_argument("--context-length", type=int, default=128, help="text tokens kept per training text")
     args = parser.parse_args()
     if not 16 <= args.size <= 1024:

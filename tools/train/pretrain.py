@@ -110,3 +110,9 @@ def pretrain_visual(visual: Any, pictures: torch.Tensor, rows: torch.Tensor, cfg
             return False
     write_atomic(out / PRETRAIN_WEIGHTS, save({k: v.contiguous().cpu() for k, v in visual.state_dict().items()}))
     return True
+
+
+if __name__ == "__main__":
+    from . import not_a_tool
+
+    not_a_tool("pretrain")

@@ -12,7 +12,6 @@ it finds fewer than a visual audit would.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from medpix_tui.source import SPLITS
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors
 
 #: Words that name a body region, by the paper's location classes (whole words, case-insensitive).
 REGION_WORDS: dict[str, tuple[str, ...]] = {
@@ -82,7 +81,7 @@ def region_view(source_dir: Path, model_dir: Path, split: str) -> dict[str, Any]
 
 @one_line_errors()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser("regions", __doc__)
     parser.add_argument("--source", type=Path, required=True, help="MedPix 2.0 source folder")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint folder")
     parser.add_argument("--split", default="test", choices=SPLITS, help="the authors' split to score")

@@ -15,7 +15,6 @@ tower without labels (:mod:`tools.train.pretrain`).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,7 +32,7 @@ from medpix_tui.atomic import atomic_file, write_atomic
 from medpix_tui.model.checkpoint import save_tensors
 from medpix_tui.model.prompts import TASKS
 
-from . import one_line_errors
+from . import ToolParser, one_line_errors, output_path
 from .data import AUGMENT_KEYS, Pack, augment, read_pack
 from .loop import adamw, adamw_groups, end_epoch, lr_at, next_epoch_overruns, set_lr, trim_metrics
 
@@ -495,11 +494,12 @@ def save_shipped(model: ClipModel, out: Path) -> None:
 
 @one_line_errors("interrupted: rerun the same command to resume after the last finished epoch")
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ToolParser("train", __doc__)
     parser.add_argument("--config", type=Path, required=True, help="training config JSON")
     parser.add_argument("--pack", type=Path, required=True, help="pack folder from tools.train.pack")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (metrics, last.pt, best weights)")
-    parser.add_argument("--export", type=Path, default=None, help="write the checkpoint here (default: OUT/model)")
+    parser.add_argument("--out", type=output_path, required=True, help="run folder (metrics, last.pt, best weights)")
+    parser.add_argument("--export", type=output_path, default=None,
+                        help="write the checkpoint here (default: OUT/model)")
     parser.add_argument("--no-export", action="store_true", help="train only")
     parser.add_argument("--seed", type=int, default=None,
                         help="replace the config's seed (another draw of the same recipe)")
