@@ -182,21 +182,21 @@ STUBBORN_SERVER = """
 import sys
 from pathlib import Path
 from medpix_tui.web.server import MedpixServer, ServeConfig
-config = ServeConfig.make(Path(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]),
+config = ServeConfig.make(Path(sys.argv[1]), host=sys.argv[4], port=int(sys.argv[2]),
                           max_sessions=int(sys.argv[3]), token=None, idle="30m")
 MedpixServer(config, command="exec sleep 600").serve()
 """
 
 
 @contextmanager
-def stubborn_served(max_sessions: int = 8) -> Iterator[Served]:
-    """A :class:`Served` running :data:`STUBBORN_SERVER` (no bundle is opened)."""
+def stubborn_served(max_sessions: int = 8, host: str = "127.0.0.1") -> Iterator[Served]:
+    """A :class:`Served` running :data:`STUBBORN_SERVER` (no bundle is opened) on ``host``."""
     root = Path(tempfile.mkdtemp(prefix="medpix-serve-test-"))
     server = Served.__new__(Served)
     server.root, server.port, server.log = root, free_port(), root / "serve.log"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     server.process = subprocess.Popen([sys.executable, "-c", STUBBORN_SERVER, str(root), str(server.port),
-                                       str(max_sessions)], env=env, stdout=server.log.open("w"),
+                                       str(max_sessions), host], env=env, stdout=server.log.open("w"),
                                       stderr=subprocess.STDOUT)
     try:
         server.url = wait_for(server._printed_url, 300, "the start line with the URL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -78,7 +79,8 @@ def test_a_host_beyond_loopback_gets_a_token(tmp_path: Path) -> None:
 
 
 def test_ipv6_any_prints_an_ipv6_url(tmp_path: Path) -> None:
-    # --host :: listens on IPv6 only: the printed 127.0.0.1 URL could not be opened
+    # --host :: printed a 127.0.0.1 URL while it listened on IPv6 only; it takes IPv4 too now
+    # (test_ipv6_any_takes_ipv4_too), and [::1] stays the URL for this machine
     config = ServeConfig.make(tmp_path, host="::", port=8000, max_sessions=8, token="a-long-token", idle="30m")
     assert config.url == "http://[::1]:8000/?token=a-long-token"
     assert ServeConfig.make(tmp_path, host="::1", port=8000, max_sessions=8, token=None, idle="1m").url == \
@@ -97,6 +99,34 @@ def test_bad_arguments_are_one_line(real_bundle_path: Path) -> None:
             assert run.returncode == 2, (args, run.stderr)
             assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: "), run.stderr
             assert "Traceback" not in run.stderr
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_any_takes_ipv4_too() -> None:
+    """--host :: printed "from other machines: http://HOST:P/" and listened on IPv6 only, so that URL
+    (HOST an IPv4 address) and 127.0.0.1 were refused."""
+    if not _has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    with stubborn_served(host="::") as server:
+        token = re.search(r"token=(\S+)", server.url).group(1)  # type: ignore[union-attr]
+        assert server.url == f"http://[::1]:{server.port}/?token={token}"
+        for host in ("127.0.0.1", "[::1]"):
+            assert _get(f"http://{host}:{server.port}/?token={token}")[0] == 200, host
+        lab = re.search(r"from other machines: (http://\S+)", server.log.read_text())
+        assert lab, server.log.read_text()
+        try:
+            socket.getaddrinfo(socket.gethostname(), server.port, type=socket.SOCK_STREAM)
+        except OSError:
+            return  # this machine's name does not resolve here: nothing more to open
+        assert _get(lab.group(1))[0] == 200
 
 
 # -- in a real browser -------------------------------------------------------------
@@ -349,3 +379,44 @@ def test_a_closed_session_frees_its_slot_at_once() -> None:
 
         assert asyncio.run(scenario()) == 200
 
+
+#: How long a session may take to end once its app is killed: a last resort (it takes milliseconds).
+APP_END_PATIENCE = 60
+
+
+def test_a_killed_app_ends_its_session_at_once() -> None:
+    """kill -9 of a session's app left its websocket open, the tab frozen and, at --max-sessions 1,
+    the server "full" for as long as the tab stayed; the end line came only when the tab left."""
+    import aiohttp
+
+    with stubborn_served(max_sessions=1) as server:
+
+        async def scenario() -> tuple[Any, int | None]:
+            client, sockets = await _open_sessions(server.port, 1)
+            try:
+                [app] = wait_for(lambda: children(server.process.pid), PATIENCE, "the app process")
+                os.kill(app, signal.SIGKILL)
+                message = await asyncio.wait_for(sockets[0].receive(), APP_END_PATIENCE)
+                return message, sockets[0].close_code
+            finally:
+                await client.close()
+
+        message, code = asyncio.run(scenario())
+        assert message.type == aiohttp.WSMsgType.CLOSE, message
+        assert message.extra == "the app was killed (SIGKILL)" and code == aiohttp.WSCloseCode.INTERNAL_ERROR
+        wait_for(lambda: _get(f"http://127.0.0.1:{server.port}/")[0] == 200, APP_END_PATIENCE, "the freed slot")
+        assert re.search(r"session 1 ended after \d+ s: the app was killed \(SIGKILL\) \(0 of 1 open\)",
+                         server.log.read_text()), server.log.read_text()
+
+
+def test_the_page_says_its_app_ended(tmp_path: Path) -> None:
+    """The page's closed dialog gives the server's reason (textual-serve's page said only "Session ended")."""
+    need_browser()
+    with stubborn_served() as server, browser(tmp_path) as page:
+        page.get(server.url)
+        [app] = wait_for(lambda: children(server.process.pid), PATIENCE, "the app process")
+        os.kill(app, signal.SIGKILL)
+        shown = "return getComputedStyle(document.querySelector('.closed-dialog')).display !== 'none' " \
+                "&& document.querySelector('.closed-reason').textContent"
+        assert wait_for(lambda: page.execute_script(shown), APP_END_PATIENCE, "the closed dialog") == \
+            "Session ended: the app was killed (SIGKILL)."

@@ -13,7 +13,10 @@ page drops its one outside link, a font stylesheet). What it leaves open, this c
   server without a token answers only requests addressed to a loopback name (DNS rebinding);
 - a terminal size from the browser is clamped to :data:`MAX_COLUMNS` x :data:`MAX_ROWS` (a
   10^12-column resize grew the app to 14 GB), and an app that does not quit when its session
-  ends is killed after :data:`QUIT_GRACE_S`.
+  ends is killed after :data:`QUIT_GRACE_S`;
+- a session whose app process ends (it quit, crashed or was killed) ends at once, the page told
+  why, and its slot is freed (the tab froze, holding its slot, while the browser stayed);
+- ``--host ::`` listens on IPv4 too (asyncio alone makes it IPv6-only), so every printed URL works.
 
 Saves are the app's business: a served app delivers every save to the browser as a download
 (:mod:`medpix_tui.tui.saving`) and writes nothing on the server.
@@ -113,6 +116,17 @@ class BoundedAppService(AppService):
     async def set_terminal_size(self, width: int, height: int) -> None:
         await super().set_terminal_size(*terminal_size(width, height))
 
+    async def ended(self) -> int | None:
+        """Wait until the app's output ends (it exited, however it did); its exit status where known."""
+        task, process = self._task, self._process
+        if task is not None:
+            await asyncio.wait({task})
+        if process is None:
+            return None
+        with contextlib.suppress(asyncio.TimeoutError):  # the exit status comes a moment after the output ends
+            await asyncio.wait_for(process.wait(), QUIT_GRACE_S)
+        return process.returncode
+
     async def stop(self, grace: float = QUIT_GRACE_S) -> None:
         """Ask the app to quit; kill it if it has not after ``grace`` seconds (textual-serve waits forever)."""
         task = self._task
@@ -125,6 +139,21 @@ class BoundedAppService(AppService):
                 self._process.kill()
             await asyncio.wait({task}, timeout=QUIT_GRACE_S)
             self._task = None
+
+
+def app_end_reason(returncode: int | None) -> str:
+    """Why a session ended when its app did, in words for the page (a close reason: at most 123 bytes)."""
+    if returncode is None:
+        return "the app ended"
+    if returncode == 0:
+        return "the app quit"
+    if returncode < 0:
+        import signal
+
+        with contextlib.suppress(ValueError):
+            return f"the app was killed ({signal.Signals(-returncode).name})"
+        return f"the app was killed (signal {-returncode})"
+    return f"the app failed (exit status {returncode})"
 
 
 def same_origin(request: web.Request) -> bool:
@@ -180,8 +209,8 @@ class ServeConfig:
 
     @property
     def url(self) -> str:
-        """What a person on this machine opens (with the token where one is needed): ``--host ::``
-        listens on IPv6 only, so its URL is ``[::1]``, not 127.0.0.1."""
+        """What a person on this machine opens (with the token where one is needed); ``--host ::``
+        gets ``[::1]``, where :func:`listening_socket` takes IPv4 too."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         return self.url_for(host)
 
@@ -199,13 +228,25 @@ class ServeConfig:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail with one line before anything starts when the address is taken."""
+    listening_socket(host, port).close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound (a taken address is one line). ``::`` takes IPv4 too: given a
+    host, asyncio sets IPV6_V6ONLY, and the printed 127.0.0.1 and host-name URLs were refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and ipaddress.ip_address(host.split("%")[0]).is_unspecified:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except (OSError, ValueError) as exc:
+        sock.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise InputError(f"cannot listen on {where}: {reason}") from None
+    return sock
 
 
 class MedpixServer(Server):
@@ -230,18 +271,20 @@ class MedpixServer(Server):
         logging.getLogger("aiohttp.server").addFilter(_one_line)
         LOG.setLevel(logging.INFO)
 
-    def serve(self, debug: bool = False) -> None:
-        """textual-serve's loop, ending on SIGTERM or ctrl+c within about :data:`SHUTDOWN_GRACE_S`
-        (textual-serve's took 15 s with sessions open: each waited on its websocket and its app)."""
+    def serve(self, debug: bool = False, *, sock: socket.socket | None = None) -> None:
+        """textual-serve's loop on ``sock`` (by default :func:`listening_socket`), ending on SIGTERM or
+        ctrl+c within about :data:`SHUTDOWN_GRACE_S` (textual-serve's took 15 s with sessions open:
+        each waited on its websocket and its app)."""
         import signal
 
+        sock = sock or listening_socket(self.host, self.port)
         self.debug = debug
         self.initialize_logging()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_exit)
-        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+        web.run_app(self._make_app(), sock=sock, handle_signals=False, loop=loop,
                     print=lambda *args: None, shutdown_timeout=SHUTDOWN_GRACE_S + CLOSE_TIMEOUT_S)
 
     async def on_shutdown(self, app: web.Application) -> None:
@@ -325,7 +368,8 @@ class MedpixServer(Server):
             raise web.HTTPBadRequest(text="this address takes a websocket")
         self.sessions += 1
         self._started += 1
-        number, began, held = self._started, time.monotonic(), True
+        number, began, held, why = self._started, time.monotonic(), True, ""
+        closing: asyncio.Task[bool] | None = None
         LOG.info("session %d started for %s (%d of %d open)", number, request.remote or "?", self.sessions,
                  self.config.max_sessions)
         websocket = web.WebSocketResponse(heartbeat=15, timeout=CLOSE_TIMEOUT_S)  # a close waits that long
@@ -334,6 +378,21 @@ class MedpixServer(Server):
         async def close() -> None:
             await websocket.close()
 
+        async def end(reason: str, code: int = WSCloseCode.OK) -> None:
+            """Close the websocket with ``reason``, which the page shows and the end line logs; the
+            close is a task of its own, so that cancelling its caller does not cut the handshake."""
+            nonlocal why, closing
+            if not websocket.closed and closing is None:
+                why = reason
+                closing = asyncio.create_task(websocket.close(code=code, message=reason.encode()[:123]))
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(closing)
+
+        async def end_with_app(service: BoundedAppService) -> None:
+            """End the session when its app ends: a killed app left the tab frozen, holding its slot."""
+            returncode = await service.ended()
+            await end(app_end_reason(returncode), WSCloseCode.OK if returncode == 0 else WSCloseCode.INTERNAL_ERROR)
+
         def release() -> None:
             """Free the slot as soon as the browser is gone: a reload at --max-sessions 1 said
             "server full" while the old app took its seconds to quit."""
@@ -341,8 +400,8 @@ class MedpixServer(Server):
             if held:
                 held = False
                 self.sessions -= 1
-                LOG.info("session %d ended after %.0f s (%d of %d open)", number, time.monotonic() - began,
-                         self.sessions, self.config.max_sessions)
+                LOG.info("session %d ended after %.0f s%s (%d of %d open)", number, time.monotonic() - began,
+                         f": {why}" if why else "", self.sessions, self.config.max_sessions)
 
         try:
             await websocket.prepare(request)
@@ -351,27 +410,35 @@ class MedpixServer(Server):
                                             download_manager=self.download_manager, debug=self.debug)
             self._live.add((websocket, app_service))
             await app_service.start(*terminal_size(request.query.get("width"), request.query.get("height")))
-            await self._process_messages(websocket, app_service)
+            watcher = asyncio.create_task(end_with_app(app_service))
+            try:
+                await self._relay_messages(websocket, app_service, end)
+            finally:
+                watcher.cancel()
         except asyncio.CancelledError:
             await websocket.close()
         except Exception as error:  # noqa: BLE001 - one session's failure is logged; the server goes on
             LOG.warning("session %d failed: %s", number, error)
         finally:
             release()
+            if closing is not None:  # the browser's answer to the close: at most CLOSE_TIMEOUT_S
+                await asyncio.wait({closing})
             if app_service is not None:
                 self._live.discard((websocket, app_service))
                 await app_service.stop()
         return websocket
 
-    async def _process_messages(self, websocket: web.WebSocketResponse, app_service: AppService) -> None:
-        """textual-serve's relay of browser messages, ending the session after ``idle_s`` without input."""
+    async def _relay_messages(self, websocket: web.WebSocketResponse, app_service: AppService,
+                                end: Callable[[str], Awaitable[None]]) -> None:
+        """textual-serve's relay of browser messages, ending the session (``end``) after ``idle_s``
+        without input."""
         last_input = time.monotonic()
 
         async def end_when_idle() -> None:
             while not websocket.closed:
                 left = self.config.idle_s - (time.monotonic() - last_input)
                 if left <= 0:
-                    await websocket.close(message=b"idle")
+                    await end(f"no input for {duration_words(self.config.idle_s)}")
                     return
                 await asyncio.sleep(min(left, 5.0))
 
@@ -402,6 +469,14 @@ class MedpixServer(Server):
             watchdog.cancel()
 
 
+def duration_words(seconds: float) -> str:
+    """``1800`` as ``30 min``: how long, for a person."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def _one_line(record: logging.LogRecord) -> bool:
     """Log a failed request as its error's one line (aiohttp attaches the traceback)."""
     if record.exc_info and record.exc_info[1] is not None:
@@ -419,6 +494,6 @@ def _int(value: Any, default: int) -> int:
 
 def serve(config: ServeConfig) -> None:
     """Serve until interrupted. The bundle must already be resolved (built or unpacked)."""
-    check_port_free(config.host, config.port)
+    sock = listening_socket(config.host, config.port)
     os.environ[SERVED_ENV] = "1"
-    MedpixServer(config).serve()
+    MedpixServer(config).serve(sock=sock)
