@@ -522,4 +522,6 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, (datetime.date, datetime.time, decimal.Decimal)):
         return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):  # a BLOB as DuckDB writes it as text, not b'...'
+        return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02X}" for b in bytes(value))
     return str(value)

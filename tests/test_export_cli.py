@@ -356,3 +356,10 @@ def test_sql_csv_writes_nested_values_as_json(tiny: Path) -> None:
     code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", "SELECT {'a': 1, 'b': 'x'} s, [1, 2] l")
     assert code == 0, output
     assert list(csv.reader(io.StringIO(output))) == [["s", "l"], ['{"a": 1, "b": "x"}', "[1, 2]"]]
+
+
+def test_sql_json_writes_a_blob_as_duckdb_writes_it(tiny: Path) -> None:
+    # a BLOB was printed as Python's b'...'; DuckDB's own text of it is \xNN for what is not printable
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "json", "SELECT unhex('5C41FF00') b")
+    assert code == 0, output
+    assert json.loads(output) == [{"b": "\\x5CA\\xFF\\x00"}]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ..errors import InputError
-
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but loopback requires the access token.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port to listen on (0, the system's choice, is refused: the printed URL could not name it).")
 @click.option("--max-sessions", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Browser tabs served at once (each runs its own app); past that the page says the server is full.")
 @click.option("--token", default=None,
@@ -34,9 +33,6 @@ def serve(ctx: click.Context, host: str, port: int, max_sessions: int, token: st
     from ..web.server import ServeConfig, check_port_free
     from ..web.server import serve as run_server
     from .options import resolve
-
-    if port == 0:  # the system would pick one, and the printed URL could not say which
-        raise InputError("--port 0 names no port: choose one from 1 to 65535")
 
     config = ServeConfig.make(resolve(ctx.obj.get("bundle")).root,
                               host=host, port=port, max_sessions=max_sessions, token=token, idle=idle)
