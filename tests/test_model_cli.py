@@ -322,6 +322,10 @@ def test_search_images_by_text(bundle: Path) -> None:
     assert result["query"] == "ring enhancing lesion" and len(result["images"]) == 3
     scores = [r["score"] for r in result["images"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    for text in ("😀😀", "?!"):  # nothing to rank by: an arbitrary list was printed
+        code, _, err = run("search-images", text, "--bundle", str(bundle))
+        assert code == 2 and err.strip() == ("error: the search text has no letters or digits: "
+                                             "describe the images in words")
 
 
 def test_bundle_without_model_is_a_clear_error(tmp_path: Path) -> None:

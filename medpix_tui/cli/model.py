@@ -375,8 +375,9 @@ def search_images(ctx: click.Context, text: str, k: int, bundle_path: str | None
       medpix-tui search-images "ring enhancing lesion"
       medpix-tui search-images "axial CT of the chest" -k 5 --json
     """
-    if not text.strip():
-        raise InputError("the search text is empty")
+    from ..model.service import check_search_text
+
+    check_search_text(text)  # before the bundle and the text tower load
     result = _bundle_model(ctx, bundle_path).search(text, k)
     _echo_ranked(result, as_json)
 

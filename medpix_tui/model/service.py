@@ -22,6 +22,15 @@ from .prompts import PAPER_ACCURACY, TASKS, truth_of
 from .similarity import EmbeddingIndex, load_index, top_cases, top_images
 
 
+def check_search_text(text: str) -> None:
+    """InputError for a text search cannot rank by: empty, or without a letter or digit (emoji
+    and punctuation alone rank the images arbitrarily)."""
+    if not text.strip():
+        raise InputError("the search text is empty")
+    if not any(c.isalnum() for c in text):
+        raise InputError("the search text has no letters or digits: describe the images in words")
+
+
 class BundleModel:
     """Classification, evaluation, similar images and text search over a bundle."""
 
@@ -195,8 +204,7 @@ class BundleModel:
 
     def search(self, text: str, k: int = 10) -> dict[str, Any]:
         """The ``k`` images (and cases) whose embeddings best match a text, by cosine."""
-        if not text.strip():
-            raise InputError("the search text is empty")
+        check_search_text(text)
         if k < 1:
             raise InputError("k must be at least 1")
         query = self.text_tower.encode([text])[0]
