@@ -91,3 +91,20 @@ def test_ligatures_and_full_width_letters_match_as_plain_letters(real_bundle: Bu
     assert plain
     assert [d["image"] for _, d in store.keyword_search("\ufb01brosis", limit=0)] == plain
     assert [d["image"] for _, d in store.keyword_search("ｆｉｂｒｏｓｉｓ", limit=0)] == plain
+
+
+@pytest.mark.parametrize("pattern,message", [
+    ("a{99999999}", "repeats 99,999,999 times; at most 1,000 a repeat"),  # grew the TUI to 16 GB
+    ("(ab{400}){400}", "its repeats multiply to more than 100,000"),
+])
+def test_a_regex_of_huge_repeats_is_refused_before_it_compiles(pattern: str, message: str) -> None:
+    import resource
+
+    from medpix_tui.query import compile_regex, field_filter
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(QueryError, match=re.escape(message)):
+        field_filter([("Description.Caption", pattern)])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was built
+    assert compile_regex("(a{300}){300}").search("a" * 90_000)  # counted repeats of a sane size stay
+    assert compile_regex("x{2,}\\{99999\\}").search("xx{99999}")  # an escaped brace counts nothing
