@@ -251,14 +251,15 @@ async def test_sql_status_line_tells_the_export_limit(real_bundle: Bundle) -> No
         status = screen.query_one("#sql-status", Static)
         table = screen.query_one("#sql-results", DataTable)
         for rows, said in ((MAX_RESULT_ROWS + 1, f"more than {MAX_RESULT_ROWS} rows · 1 column"),
-                           (MAX_RESULT_ROWS, f"{MAX_RESULT_ROWS} rows · 1 column ({MAX_ROWS} shown; export saves all)"),
+                           (MAX_RESULT_ROWS,
+                            f"{MAX_RESULT_ROWS} rows · 1 column ({MAX_ROWS} shown; export runs it again for all)"),
                            (MAX_ROWS, f"{MAX_ROWS} rows · 1 column")):
             screen.query_one("#editor", TextArea).load_text(f"SELECT * FROM range({rows})")
             await pilot.press("f5")
             await settle(pilot)
             line = str(status.render())
             assert line.startswith(said) and table.row_count == MAX_ROWS, line
-            assert ("export saves all" in line) == (MAX_ROWS < rows <= MAX_RESULT_ROWS), line
+            assert ("export runs it again for all" in line) == (MAX_ROWS < rows <= MAX_RESULT_ROWS), line
             assert ("too many to export" in line) == (rows > MAX_RESULT_ROWS), line
 
 
@@ -280,6 +281,36 @@ async def test_sql_says_a_query_is_running_not_the_last_ones_time(real_bundle: B
         await pilot.press("escape")
         await wait_for(pilot, lambda: "cancelled" in str(status.render()))
         assert str(timing.render()) == "" and not table.has_class("-stale") and table.row_count == 0
+
+
+async def test_sql_saves_the_rows_it_shows_and_nothing_while_a_query_runs(real_bundle: Bundle,
+                                                                          tmp_path: Path) -> None:
+    # a save ran the statement again: ORDER BY random() saved other rows than the screen's, and a
+    # save during a run waited, then saved the previous statement's answer
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        screen.query_one("#editor", TextArea).load_text("SELECT image FROM images ORDER BY random() LIMIT 5")
+        await pilot.press("f5")
+        await settle(pilot)
+        table = screen.query_one("#sql-results", DataTable)
+        shown = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        app.screen.query_one("#save-path", Input).value = "sample.json"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: (tmp_path / "sample.json").exists())
+        assert [row["image"] for row in json.loads((tmp_path / "sample.json").read_text())] == shown
+        screen.query_one("#editor", TextArea).load_text("SELECT count(*) FROM range(1000000000000)")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: screen._con.running)
+        app.clear_notifications()
+        await pilot.press("ctrl+s")  # (settle would wait for the query's worker too)
+        await wait_for(pilot, lambda: any(n.message.startswith("A query is running") for n in app._notifications))
+        assert not isinstance(app.screen, SaveDialog) and screen._con.running
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen._con.running)
 
 
 async def test_sql_run_on_a_blank_editor_says_nothing_to_run(real_bundle: Bundle) -> None:

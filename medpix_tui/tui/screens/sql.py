@@ -74,6 +74,8 @@ class SqlScreen(Screen[None]):
         #: Statements of the history that failed (kept, marked, so a typo is fixed rather than retyped).
         self._failed: set[str] = set()
         self._last_query = ""
+        #: the last answer as drawn: its columns and rows, and whether those are all of its rows
+        self._last_result: tuple[list[str], list[tuple[Any, ...]], bool] = ([], [], False)
         #: Whether the sidebar was shown or hidden by a key (then a resize leaves it so).
         self._sidebar_chosen: bool | None = None
 
@@ -186,6 +188,7 @@ class SqlScreen(Screen[None]):
     def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], total: int, elapsed: float,
               history: list[str]) -> None:
         self._last_query = query
+        self._last_result = (columns, rows, total <= len(rows))
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
         table.remove_class("-stale")
@@ -249,18 +252,26 @@ class SqlScreen(Screen[None]):
 
     @work(exclusive=True, group="save")
     async def action_export(self) -> None:
-        """Save every row of the last query's result."""
+        """Save every row of the last query's result: the rows drawn when they are all of them (so
+        ``ORDER BY random()`` saves what the screen shows), else the statement run again whole."""
+        if self._con is not None and self._con.running:  # the last answer would be saved as the new one's
+            self.notify("A query is running: save once it has answered, or Esc to stop it", severity="warning")
+            return
         if not self._last_query:
             self.notify("Run a query first", severity="warning")
             return
         query = self._last_query
+        shown_columns, shown_rows, complete = self._last_result
 
         def write(fmt: str, path: Path, force: bool) -> Path:
             from ...export import save_sql_result
             from ...sql import run_sql
 
-            with self._lock:
-                columns, rows = run_sql(self._connection(), query)
+            if complete:
+                columns, rows = shown_columns, shown_rows
+            else:
+                with self._lock:
+                    columns, rows = run_sql(self._connection(), query)
             # the library writes the file and its manifest (the statement, the bundle's digest, the sha256)
             return save_sql_result(query, columns, rows, path, fmt, bundle=medpix(self).bundle, force=force).files[0]
 
@@ -281,7 +292,7 @@ def _result_line(total: int, columns: int) -> str:
     shape = f"{counted(min(total, MAX_RESULT_ROWS), 'row')} · {counted(columns, 'column')}"
     if total > MAX_RESULT_ROWS:  # an export runs the statement whole, and refuses more than the limit
         return f"more than {shape} ({MAX_ROWS} shown; too many to export, the limit is {MAX_RESULT_ROWS}: add a LIMIT)"
-    return f"{shape} ({MAX_ROWS} shown; export saves all)" if total > MAX_ROWS else shape
+    return f"{shape} ({MAX_ROWS} shown; export runs it again for all)" if total > MAX_ROWS else shape
 
 
 def _one_line(text: str, width: int) -> str:
