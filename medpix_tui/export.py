@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .atomic import EXPORT_MARK, atomic_dir, atomic_file, check_file_destination, check_not_read_only
-from .errors import InputError, MedpixError
+from .errors import InputError, MedpixError, brief
 from .progress import Progress, silent
 from .store import CASES, ID_FIELD, IMAGES, Store, image_report
 
@@ -911,7 +911,16 @@ def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ..
             docs = [dict(zip(columns, row, strict=True)) for row in rows]
             if fmt != "parquet":
                 docs = [{k: jsonable(v) for k, v in d.items()} for d in docs]
-            writer(docs, tmp)
+                writer(docs, tmp)
+            else:
+                import pyarrow as pa
+
+                try:
+                    writer(docs, tmp)
+                except (OverflowError, pa.ArrowException) as exc:  # a HUGEINT past 64 bits, mixed types
+                    raise InputError(f"the result does not fit Parquet's column types ({brief(exc, width=60)}); "
+                                     "cast the column in the statement (e.g. x::VARCHAR or x::DOUBLE), or save "
+                                     "it as JSON") from None
         return {"rows": len(rows), "columns": len(columns)}
 
     return _one_file_export(out, manifest, write, force, _suffix(FORMATS[fmt]))

@@ -363,3 +363,14 @@ def test_sql_json_writes_a_blob_as_duckdb_writes_it(tiny: Path) -> None:
     code, output = _run("sql", "--bundle", str(tiny), "--format", "json", "SELECT unhex('5C41FF00') b")
     assert code == 0, output
     assert json.loads(output) == [{"b": "\\x5CA\\xFF\\x00"}]
+
+
+def test_an_sql_result_parquet_cannot_hold_is_one_line(tiny: Path, tmp_path: Path) -> None:
+    # a HUGEINT past 64 bits: "Save failed: OverflowError: Python int too large to convert to C long"
+    from medpix_tui.errors import InputError
+    from medpix_tui.export import save_sql_result
+
+    out = tmp_path / "big.parquet"
+    with pytest.raises(InputError, match=r"does not fit Parquet's column types .* cast the column"):
+        save_sql_result("SELECT 12345678901234567890::HUGEINT h", ["h"], [(12345678901234567890,)], out, "parquet")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
