@@ -448,6 +448,19 @@ async def test_a_bad_regex_is_not_kept_as_a_chip(real_bundle: Bundle) -> None:
         assert len(chips) == 1 and "Description.Caption ~ fract" in str(chips.first().label)
 
 
+@pytest.mark.parametrize("typed", ["Description.Caption=", "=glioma"])
+async def test_a_field_pair_with_an_empty_side_is_said(real_bundle: Bundle, typed: str) -> None:
+    """Enter on ``Caption=`` or ``=glioma`` in the field box went by without a word."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.click("#fq-path")
+        await type_text(pilot, typed)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("FIELD=REGEX" in n.message for n in app._notifications))
+        assert len(app.screen.query("#fq-chips Button")) == 0
+
+
 @pytest.mark.parametrize("typed", ["*", "-", "\\"])
 async def test_a_lone_sign_in_the_keywords_says_it_is_no_keyword(real_bundle: Bundle, typed: str) -> None:
     """``*``, ``-`` or ``\\`` alone listed every image with no word why."""

@@ -134,6 +134,10 @@ class FieldQuery(Vertical):
         if split_pair(event.value) is not None and not self.query_one("#fq-regex", Input).value:
             self._keep(event)  # a whole path=regex pair
             return
+        if any(sep in event.value for sep in "=~"):  # one side empty ("Caption=", "=glioma"): say so
+            self.notify("A field query is FIELD=REGEX, e.g. Description.Caption=glioma: one side is empty",
+                        title="Field query", severity="warning")
+            return
         self.query_one("#fq-regex", Input).focus()
 
     @on(Input.Submitted, "#fq-regex")
