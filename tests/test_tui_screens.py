@@ -313,6 +313,25 @@ async def test_sql_saves_the_rows_it_shows_and_nothing_while_a_query_runs(real_b
         await wait_for(pilot, lambda: not screen._con.running)
 
 
+async def test_sql_a_new_query_replaces_a_running_one(real_bundle: Bundle) -> None:
+    # F5 during a run queued the new statement behind the old, its time counting the wait
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        editor, status = screen.query_one("#editor", TextArea), screen.query_one("#sql-status", Static)
+        editor.load_text("SELECT count(*) FROM range(1000000000000)")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: screen._con.running)
+        editor.load_text("SELECT 7 AS second")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: str(status.render()).startswith("1 row"))
+        table = screen.query_one("#sql-results", DataTable)
+        assert [str(c.label) for c in table.columns.values()] == ["second"] and not screen._con.running
+        timing = str(screen.query_one("#sql-time", Static).render())
+        assert timing.endswith(" ms") and int(timing.split()[0]) < 5000, timing
+
+
 async def test_sql_run_on_a_blank_editor_says_nothing_to_run(real_bundle: Bundle) -> None:
     app = make_app(real_bundle)
     async with app.run_test(size=SIZE) as pilot:

@@ -154,6 +154,8 @@ class SqlScreen(Screen[None]):
             self.query_one("#sql-time", Static).update("")
             self.notify(NOTHING_TO_RUN, title="SQL", severity="warning")
             return
+        if self._con is not None:  # a statement still running gives way to the new one (it queued behind it)
+            self._con.interrupt("replaced")
         # the last answer's rows stay (dimmed) until the new one comes, but not its status and time
         self.query_one("#sql-status", Static).update("Running… (Esc stops it)")
         self.query_one("#sql-time", Static).update("running")
@@ -162,12 +164,14 @@ class SqlScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="sql")
     def _execute(self, query: str) -> None:
-        started = time.perf_counter()
         try:
             with self._lock:
+                started = time.perf_counter()  # its own time, not the wait for a statement it replaced
                 # the rows drawn, and how many there are up to the export's limit (so the status line is true)
                 result = self._connection().preview(query, MAX_ROWS)
         except MedpixError as exc:
+            if get_current_worker().is_cancelled:  # replaced by a newer statement: that one answers
+                return
             self.app.call_from_thread(self._error, str(exc), self._remember(query, failed=True))
             return
         elapsed = time.perf_counter() - started
