@@ -436,14 +436,15 @@ async def test_a_bad_regex_is_not_kept_as_a_chip(real_bundle: Bundle) -> None:
         await pilot.press("enter")  # to the regex box
         await type_text(pilot, "fract(ure")
         await pilot.press("enter")
-        await settle(pilot, 0.2)
+        await wait_for(pilot, lambda: any("invalid regex" in n.message and n.title == "Field query"
+                                          for n in app._notifications))
+        await settle(pilot)
         assert len(app.screen.query("#fq-chips Button")) == 0, "no chip for a regex that cannot run"
-        assert any("invalid regex" in n.message and n.title == "Field query" for n in app._notifications)
         assert app.screen.query_one("#fq-regex", Input).value == "fract(ure", "left to be fixed"
         for _ in "(ure":
             await pilot.press("backspace")
         await pilot.press("enter")
-        await settle(pilot, 0.2)
+        await wait_for(pilot, lambda: len(app.screen.query("#fq-chips Button")) == 1)
         chips = app.screen.query("#fq-chips Button")
         assert len(chips) == 1 and "Description.Caption ~ fract" in str(chips.first().label)
 
@@ -472,5 +473,6 @@ async def test_a_lone_sign_in_the_keywords_says_it_is_no_keyword(real_bundle: Bu
         await settle(pilot)
         assert f"{typed} alone is no keyword: type letters or digits" in status_text(app)
         await type_text(pilot, "g")  # ... and a letter is still the "from 2 letters" hint, not an error
-        await settle(pilot, 0.2)
+        await wait_for(pilot, lambda: "alone is no keyword" not in status_text(app))  # no search runs for it
+        await settle(pilot)
         assert "alone is no keyword" not in status_text(app)
