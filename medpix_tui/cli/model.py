@@ -59,12 +59,15 @@ def _study_files(folder: Path) -> tuple[list[Path], list[str]]:
             hidden += 1
         elif path.is_dir():
             folders += 1
+        elif path.name.upper().startswith("DICOMDIR"):
+            indexes.append(path.name)
         elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             found.append(path)
-        elif path.is_file() and not path.suffix and is_dicom(path) and not is_dicomdir(path):
-            found.append(path)
-        elif path.name.upper().startswith("DICOMDIR") or is_dicomdir(path):
-            indexes.append(path.name)
+        elif path.is_file() and not path.suffix and is_dicom(path):  # a series' files often have no suffix
+            if is_dicomdir(path):  # a DICOMDIR known by content, under another name
+                indexes.append(path.name)
+            else:
+                found.append(path)
         else:
             others.append(path.name)
         if len(found) > MAX_STUDY_IMAGES:

@@ -81,8 +81,6 @@ def is_dicom(path: Path) -> bool:
 
 def is_dicomdir(path: Path) -> bool:
     """True for a DICOMDIR (its file meta names the media directory SOP class), whatever its name."""
-    if not is_dicom(path):
-        return False
     import pydicom
 
     try:
@@ -257,15 +255,21 @@ def _decoder_error(header: DicomHeader) -> InputError | None:
                       f"(pip install pylibjpeg {package})")
 
 
+def frame_number(header: DicomHeader, frame: int | None) -> int:
+    """The 1-based frame to read (``frame``, default the middle one); InputError past the last."""
+    number = header.frames // 2 + 1 if frame is None else frame
+    if not 1 <= number <= header.frames:
+        raise InputError(f"{header.path}: --frame {number} is out of range (the file has {header.frames} "
+                         f"frame{'s' if header.frames > 1 else ''})")
+    return number
+
+
 def _frame(header: DicomHeader, frame: int | None) -> tuple[np.ndarray, int]:
     """The pixels of one frame (1-based ``frame``, default the middle one) and its number:
     rows x columns, or rows x columns x 3 for a colour file (pydicom converts YBR to RGB)."""
     from pydicom.pixels import pixel_array
 
-    number = header.frames // 2 + 1 if frame is None else frame
-    if not 1 <= number <= header.frames:
-        raise InputError(f"{header.path}: --frame {number} is out of range (the file has {header.frames} "
-                         f"frame{'s' if header.frames > 1 else ''})")
+    number = frame_number(header, frame)
     _check_shape(header)
     error = _decoder_error(header)
     if error is not None:

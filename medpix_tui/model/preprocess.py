@@ -21,7 +21,7 @@ from ..errors import InputError, brief
 from ..files import check_file
 from ..progress import Progress
 from ..source import MIN_SIDE
-from .dicom import WARNINGS_LOCK, is_dicom, picture_of_header, read_dicom, read_header
+from .dicom import WARNINGS_LOCK, DicomHeader, frame_number, is_dicom, picture_of_header, read_dicom, read_header
 
 Image.MAX_IMAGE_PIXELS = 64_000_000
 #: The largest PNG or JPEG decoded for the model, checked from the file's header before
@@ -201,18 +201,21 @@ def load_input(path: Path, size: int, frame: int | None = None) -> ModelInput:
     path = Path(path)
     check_file(path)
     if _is_dicom_file(path):
-        header = read_header(path)
-        if frame is not None and frame > header.frames:
-            raise InputError(f"{path}: --frame {frame} is out of range (the file has {header.frames} "
-                             f"frame{'s' if header.frames > 1 else ''})")
-        study, series = _uid(header.dataset, "StudyInstanceUID"), _uid(header.dataset, "SeriesInstanceUID")
-        if header.modality and not header.is_ct_or_mr:
-            return ModelInput(path, None, header.modality, None, header.frames, study_uid=study, series_uid=series)
-        decoded = picture_of_header(header, frame)
-        return ModelInput(path, square(decoded.picture, size), header.modality, decoded.frame, header.frames,
-                          study_uid=study, series_uid=series, **picture_facts(decoded.picture, decoded.colourful))
+        return _dicom_input(read_header(path), size, frame)
     gray, colourful, number, pages = _read_picture_and_colour(path, frame)
     return ModelInput(path, square(gray, size), None, number, pages, **picture_facts(gray, colourful))
+
+
+def _dicom_input(header: DicomHeader, size: int, frame: int | None) -> ModelInput:
+    """One frame of a DICOM file whose header is read (a study reads several from one header)."""
+    frame_number(header, frame)  # a file of another modality is not decoded, but its frames are counted
+    study, series = _uid(header.dataset, "StudyInstanceUID"), _uid(header.dataset, "SeriesInstanceUID")
+    if header.modality and not header.is_ct_or_mr:
+        return ModelInput(header.path, None, header.modality, None, header.frames, study_uid=study,
+                          series_uid=series)
+    decoded = picture_of_header(header, frame)
+    return ModelInput(header.path, square(decoded.picture, size), header.modality, decoded.frame, header.frames,
+                      study_uid=study, series_uid=series, **picture_facts(decoded.picture, decoded.colourful))
 
 
 #: The most frames of one multi-frame DICOM file a study pools, evenly spaced: an enhanced
@@ -222,13 +225,21 @@ STUDY_FRAMES = 9
 
 def load_study_inputs(path: Path, size: int, frame: int | None = None) -> list[ModelInput]:
     """A file read for a study: one input, or up to :data:`STUDY_FRAMES` of a multi-frame
-    DICOM file's frames (first to last, evenly spaced) unless ``frame`` names one."""
-    first = load_input(path, size, frame)
+    file's frames (first to last, evenly spaced) unless ``frame`` names one; a DICOM file's
+    header is read once for all of them."""
+    path = Path(path)
+    check_file(path)
+    header = read_header(path) if _is_dicom_file(path) else None
+
+    def load(number: int | None) -> ModelInput:
+        return load_input(path, size, number) if header is None else _dicom_input(header, size, number)
+
+    first = load(frame)
     frames = first.frames or 1
     if frame is not None or frames == 1 or first.picture is None:
         return [first]
     picks = sorted({int(k) for k in np.linspace(1, frames, min(frames, STUDY_FRAMES)).round()})
-    return [first if k == first.frame else load_input(path, size, k) for k in picks]
+    return [first if k == first.frame else load(k) for k in picks]
 
 
 def _uid(ds: object, name: str) -> str | None:
