@@ -548,14 +548,20 @@ def _is_manifest_data(data: Any) -> TypeGuard[dict[str, Any]]:
 _MANIFEST_LIMIT = 64 << 20
 
 
-def is_export_manifest(path: Path) -> bool:
-    """Whether ``path`` is a regular file holding an export manifest (of any version)."""
+def _export_manifest_at(path: Path) -> dict[str, Any] | None:
+    """The export manifest (of any version) in the regular file ``path``, or None."""
     from .bundle import read_regular
 
     try:
-        return _is_manifest_data(json.loads(read_regular(path, _MANIFEST_LIMIT)))
+        data = json.loads(read_regular(path, _MANIFEST_LIMIT))
     except (OSError, ValueError):
-        return False
+        return None
+    return data if _is_manifest_data(data) else None
+
+
+def is_export_manifest(path: Path) -> bool:
+    """Whether ``path`` is a regular file holding an export manifest (of any version)."""
+    return _export_manifest_at(path) is not None
 
 
 def _replaceable_file(suffix: str) -> Callable[[Path], str | None]:
@@ -580,18 +586,17 @@ def _replaceable_folder(path: Path) -> str | None:
     """What ``force`` may replace with a folder export: an empty folder, or an earlier export known by
     its manifest (the mark file alone is one ``touch`` away) that holds nothing the manifest does not
     list: a file somebody added to an export (notes, a subfolder of work) is never deleted with it."""
-    from .bundle import read_regular
-
     try:
         if not any(path.iterdir()):
             return None
-        if not is_export_manifest(path / EXPORT_MANIFEST):
+        manifest = _export_manifest_at(path / EXPORT_MANIFEST)
+        if manifest is None:
             return f"it holds {EXPORT_MARK} but no export {EXPORT_MANIFEST}, so it is no export of this tool"
-        listed = set(json.loads(read_regular(path / EXPORT_MANIFEST, _MANIFEST_LIMIT))["files"])
+        listed = set(manifest["files"]) | {EXPORT_MANIFEST, EXPORT_MARK}
         added = sorted(rel for item in path.rglob("*") if not item.is_dir() or item.is_symlink()
-                       if (rel := item.relative_to(path).as_posix()) not in listed | {EXPORT_MANIFEST, EXPORT_MARK})
-    except (OSError, ValueError) as exc:
-        return f"it cannot be read ({getattr(exc, 'strerror', None) or exc})"
+                       if (rel := item.relative_to(path).as_posix()) not in listed)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
     if added:
         shown = ", ".join(added[:3]) + (", ..." if len(added) > 3 else "")
         return f"it holds {len(added)} file(s) its export manifest does not list ({shown})"

@@ -326,9 +326,13 @@ def numbers_as_numbers(store: Any, collection: str, flt: dict[str, Any]) -> dict
     """
     from .store import NUMERIC_FIELDS
 
-    def stored(path: str) -> list[str]:
-        counts = store.facet_counts(collection, {}, [path]).get(path) or {}
-        return sorted(k for k in counts if isinstance(k, str))
+    known: dict[str, list[str]] = {}
+
+    def stored(path: str) -> list[str]:  # counted once per field, however many clauses name it
+        if path not in known:
+            counts = store.facet_counts(collection, {}, [path]).get(path) or {}
+            known[path] = sorted(k for k in counts if isinstance(k, str))
+        return known[path]
 
     def field(path: str, value: Any) -> dict[str, Any]:
         try:
