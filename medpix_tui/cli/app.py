@@ -14,7 +14,7 @@ import click
 
 from ..errors import MedpixError, printable
 from ..locations import default_bundle
-from .options import BUNDLE_RULE, LocatedOption, OneLineUsageError, one_line
+from .options import BUNDLE_RULE, LocatedOption, OneLineUsage, OneLineUsageError
 
 # numpy's BLAS threads spin against each other on a busy 2-core machine: one thread answered a
 # query of the numpy model towers in 15-34 ms where two took 140-540 ms. Read when numpy loads,
@@ -60,7 +60,7 @@ def _terminate(signum: int, frame: object) -> None:
 OWN_SIGTERM = ("serve", "tui")
 
 
-class MedpixGroup(click.Group):
+class MedpixGroup(OneLineUsage, click.Group):
     """Loads each command's module when it is asked for (click's lazy group); turns library
     errors and usage errors into one line on stderr and the documented exit status."""
 
@@ -85,13 +85,6 @@ class MedpixGroup(click.Group):
             signal.signal(signal.SIGTERM, _terminate)
         return super().resolve_command(ctx, args)
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:  # an option of the program itself
-            raise one_line(exc) from None
-
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -104,8 +97,6 @@ class MedpixGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except click.UsageError as exc:  # a command's arguments
-            raise one_line(exc) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
         except BrokenPipeError:

@@ -56,23 +56,27 @@ class OneLineUsageError(click.UsageError):
         click.echo(f"error: {message}{hint}", err=True)
 
 
-class OneLineCommand(click.Command):
-    """A command whose usage errors, in its options or raised by it, are told in one line
-    (:class:`OneLineUsageError`): for the tools' commands (the scraper), which are no part of
-    ``medpix-tui``'s group."""
+class OneLineUsage:
+    """Mixin for a click command or group: its usage errors, in its own options or raised by what
+    it invokes (a subcommand's arguments), are told in one line (:class:`OneLineUsageError`)."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
         try:
-            return super().make_context(info_name, args, parent, **extra)
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
             raise one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[misc]
         except click.UsageError as exc:
             raise one_line(exc) from None
+
+
+class OneLineCommand(OneLineUsage, click.Command):
+    """A command told as ``medpix-tui``'s are, for the tools' commands (the scraper), which are no
+    part of its group."""
 
 
 #: A group run without its command prints its help (click 8.2 and later raise this for it).
