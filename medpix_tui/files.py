@@ -1,4 +1,4 @@
-"""Why a path given as an input file is not one, in one line, before anything heavy loads."""
+"""Why a path given as an input file, or as an output, is not one, in one line, before anything heavy loads."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def check_file(path: Path) -> None:
     if path.exists():
         raise InputError(f"{path}: not a regular file")
     raise InputError(f"{path}: no such file")
+
+
+def output_problem(value: str) -> str | None:
+    """Why ``value`` names no output, or None: an empty path (``Path('')`` is ``.``, which read as
+    "is a folder" or ". already exists") or ``-`` (nothing here writes its files to standard output:
+    each gets a manifest, or is a folder), which would write a file named ``-``."""
+    if not value.strip():
+        return "is empty: an empty path names no file or folder to write"
+    if value == "-":
+        return "-: writing to standard output is not supported here; name a file or folder to write"
+    return None

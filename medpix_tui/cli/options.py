@@ -96,13 +96,11 @@ class OutputPath(click.Path):
     are refused in one line, instead of writing a file named ``-``."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
+        from ..files import output_problem
+
+        if isinstance(value, str) and (problem := output_problem(value)):
             name = "the path" if param is None else (
                 param.opts[0] if param.param_type_name == "option" and param.opts else param.human_readable_name)
-            if not value.strip():
-                raise OneLineUsageError(f"{name} is empty: an empty path names no file or folder to write", ctx)
-            if value == "-":
-                raise OneLineUsageError(f"{name} -: writing to standard output is not supported here; "
-                                        "name a file or folder to write", ctx)
+            raise OneLineUsageError(f"{name} {problem}", ctx)
         return super().convert(value, param, ctx)
 

@@ -37,11 +37,11 @@ class ToolParser(argparse.ArgumentParser):
 def output_path(value: str) -> Path:
     """An argparse ``type`` for a path a tool writes: an empty one (``Path('')`` is ``.``, which was
     "error: . already exists") and ``-`` (no tool writes to standard output) are usage errors."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("the path is empty: an empty path names no file or folder to write")
-    if value == "-":
-        raise argparse.ArgumentTypeError("-: writing to standard output is not supported here; "
-                                         "name a folder to write")
+    from medpix_tui.files import output_problem
+
+    problem = output_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem if problem.startswith("-") else f"the path {problem}")
     return Path(value)
 
 
