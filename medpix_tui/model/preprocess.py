@@ -164,8 +164,8 @@ def grey_levels(gray: np.ndarray) -> int:
     """How many grey levels hold more than 0.1% of a picture's pixels: a slice has many (of
     the train and dev images, 26 at the least, most over 100), a segmentation mask, a line
     drawing or a phantom a handful (2 to 8)."""
-    counts = np.bincount(gray.ravel(), minlength=256)
-    return int((counts > LEVEL_SHARE * gray.size).sum())
+    least = LEVEL_SHARE * gray.size  # PIL's histogram: half numpy's bincount time, on every image of a build
+    return sum(1 for n in Image.fromarray(gray).histogram() if n > least)
 
 
 def square(gray: np.ndarray, size: int) -> np.ndarray:
