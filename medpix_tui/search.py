@@ -82,6 +82,8 @@ class KeywordQuery:
 
     groups: tuple[tuple[Term, ...], ...]
     excluded: tuple[Term, ...] = ()
+    #: What was typed but searches nothing (no letters or digits, or one letter), so a status line can say so.
+    ignored: tuple[str, ...] = ()
 
     @property
     def terms(self) -> tuple[Term, ...]:
@@ -120,6 +122,7 @@ def parse_keywords(text: str) -> KeywordQuery:
     text = unicodedata.normalize("NFKC", text)
     groups: list[list[Term]] = []
     excluded: list[Term] = []
+    ignored: list[str] = []
     join_next = False
     for match in _TOKEN.finditer(text):
         negate, phrase, _closed, word = match.groups()
@@ -132,6 +135,7 @@ def parse_keywords(text: str) -> KeywordQuery:
             negate = "-" if word.startswith("-") and len(word) > 1 else ""
             term = _term(word.removeprefix("-") if negate else word, phrase=False)
         if term is None:
+            ignored.append(match.group(0))
             continue
         if negate:
             excluded.append(term)
@@ -148,7 +152,44 @@ def parse_keywords(text: str) -> KeywordQuery:
     count = sum(len(g) for g in groups) + len(excluded)
     if count > MAX_TERMS:
         raise QueryError(f"too many search words ({count}, at most {MAX_TERMS}): remove some")
-    return KeywordQuery(tuple(tuple(dict.fromkeys(g)) for g in groups), tuple(dict.fromkeys(excluded)))
+    return KeywordQuery(tuple(tuple(dict.fromkeys(g)) for g in groups), tuple(dict.fromkeys(excluded)),
+                        tuple(dict.fromkeys(ignored)))
+
+
+def not_yet_searchable(text: str) -> str | None:
+    """Why typed keywords search nothing yet (None when they do), for a search run as the user types.
+
+    A lone sign, a word still being typed or only ``-word`` lists every image meanwhile, with
+    this reason beside it, rather than an error at each keystroke; too many words stays an error.
+    """
+    typed = text.strip()
+    if not typed:
+        return None
+    if len(typed) < 2 and typed.isalnum():
+        return "keywords count from 2 letters"
+    try:
+        parse_keywords(typed)
+    except QueryError as exc:
+        message = str(exc)
+        if message.startswith("keywords only exclude"):
+            return f"{typed} only excludes: add a word to look for"
+        if message.startswith("keyword search needs"):
+            letters = any(c.isalnum() for word in typed.split() if word != "OR" for c in word)
+            return ("keywords count from 2 letters" if letters
+                    else f"{typed} alone is no keyword: type letters or digits")
+    return None
+
+
+def keyword_hint(text: str) -> str:
+    """What a status line says of typed keywords: why they search nothing yet, or what in them is
+    not searched (a lone sign, an emoji, one letter); empty when every word counts."""
+    if (why := not_yet_searchable(text)) is not None:
+        return why
+    try:
+        ignored = parse_keywords(text).ignored if text.strip() else ()
+    except QueryError:
+        return ""
+    return f"not searched: {' '.join(ignored)}" if ignored else ""
 
 
 def terms_of(text: str) -> list[str]:

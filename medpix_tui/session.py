@@ -18,7 +18,7 @@ from typing import Any
 from . import vocabulary
 from .errors import QueryError
 from .query import and_filters, field_filter
-from .search import parse_keywords
+from .search import not_yet_searchable, parse_keywords
 from .source import SPLITS
 from .store import CASES, IMAGES, REPORTS, Store
 
@@ -53,8 +53,6 @@ AGE_RANGES: dict[str, str] = {
     "80+": r"[89]\d|\d{3,}",
 }
 SPLIT_ORDER = SPLITS
-#: Keywords count from this many characters: one letter would match half the dataset.
-MIN_KEYWORDS = 2
 #: Rows whose keyword snippets come with a search (about two screens); later rows' on demand.
 SNIPPET_ROWS = 40
 
@@ -94,9 +92,9 @@ class SearchRequest:
 
     @property
     def active_keywords(self) -> str:
-        """The keywords, once long enough to search for."""
+        """The keywords, once they hold a word to search for (:func:`~medpix_tui.search.not_yet_searchable`)."""
         text = self.keywords.strip()
-        return text if len(text) >= MIN_KEYWORDS else ""
+        return text if text and not_yet_searchable(text) is None else ""
 
     def describe(self) -> str:
         """A short summary for status lines."""
@@ -286,7 +284,7 @@ def fill_snippets(store: Store, result: SearchResult, names: list[str]) -> dict[
 
 def highlight_pattern(keywords: str) -> str | None:
     """A regex marking the searched words in shown text (None: no usable keywords)."""
-    if len(keywords.strip()) < MIN_KEYWORDS:
+    if not keywords.strip() or not_yet_searchable(keywords) is not None:
         return None
     try:
         return parse_keywords(keywords).highlight_pattern()

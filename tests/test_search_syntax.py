@@ -12,7 +12,7 @@ import pytest
 from medpix_tui.bundle import Bundle
 from medpix_tui.errors import QueryError
 from medpix_tui.query import value_at
-from medpix_tui.search import CASE_COLUMNS, IMAGE_COLUMNS, parse_keywords
+from medpix_tui.search import CASE_COLUMNS, IMAGE_COLUMNS, keyword_hint, not_yet_searchable, parse_keywords
 
 
 def words_of(real_bundle: Bundle, image: dict) -> set[str]:
@@ -108,3 +108,13 @@ def test_a_regex_of_huge_repeats_is_refused_before_it_compiles(pattern: str, mes
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was built
     assert compile_regex("(a{300}){300}").search("a" * 90_000)  # counted repeats of a sane size stay
     assert compile_regex("x{2,}\\{99999\\}").search("xx{99999}")  # an escaped brace counts nothing
+
+
+@pytest.mark.parametrize(("text", "hint"), [
+    ("g", "keywords count from 2 letters"), ("x y", "keywords count from 2 letters"),
+    ("-*", "-* alone is no keyword: type letters or digits"), ("OR", "OR alone is no keyword: type letters or digits"),
+    ("-metastasis", "-metastasis only excludes: add a word to look for"),
+    ("glioma 🧠 a", "not searched: 🧠 a"), ("glioma", ""), ("", "")])
+def test_the_keyword_hint_says_what_searches_nothing(text: str, hint: str) -> None:
+    assert keyword_hint(text) == hint
+    assert (not_yet_searchable(text) is None) == (hint == "" or hint.startswith("not searched"))

@@ -28,6 +28,7 @@ from textual.worker import get_current_worker
 
 from ...errors import InputError, MedpixError
 from ...render import counted
+from ...search import keyword_hint
 from ...session import (
     SearchRequest,
     SearchResult,
@@ -532,11 +533,8 @@ def _summary(images: int, cases: int, ranked: bool, request: SearchRequest,
              totals: tuple[int, int] | None = None) -> str:
     """The status line of a result: its size, of the bundle's when it is a part, then how it is ordered."""
     how = "ranked" if ranked else "in id order"
-    typed = request.keywords.strip()
-    hint = ""
-    if typed and not request.active_keywords:  # one character: no search yet; say why every image is listed
-        hint = (" · keywords count from 2 letters" if typed.isalnum()
-                else f" · {typed} alone is no keyword: type letters or digits")
+    hint = keyword_hint(request.keywords)
+    hint = f" · {hint}" if hint else ""
     of = f" (of {totals[0]} · {totals[1]})" if totals and (images, cases) != totals else ""
     return f"{counted(images, 'image')} · {counted(cases, 'case')}{of} · {how} · {request.describe()}{hint}"
 
