@@ -403,3 +403,33 @@ async def test_a_dialog_closes_on_a_mode_switch(real_bundle: Bundle, tmp_path: P
         assert list(tmp_path.iterdir()) == [], "a dismissed save dialog saves nothing"
         await pilot.press("ctrl+s")  # and the next save asks again
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+
+
+async def test_sql_explain_shows_the_plan_line_by_line_and_enter_reads_a_cell_whole(real_bundle: Bundle) -> None:
+    """EXPLAIN's plan was one cell cut to 60 characters, and no long value could be read whole."""
+    from medpix_tui.tui.screens.dialogs import ValueDialog
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        editor, table = screen.query_one("#editor", TextArea), screen.query_one("#sql-results", DataTable)
+        editor.load_text("EXPLAIN SELECT modality, count(*) FROM images GROUP BY 1")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: table.row_count > 5)
+        lines = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert [str(c.label) for c in table.columns.values()] == ["physical_plan"]
+        assert any("Seq Scan" in line for line in lines) and any("Table: " in line for line in lines), lines
+        caption = max((i["Description"]["Caption"] for i in real_bundle.store.find(IMAGES, {})), key=len)
+        editor.load_text("SELECT 'x' AS a, caption FROM images ORDER BY length(caption) DESC LIMIT 1")
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: table.row_count == 1 and len(table.columns) == 2)
+        assert len(str(table.get_row_at(0)[1])) < len(caption)  # the cell is cut
+        table.focus()
+        table.move_cursor(row=0, column=1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ValueDialog))
+        assert app.screen.query_one(TextArea).text == caption
+        await pilot.press("q")  # read-only: q closes rather than types
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert editor.text.startswith("SELECT 'x'")

@@ -1,4 +1,5 @@
-"""Modal dialogs: where to save (with a sensible default name) and whether to overwrite.
+"""Modal dialogs: where to save (with a sensible default name), whether to overwrite, and one
+value read whole.
 
 :class:`FormDialog` is the shape every form dialog shares (the save dialog here, the quiz's
 deck and the similar-cases history): Enter or the primary button submits, Escape or Cancel
@@ -15,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, TextArea
 
 from ..saving import SaveOption, resolve_path
 
@@ -133,3 +134,26 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ValueDialog(ModalScreen[None]):
+    """One value whole (a table cell shows a line of it), to read, scroll and select; Esc closes."""
+
+    CSS_PATH = "dialogs.tcss"
+    BINDINGS = [Binding("escape,q", "close", "Close")]
+
+    def __init__(self, title: str, text: str) -> None:
+        super().__init__()
+        self.title_text, self.text = title, text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog value") as box:
+            box.border_title = self.title_text
+            box.border_subtitle = "Esc closes"
+            yield TextArea(self.text, read_only=True, soft_wrap=True, show_line_numbers=False, id="value-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#value-text", TextArea).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -40,7 +40,8 @@ GUIDES = {
     ),
     "SqlScreen": (
         "DuckDB SQL over the bundle's Parquet tables `images`, `cases` and `image_reports` "
-        "(pick a column in the sidebar to insert it). Past queries are listed under History. SQL here only "
+        "(pick a column in the sidebar to insert it). Enter on a result cell shows its value whole; EXPLAIN shows "
+        "its plan line by line. Past queries are listed under History. SQL here only "
         "reads: statements that create, drop, alter or write (CREATE, DROP, INSERT, CHECKPOINT...) are refused."
     ),
     "StatsScreen": (

@@ -2,8 +2,8 @@
 
 A schema sidebar (tables and columns; pick one to insert it), an editor, the result in a
 table, past queries under History (kept across sessions when the app has a history file),
-and an export of the full result. Statements run in the sandbox of :mod:`medpix_tui.sql`
-(no file access, a time and memory limit); Esc stops a running one.
+an export of the full result, and any cell read whole (Enter). Statements run in the sandbox
+of :mod:`medpix_tui.sql` (no file access, a time and memory limit); Esc stops a running one.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
 from ..widgets.plain_table import PlainTable
+from .dialogs import ValueDialog
 
 DEFAULT_SQL = "SELECT modality, location_category, count(*) AS images\nFROM images\nGROUP BY ALL\nORDER BY images DESC"
 #: Rows drawn in the table (DataTable measures every cell); exports take every row (up to MAX_RESULT_ROWS).
@@ -196,8 +197,13 @@ class SqlScreen(Screen[None]):
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
         table.remove_class("-stale")
-        table.add_columns(*columns)
-        table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
+        plan = _plan(columns, rows)
+        if plan is not None:  # EXPLAIN: the plan's lines as rows, not one cell cut to a line
+            table.add_column(" · ".join(str(row[0]) for row in rows))
+            table.add_rows([(Text(line, no_wrap=True),) for line in plan.splitlines()[:MAX_ROWS]])
+        else:
+            table.add_columns(*columns)
+            table.add_rows([tuple(_cell(v) for v in row) for row in rows[:MAX_ROWS]])
         self.query_one("#sql-status", Static).update(Text(_result_line(total, len(columns))))
         self.query_one("#sql-time", Static).update(f"{elapsed * 1000:.0f} ms")
         self._history = history
@@ -214,6 +220,18 @@ class SqlScreen(Screen[None]):
         table.remove_class("-stale")
         self._last_query = ""
         self.notify(message, title="SQL", severity="error", timeout=5)
+
+    @on(DataTable.CellSelected, "#sql-results")
+    def _read_cell(self, event: DataTable.CellSelected) -> None:
+        """Enter (or a click) on a cell shows its value whole: a cell is cut to one line of CELL_WIDTH."""
+        columns, rows, _complete = self._last_result
+        plan = _plan(columns, rows)
+        if plan is not None:
+            self.app.push_screen(ValueDialog(" · ".join(str(row[0]) for row in rows), plan))
+            return
+        row, column = event.coordinate
+        if row < len(rows) and column < len(columns):
+            self.app.push_screen(ValueDialog(f"{columns[column]}, row {row + 1}", _whole(rows[row][column])))
 
     # -- editor helpers --------------------------------------------------------------
     @on(Tree.NodeSelected, "#schema")
@@ -320,6 +338,22 @@ def _cell(value: Any) -> Text:
         return Text(str(value), justify="right")
     text = json.dumps(jsonable(value), ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
     return Text(_one_line(text, CELL_WIDTH), no_wrap=True)
+
+
+def _whole(value: Any) -> str:
+    """A value as the cell viewer shows it: all of its text, structures as indented JSON."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, (dict, list)):
+        return json.dumps(jsonable(value), ensure_ascii=False, indent=2)
+    return str(value)
+
+
+def _plan(columns: list[str], rows: list[tuple[Any, ...]]) -> str | None:
+    """The text of an EXPLAIN answer (DuckDB's two columns, a plan per row); None for any other answer."""
+    if columns != ["explain_key", "explain_value"] or not rows:
+        return None
+    return "\n".join(str(row[1]) for row in rows)
 
 
 MAX_HISTORY = 100
