@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -879,11 +880,13 @@ SQL_NOTE = ("medpix-tui export --from-manifest runs the statement again on a fre
 
 def sql_csv_row(row: Iterable[Any]) -> list[Any]:
     """The CSV cells of an SQL result row: nested values (STRUCT, LIST, MAP) as JSON, not Python's
-    ``{'a': 1}``; spreadsheet formulas defused. ``medpix-tui sql --format csv`` and saves share it."""
+    ``{'a': 1}``; NaN and infinities as ``nan``, ``inf`` (as DuckDB and pandas read them), not
+    empty like NULL; spreadsheet formulas defused. ``medpix-tui sql --format csv`` and saves share it."""
     from .sql import jsonable
 
     return [csv_cell("" if v is None else json.dumps(jsonable(v), ensure_ascii=False)
-                     if isinstance(v, (dict, list, tuple)) else jsonable(v)) for v in row]
+                     if isinstance(v, (dict, list, tuple)) else str(v) if isinstance(v, float) and not math.isfinite(v)
+                     else jsonable(v)) for v in row]
 
 
 def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> None:
@@ -894,12 +897,36 @@ def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> Non
         writer.writerows(sql_csv_row(row) for row in rows)
 
 
+def _sql_parquet(columns: list[str], rows: list[tuple[Any, ...]], types: Sequence[str], path: Path) -> None:
+    """The result as Parquet, each column of the type DuckDB gave it (:func:`medpix_tui.sql.arrow_types`)
+    where its values fit that type, else of the type pyarrow infers from them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .sql import arrow_types
+
+    kinds = arrow_types(types) if len(types) == len(columns) else [None] * len(columns)
+    arrays = []
+    for index, kind in enumerate(kinds):
+        values = [row[index] for row in rows]
+        if kind is not None and pa.types.is_string(kind):  # UUID, JSON, BIT: DuckDB's text of them
+            values = [v if v is None or isinstance(v, str) else str(v) for v in values]
+        if kind is not None and pa.types.is_interval(kind):  # pyarrow writes no Parquet INTERVAL: a duration
+            kind = None
+        try:
+            arrays.append(pa.array(values, type=kind))
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            arrays.append(pa.array(values))
+    pq.write_table(pa.Table.from_arrays(arrays, names=columns), path, **PARQUET_OPTIONS)
+
+
 def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ...]], out: Path, fmt: str, *,
-                    bundle: Bundle | None = None, force: bool = False) -> ExportResult:
+                    bundle: Bundle | None = None, force: bool = False, types: Sequence[str] = ()) -> ExportResult:
     """Save the rows ``statement`` gave (:func:`medpix_tui.sql.run_sql`) as one file, with its export manifest.
 
-    JSON, JSONL and Parquet hold one object per row (JSON with dates and decimals as text);
-    CSV one line per row. The manifest records the statement (see :data:`SQL_NOTE`).
+    JSON and JSONL hold one object per row (dates, decimals and intervals as text); Parquet
+    one row per row, in DuckDB's column ``types`` (of :meth:`medpix_tui.sql.SqlConnection.result`)
+    when given; CSV one line per row. The manifest records the statement (see :data:`SQL_NOTE`).
     """
     from .sql import jsonable
 
@@ -912,20 +939,17 @@ def save_sql_result(statement: str, columns: list[str], rows: list[tuple[Any, ..
     def write(tmp: Path) -> dict[str, Any]:
         if writer is None:  # CSV
             _sql_csv(columns, rows, tmp)
+        elif fmt != "parquet":
+            writer([{k: jsonable(v) for k, v in zip(columns, row, strict=True)} for row in rows], tmp)
         else:
-            docs = [dict(zip(columns, row, strict=True)) for row in rows]
-            if fmt != "parquet":
-                docs = [{k: jsonable(v) for k, v in d.items()} for d in docs]
-                writer(docs, tmp)
-            else:
-                import pyarrow as pa
+            import pyarrow as pa
 
-                try:
-                    writer(docs, tmp)
-                except (OverflowError, pa.ArrowException) as exc:  # a HUGEINT past 64 bits, mixed types
-                    raise InputError(f"the result does not fit Parquet's column types ({brief(exc, width=60)}); "
-                                     "cast the column in the statement (e.g. x::VARCHAR or x::DOUBLE), or save "
-                                     "it as JSON") from None
+            try:
+                _sql_parquet(columns, rows, types, tmp)
+            except (OverflowError, pa.ArrowException) as exc:  # a HUGEINT past 38 digits, mixed types
+                raise InputError(f"the result does not fit Parquet's column types ({brief(exc, width=60)}); "
+                                 "cast the column in the statement (e.g. x::VARCHAR or x::DOUBLE), or save "
+                                 "it as JSON") from None
         return {"rows": len(rows), "columns": len(columns)}
 
     return _one_file_export(out, manifest, write, force, _suffix(FORMATS[fmt]))
@@ -989,7 +1013,7 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
                               shape=str(shape), bundle=bundle, source=source if isinstance(source, dict) else None,
                               force=force)
     if kind == SQL:
-        from .sql import connect, run_sql
+        from .sql import connect
 
         statement = manifest.get("sql")
         if not isinstance(statement, str):
@@ -998,10 +1022,11 @@ def reproduce(bundle: Bundle, manifest_file: Path, out: Path, *, force: bool = F
             raise InputError(f"the manifest's format {fmt!r} is not one an SQL result is saved in")
         con = connect(bundle.parquet_dir)
         try:
-            columns, rows = run_sql(con, statement)
+            result = con.result(statement)
         finally:
             con.close()
-        return save_sql_result(statement, columns, rows, out, str(fmt), bundle=bundle, force=force)
+        return save_sql_result(statement, result.columns, result.rows, out, str(fmt), bundle=bundle, force=force,
+                               types=result.types)
     if kind != DATASET:
         raise InputError(f"the manifest's kind {kind!r} is not one this tool exports")
     if fmt not in format_names():

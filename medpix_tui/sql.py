@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -293,6 +294,8 @@ class Preview(NamedTuple):
     columns: list[str]
     rows: list[tuple[Any, ...]]
     total: int
+    #: DuckDB's type of each column (``DECIMAL(4,2)``, ``MAP(VARCHAR, INTEGER)``), so a save keeps them.
+    types: tuple[str, ...] = ()
 
 
 class SqlConnection:
@@ -334,8 +337,13 @@ class SqlConnection:
         ``limit`` keeps the first rows only (a screen's worth); without it more than
         ``max_rows`` rows is an error. ``timeout`` (seconds, None for none) stops DuckDB.
         """
-        result = self._run(query, limit, timeout, max_rows, count=False)
+        result = self.result(query, limit=limit, timeout=timeout, max_rows=max_rows)
         return result.columns, result.rows
+
+    def result(self, query: str, *, limit: int | None = None, timeout: float | None = DEFAULT_TIMEOUT,
+               max_rows: int = MAX_RESULT_ROWS) -> Preview:
+        """:meth:`run`'s answer with the columns' types (a save writes them); ``total`` is the rows kept."""
+        return self._run(query, limit, timeout, max_rows, count=False)
 
     def preview(self, query: str, rows: int, *, timeout: float | None = DEFAULT_TIMEOUT,
                 max_rows: int = MAX_RESULT_ROWS) -> Preview:
@@ -411,6 +419,7 @@ class SqlConnection:
         if rel is None or rel.description is None:
             return Preview([], [], 0)
         columns = [d[0] for d in rel.description]
+        types = tuple(str(d[1]) for d in rel.description)
         wanted = limit if limit is not None else max_rows + 1
         rows: list[tuple[Any, ...]] = []
         size = 0
@@ -431,7 +440,7 @@ class SqlConnection:
             if not chunk:
                 break
             total += len(chunk)
-        return Preview(columns, rows, total)
+        return Preview(columns, rows, total, types)
 
     def _error(self, exc: BaseException, timeout: float | None) -> BaseException:
         if isinstance(exc, QueryError):
@@ -509,6 +518,35 @@ def run_sql(con: SqlConnection, query: str, *, limit: int | None = None, timeout
     return con.run(query, limit=limit, timeout=timeout, max_rows=max_rows)
 
 
+def arrow_types(types: Sequence[str]) -> list[Any]:
+    """The Arrow type DuckDB gives each of its ``types`` (None where it gives none), so a saved
+    Parquet keeps ``DECIMAL(4,2)``, a MAP or an INTERVAL as DuckDB has them rather than as
+    pyarrow would guess from Python values."""
+    con = duckdb.connect(config={"enable_external_access": False})
+    out: list[Any] = []
+    try:
+        for sql_type in types:
+            try:
+                out.append(con.sql(f"SELECT NULL::{sql_type} AS c LIMIT 0").to_arrow_table().schema[0].type)
+            except duckdb.Error:  # a type that cannot be cast to (NULL's own): pyarrow infers it
+                out.append(None)
+    finally:
+        con.close()
+    return out
+
+
+def iso_duration(value: datetime.timedelta) -> str:
+    """A duration in ISO 8601's words: ``P3DT4H30M``, ``PT0.5S``, ``-P1D`` (days as DuckDB counts them)."""
+    sign, value = ("-", -value) if value < datetime.timedelta(0) else ("", value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    second = f"{seconds}.{value.microseconds:06d}".rstrip("0").rstrip(".") if value.microseconds else str(seconds)
+    clock = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    clock += f"{second}S" if seconds or value.microseconds else ""
+    days = f"{value.days}D" if value.days else ""
+    return f"{sign}P{days}" + (f"T{clock}" if clock else "" if days else "T0S")
+
+
 def jsonable(value: Any) -> Any:
     """A DuckDB value as a JSON value (dates, times and decimals as text; NaN and infinities,
     which JSON lacks, as null), for saved results and shown cells."""
@@ -522,6 +560,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, (datetime.date, datetime.time, decimal.Decimal)):
         return str(value)
+    if isinstance(value, datetime.timedelta):  # an INTERVAL as ISO 8601 ("P3DT4H"), not Python's "3 days, 4:00:00"
+        return iso_duration(value)
     if isinstance(value, (bytes, bytearray, memoryview)):  # a BLOB as DuckDB writes it as text, not b'...'
         return "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02X}" for b in bytes(value))
     return str(value)

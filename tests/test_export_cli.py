@@ -374,3 +374,38 @@ def test_an_sql_result_parquet_cannot_hold_is_one_line(tiny: Path, tmp_path: Pat
     with pytest.raises(InputError, match=r"does not fit Parquet's column types .* cast the column"):
         save_sql_result("SELECT 12345678901234567890::HUGEINT h", ["h"], [(12345678901234567890,)], out, "parquet")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+_TYPED = ("SELECT MAP {'a': 1, 'b': 2} AS m, 1.25::DECIMAL(4,2) AS d, INTERVAL '3 days 4 hours' AS i, "
+          "'NaN'::DOUBLE AS n, 'c1b1f3c1-0f27-4892-86e2-cfe8368706ea'::UUID AS u, 5::UTINYINT AS t, "
+          "123456789012345678901234567890::HUGEINT AS h")
+
+
+def test_an_sql_result_saved_keeps_duckdbs_types(tiny: Path, tmp_path: Path) -> None:
+    """Parquet turned a MAP into a struct and DECIMAL(4,2) into decimal128(3,2) (pyarrow guessed from
+    Python values); CSV wrote NaN empty, as NULL; JSON wrote an INTERVAL as Python's "3 days, 4:00:00"."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medpix_tui.export import save_sql_result
+    from medpix_tui.sql import connect
+
+    con = connect(tiny / "parquet")
+    try:
+        result = con.result(_TYPED)
+    finally:
+        con.close()
+    for fmt in ("parquet", "csv", "json"):
+        save_sql_result(_TYPED, result.columns, result.rows, tmp_path / f"r.{fmt}", fmt, types=result.types)
+    schema = pq.read_schema(tmp_path / "r.parquet")
+    assert schema.field("m").type == pa.map_(pa.string(), pa.int32())
+    assert schema.field("d").type == pa.decimal128(4, 2) and schema.field("t").type == pa.uint8()
+    assert schema.field("i").type == pa.duration("us") and schema.field("u").type == pa.string()
+    assert schema.field("h").type == pa.decimal128(38, 0)
+    back = duckdb.sql(f"SELECT * FROM '{tmp_path / 'r.parquet'}'").fetchall()  # DuckDB reads back what it gave
+    assert back[0][0] == {"a": 1, "b": 2} and str(back[0][1]) == "1.25" and back[0][6] == result.rows[0][6]
+    rows = list(csv.reader((tmp_path / "r.csv").open(encoding="utf-8")))
+    assert rows[1][result.columns.index("n")] == "nan"
+    data = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert data[0]["i"] == "P3DT4H" and data[0]["n"] is None and data[0]["d"] == "1.25"

@@ -38,7 +38,7 @@ from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ...render import counted
-from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, jsonable
+from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Preview, jsonable
 from ..app import NARROW, medpix
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
@@ -75,8 +75,8 @@ class SqlScreen(Screen[None]):
         #: Statements of the history that failed (kept, marked, so a typo is fixed rather than retyped).
         self._failed: set[str] = set()
         self._last_query = ""
-        #: the last answer as drawn: its columns and rows, and whether those are all of its rows
-        self._last_result: tuple[list[str], list[tuple[Any, ...]], bool] = ([], [], False)
+        #: the last answer as drawn (its rows are all of them when ``total`` is no more than they)
+        self._last_result = Preview([], [], 0)
         #: Whether the sidebar was shown or hidden by a key (then a resize leaves it so).
         self._sidebar_chosen: bool | None = None
 
@@ -178,7 +178,7 @@ class SqlScreen(Screen[None]):
         elapsed = time.perf_counter() - started
         history = self._remember(query, failed=False)
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show, query, result.columns, result.rows, result.total, elapsed, history)
+            self.app.call_from_thread(self._show, query, result, elapsed, history)
 
     def _remember(self, query: str, *, failed: bool) -> list[str]:
         """The history with this statement first (a failed one marked), as written for the next session."""
@@ -190,10 +190,10 @@ class SqlScreen(Screen[None]):
         _write_history(medpix(self).history_path, history, self._failed)
         return history
 
-    def _show(self, query: str, columns: list[str], rows: list[tuple[Any, ...]], total: int, elapsed: float,
-              history: list[str]) -> None:
+    def _show(self, query: str, result: Preview, elapsed: float, history: list[str]) -> None:
+        columns, rows, total = result.columns, result.rows, result.total
         self._last_query = query
-        self._last_result = (columns, rows, total <= len(rows))
+        self._last_result = result
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
         table.remove_class("-stale")
@@ -224,7 +224,7 @@ class SqlScreen(Screen[None]):
     @on(DataTable.CellSelected, "#sql-results")
     def _read_cell(self, event: DataTable.CellSelected) -> None:
         """Enter (or a click) on a cell shows its value whole: a cell is cut to one line of CELL_WIDTH."""
-        columns, rows, _complete = self._last_result
+        columns, rows = self._last_result.columns, self._last_result.rows
         plan = _plan(columns, rows)
         if plan is not None:
             self.app.push_screen(ValueDialog(" · ".join(str(row[0]) for row in rows), plan))
@@ -282,20 +282,18 @@ class SqlScreen(Screen[None]):
         if not self._last_query:
             self.notify("Run a query first", severity="warning")
             return
-        query = self._last_query
-        shown_columns, shown_rows, complete = self._last_result
+        query, shown = self._last_query, self._last_result
 
         def write(fmt: str, path: Path, force: bool) -> Path:
             from ...export import save_sql_result
-            from ...sql import run_sql
 
-            if complete:
-                columns, rows = shown_columns, shown_rows
-            else:
+            result = shown
+            if shown.total > len(shown.rows):  # not all drawn: the statement runs again whole
                 with self._lock:
-                    columns, rows = run_sql(self._connection(), query)
+                    result = self._connection().result(query)
             # the library writes the file and its manifest (the statement, the bundle's digest, the sha256)
-            return save_sql_result(query, columns, rows, path, fmt, bundle=medpix(self).bundle, force=force).files[0]
+            return save_sql_result(query, result.columns, result.rows, path, fmt, bundle=medpix(self).bundle,
+                                   force=force, types=result.types).files[0]
 
         options = [*document_options("Result", "medpix-sql", write),
                    SaveOption("Result as CSV", "medpix-sql.csv", partial(write, "csv"))]
