@@ -702,13 +702,17 @@ def test_case_texts_tells_a_missing_release_in_one_line(tmp_path: Path, monkeypa
 
 def test_pretrain_is_listed_as_a_phase_of_train_not_as_a_tool() -> None:
     """``python -m tools.train --help`` listed pretrain as a tool, but python -m tools.train.pretrain
-    printed nothing and exited 0, --help and --bogus alike."""
+    printed nothing and exited 0, --help and --bogus alike (as tools.train.data and .loop still did)."""
+    for name in ("data", "loop"):
+        run = _tool(f"tools.train.{name}", "--help")
+        assert run.returncode == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
+        assert run.stderr.startswith(f"error: tools.train.{name} is no tool of its own: it "), run.stderr
     for args in (["--help"], ["--bogus"], []):
         run = _tool("tools.train.pretrain", *args)
         assert run.returncode == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run.stderr
         assert run.stderr.startswith("error: tools.train.pretrain is no tool of its own: it runs within "
                                      "python -m tools.train.train") and "train.pretrain block" in run.stderr
     listing = _tool("tools.train", "--help").stdout
-    tools, phases = listing.split("\nphases")[0], listing.split("\nphases")[1].split("\nexamples:")[0]
+    tools, phases = listing.split("\nmodules within")[0], listing.split("\nmodules within")[1].split("\nexamples:")[0]
     assert "\n  pretrain " not in tools and "\n  pretrain    Self-supervised" in phases, listing
     assert "tools.train.train, first, for a config with a train.pretrain block" in phases

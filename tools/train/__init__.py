@@ -18,7 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: The modules that run within a tool, never on their own, and where they run (``python -m
 #: tools.train --help`` lists them apart from the tools; ``python -m tools.train.NAME`` says this).
-PHASES = {"pretrain": "runs within python -m tools.train.train, first, for a config with a train.pretrain block"}
+PHASES = {
+    "pretrain": "runs within python -m tools.train.train, first, for a config with a train.pretrain block",
+    "data": "reads the pack and augments its batches for python -m tools.train.train",
+    "loop": "holds what python -m tools.train.train's two phases share: schedule, epoch records, resumable state",
+}
 
 
 class ToolParser(argparse.ArgumentParser):

@@ -26,7 +26,7 @@ def overview() -> str:
         lines.append(f"  {name:<11} {doc.splitlines()[0] if doc else ''}")
         examples += [" ".join(line.split()) for line in doc.splitlines()
                      if line.strip().startswith("python -m tools.train")]
-    lines += ["", "phases (no tool of their own):"]
+    lines += ["", "modules within the tools (no tool of their own):"]
     for name, where in PHASES.items():
         doc = _docstring(name)
         lines += [f"  {name:<11} {doc.splitlines()[0] if doc else ''}", f"{'':<14}It {where}."]

@@ -137,3 +137,9 @@ def _erase(x: torch.Tensor, uniform, probability: float) -> torch.Tensor:
     cols = (grid[None, :] >= left[:, None]) & (grid[None, :] < (left + side)[:, None])
     hole = rows[:, :, None] & cols[:, None, :] & (uniform(0, 1) < probability)[:, None, None]
     return x.masked_fill(hole[:, None], 0.0)
+
+
+if __name__ == "__main__":
+    from . import not_a_tool
+
+    not_a_tool("data")

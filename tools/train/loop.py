@@ -83,3 +83,9 @@ def trim_metrics(out: Path, metrics: str, done: int, log: Callable[[str], None])
 def next_epoch_overruns(deadline: float | None, epoch_start: float) -> bool:
     """Whether another epoch as long as the one started at ``epoch_start`` would pass ``deadline``."""
     return deadline is not None and time.time() + (time.time() - epoch_start) > deadline
+
+
+if __name__ == "__main__":
+    from . import not_a_tool
+
+    not_a_tool("loop")
