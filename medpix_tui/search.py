@@ -261,6 +261,15 @@ class SearchIndex:
                         key=lambda p: (-p[0], p[1]))
         return ranked[:limit] if limit else ranked
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` (of two characters or more) that occur in no image's or case's text:
+        a search by meaning ranks them anyway, by what its text model makes of the letters."""
+        words = dict.fromkeys(w for w in _WORD.findall(unicodedata.normalize("NFKC", text).lower()) if len(w) >= 2)
+        try:
+            return [w for w in words if not self._images_matching(Term((w,)).fts())]
+        except sqlite3.Error:
+            return []
+
     def _images_matching(self, match: str) -> set[str]:
         """Images whose own text, or their case's, matches an FTS5 expression."""
         own = {row[0] for row in self.conn.execute("SELECT image FROM images WHERE images MATCH ?", (match,))}

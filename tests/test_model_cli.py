@@ -326,6 +326,17 @@ def test_search_images_by_text(bundle: Path) -> None:
         code, _, err = run("search-images", text, "--bundle", str(bundle))
         assert code == 2 and err.strip() == ("error: the search text has no letters or digits: "
                                              "describe the images in words")
+    assert "note" not in result  # every word is in the bundle's text
+
+
+def test_search_images_names_words_no_caption_or_case_holds(bundle: Path) -> None:
+    """"xqzzv" was ranked like any text, with no word that the bundle's text has no such word."""
+    code, out, err = run("search-images", "xqzzv lesion", "-k", "2", "--bundle", str(bundle))
+    assert code == 0 and out.startswith("images:")
+    assert err.strip() == ("note: no caption or case of the bundle holds xqzzv: the ranking reads only what "
+                           "the text model makes of it")
+    code, out, _ = run("search-images", "xqzzv lesion", "-k", "2", "--bundle", str(bundle), "--json")
+    assert code == 0 and "holds xqzzv:" in json.loads(out)["note"]
 
 
 def test_bundle_without_model_is_a_clear_error(tmp_path: Path) -> None:

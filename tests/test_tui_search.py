@@ -390,6 +390,11 @@ async def test_search_by_meaning_ranks_by_the_text_tower(real_bundle: Bundle) ->
         assert app.result.names == expected and len(expected) == 50
         assert app.screen.query_one("#keywords", Input).value == "", "the words became the ranking, not a filter"
         assert 'meaning of "ring enhancing lesion"' in status_text(app)
+        assert not any("no caption or case" in n.message for n in app._notifications)
+        app.screen.query_one("#keywords", Input).value = "xqzzv"  # a word the bundle lacks is ranked, and said to be
+        await settle(pilot, 0.2)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: any("holds xqzzv" in n.message for n in app._notifications), timeout=120)
 
 
 @pytest.mark.parametrize("text,width,shown", [

@@ -334,6 +334,8 @@ def _echo_ranked(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
         return
+    if result.get("note"):
+        click.echo(f"note: {result['note']}", err=True)
     click.echo("images:")
     for row in result["images"]:
         click.echo(f"  {row['score']:.3f}  {row['image']}  case {row['case']}  {row['modality']}, {row['location']}")

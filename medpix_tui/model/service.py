@@ -31,6 +31,12 @@ def check_search_text(text: str) -> None:
         raise InputError("the search text has no letters or digits: describe the images in words")
 
 
+def unknown_words_note(words: list[str]) -> str:
+    """What a text search says of words no caption or case holds ("xqzzv", a typo): it still ranks."""
+    return (f"no caption or case of the bundle holds {', '.join(words[:5])}{', ...' if len(words) > 5 else ''}: "
+            "the ranking reads only what the text model makes of it")
+
+
 class BundleModel:
     """Classification, evaluation, similar images and text search over a bundle."""
 
@@ -209,5 +215,8 @@ class BundleModel:
             raise InputError("k must be at least 1")
         query = self.text_tower.encode([text])[0]
         images = top_images(query, self.index, k)
-        return {"query": text, "images": [self._image_row(i, s) for i, s in images],
-                "cases": self._case_rows(query, k, exclude=set())}
+        result = {"query": text, "images": [self._image_row(i, s) for i, s in images],
+                  "cases": self._case_rows(query, k, exclude=set())}
+        if unknown := self.bundle.store.search_index().unknown_words(text):
+            result["note"] = unknown_words_note(unknown)
+        return result

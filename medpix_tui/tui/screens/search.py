@@ -504,6 +504,8 @@ class SearchScreen(Screen[None]):
             return
         names = tuple(row["image"] for row in answer["images"])
         label = f"similar to {query}" if kind == "similar" else f"meaning of \"{query}\""
+        if answer.get("note") and not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.notify, answer["note"], title="Meaning", severity="warning")
         if not get_current_worker().is_cancelled and alive(self):
             self.app.call_from_thread(self._show_within, names, label, kind == "meaning")
 
