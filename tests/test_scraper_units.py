@@ -258,9 +258,10 @@ def test_search_page_errors_are_named() -> None:
         openi.parse_search_page("<html>")
     with pytest.raises(openi.OpeniError, match="query error: bad"):
         openi.parse_search_page('{"Query-Error": "bad", "total": 0}')
-    with pytest.raises(openi.OpeniError, match="'list' is not an array"):
+    with pytest.raises(openi.OpeniError, match="'list' is not an array of records but dict"):
         openi.parse_search_page('{"total": 1, "list": {}}')
     assert openi.parse_search_page('{"total": 0}').records == []
+    assert openi.parse_search_page('{"total": 0, "list": null}').records == []  # was "'list' is not an array"
 
 
 def test_search_url_shape() -> None:

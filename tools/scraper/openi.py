@@ -58,9 +58,11 @@ def parse_search_page(text: str) -> SearchPage:
         raise OpeniError(f"expected a JSON object, got {type(data).__name__}")
     if "Query-Error" in data:
         raise OpeniError(f"query error: {str(data['Query-Error'])[:120]}")
-    records = data.get("list", [])
+    records = data.get("list")
+    if records is None:  # absent or null: a search with no results
+        records = []
     if not isinstance(records, list):
-        raise OpeniError("'list' is not an array")
+        raise OpeniError(f"'list' is not an array of records but {type(records).__name__}")
     try:
         total = int(data.get("total", len(records)))
     except (TypeError, ValueError) as exc:
