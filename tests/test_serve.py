@@ -419,3 +419,18 @@ def test_the_page_says_its_app_ended(tmp_path: Path) -> None:
                 "&& document.querySelector('.closed-reason').textContent"
         assert wait_for(lambda: page.execute_script(shown), APP_END_PATIENCE, "the closed dialog") == \
             "Session ended: the app was killed (SIGKILL)."
+
+
+def test_a_session_start_runs_no_process_but_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each session's start ran ``ldconfig -p`` (ctypes.util.find_library, to find the C library for
+    prctl): a child of the server beside the app, which a kill of "the app process" could hit."""
+    import subprocess as subprocess_module
+
+    from medpix_tui.web import server
+
+    def no_process(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess_module, "Popen", no_process)
+    arrange = server._die_with_parent()
+    assert arrange is None or callable(arrange)

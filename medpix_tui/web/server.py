@@ -77,10 +77,11 @@ def _die_with_parent() -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
-    import ctypes.util
     import signal
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # the C library already loaded in this process: ctypes.util.find_library ran ldconfig, a process
+    # of its own, at every session's start
+    libc = ctypes.CDLL(None, use_errno=True)
     parent = os.getpid()
 
     def arrange() -> None:
