@@ -32,7 +32,17 @@ def shown_value(key: str, value: Any) -> str:
     return text
 
 
-def _sections(title: str, data: dict[str, Any], keys: tuple[str, ...]) -> Panel:
+def titled(label: str, title: Any) -> Text:
+    """``label: title`` as plain text, or ``label`` alone when the title is null or empty.
+
+    A panel title given as a string is parsed as Rich markup: a title such as
+    ``Osteosarcoma [/IV]`` would raise and ``[red]...`` would be styled, so data goes in as Text.
+    """
+    shown = shown_value("Title", title)
+    return Text(f"{label}: {shown}" if shown else label)
+
+
+def _sections(title: Text, data: dict[str, Any], keys: tuple[str, ...]) -> Panel:
     parts: list[RenderableType] = []
     for key in keys:
         value = shown_value(key, data.get(key))
@@ -41,44 +51,61 @@ def _sections(title: str, data: dict[str, Any], keys: tuple[str, ...]) -> Panel:
     return Panel(Group(*parts) if parts else Text("(empty)", style="dim"), title=title, title_align="left")
 
 
+#: What a fact with no value reads as (null, empty or N/A alike).
+MISSING = "—"
+
+
+def _fact(text: str) -> Text:
+    """A fact's cell: its text verbatim (never markup), or a dim dash, so null never reads "None"."""
+    return Text(text) if text else Text(MISSING, style="dim")
+
+
 def image_facts(doc: dict[str, Any]) -> Table:
     """Caption and the facts of one image as a two-column table."""
     desc = doc.get("Description") or {}
+    kind, modality = shown_value("Type", doc.get("Type")), shown_value("Modality", desc.get("Modality"))
+    place = shown_value("Location", doc.get("Location"))
+    category = shown_value("Location Category", doc.get("Location Category"))
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    for label, value in (("Image", doc.get("image")), ("Case", doc.get("U_id")),
-                         ("Modality", f"{doc.get('Type')} · {desc.get('Modality')}"),
-                         ("Plane", desc.get("Plane")),
-                         ("Location", f"{doc.get('Location')} ({doc.get('Location Category')})"),
-                         ("Age", desc.get("Age")), ("Sex", desc.get("Sex")),
+    for label, value in (("Image", shown_value("image", doc.get("image"))),
+                         ("Case", shown_value("U_id", doc.get("U_id"))),
+                         ("Modality", " · ".join(v for v in (kind, modality) if v)),
+                         ("Plane", shown_value("Plane", desc.get("Plane"))),
+                         ("Location", f"{place} ({category})" if place and category else place or category),
+                         ("Age", shown_value("Age", desc.get("Age"))), ("Sex", shown_value("Sex", desc.get("Sex"))),
                          ("ACR codes", shown_value("ACR Codes", desc.get("ACR Codes"))),
-                         ("Caption", desc.get("Caption"))):
-        table.add_row(label, Text(str(value if value is not None else "—")))
+                         ("Caption", shown_value("Caption", desc.get("Caption")))):
+        table.add_row(label, _fact(value))
     return table
 
 
 def case_page(case: dict[str, Any], images: list[dict[str, Any]], split: str | None = None) -> RenderableType:
     """A whole case: title, the case sections, its images, the topic."""
-    title = (case.get("Case") or {}).get("Title") or case.get("U_id")
-    header = Text.assemble((str(title), "bold"), (f"   {case.get('U_id')}", "dim"),
-                           (f"   split: {split}" if split else "", "dim"))
+    title = shown_value("Title", (case.get("Case") or {}).get("Title"))
+    uid = str(case.get("U_id"))
+    # an untitled case is headed by its id alone, not the id twice nor "None"
+    header = Text.assemble((title, "bold"), (f"   {uid}", "dim")) if title else Text(uid, style="bold")
+    if split:
+        header.append(f"   split: {split}", style="dim")
     strip = Table("Image", "Modality", "Plane", "Caption", title=f"{len(images)} images", title_justify="left",
                   expand=True)
     for doc in images:
         desc = doc.get("Description") or {}
-        cells = (doc["image"], doc["Type"], str(desc.get("Plane") or "—"), str(desc.get("Caption") or ""))
-        strip.add_row(*map(Text, cells))
+        strip.add_row(Text(shown_value("image", doc.get("image"))), Text(shown_value("Type", doc.get("Type"))),
+                      _fact(shown_value("Plane", desc.get("Plane"))), Text(shown_value("Caption", desc.get("Caption"))))
     topic = case.get("Topic") or {}
-    return Group(header, _sections("Case", case.get("Case") or {}, CASE_SECTIONS), strip,
-                 _sections(f"Topic: {topic.get('Title', '')}", topic, TOPIC_SECTIONS))
+    return Group(header, _sections(Text("Case"), case.get("Case") or {}, CASE_SECTIONS), strip,
+                 _sections(titled("Topic", topic.get("Title")), topic, TOPIC_SECTIONS))
 
 
 def image_page(doc: dict[str, Any], case: dict[str, Any] | None) -> RenderableType:
     """One image with its facts, then a summary of its case."""
-    parts: list[RenderableType] = [Panel(image_facts(doc), title=str(doc.get("image")), title_align="left")]
+    parts: list[RenderableType] = [Panel(image_facts(doc), title=Text(shown_value("image", doc.get("image"))),
+                                         title_align="left")]
     if case:
         c = case.get("Case") or {}
-        parts.append(_sections(f"Case {case['U_id']}: {c.get('Title', '')}", c,
+        parts.append(_sections(titled(f"Case {case.get('U_id')}", c.get("Title")), c,
                                ("History", "Findings", "Case Diagnosis")))
     return Group(*parts)

@@ -42,15 +42,17 @@ def similar_cases(ctx: click.Context, text: str | None, case_id: str | None, k: 
         raise InputError("--text is empty: type a history or findings")
     if image is not None and not image.strip():
         raise InputError("--image is empty")
+    if image is None and ctx.get_parameter_source("image_weight") is not click.core.ParameterSource.DEFAULT:
+        raise InputError("--image-weight needs --image (the image whose similarity it weighs)")
     bundle = open_bundle_from(ctx, bundle_path)
     exclude: frozenset[str] = frozenset()
     if case_id is not None:
-        from ..model.case_text import case_text
+        from ..model.case_text import query_of_case
 
         case = bundle.store.get_case(case_id)
         if case is None:
             raise InputError(f"no case {case_id!r} in the bundle")
-        text, exclude = case_text(case), frozenset({case_id})
+        text, exclude = query_of_case(case), frozenset({case_id})
     image_query = None
     if image is not None:
         from ..model.service import BundleModel

@@ -61,10 +61,10 @@ def _summary(collection: str, doc: dict[str, Any]) -> tuple[str, ...]:
     if collection == CASES:
         case = doc.get("Case") or {}
         return (doc.get("U_id", ""), str(len(doc.get("TAC") or [])), str(len(doc.get("MRI") or [])),
-                str(case.get("Title", "")))
+                str(case.get("Title") or ""))  # a null title reads empty, not "None"
     desc = doc.get("Description") or {}
     return (doc.get("image", ""), doc.get("U_id", ""), doc.get("Type", ""), str(desc.get("Plane") or ""),
-            str(doc.get("Location Category", "")), str(desc.get("Caption") or "")[:80])
+            str(doc.get("Location Category") or ""), str(desc.get("Caption") or "")[:80])
 
 
 def _print_table(collection: str, docs: list[dict[str, Any]], scores: list[float] | None = None) -> None:

@@ -41,6 +41,14 @@ def case_text(case: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p and p != "N/A")
 
 
+def query_of_case(case: dict[str, Any]) -> str:
+    """A bundle case's text as a similar-cases query; a case with none is named, since the user typed nothing wrong."""
+    text = case_text(case)
+    if not text:
+        raise InputError(f"case {case.get('U_id')} has no history or findings to compare with")
+    return text
+
+
 def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -187,7 +195,11 @@ def similar_cases(bundle: Any, text: str, k: int = 10, *, encoder: SentenceEncod
                   image_query: np.ndarray | None = None, image_weight: float = 0.5,
                   exclude: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """Cases ranked by their history and findings against ``text``; an image query mixes in
-    image similarity (each case scored by its most similar image) with ``image_weight``."""
+    image similarity (each case scored by its most similar image) with ``image_weight``.
+
+    A case with no history or findings is left out while the text counts: its vector is the
+    empty text's, equally close to every query, so it would top any query that matches nothing.
+    """
     if not text.strip():
         raise InputError("type a history or findings to compare cases with")
     if not 0 <= image_weight <= 1:
@@ -207,6 +219,7 @@ def similar_cases(bundle: Any, text: str, k: int = 10, *, encoder: SentenceEncod
             best[uid] = max(best.get(uid, -1.0), score)
         mixed = np.array([best.get(uid, -1.0) for uid in index.ids], np.float32)
         scores = (1 - image_weight) * scores + image_weight * mixed
+    text_counts = image_query is None or image_weight < 1
     order = np.lexsort((np.array(index.ids), -scores))
     store = bundle.store
     out = []
@@ -215,6 +228,8 @@ def similar_cases(bundle: Any, text: str, k: int = 10, *, encoder: SentenceEncod
         if uid in exclude:
             continue
         case = store.get_case(uid) or {}
+        if text_counts and not case_text(case):
+            continue
         out.append({"case": uid, "score": round(float(scores[i]), 4), "title": value_at(case, "Case.Title"),
                     "diagnosis": value_at(case, "Case.Case Diagnosis"), "split": store.split_of(uid)})
         if len(out) == k:

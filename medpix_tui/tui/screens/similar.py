@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Label, LoadingIndicator, Static
 from textual.worker import get_current_worker
 
-from ...errors import MedpixError
+from ...errors import InputError, MedpixError
 from ..app import GuardedScreen, MedpixApp, alive, medpix
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
@@ -62,12 +62,13 @@ def similar_cases_action(app: MedpixApp) -> None:
     screen = app.screen
     preload(app)
     if isinstance(screen, CaseScreen) and screen.case is not None:
-        from ...model.case_text import case_text
+        from ...model.case_text import query_of_case
 
         uid = screen.case["U_id"]
-        text = case_text(screen.case)
-        if not text:
-            app.notify(f"{uid} has no history or findings to compare by", severity="warning")
+        try:
+            text = query_of_case(screen.case)
+        except InputError as exc:  # the case has no text: said as the CLI says it
+            app.notify(str(exc), severity="warning")
             return
         app.push_screen(SimilarCasesScreen(text, f"cases like {uid}", exclude=frozenset({uid})))
         return
