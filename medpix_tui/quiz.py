@@ -4,13 +4,14 @@ MedPix exists for continuing medical education; its site quizzes students. A car
 case's images and history (and, at the level the student picks, its exam and findings) and
 hides everything that names the answer: titles, diagnosis, differential, discussion, topic and
 captions (captions often name the diagnosis). A typed answer is scored against the case
-diagnosis by token overlap, with the case and topic titles and the topic's keywords as
-synonyms; an item of the differential earns partial credit. The reason is shown with the score.
+diagnosis by its words (most of the diagnosis said, and mostly the diagnosis), with the case
+and topic titles and the topic's keywords as synonyms; a near miss earns half, an item of the
+differential a quarter, a negated answer nothing. The reason is shown with the score.
 
 Progress is kept per bundle and deck in the user state dir (:class:`QuizState`, written
 atomically; a damaged or foreign file is ignored with a notice). Repetition is Leitner's:
 a card answered right moves up a box and comes back later, a card missed goes back to the
-first box and comes back after two other cards.
+first box and comes back after two other cards, and a new card comes after each repeated one.
 """
 
 from __future__ import annotations
@@ -88,38 +89,58 @@ class Score:
     reason: str
 
 
+#: A typed answer that says what the case is not ("not a fracture") names no diagnosis.
+_NEGATION = re.compile(r"\b(not|no|without|never|isn'?t|unlikely|excluded?|ruled? out)\b", re.IGNORECASE)
+#: Credit by verdict: naming a differential item is a plausible alternative, half of a near miss.
+CREDIT = {"correct": 1.0, "partial": 0.5, "differential": 0.25}
+
+
 def score_answer(answer: str, case: dict[str, Any]) -> Score:
-    """Score ``answer`` against a case document (``Clinical_Reports`` schema)."""
+    """Score ``answer`` against a case document (``Clinical_Reports`` schema).
+
+    Correct: most of a target's words said (recall at least 0.6) and most of what was said in
+    it (precision at least 0.5), so a lone generic word ("cyst" for "colloid cyst") or a list of
+    guesses is no full credit, and adding a right word never lowers a score. Partial: a third of
+    a target's words. A differential item earns a quarter; a negated answer nothing.
+    """
     said = tokens(answer)
     diagnosis = str(value_at(case, "Case.Case Diagnosis") or value_at(case, "Case.Title") or "")
     if not said:
         return Score(0.0, "revealed", f"no answer; the diagnosis is {diagnosis!r}")
+    if _NEGATION.search(answer):
+        return Score(0.0, "wrong", f"a negated answer names no diagnosis: type what you think it is "
+                                   f"(the diagnosis is {diagnosis!r})")
     targets = [diagnosis, str(value_at(case, "Case.Title") or ""), str(value_at(case, "Topic.Title") or ""),
                *split_keywords(value_at(case, "Topic.Keywords"))]
-    best, best_target = _best_overlap(said, targets)
-    if best >= 0.6:
-        return Score(1.0, "correct", f"matches {best_target!r} ({_share(said, best_target)})")
+    level, best_target = _best_match(said, targets)
+    if level == 2:
+        return Score(CREDIT["correct"], "correct", f"matches {best_target!r} ({_share(said, best_target)})")
+    if level == 1:  # near the diagnosis counts more than a differential item said whole
+        return Score(CREDIT["partial"], "partial", f"close to {best_target!r} ({_share(said, best_target)})")
     differential = _differential_items(value_at(case, "Case.Differential Diagnosis"))
-    ddx, ddx_target = _best_overlap(said, differential)
-    if ddx >= 0.6 and ddx > best:
-        return Score(0.5, "partial", f"in the differential ({ddx_target!r}), not the diagnosis {diagnosis!r}")
-    if best >= 0.3:
-        return Score(0.5, "partial", f"close to {best_target!r} ({_share(said, best_target)})")
+    ddx_level, ddx_target = _best_match(said, differential)
+    if ddx_level == 2:
+        return Score(CREDIT["differential"], "partial",
+                     f"in the differential ({ddx_target!r}), not the diagnosis {diagnosis!r}")
     return Score(0.0, "wrong", f"no match with the diagnosis {diagnosis!r}")
 
 
-def _overlap(said: set[str], target: str) -> float:
-    """Dice overlap of content words, where a one-word target (an acronym) must be said exactly."""
+def _match(said: set[str], target: str) -> tuple[int, float]:
+    """How ``said`` fares against one target: 2 correct, 1 partial, 0 neither; then its Dice overlap."""
     want = tokens(target)
-    if not want:
-        return 0.0
     common = len(said & want)
-    return 2 * common / (len(said) + len(want))
+    if not want or not common:
+        return 0, 0.0
+    recall, precision = common / len(want), common / len(said)
+    level = 2 if recall >= 0.6 and precision >= 0.5 else 1 if recall >= 0.3 else 0
+    return level, 2 * common / (len(said) + len(want))
 
 
-def _best_overlap(said: set[str], targets: Iterable[str]) -> tuple[float, str]:
-    scored = [(_overlap(said, t), t) for t in targets if t.strip()]
-    return max(scored, default=(0.0, ""), key=lambda st: st[0])
+def _best_match(said: set[str], targets: Iterable[str]) -> tuple[int, str]:
+    """The best verdict level over ``targets`` and the target that gives it (the closest among equals)."""
+    scored = [(_match(said, t), t) for t in targets if t.strip()]
+    (level, _dice), target = max(scored, default=((0, 0.0), ""), key=lambda st: st[0])
+    return level, target
 
 
 def _share(said: set[str], target: str) -> str:
@@ -228,6 +249,8 @@ class QuizState:
     deck: str
     step: int = 0
     cards: dict[str, CardProgress] = field(default_factory=dict)
+    #: Whether the last card shown had been seen before: then an unseen card comes next.
+    repeated_last: bool = False
 
     @property
     def answered(self) -> int:
@@ -241,9 +264,13 @@ class QuizState:
         """The card due soonest: a card due now or overdue first, then unseen cards in order.
 
         Unseen cards count as due just after now, so a missed card (due two steps on) comes
-        back after two others instead of after the whole deck.
+        back after two others instead of after the whole deck. But never two seen cards in a
+        row while unseen ones remain: a student who missed the first three cards saw only those
+        three, again and again, and never a new case.
         """
         order = {uid: i for i, uid in enumerate(uids)}
+        if self.repeated_last and (unseen := [uid for uid in uids if uid not in self.cards]):
+            return unseen[0]
 
         def due(uid: str) -> tuple[float, int, int]:
             card = self.cards.get(uid)
@@ -253,6 +280,7 @@ class QuizState:
 
     def record(self, uid: str, score: Score) -> None:
         """Move the card between boxes and schedule it again."""
+        self.repeated_last = uid in self.cards
         card = self.cards.setdefault(uid, CardProgress())
         self.step += 1
         card.seen += 1
@@ -265,6 +293,7 @@ class QuizState:
 
     def to_json(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "bundle": self.bundle, "deck": self.deck, "step": self.step,
+                "repeated_last": self.repeated_last,
                 "cards": {uid: asdict(p) for uid, p in sorted(self.cards.items())}}
 
 
@@ -290,7 +319,8 @@ def load_state(path: Path, bundle_digest: str, spec: DeckSpec) -> tuple[QuizStat
             if not (isinstance(uid, str) and 0 <= progress.box < len(BOX_GAPS) and progress.seen >= 0):
                 raise ValueError(uid)
             cards[uid] = progress
-        return QuizState(bundle_digest, spec.deck_id, int(data["step"]), cards), None
+        return QuizState(bundle_digest, spec.deck_id, int(data["step"]), cards,
+                         data.get("repeated_last") is True), None
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         return fresh, f"ignored {path}: damaged ({type(exc).__name__})"
 

@@ -45,15 +45,65 @@ def test_keywords_run_together_in_the_release_are_split() -> None:
     ("copd with chronic ild and PAP from leukemia", "correct"),
     ("Pulmonary alveolar proteinosis", "correct"),   # a topic keyword is a synonym
     ("interstitial lung diseases", "correct"),        # plural, and a keyword
-    ("bacterial pneumonia", "partial"),               # in the differential
+    ("bacterial pneumonia", "partial"),               # in the differential: a quarter
+    ("leukemia copd", "partial"),                     # half of the diagnosis: half
     ("glioblastoma", "wrong"),
     ("", "revealed"),
 ])
 def test_answers_are_scored_with_synonyms_and_partial_credit(answer: str, verdict: str) -> None:
     score = score_answer(answer, CASE)
     assert score.verdict == verdict, score
-    assert score.credit == {"correct": 1.0, "partial": 0.5, "wrong": 0.0, "revealed": 0.0}[verdict]
+    credit = {"correct": 1.0, "partial": 0.25 if "differential" in score.reason else 0.5, "wrong": 0.0,
+              "revealed": 0.0}
+    assert score.credit == credit[verdict]
     assert score.reason
+
+
+#: The shapes of the release's MPX1231 and MPX1212 (abridged), where a tester found the scores off.
+OCD = {"U_id": "MPX1231", "Case": {"Title": "Osteochondritis Dissecans", "Case Diagnosis": "Osteochondritis Dissecans",
+                                   "Differential Diagnosis": "avascular necrosis, fracture"},
+       "Topic": {"Title": "Osteochondritis Dissecans",
+                 "Keywords": "osteochondritis dissecanssubchondralmicrotraumaavascular necrosis"}}
+SDH = {"U_id": "MPX1212", "Case": {"Title": "Acute Subdural Hematoma with temporal bone fracture",
+                                   "Case Diagnosis": "Acute Subdural Hematoma with temporal bone fracture",
+                                   "Differential Diagnosis": "* epidural hematoma\n* subarachnoid hemorrhage"},
+       "Topic": {"Title": "Temporal bone fracture", "Keywords": ""}}
+
+
+@pytest.mark.parametrize(("case", "vaguer", "surer"), [
+    (OCD, "necrosis", "avascular necrosis"),        # a run-together keyword gave the lone word full credit
+    (SDH, "hematoma", "subdural hematoma"),
+    (SDH, "subdural hematoma", "subdural hematoma temporal bone fracture"),
+])
+def test_a_more_specific_answer_never_scores_below_a_vaguer_one(case: dict, vaguer: str, surer: str) -> None:
+    assert score_answer(surer, case).credit >= score_answer(vaguer, case).credit
+    assert score_answer("necrosis", OCD).credit < 1.0
+
+
+def test_negated_answers_and_lone_words_earn_no_full_credit() -> None:
+    assert score_answer("osteochondritis dissecans", OCD).verdict == "correct"
+    for negated in ("not osteochondritis dissecans", "no osteochondritis dissecans", "ruled out OCD dissecans"):
+        score = score_answer(negated, OCD)
+        assert score.credit == 0.0 and "negated" in score.reason, negated
+    colloid = {"U_id": "X", "Case": {"Case Diagnosis": "Colloid cyst"}, "Topic": {}}
+    assert score_answer("cyst", colloid).credit == 0.5 and score_answer("colloid cyst", colloid).credit == 1.0
+    gluteus = {"U_id": "Y", "Case": {"Case Diagnosis": "Gluteus minimus partial tear"}, "Topic": {}}
+    assert score_answer("tear", gluteus).credit == 0.0
+    # the diagnosis said in part beats a differential said whole
+    assert score_answer("subdural hematoma", SDH).credit > score_answer("epidural hematoma", SDH).credit
+
+
+def test_a_deck_missed_card_by_card_still_shows_every_case() -> None:
+    """Missing every card showed the first three cases of a 49-case deck, 34, 33 and 33 times."""
+    state = QuizState("b", "d")
+    deck = [f"C{i}" for i in range(49)]
+    shown = []
+    for _ in range(100):
+        uid = state.next_card(deck)
+        shown.append(uid)
+        state.record(uid, Score(0.0, "wrong", ""))
+    assert set(shown) == set(deck)
+    assert shown[:6] == ["C0", "C1", "C2", "C0", "C3", "C1"]  # a missed card still comes back after two others
 
 
 def test_missed_cards_come_back_sooner() -> None:

@@ -30,8 +30,10 @@ def quiz(ctx: click.Context, bundle_path: str | None, category: str | None, acr:
     A card shows the case's images (by id) and its history, with findings and exam at the
     chosen --level; title, diagnosis, differential, discussion, topic and captions stay
     hidden until you answer (or press Enter to reveal). Answers are scored against the
-    diagnosis, its synonyms (case and topic titles, topic keywords) and, for half credit, the
-    differential. Progress is kept per bundle and deck; cards you miss come back sooner.
+    diagnosis and its synonyms (case and topic titles, topic keywords): most of its words,
+    and mostly its words, is full credit, a third of them half; an item of the differential
+    is a quarter, a negated answer ("not a fracture") nothing. Progress is kept per bundle
+    and deck; cards you miss come back sooner, and a new card follows each repeated one.
 
     \b
     Examples:
