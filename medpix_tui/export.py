@@ -432,6 +432,15 @@ def _format(fmt: str, names: list[str]) -> ExportFormat:
     return FORMATS[fmt]
 
 
+def check_keyword_options(collection: str, sort: str | None) -> None:
+    """InputError for what --keyword does not go with, in ``query`` and ``export`` alike (query
+    sorted nothing and said nothing)."""
+    if collection == CASES:
+        raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
+    if sort:
+        raise InputError("--sort does not go with --keyword: keyword results come in rank order")
+
+
 @dataclass(frozen=True)
 class ExportQuery:
     """The exact query an export covers, as its manifest records it (the defaults: everything).
@@ -488,10 +497,7 @@ class ExportQuery:
 
     def _ranked(self, store: Store, flt: dict[str, Any]) -> list[dict[str, Any]]:
         """The images the keywords rank, best first."""
-        if self.collection == CASES:
-            raise InputError("--keyword ranks images: use --collection Image_Descriptions or Image_Reports")
-        if self.sort:
-            raise InputError("--sort does not go with --keyword: keyword results come in rank order")
+        check_keyword_options(self.collection, self.sort)
         hits = store.keyword_search(str(self.keyword), flt=flt, limit=self.limit, collection=self.collection)
         return [d for _, d in hits]
 
@@ -878,15 +884,24 @@ SQL_NOTE = ("medpix-tui export --from-manifest runs the statement again on a fre
             "statement orders them")
 
 
-def sql_csv_row(row: Iterable[Any]) -> list[Any]:
+def sql_csv_row(row: Iterable[Any], formulas: str = "escape") -> list[Any]:
     """The CSV cells of an SQL result row: nested values (STRUCT, LIST, MAP) as JSON, not Python's
     ``{'a': 1}``; NaN and infinities as ``nan``, ``inf`` (as DuckDB and pandas read them), not
-    empty like NULL; spreadsheet formulas defused. ``medpix-tui sql --format csv`` and saves share it."""
+    empty like NULL; text starting like a spreadsheet formula defused (:func:`csv_cell`), numbers
+    never (a DECIMAL -0.5 was written '-0.5). ``medpix-tui sql --format csv`` and saves share it."""
+    import decimal
+
     from .sql import jsonable
 
-    return [csv_cell("" if v is None else json.dumps(jsonable(v), ensure_ascii=False)
-                     if isinstance(v, (dict, list, tuple)) else str(v) if isinstance(v, float) and not math.isfinite(v)
-                     else jsonable(v)) for v in row]
+    def cell(v: Any) -> Any:
+        if v is None:
+            return ""
+        if isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
+            return str(v) if isinstance(v, float) and not math.isfinite(v) else jsonable(v)
+        text = json.dumps(jsonable(v), ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else jsonable(v)
+        return csv_cell(text, formulas)
+
+    return [cell(v) for v in row]
 
 
 def _sql_csv(columns: list[str], rows: list[tuple[Any, ...]], path: Path) -> None:

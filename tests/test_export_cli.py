@@ -409,3 +409,37 @@ def test_an_sql_result_saved_keeps_duckdbs_types(tiny: Path, tmp_path: Path) -> 
     assert rows[1][result.columns.index("n")] == "nan"
     data = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert data[0]["i"] == "P3DT4H" and data[0]["n"] is None and data[0]["d"] == "1.25"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e309"])
+def test_sql_refuses_a_timeout_that_never_ends(tiny: Path, value: str) -> None:
+    """--timeout nan passed click's range (NaN compares false) and the statement then never stopped."""
+    code, output = _run("sql", "--bundle", str(tiny), "--timeout", value, "SELECT 1")
+    assert code == 2 and f"'{value}' is not a finite number" in output and output.count("\n") == 1, output
+
+
+def test_sql_csv_leaves_numbers_alone_and_can_keep_formulas(tiny: Path) -> None:
+    """A DECIMAL -0.5 was written '-0.5 (defused as a formula), so pandas read text; sql had no
+    --csv-formulas keep, as export has."""
+    statement = "SELECT 1.5 - 2.0 AS delta, -2 AS i, -1.5::DOUBLE AS d, '-1.-1' AS acr"
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", statement)
+    assert code == 0 and list(csv.reader(io.StringIO(output)))[1] == ["-0.5", "-2", "-1.5", "'-1.-1"], output
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", "--csv-formulas", "keep", statement)
+    assert code == 0 and list(csv.reader(io.StringIO(output)))[1] == ["-0.5", "-2", "-1.5", "-1.-1"], output
+
+
+def test_sql_table_cuts_a_huge_cell_and_says_so(tiny: Path) -> None:
+    """A 4 MB cell took rich minutes to measure for the table; json and csv took a second."""
+    from medpix_tui.cli.data import TABLE_CELL_CHARS
+
+    code, output = _run("sql", "--bundle", str(tiny), "SELECT string_agg(repeat('ab', 5000), '') AS long "
+                        f"FROM range({TABLE_CELL_CHARS // 10})")
+    assert code == 0 and "…" in output and "ab" * (TABLE_CELL_CHARS // 2 + 1) not in output.replace("\n", "")
+    assert f"note: values longer than {TABLE_CELL_CHARS} characters are cut" in output
+
+
+def test_query_refuses_sort_with_keyword_as_export_does(tiny: Path) -> None:
+    """query sorted nothing and said nothing; export refused the same options."""
+    code, output = _run("query", "--bundle", str(tiny), "--keyword", "glioma", "--sort", "Description.Age")
+    assert code == 2
+    assert output.strip() == "error: --sort does not go with --keyword: keyword results come in rank order"

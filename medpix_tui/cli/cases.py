@@ -7,6 +7,7 @@ import json
 import click
 
 from .data import bundle_option, open_bundle_from
+from .options import FiniteFloatRange
 
 
 @click.command("similar-cases")
@@ -16,7 +17,7 @@ from .data import bundle_option, open_bundle_from
 @click.option("--image", default=None,
               help="Mix in image similarity: a bundle image id (its case is left out) or an image file "
                    "(PNG, JPEG, DICOM).")
-@click.option("--image-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--image-weight", type=FiniteFloatRange(0, 1), default=0.5, show_default=True,
               help="Share of the image's similarity in the score when --image is given.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @bundle_option

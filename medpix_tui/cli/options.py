@@ -104,3 +104,16 @@ class OutputPath(click.Path):
             raise OneLineUsageError(f"{name} {problem}", ctx)
         return super().convert(value, param, ctx)
 
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that refuses ``nan`` and ``inf``: click's range compares, and NaN compares false
+    with every bound, so ``--timeout nan`` passed and the statement then never stopped."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
