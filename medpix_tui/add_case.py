@@ -6,35 +6,66 @@ new case arrives as one JSON file (its ``Case_topic.json`` document and its
 ingest's own checks (:mod:`medpix_tui.source`) on it, refuses ids that already exist, and
 decodes every image before touching the folder. Then it copies the images under temporary
 names, writes both JSON files to temporary names, and renames everything into place; if
-anything fails, what was written is removed and the original files are put back. Run one
-``add-case`` at a time on a given folder.
+anything fails, what was written is removed and the original files are put back.
+
+Two adds on one folder at once would each read the old JSON files and the later rename
+would drop the other's case, so an add holds the folder's lock (:data:`LOCK_FILE`) from
+reading the source to the last rename. Before its first rename it writes a journal
+(:data:`JOURNAL_FILE`) naming the case and images, so that the next add undoes what a
+killed one (SIGKILL, a power cut) left half done instead of refusing its images as taken.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import move_into_place
+from .atomic import move_into_place, pid_alive, remove_left_by_dead
 from .errors import InputError, Problem, ValidationError
+from .progress import Progress, silent
 from .source import (
     CASES_FILE,
     IMAGE_DIR,
     IMAGE_SUFFIX,
     IMAGES_FILE,
     LOCATION_CATEGORIES,
+    SourceData,
     case_problems,
     cross_problems,
     image_problems,
+    is_plain_id,
     load_json,
     load_source,
     new_picture_problem,
     resolve_root,
 )
+
+#: Held (``flock``) by the add that is running on a source folder; removed when it ends.
+LOCK_FILE = ".medpix-add.lock"
+#: What an add is about to rename into place: a killed add leaves it for the next one to undo.
+JOURNAL_FILE = ".medpix-add.journal"
+#: Seconds an add waits for another add on the same folder before refusing.
+LOCK_WAIT = 30.0
+#: The temporaries of an add: ``.NAME.adding-PID``.
+_TEMP = re.compile(r"\..+\.adding-(\d+)")
+
+#: Tells the user something that is not an error (waiting for a lock, leftovers undone).
+Notify = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +77,50 @@ class AddCaseSummary:
     ct: int
     mr: int
     source: Path
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGHUP (a closed terminal) or an unhandled SIGTERM during an add, raised where the add is
+    so that it rolls back as for Ctrl-C instead of dying with half a case written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise Signalled(signum)
+
+
+@contextlib.contextmanager
+def _signals_roll_back() -> Iterator[None]:
+    """While the block runs, SIGHUP and SIGTERM raise :class:`Signalled` where their default would
+    kill the process; a handler already set (``nohup``'s SIG_IGN, the CLI's SIGTERM) is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, _raise_signalled)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back Ctrl-C, SIGTERM and SIGHUP while an undo runs: a second one would stop it half done."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def read_case_file(path: Path) -> tuple[Any, list[Any]]:
@@ -61,6 +136,8 @@ def read_case_file(path: Path) -> tuple[Any, list[Any]]:
         if extra:
             raise InputError(f"{path}: unexpected key(s) {', '.join(map(repr, extra))} next to 'case' and 'images'")
         case, images = data["case"], data.get("images", [])
+        if isinstance(case, dict) and "images" in case:  # it would be written into Case_topic.json
+            raise InputError(f"{path}: 'images' goes next to 'case', not inside it")
     else:
         case = {k: v for k, v in data.items() if k != "images"}
         images = data.get("images", [])
@@ -79,13 +156,58 @@ def _relabel(problems: list[Problem], label: str) -> list[Problem]:
 SEXES = ("female", "male", "N/A")
 
 
-def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dict], existing_images: list[dict],
-              images_dir: Path, image_dir: Path) -> list[Problem]:
-    problems = case_problems(case, 0, file=f"{label} case")
+def _record(doc: Any, index: int, key: str) -> str:
+    """How the ingest's messages name a document: its index, and its id when that is plain."""
+    ident = doc.get(key) if isinstance(doc, dict) else None
+    return f"#{index} ({ident})" if is_plain_id(ident) else f"#{index}"
+
+
+def non_finite_problems(doc: Any, file: str, record: str) -> list[Problem]:
+    """NaN and Infinity anywhere in ``doc``: Python's JSON reader takes them, but written back they make
+    the source (and every JSON output of it) invalid JSON."""
+    problems: list[Problem] = []
+    stack: list[tuple[str, Any]] = [("", doc)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            problems.append(Problem(file, record, where, f"{name} is not valid JSON: a number must be finite"))
+        elif isinstance(value, dict):
+            stack.extend(reversed([(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{where}.{i}", v) for i, v in enumerate(value)]))
+    return problems
+
+
+def _finer(problems: list[Problem], finer: list[Problem]) -> list[Problem]:
+    """``problems``, where ``finer`` says better what is wrong at the same place ("NaN is not valid JSON"
+    rather than "must be text, got float")."""
+    at = {(p.file, p.record, p.field) for p in finer}
+    return [p for p in problems if (p.file, p.record, p.field) not in at] + finer
+
+
+def _title_problems(case: dict[str, Any], file: str) -> list[Problem]:
+    """Every case of the release has a Case.Title and a Topic.Title; lists and the case view show them,
+    so a null one would read "None"."""
+    problems = []
+    for part in ("Case", "Topic"):
+        title = case[part].get("Title")
+        if title is None or (isinstance(title, str) and not title.strip()):
+            got = "null" if title is None and "Title" in case[part] else ("missing" if title is None else "blank")
+            problems.append(Problem(file, _record(case, 0, "U_id"), f"{part}.Title",
+                                    f"a title is required text, got {got}"))
+    return problems
+
+
+def _document_problems(case: Any, images: list[Any], label: str) -> list[Problem]:
+    """What is wrong with the new documents alone: the ingest's checks, and what a new case must say."""
+    problems = _finer(case_problems(case, 0, file=f"{label} case"),
+                      non_finite_problems(case, f"{label} case", _record(case, 0, "U_id")))
     if not images:
         problems.append(Problem(f"{label} images", "", "images", "a case needs at least one image"))
     for i, doc in enumerate(images):
-        problems += image_problems(doc, i, file=f"{label} images")
+        problems += _finer(image_problems(doc, i, file=f"{label} images"),
+                           non_finite_problems(doc, f"{label} images", _record(doc, i, "image")))
         category = doc.get("Location Category") if isinstance(doc, dict) else None
         if isinstance(category, str) and category not in LOCATION_CATEGORIES:  # the classes eval and the model know
             problems.append(Problem(f"{label} images", f"#{i}", "Location Category",
@@ -97,75 +219,316 @@ def _problems(case: Any, images: list[Any], label: str, existing_cases: list[dic
                                     f"must be one of {', '.join(SEXES)}; got {sex[:40]!r}"))
     if problems:
         return problems
+    problems += _title_problems(case, f"{label} case")
     problems += _relabel(cross_problems([case], images), label)
-    uid = case["U_id"]
-    if uid in {c["U_id"] for c in existing_cases}:
-        problems.append(Problem(f"{label} case", uid, "U_id", "a case with this id is already in the source"))
-    taken = {d["image"] for d in existing_images}
     for i, doc in enumerate(images):
-        name = doc["image"]
-        record = f"#{i} ({name})"
-        if name in taken:
-            problems.append(Problem(f"{label} images", record, "image",
-                                    "an image with this id is already in the source"))
-        elif (image_dir / f"{name}{IMAGE_SUFFIX}").exists():
-            problems.append(Problem(f"{label} images", record, "image",
-                                    f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX} already exists in the source"))
-        why = new_picture_problem(images_dir / f"{name}{IMAGE_SUFFIX}")
-        if why:
-            problems.append(Problem(f"{images_dir}/{name}{IMAGE_SUFFIX}", name, "", why))
+        if doc["image"] == case["U_id"]:
+            problems.append(_id_clash(label, i, doc["image"]))
     return problems
 
 
+def _id_clash(label: str, index: int, name: str) -> Problem:
+    return Problem(f"{label} images", f"#{index} ({name})", "image",
+                   "equals a case id, so `show` would never reach the image; choose another image id")
+
+
+def _picture_problems(images: list[dict[str, Any]], images_dir: Path, progress: Progress) -> list[Problem]:
+    """Decode every new picture (in threads: zlib releases the GIL): 300 large ones take half a minute."""
+    paths = [images_dir / f"{doc['image']}{IMAGE_SUFFIX}" for doc in images]
+    problems = []
+    with progress("Checking images", len(paths)) as advance, ThreadPoolExecutor(4) as pool:
+        for doc, path, why in zip(images, paths, pool.map(new_picture_problem, paths), strict=True):
+            advance(1)
+            if why:
+                problems.append(Problem(f"{images_dir}/{path.name}", doc["image"], "", why))
+    return problems
+
+
+def _source_problems(case: dict[str, Any], images: list[dict[str, Any]], label: str,
+                     existing: SourceData) -> list[Problem]:
+    """The new ids against the source's: taken ones, files already there, an image named like a case."""
+    problems = []
+    uid = case["U_id"]
+    case_ids = {c["U_id"] for c in existing.cases}
+    taken = {d["image"] for d in existing.images}
+    if uid in case_ids:
+        problems.append(Problem(f"{label} case", uid, "U_id", "a case with this id is already in the source"))
+    if uid in taken:
+        problems.append(Problem(f"{label} case", uid, "U_id", "equals an image id in the source, so `show` "
+                                "would never reach that image; choose another case id"))
+    for i, doc in enumerate(images):
+        name = doc["image"]
+        record = f"#{i} ({name})"
+        path = existing.image_dir / f"{name}{IMAGE_SUFFIX}"
+        if name in taken:
+            problems.append(Problem(f"{label} images", record, "image",
+                                    "an image with this id is already in the source"))
+        elif path.exists() or path.is_symlink():  # listed by no document: what an older, killed add left
+            problems.append(Problem(f"{label} images", record, "image",
+                                    f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX} already exists in the source but no image "
+                                    f"document lists it (left by an interrupted add-case?): if it is not yours, "
+                                    f"remove {path} and run add-case again"))
+        if name in case_ids:
+            problems.append(_id_clash(label, i, name))
+    return problems
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.adding-{os.getpid()}")
+
+
 def _write_new(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.adding-{os.getpid()}")
+    tmp = _temp_name(path)
     tmp.write_bytes(data)
     return tmp
 
 
-def add_case(case_json: Path, images_dir: Path, source: Path) -> AddCaseSummary:
-    """Add the case in ``case_json`` and its PNGs from ``images_dir`` to ``source``; on any error change nothing."""
-    root = resolve_root(Path(source))
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise InputError(f"image folder not found: {images_dir}")
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` by a rename, so a reader (or a kill) never meets half of it."""
+    tmp = _temp_name(path)
+    try:
+        tmp.write_bytes(data)
+        move_into_place(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N)`` of the add holding the lock, as it wrote it in the lock file; empty when unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+    return ""
+
+
+@contextlib.contextmanager
+def source_lock(root: Path, wait: float = LOCK_WAIT, notify: Notify | None = None) -> Iterator[bool]:
+    """Hold ``root``'s add lock (yields False where the file system has no locks); wait up to ``wait``
+    seconds for another add, saying so once, then refuse in one line.
+
+    The lock file is removed while held, so a waiter that opened the old one locks it again.
+    """
+    path = Path(root) / LOCK_FILE
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise InputError(f"another add-case{holder} is still running on {root} after {wait:g} s; "
+                                 "run this one again when it has finished") from None
+            if not told and notify is not None:
+                notify(f"waiting for another add-case{holder} on {root} to finish...")
+                told = True
+            time.sleep(0.05)
+            continue
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            with contextlib.suppress(OSError):
+                path.unlink()
+            fd = -1  # no locks here: the check that the JSON files did not change still guards
+            break
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it as it finished: lock the file there now
+    if fd < 0:
+        yield False
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
+def _is_temp(name: str) -> bool:
+    return _TEMP.fullmatch(name) is not None
+
+
+def _temp_pid(name: str) -> int | None:
+    found = _TEMP.fullmatch(name)
+    return int(found[1]) if found else None
+
+
+def recover(root: Path, locked: bool = True) -> str | None:
+    """Undo what a killed add left in ``root`` (call it holding the lock); say what was undone, if anything.
+
+    Temporaries (``.NAME.adding-PID``) go when PID no longer runs. A journal means the add died
+    between its renames: unless its case reached ``Case_topic.json`` (the last rename), its image
+    documents leave ``Descriptions.json`` and the images it placed, which no document lists, go.
+    """
+    root = Path(root)
+    swept = remove_left_by_dead(root, _is_temp, _temp_pid) + remove_left_by_dead(root / IMAGE_DIR, _is_temp,
+                                                                                  _temp_pid)
+    journal = root / JOURNAL_FILE
+    if not journal.exists():
+        return f"removed {len(swept)} temporary file(s) an interrupted add-case left in {root}" if swept else None
+    data, why = load_json(journal)
+    names = data.get("images") if isinstance(data, dict) else None
+    if why or not (isinstance(names, list) and all(is_plain_id(n) for n in names) and is_plain_id(data.get("case"))
+                   and isinstance(data.get("pid"), int)):
+        raise InputError(f"{journal}: cannot read the record of an interrupted add-case ({why or 'not a record'}); "
+                         f"remove it, and any images in {root / IMAGE_DIR} that no document lists")
+    uid, pid = data["case"], data["pid"]
+    if not locked and pid != os.getpid() and pid_alive(pid):
+        raise InputError(f"an add-case (pid {pid}) is still adding {uid} to {root}; run this one again when it "
+                         "has finished")
+    cases, _ = load_json(root / CASES_FILE)
+    docs, _ = load_json(root / IMAGES_FILE)
+    if not isinstance(cases, list) or not isinstance(docs, list):
+        return None  # load_source names what is wrong with them; the journal waits for a readable source
+    if any(isinstance(c, dict) and c.get("U_id") == uid for c in cases):
+        journal.unlink()  # it finished all but this
+        return None
+    kept = [d for d in docs if not (isinstance(d, dict) and d.get("U_id") == uid and d.get("image") in names)]
+    if len(kept) != len(docs):
+        _replace_file(root / IMAGES_FILE, json.dumps(kept, indent=4).encode("utf-8"))
+    listed = {d.get("image") for d in kept if isinstance(d, dict)}
+    for name in names:
+        if name not in listed:
+            with contextlib.suppress(FileNotFoundError):
+                (root / IMAGE_DIR / f"{name}{IMAGE_SUFFIX}").unlink()
+    journal.unlink()
+    return f"undid an interrupted add-case of {uid} (pid {pid}) in {root}"
+
+
+def _finite_json(docs: list[Any], label: str) -> bytes:
+    """``docs`` as the source's JSON; a source that already holds NaN (an older add wrote it) is named,
+    not copied on."""
+    try:
+        return json.dumps(docs, indent=4, allow_nan=False).encode("utf-8")
+    except ValueError:
+        problems = [p for i, d in enumerate(docs)
+                    for p in non_finite_problems(d, label, _record(d, i, "U_id" if label == CASES_FILE else "image"))]
+        raise ValidationError(problems) from None
+
+
+def add_case(case_json: Path, images_dir: Path, source: Path, *, progress: Progress = silent,
+             notify: Notify | None = None, lock_wait: float = LOCK_WAIT) -> AddCaseSummary:
+    """Add the case in ``case_json`` and its PNGs from ``images_dir`` to ``source``; on any error change nothing.
+
+    ``progress`` shows the checking and the copying of the images; ``notify`` hears of a wait for
+    another add on ``source`` and of leftovers of a killed one that were undone.
+    """
+    with _signals_roll_back():
+        root = resolve_root(Path(source))
+        images_dir = Path(images_dir)
+        if not images_dir.is_dir():
+            raise InputError(f"image folder not found: {images_dir}")
+        label = Path(case_json).name
+        case, images = read_case_file(case_json)
+        problems = _document_problems(case, images, label)
+        if problems:
+            raise ValidationError(problems, what="new case")
+        pictures = _picture_problems(images, images_dir, progress)  # the slow part, before the lock
+        try:
+            with source_lock(root, lock_wait, notify) as locked:
+                note = recover(root, locked)
+                if note and notify is not None:
+                    notify(f"note: {note}")
+                return _add_locked(root, case, images, label, pictures, images_dir, progress)
+        except OSError as exc:
+            raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from None
+
+
+def _add_locked(root: Path, case: dict[str, Any], images: list[dict[str, Any]], label: str,
+                pictures: list[Problem], images_dir: Path, progress: Progress) -> AddCaseSummary:
+    """Read the source, check the new ids against it and write, all under the lock."""
     existing = load_source(root, check_images=False)
-    case, images = read_case_file(case_json)
-    problems = _problems(case, images, Path(case_json).name, existing.cases, existing.images, images_dir,
-                         existing.image_dir)
+    problems = _source_problems(case, images, label, existing) + pictures
     if problems:
         raise ValidationError(problems, what="new case")
     names = [d["image"] for d in images]
     originals = {name: (root / name).read_bytes() for name in (CASES_FILE, IMAGES_FILE)}
-    new_json = {CASES_FILE: json.dumps(existing.cases + [case], indent=4).encode("utf-8"),
-                IMAGES_FILE: json.dumps(existing.images + images, indent=4).encode("utf-8")}
-    temps: list[Path] = []
+    new_json = {CASES_FILE: _finite_json(existing.cases + [case], CASES_FILE),
+                IMAGES_FILE: _finite_json(existing.images + images, IMAGES_FILE)}
+    temps: list[Path] = []  # _undo ignores unlink errors: on a read-only disk even a file never made raises
     placed: list[Path] = []
     replaced: list[str] = []
+    journal = root / JOURNAL_FILE
+    journaled = False
     try:
         existing.image_dir.mkdir(exist_ok=True)
         staged = []
-        for name in names:
-            final = existing.image_dir / f"{name}{IMAGE_SUFFIX}"
-            tmp = final.with_name(f".{final.name}.adding-{os.getpid()}")
-            temps.append(tmp)
-            shutil.copyfile(images_dir / f"{name}{IMAGE_SUFFIX}", tmp)
-            staged.append((tmp, final))
-        json_temps = {label: _write_new(root / label, data) for label, data in new_json.items()}
-        temps.extend(json_temps.values())
+        with progress("Copying images", len(names)) as advance:
+            for name in names:
+                final = existing.image_dir / f"{name}{IMAGE_SUFFIX}"
+                tmp = _temp_name(final)
+                temps.append(tmp)  # before the copy: a Ctrl-C inside it leaves part of one
+                shutil.copyfile(images_dir / f"{name}{IMAGE_SUFFIX}", tmp)
+                staged.append((tmp, final))
+                advance(1)
+        json_temps = {}
+        for name, data in new_json.items():
+            temps.append(_temp_name(root / name))
+            json_temps[name] = _write_new(root / name, data)
+        for name in (CASES_FILE, IMAGES_FILE):  # another program wrote them since they were read: keep its
+            if _digest(root / name) != existing.digests[name]:
+                raise _Changed(root / name)
+        _replace_file(journal, json.dumps({"pid": os.getpid(), "case": case["U_id"], "images": names}).encode())
+        journaled = True
         for tmp, final in staged:
             move_into_place(tmp, final)
             placed.append(final)
-        for label in (IMAGES_FILE, CASES_FILE):
-            move_into_place(json_temps[label], root / label)
-            replaced.append(label)
-    except BaseException as exc:  # a failed write, or Ctrl-C between two renames: undo, never half a case
-        for label in replaced:
-            (root / label).write_bytes(originals[label])
-        for path in temps + placed:
-            path.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from exc
+        for name in (IMAGES_FILE, CASES_FILE):  # Case_topic.json last: the journal's sign that the add finished
+            move_into_place(json_temps[name], root / name)
+            replaced.append(name)
+    except BaseException as exc:  # a failed write, Ctrl-C or a hang-up between two renames: never half a case
+        _undo(root, originals, replaced, temps + placed, journal if journaled else None)
+        if isinstance(exc, _Changed):
+            raise InputError(f"{exc.path} changed while the case was being added (another program wrote it); "
+                             "nothing was changed: run add-case again") from None
         raise
+    with contextlib.suppress(OSError):  # left, it only tells the next add that this one finished
+        journal.unlink()
     kinds = [d["Type"] for d in images]
     return AddCaseSummary(case["U_id"], tuple(names), kinds.count("CT"), kinds.count("MR"), root)
+
+
+class _Changed(Exception):
+    """A JSON file of the source changed between its reading and the renames."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+def _undo(root: Path, originals: dict[str, bytes], replaced: list[str], created: list[Path],
+          journal: Path | None) -> None:
+    """Put the JSON files back and remove what this add created, the journal last: should this fail
+    too, or the process be killed, the next add finds the journal and finishes the undo."""
+    with _signals_held():
+        for name in (CASES_FILE, IMAGES_FILE):  # Case_topic.json first, as the journal's reader expects
+            if name not in replaced:
+                continue
+            try:
+                _replace_file(root / name, originals[name])
+            except OSError as exc:
+                then = ("so the case stays added" if name == CASES_FILE else
+                        "and the next add-case on this folder undoes the rest")
+                raise InputError(f"cannot write to {root}: {exc.strerror or exc}; undoing the add failed too, "
+                                 f"{then}") from None
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        if journal is not None:
+            with contextlib.suppress(OSError):
+                journal.unlink()

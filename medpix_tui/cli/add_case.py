@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 from pathlib import Path
 
 import click
 
-from ..add_case import add_case
+from ..add_case import Signalled, add_case
+from ..progress import rich_progress
 
 
 @click.command("add-case")
@@ -20,7 +24,9 @@ def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
 
     The case is checked as `bundle build` checks a source (schema, ids, joins, images
     that decode) and its ids must not exist yet. On any problem one error is printed and
-    the folder is left unchanged. Run `medpix-tui bundle build` afterwards to include it.
+    the folder is left unchanged, also on Ctrl-C or a closed terminal. One add-case runs on
+    a folder at a time: another waits for it (30 s at most), and undoes what a killed one
+    left. Run `medpix-tui bundle build` afterwards to include it.
 
     \b
     CASE.json holds one object, with documents shaped as in the release:
@@ -42,9 +48,19 @@ def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
       medpix-tui add-case lab0001.json --images lab0001/ --source ~/medpix-lab
       medpix-tui bundle build --source ~/medpix-lab --force
     """
-    summary = add_case(case_json, images_dir, source)
+    try:
+        summary = add_case(case_json, images_dir, source, progress=rich_progress(), notify=_note)
+    except Signalled as exc:  # rolled back; the terminal may be gone, so the note may reach nobody
+        with contextlib.suppress(OSError):
+            click.echo(f"{'hung up' if exc.signum == signal.SIGHUP else 'terminated'}; nothing was changed",
+                       err=True)
+        sys.exit(128 + exc.signum)
     click.echo(f"added case {summary.uid} with {len(summary.images)} image(s) ({summary.ct} CT, {summary.mr} MR) "
                f"to {summary.source}")
+
+
+def _note(message: str) -> None:
+    click.echo(message, err=True)
 
 
 COMMANDS = [add_case_cmd]
