@@ -801,15 +801,22 @@ class Bundle:
         if not isinstance(entry, dict):
             raise damaged(self.root, rel, "is not listed in the manifest")
         h = hashlib.sha256()
+        sink_failed: list[OSError] = []
         try:
             with open_regular(self.root / rel) as f:
                 while block := f.read(1 << 20):
                     h.update(block)
-                    sink(block)
+                    try:
+                        sink(block)
+                    except OSError as exc:  # the output's fault (a full disk), not the bundle's
+                        sink_failed.append(exc)
+                        break
         except FileNotFoundError:
             raise damaged(self.root, rel, "is missing") from None
         except OSError as exc:
             raise damaged(self.root, rel, f"is unreadable ({exc.strerror or exc})") from None
+        if sink_failed:
+            raise sink_failed[0]
         if h.hexdigest() != entry.get("sha256"):
             raise damaged(self.root, rel, "does not match its digest in the manifest")
 

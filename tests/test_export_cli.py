@@ -443,3 +443,20 @@ def test_query_refuses_sort_with_keyword_as_export_does(tiny: Path) -> None:
     code, output = _run("query", "--bundle", str(tiny), "--keyword", "glioma", "--sort", "Description.Age")
     assert code == 2
     assert output.strip() == "error: --sort does not go with --keyword: keyword results come in rank order"
+
+
+def test_a_full_output_disk_is_the_outputs_fault_not_the_bundles(tiny: Path, tmp_path: Path) -> None:
+    """A full disk under an imagefolder export said "damaged bundle: ...png is unreadable (No space
+    left on device)", and bundle verify then said the bundle was fine."""
+    import errno
+
+    from medpix_tui.bundle import open_bundle
+
+    bundle = open_bundle(tiny)
+
+    def full(block: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        bundle.read_image("T1_b", full)
+    assert caught.value.errno == errno.ENOSPC and "damaged" not in str(caught.value)
