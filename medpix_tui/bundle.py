@@ -909,9 +909,19 @@ def resolve_bundle(path: Path | str | None = None, progress: Progress = silent,
 
 # -- archives -----------------------------------------------------------------------
 
+#: Archive names that promise compression, which a pack does not do.
+_COMPRESSED_NAME = re.compile(r"\.(t?gz|tbz2?|bz2|t?xz|zst|zip|7z|lz4|tar\.[a-z0-9]+)$", re.IGNORECASE)
+
+
 def pack_bundle(root: Path, archive: Path, *, force: bool = False, progress: Progress = silent) -> Path:
     """Write a verified bundle as one uncompressed tar (PNG and Parquet are compressed already)."""
     root, archive = Path(root), Path(archive)
+    if root.is_file():
+        raise InputError(f"{root} is a file (an archive is packed already): name a bundle folder to pack")
+    if (compressed := _COMPRESSED_NAME.search(archive.name)) is not None:
+        raise InputError(f"{archive} names a {compressed.group(0)} file, but a bundle archive is a plain tar "
+                         "(its PNG and Parquet are compressed already): "
+                         f"name it {archive.name[:compressed.start()]}.tar")
     real_root, real_out = Path(os.path.realpath(root)), Path(os.path.realpath(archive))
     if real_out == real_root or real_root in real_out.parents:
         raise InputError(f"refusing to write {archive} inside the bundle it packs ({root}); choose a path outside it")

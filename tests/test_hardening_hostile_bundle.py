@@ -677,6 +677,23 @@ def test_pack_refuses_an_output_inside_the_bundle(tiny: Path, tmp_path: Path) ->
     assert {p: sha(p) for p in copy.rglob("*") if p.is_file()} == before and verify_bundle(copy).ok
 
 
+@pytest.mark.parametrize("name", ["b.tar.gz", "b.tgz", "b.zip", "b.TAR.XZ"])
+def test_pack_refuses_a_name_that_promises_compression(tiny: Path, tmp_path: Path, name: str) -> None:
+    """``pack ... a.tar.gz`` wrote a plain tar under that name: ``tar xzf`` then said "not in gzip format"."""
+    code, lines = run("bundle", "pack", str(tiny), str(tmp_path / name))
+    assert code == 2 and len(lines) == 1 and "a bundle archive is a plain tar" in lines[0], lines
+    assert lines[0].endswith(f"name it {name.split('.')[0]}.tar") and not (tmp_path / name).exists()
+
+
+def test_pack_of_an_archive_says_it_is_packed_already(tiny: Path, tmp_path: Path) -> None:
+    """``pack x/b1.tar out.tar`` said "bundle not found: x/b1.tar" of a file that is there."""
+    archive = tmp_path / "b1.tar"
+    assert run("bundle", "pack", str(tiny), str(archive))[0] == 0
+    code, lines = run("bundle", "pack", str(archive), str(tmp_path / "again.tar"))
+    assert code == 2 and lines == [f"error: {archive} is a file (an archive is packed already): "
+                                   "name a bundle folder to pack"], lines
+
+
 # -- environment: full disk, killed runs -----------------------------------------------------
 
 def test_a_full_disk_during_build_is_one_line_and_leaves_nothing(tmp_path: Path,
