@@ -42,10 +42,11 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def bundle_state(path: Path | None) -> dict[str, Any]:
+def bundle_state(path: Path | None, *, builds: bool = True) -> dict[str, Any]:
     """Whether a bundle is there, and its counts and model from the manifest.
 
-    Not verified: that is ``bundle verify``.
+    ``builds``: whether a missing bundle there is built on first use (the default bundle, which
+    ``$MEDPIX_BUNDLE`` may name); one named by ``--bundle`` is not. Not verified: that is ``bundle verify``.
     """
     from .bundle import MANIFEST, read_manifest
 
@@ -68,6 +69,8 @@ def bundle_state(path: Path | None) -> dict[str, Any]:
             holds = True
         if holds:
             return {"state": f"not a bundle: a folder without {MANIFEST}"}
+        if not builds:
+            return {"state": "not found: --bundle names no bundle there (build one with 'medpix-tui bundle build')"}
         return {"state": "not built yet (built from the source on first use)"}
     try:
         manifest = read_manifest(path)
@@ -130,7 +133,7 @@ def diagnose(bundle: str | Path | None = None, source: str | Path | None = None)
     src = locations.default_source(source)
     return {
         "checkout": str(root) if root is not None else None,
-        "bundle": _location(target, **bundle_state(target.path)),
+        "bundle": _location(target, **bundle_state(target.path, builds=not bundle)),
         "source": _location(src, present=bool(src.path and (src.path / "Case_topic.json").is_file())),
         "model": _location(model, name=model_name(model.path)),
         "cache": _location(locations.cache_dir()),

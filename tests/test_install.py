@@ -290,6 +290,14 @@ def test_doctor_tells_a_bundle_from_what_is_none(tmp_path: Path) -> None:
     assert bundle_state(tmp_path / "b.tar")["state"].startswith("archive")
     for missing in (tmp_path / "empty", tmp_path / "nothing"):
         assert bundle_state(missing)["state"].startswith("not built yet")
+        # --bundle names no default: nothing builds it, so "built on first use" was untrue
+        assert bundle_state(missing, builds=False)["state"].startswith("not found: --bundle names no bundle")
+
+
+def test_doctor_says_a_missing_bundle_option_is_not_built_on_first_use(tmp_path: Path) -> None:
+    from medpix_tui.doctor import diagnose
+
+    assert diagnose(bundle=tmp_path / "nothing")["bundle"]["state"].startswith("not found: --bundle")
 
 
 def test_doctor_text_installed(installed: Path) -> None:
