@@ -244,6 +244,10 @@ def _picture_problems(images: list[dict[str, Any]], images_dir: Path, progress: 
     return problems
 
 
+#: Why two ids may not differ only in letter case.
+_CASE_FOLD_WHY = "their PNG files would be one file on a case-insensitive file system, as on macOS and Windows"
+
+
 def _source_problems(case: dict[str, Any], images: list[dict[str, Any]], label: str,
                      existing: SourceData) -> list[Problem]:
     """The new ids against the source's: taken ones, files already there, an image named like a case."""
@@ -256,6 +260,11 @@ def _source_problems(case: dict[str, Any], images: list[dict[str, Any]], label: 
     if uid in taken:
         problems.append(Problem(f"{label} case", uid, "U_id", "equals an image id in the source, so `show` "
                                 "would never reach that image; choose another case id"))
+    folded_cases = {c.casefold(): c for c in case_ids}
+    folded_images = {n.casefold(): n for n in taken}
+    if uid not in case_ids and (other := folded_cases.get(uid.casefold())):
+        problems.append(Problem(f"{label} case", uid, "U_id", f"differs from the case {other} only in letter case "
+                                f"({_CASE_FOLD_WHY}); choose another case id"))
     for i, doc in enumerate(images):
         name = doc["image"]
         record = f"#{i} ({name})"
@@ -263,6 +272,9 @@ def _source_problems(case: dict[str, Any], images: list[dict[str, Any]], label: 
         if name in taken:
             problems.append(Problem(f"{label} images", record, "image",
                                     "an image with this id is already in the source"))
+        elif other := folded_images.get(name.casefold()):
+            problems.append(Problem(f"{label} images", record, "image",
+                                    f"differs from the image {other} only in letter case ({_CASE_FOLD_WHY})"))
         elif path.exists() or path.is_symlink():  # listed by no document: what an older, killed add left
             problems.append(Problem(f"{label} images", record, "image",
                                     f"{IMAGE_DIR}/{name}{IMAGE_SUFFIX} already exists in the source but no image "

@@ -138,6 +138,12 @@ BAD: list[tuple[str, Callable[[dict], object], str]] = [
     ("a case named as an image in the source",
      lambda p: (p["case"].update(U_id="MPX8001_synpic1"), [i.update(U_id="MPX8001_synpic1") for i in p["images"]]),
      "case:MPX8001_synpic1:U_id: equals an image id in the source"),
+    ("a case id that differs from one in the source only in letter case",
+     lambda p: (p["case"].update(U_id="mpx8001"), [i.update(U_id="mpx8001") for i in p["images"]]),
+     "case:mpx8001:U_id: differs from the case MPX8001 only in letter case"),
+    ("an image id that differs from one in the source only in letter case",
+     lambda p: (p["case"]["TAC"].__setitem__(0, "mpx8001_synpic1"), p["images"][0].update(image="mpx8001_synpic1")),
+     "images:#0 (mpx8001_synpic1):image: differs from the image MPX8001_synpic1 only in letter case"),
 ]
 
 
