@@ -24,6 +24,23 @@ def silent(description: str, total: int) -> Iterator[Callable[[int], None]]:
     yield advance
 
 
+class Stopped(Exception):
+    """Raised by a :func:`stoppable` progress's advance once its caller no longer wants the work."""
+
+
+def stoppable(should_stop: Callable[[], bool]) -> Progress:
+    """A silent progress whose advance raises :class:`Stopped` once ``should_stop()`` is true: a
+    thread worker of a quitting app (which cannot be interrupted) ends at its next step, not minutes on."""
+    @contextlib.contextmanager
+    def task(description: str, total: int) -> Iterator[Callable[[int], None]]:
+        def advance(n: int = 1) -> None:
+            if should_stop():
+                raise Stopped(description)
+        yield advance
+
+    return task
+
+
 def rich_progress() -> Progress:
     """A progress that draws bars on stderr with rich (hidden when stderr is not a terminal)."""
     from rich.console import Console

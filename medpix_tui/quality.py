@@ -115,10 +115,14 @@ def pictures(bundle: Bundle, names: Iterable[str], progress: Progress = silent) 
     """Pixel digests and perceptual hashes of the images (two threads: decoding releases the GIL)."""
     names = list(names)
     out = []
-    with progress("Hashing images", len(names)) as advance, ThreadPoolExecutor(max_workers=2) as pool:
-        for picture in pool.map(lambda n: _picture(bundle, n), names):
-            out.append(picture)
-            advance(1)
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
+        with progress("Hashing images", len(names)) as advance:
+            for picture in pool.map(lambda n: _picture(bundle, n), names):
+                out.append(picture)
+                advance(1)
+    finally:  # a stopped progress (see progress.stoppable) leaves the images not yet begun undone
+        pool.shutdown(wait=True, cancel_futures=True)
     return out
 
 

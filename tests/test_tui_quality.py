@@ -76,3 +76,29 @@ async def test_the_report_fills_the_screen_and_a_leakage_pair_opens_its_case(
         await pilot.press("f5")  # the mode keeps its report
         await wait_for(pilot, lambda: app.screen is quality)
         assert quality.report is report
+
+
+async def test_quitting_while_the_report_works_stops_its_hashing(real_bundle: Bundle,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctrl+q while the report worked left a blank screen some 8 s: its thread hashed every image first."""
+    import medpix_tui.quality as quality_module
+
+    hashed: list[threading.Thread] = []
+    started, picture = threading.Event(), quality_module._picture
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        hashed.append(threading.current_thread())
+        started.set()
+        return picture(*args, **kwargs)
+
+    monkeypatch.setattr(quality_module, "_picture", counted)
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: started.is_set())
+        await pilot.press("ctrl+q")
+    for thread in set(hashed):  # the report's hashing threads end, whatever the host's speed
+        thread.join(300)
+    total = real_bundle.store.count("Image_Descriptions")
+    assert len(hashed) < total / 2, f"{len(hashed)} of {total} images hashed after the quit"

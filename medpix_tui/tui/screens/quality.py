@@ -21,6 +21,7 @@ from textual.widgets import DataTable, LoadingIndicator, Static, TabbedContent, 
 from textual.worker import get_current_worker
 
 from ...errors import MedpixError
+from ...progress import Stopped, stoppable
 from ...store import IMAGES
 from ..app import alive, medpix
 from ..locked import locked
@@ -95,18 +96,23 @@ class QualityScreen(Screen[None]):
         from ...quality import quality_report
 
         app = medpix(self)
+        worker = get_current_worker()
         try:
             bundle = locked(app.bundle, app.store_lock)
-            report = quality_report(bundle)
+            # a quit (or Esc) cancels the worker: the hashing stops at its next image, where quitting
+            # waited some 8 s on a blank screen for the whole report
+            report = quality_report(bundle, progress=stoppable(lambda: worker.is_cancelled))
             with app.store_lock:
                 first_image: dict[str, str] = {}
                 for doc in app.store.find(IMAGES, projection=["image", "U_id"]):
                     first_image.setdefault(doc["U_id"], doc["image"])
+        except Stopped:
+            return
         except (MedpixError, OSError) as exc:
-            if not get_current_worker().is_cancelled:
+            if not worker.is_cancelled:
                 self.app.call_from_thread(self._failed, str(exc))
             return
-        if not get_current_worker().is_cancelled:
+        if not worker.is_cancelled:
             self.app.call_from_thread(self._fill, report, first_image)
 
     def _stop_ticking(self) -> None:
