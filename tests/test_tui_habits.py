@@ -304,3 +304,22 @@ async def test_dragging_the_scrollbar_to_the_middle_shows_the_rows_there(real_bu
         table.focus()
         await pilot.press("down")  # the cursor, still on the first row, comes back into view
         assert table.current_name == names[1]
+
+
+async def test_find_typed_right_after_slash_lands_in_the_find_box(real_bundle: Bundle) -> None:
+    """"/frac" at speed gave its letters to the case (its f opened the full screen), and a / typed in
+    the find box must stay a letter there."""
+    from tui_support import burst
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await search(pilot, "ring enhancing lesion")
+        await pilot.press("enter", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, CaseScreen) and app.screen.image is not None)
+        screen = app.screen
+        await settle(pilot)
+        burst(pilot, "slash", *"frac", "slash")
+        box = screen.query_one("#find", Input)
+        await wait_for(pilot, lambda: box.value == "frac/")
+        await settle(pilot)
+        assert app.screen is screen and not any(isinstance(s, ImageScreen) for s in app.screen_stack)

@@ -488,3 +488,23 @@ async def test_keywords_that_search_nothing_are_named_in_the_status(real_bundle:
         await wait_for(pilot, lambda: app.result is not None and app.result.request.keywords == typed)
         await settle(pilot)
         assert hint in status_text(app) and "Query error" not in status_text(app)
+
+
+async def test_keys_typed_right_after_ctrl_f_land_in_the_search_box(real_bundle: Bundle) -> None:
+    """"ctrl+f glioma" at speed gave its letters to the results table (its c copies, q would quit):
+    Widget.focus waited for the message queue, behind the keys already there."""
+    from tui_support import burst
+
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one(ResultsTable).focus()
+        await settle(pilot)
+        burst(pilot, "ctrl+f", *"glioma")
+        await wait_for(pilot, lambda: app.screen.query_one("#keywords", Input).value == "glioma")
+        app.screen.query_one("#fq-path", Input).focus()  # from the field query's box too
+        await settle(pilot)
+        burst(pilot, "ctrl+f", "space", *"lesion")
+        # the box selects its text when focused (Textual's select_on_focus): what is typed replaces it
+        await wait_for(pilot, lambda: app.screen.query_one("#keywords", Input).value == " lesion")
+        assert app.screen.query_one("#fq-path", Input).value == ""

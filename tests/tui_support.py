@@ -65,6 +65,19 @@ async def type_text(pilot: Pilot, text: str) -> None:
     await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
 
 
+def burst(pilot: Pilot, *keys: str) -> None:
+    """Queue ``keys`` at once, as a fast typist or a paste delivers them (``pilot.press`` lets the app
+    go idle after each key, which hides what a key's action leaves for the next ones)."""
+    from textual import events
+
+    driver = pilot.app._driver
+    assert driver is not None
+    for key in keys:
+        event = events.Key(key, {"slash": "/", "space": " "}.get(key, key if len(key) == 1 else None))
+        event.set_sender(pilot.app)
+        driver.send_message(event)  # as the terminal's driver does, and pilot.press, without its waits
+
+
 async def open_screen(pilot: Pilot, key: str, screen_class: type) -> Any:
     """Press the mode's key, wait until its screen is the one shown and has settled; return it."""
     await pilot.press(key)

@@ -330,6 +330,21 @@ class GuardedScreen(Screen[None]):
         return self._ready and not self.leaving
 
 
+def takes_text(screen: Screen[Any]) -> bool:
+    """Whether the focused widget takes what is typed (a box or an editor): a key that moves the
+    focus to a box is then the box's own (ctrl+f deletes a word in an Input, ctrl+e ends a line)."""
+    from textual.widgets import Input, TextArea
+
+    return isinstance(screen.focused, (Input, TextArea))
+
+
+def focus_now(widget: Widget) -> None:
+    """Focus ``widget`` before the next key is handed out: ``Widget.focus`` waits for the message
+    queue, so "ctrl+f glioma" typed at speed gave its letters to the results table (c copied, q quit).
+    Call it from a priority binding's action, which runs before the next key is dispatched."""
+    widget.screen.set_focus(widget)
+
+
 def alive(node: DOMNode) -> bool:
     """Whether ``node`` is still on a screen that has not been dismissed (so drawing into it is safe)."""
     if not (node.is_attached and node.is_running):

@@ -22,7 +22,7 @@ from textual.widgets import Input, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ...render import CASE_SECTIONS, TOPIC_SECTIONS, shown_value
-from ..app import GuardedScreen, MedpixApp, alive, copy_id, medpix
+from ..app import GuardedScreen, MedpixApp, alive, copy_id, focus_now, medpix, takes_text
 from ..saving import SaveOption, Writer, save_interactively
 from ..widgets.doc_pane import HIT_STYLE, DocPane
 from ..widgets.footer import KeyFooter
@@ -63,7 +63,8 @@ class CaseScreen(GuardedScreen):
                 tooltip="Previous image of this case"),
         Binding("f", "fullscreen", "Full", tooltip="Show the image on the whole screen"),
         Binding("t", "toggle_pane", "Topic", tooltip="Switch between the case and its topic"),
-        Binding("slash", "find", "Find", key_display="/", tooltip="Find text in the case or topic shown"),
+        Binding("slash", "find", "Find", key_display="/", priority=True,
+                tooltip="Find text in the case or topic shown"),
         Binding("s", "save", "Save", show=False, tooltip="Save the image document, the case or the topic as JSON"),
         Binding("c", "copy", "Copy id", show=False,
                 tooltip="Copy the image id to the clipboard (OSC 52: works over SSH)"),
@@ -166,11 +167,17 @@ class CaseScreen(GuardedScreen):
         panes = self.query_one(TabbedContent)
         return self.query_one("#topic-doc" if panes.active == "pane-topic" else "#case-doc", DocPane)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """/ is a priority key (the find box takes the keys at once) but a letter in the find box."""
+        if action == "find" and takes_text(self):
+            return False
+        return super().check_action(action, parameters)
+
     def action_find(self) -> None:
         """Open the find box over the footer; what is typed is marked in the pane shown."""
         box = self.query_one("#find", Input)
         box.display = True
-        box.focus()
+        focus_now(box)  # "/fracture" typed at speed: its f opened the full screen
 
     def _close_find(self) -> None:
         box = self.query_one("#find", Input)

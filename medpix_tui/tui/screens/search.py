@@ -39,7 +39,7 @@ from ...session import (
     run_search,
 )
 from ...store import CASES, IMAGES
-from ..app import NARROW, MedpixApp, alive, copy_id, medpix
+from ..app import NARROW, MedpixApp, alive, copy_id, focus_now, medpix
 from ..first_page import write_first_page
 from ..saving import SaveOption, Writer, dataset_options, document_options, save_interactively
 from ..widgets.facets import FacetPanel
@@ -64,7 +64,7 @@ class SearchScreen(Screen[None]):
 
     CSS_PATH = "search.tcss"
     BINDINGS = [
-        Binding("ctrl+f", "focus_search", "Search box", show=False, tooltip="Back to the search box"),
+        Binding("ctrl+f", "focus_search", "Search box", show=False, priority=True, tooltip="Back to the search box"),
         Binding("ctrl+o", "open_case", "Open case", tooltip="Read the case of the highlighted image"),
         Binding("ctrl+s", "save", "Save", tooltip="Save the results (JSON, JSONL, Parquet) or their images"),
         Binding("ctrl+r", "reset", "Reset", tooltip="Clear keywords, field query and facets"),
@@ -351,7 +351,7 @@ class SearchScreen(Screen[None]):
         return False
 
     def action_focus_search(self) -> None:
-        self.query_one("#keywords", Input).focus()
+        focus_now(self.query_one("#keywords", Input))
 
     @on(Input.Submitted, "#keywords")
     def action_focus_results(self) -> None:

@@ -39,7 +39,7 @@ from ...bundle import read_regular
 from ...errors import MedpixError
 from ...render import counted
 from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Preview, jsonable
-from ..app import NARROW, medpix
+from ..app import NARROW, focus_now, medpix, takes_text
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
 from ..widgets.header import SafeHeader
@@ -62,7 +62,7 @@ class SqlScreen(Screen[None]):
         Binding("f8", "history", "History", tooltip="Pick a past query"),
         Binding("ctrl+b", "toggle_sidebar", "Sidebar",
                 tooltip="Show or hide tables and history (hidden at first below 100 columns)"),
-        Binding("ctrl+e", "focus_editor", "Editor", show=False, tooltip="Back to the editor"),
+        Binding("ctrl+e", "focus_editor", "Editor", show=False, priority=True, tooltip="Back to the editor"),
         # priority: the editor would take Esc to move focus; check_action lets it do so when nothing runs
         Binding("escape", "cancel_query", "Cancel", show=False, priority=True, tooltip="Stop the running query"),
     ]
@@ -259,9 +259,11 @@ class SqlScreen(Screen[None]):
         sidebar.display = self._sidebar_chosen = not sidebar.display
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Esc cancels only while a statement runs."""
+        """Esc cancels only while a statement runs; ctrl+e moves to the editor from outside it."""
         if action == "cancel_query":
             return self._con is not None and self._con.running
+        if action == "focus_editor":  # in the editor, ctrl+e is its own (the end of the line)
+            return not takes_text(self)
         return True
 
     def action_cancel_query(self) -> None:
@@ -270,7 +272,7 @@ class SqlScreen(Screen[None]):
             self.query_one("#sql-status", Static).update("Cancelling…")
 
     def action_focus_editor(self) -> None:
-        self.query_one("#editor", TextArea).focus()
+        focus_now(self.query_one("#editor", TextArea))
 
     @work(exclusive=True, group="save")
     async def action_export(self) -> None:
