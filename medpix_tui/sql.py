@@ -288,6 +288,10 @@ def _name_thread(name: str) -> None:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+class Cancelled(QueryError):
+    """A statement stopped by its user (Esc, or a newer statement in its place): no fault of its text."""
+
+
 class Preview(NamedTuple):
     """Columns and (the first) rows of a result, and its row count (up to ``max_rows + 1``)."""
 
@@ -451,7 +455,7 @@ class SqlConnection:
                                   "narrow it")
             if self._why == "timeout":
                 return QueryError(f"SQL statement stopped at the {timeout:g} s time limit (--timeout)")
-            return QueryError("SQL statement cancelled")
+            return Cancelled("SQL statement cancelled")
         if isinstance(exc, duckdb.OutOfMemoryException):
             return QueryError(f"SQL statement needs more than the {self.memory_limit} memory limit; narrow it")
         if isinstance(exc, duckdb.Error):

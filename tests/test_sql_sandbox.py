@@ -316,6 +316,9 @@ async def test_tui_sql_screen_shows_empty_statements_and_esc_cancels(tiny: Path)
         await wait_for(pilot, lambda: "SQL statement cancelled" in str(status.render()), timeout=10)
         assert time.monotonic() - pressed < 3
         assert app.is_running and app.screen is screen
+        # stopped is not failed: the history marked it "✗ failed"
+        assert RUNAWAY in screen._history and RUNAWAY not in screen._failed
+        assert "COPY (SELECT 1) TO 'out.csv'" in screen._failed
 
 
 def test_history_file_is_bounded_and_validated(tmp_path: Path) -> None:

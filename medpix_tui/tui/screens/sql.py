@@ -38,7 +38,7 @@ from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ...render import counted
-from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Preview, jsonable
+from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Cancelled, Preview, jsonable
 from ..app import NARROW, focus_now, medpix, takes_text
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
@@ -173,7 +173,9 @@ class SqlScreen(Screen[None]):
         except MedpixError as exc:
             if get_current_worker().is_cancelled:  # replaced by a newer statement: that one answers
                 return
-            self.app.call_from_thread(self._error, str(exc), self._remember(query, failed=True))
+            # a statement stopped with Esc is kept in the history unmarked: it did not fail
+            history = self._remember(query, failed=not isinstance(exc, Cancelled))
+            self.app.call_from_thread(self._error, str(exc), history)
             return
         elapsed = time.perf_counter() - started
         history = self._remember(query, failed=False)
