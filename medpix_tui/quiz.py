@@ -6,7 +6,8 @@ hides everything that names the answer: titles, diagnosis, differential, discuss
 captions (captions often name the diagnosis). A typed answer is scored against the case
 diagnosis by its words (most of the diagnosis said, and mostly the diagnosis), with the case
 and topic titles and the topic's keywords as synonyms; a near miss earns half, an item of the
-differential a quarter, a negated answer nothing. The reason is shown with the score.
+differential a quarter, an answer that begins by negating or says the opposite (Hodgkin for
+non-Hodgkin) nothing; a word counts in its other forms. The reason is shown with the score.
 
 Progress is kept per bundle and deck in the user state dir (:class:`QuizState`, written
 atomically; a damaged or foreign file is ignored with a notice). Repetition is Leitner's:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -49,6 +51,8 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 _STOP = frozenset("""a an and the of with to in on for by from or at as is are was were be been secondary due
     left right bilateral acute chronic type disease syndrome case patient""".split())
 _WORD = re.compile(r"[a-z0-9]+")
+#: An abbreviation as written in a diagnosis: two or more capitals ("NSCLC", "ACL").
+_ACRONYM = re.compile(r"\b[A-Z][A-Z0-9]{1,9}\b")
 # Topic keywords arrive run together ("pulmonary alveolar proteinosisPAPinterstitial lung disease"):
 # a lower-case letter before a capital, or a run of capitals before a lower-case letter, starts a new one.
 _KEYWORD_BOUNDARY = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z]{2})(?=[a-z])")
@@ -58,9 +62,39 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word
 
 
+#: "non-Hodgkin", "non ossifying": the prefix belongs to its word ("non" alone made non-Hodgkin
+#: and Hodgkin lymphoma the same words, and "non-ossifying" missed "Nonossifying").
+_NON = re.compile(r"\bnon[\s-]+(?=[a-z])")
+
+
 def tokens(text: str) -> set[str]:
     """Content words, lower-cased and de-pluralised (what answers are compared by)."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
+    return {_stem(w) for w in _WORD.findall(_NON.sub("non", text.lower())) if w not in _STOP}
+
+
+def _same(said: str, want: str) -> bool:
+    """Whether two words are one word in two forms (infarct/infarction, hyperglycemia/hyperglycemic):
+    equal, or sharing all but the last letter of the shorter and at least five letters (carcinoma and
+    carcinoid stay apart)."""
+    if said == want:
+        return True
+    shorter = min(len(said), len(want))
+    shared = len(os.path.commonprefix([said, want]))
+    return shared >= 5 and shared >= shorter - 1
+
+
+def _common(said: set[str], want: set[str]) -> int:
+    """How many wanted words were said, in any form :func:`_same` allows."""
+    return sum(1 for w in want if any(_same(s, w) for s in said))
+
+
+def _contradicts(said: set[str], target: str) -> str | None:
+    """A said word the target negates by its prefix ("hodgkin" for "non-Hodgkin", or the reverse)."""
+    want = tokens(target)
+    for word in said:
+        if f"non{word}" in want or (word.startswith("non") and word[3:] in want):
+            return word
+    return None
 
 
 def split_keywords(text: str | None) -> list[str]:
@@ -89,8 +123,9 @@ class Score:
     reason: str
 
 
-#: A typed answer that says what the case is not ("not a fracture") names no diagnosis.
-_NEGATION = re.compile(r"\b(not|no|without|never|isn'?t|unlikely|excluded?|ruled? out)\b", re.IGNORECASE)
+#: A typed answer that begins by saying what the case is not ("not a fracture") names no diagnosis;
+#: "no" and "without" are left alone ("no IVC" for "Absence of IVC", "laceration without embolization").
+_NEGATION = re.compile(r"^\W*(not|isn'?t|is not|never|unlikely|excluded?|ruled? out|rule out)\b", re.IGNORECASE)
 #: Credit by verdict: naming a differential item is a plausible alternative, half of a near miss.
 CREDIT = {"correct": 1.0, "partial": 0.5, "differential": 0.25}
 
@@ -101,7 +136,8 @@ def score_answer(answer: str, case: dict[str, Any]) -> Score:
     Correct: most of a target's words said (recall at least 0.6) and most of what was said in
     it (precision at least 0.5), so a lone generic word ("cyst" for "colloid cyst") or a list of
     guesses is no full credit, and adding a right word never lowers a score. Partial: a third of
-    a target's words. A differential item earns a quarter; a negated answer nothing.
+    a target's words. A differential item earns a quarter; an answer that begins by negating, or
+    says the opposite of the diagnosis ("hodgkin" for non-Hodgkin), nothing.
     """
     said = tokens(answer)
     diagnosis = str(value_at(case, "Case.Case Diagnosis") or value_at(case, "Case.Title") or "")
@@ -110,9 +146,11 @@ def score_answer(answer: str, case: dict[str, Any]) -> Score:
     if _NEGATION.search(answer):
         return Score(0.0, "wrong", f"a negated answer names no diagnosis: type what you think it is "
                                    f"(the diagnosis is {diagnosis!r})")
-    targets = [diagnosis, str(value_at(case, "Case.Title") or ""), str(value_at(case, "Topic.Title") or ""),
-               *split_keywords(value_at(case, "Topic.Keywords"))]
-    level, best_target = _best_match(said, targets)
+    names = [diagnosis, str(value_at(case, "Case.Title") or ""), str(value_at(case, "Topic.Title") or "")]
+    for name in names:
+        if (word := _contradicts(said, name)) is not None:
+            return Score(0.0, "wrong", f"{word!r} is the opposite of {name!r}")
+    level, best_target = _best_match(said, [*names, *split_keywords(value_at(case, "Topic.Keywords"))])
     if level == 2:
         return Score(CREDIT["correct"], "correct", f"matches {best_target!r} ({_share(said, best_target)})")
     if level == 1:  # near the diagnosis counts more than a differential item said whole
@@ -128,11 +166,13 @@ def score_answer(answer: str, case: dict[str, Any]) -> Score:
 def _match(said: set[str], target: str) -> tuple[int, float]:
     """How ``said`` fares against one target: 2 correct, 1 partial, 0 neither; then its Dice overlap."""
     want = tokens(target)
-    common = len(said & want)
+    common = _common(said, want)
     if not want or not common:
         return 0, 0.0
     recall, precision = common / len(want), common / len(said)
     level = 2 if recall >= 0.6 and precision >= 0.5 else 1 if recall >= 0.3 else 0
+    if level == 0 and _ACRONYM.search(target) and said <= {w.lower() for w in _ACRONYM.findall(target)}:
+        level = 1  # the diagnosis's own abbreviation said alone ("NSCLC"): a near miss, not nothing
     return level, 2 * common / (len(said) + len(want))
 
 
@@ -145,7 +185,7 @@ def _best_match(said: set[str], targets: Iterable[str]) -> tuple[int, str]:
 
 def _share(said: set[str], target: str) -> str:
     want = tokens(target)
-    return f"{len(said & want)} of {len(want)} words"
+    return f"{_common(said, want)} of {len(want)} words"
 
 
 # -- decks and cards ---------------------------------------------------------------------

@@ -82,7 +82,7 @@ def test_a_more_specific_answer_never_scores_below_a_vaguer_one(case: dict, vagu
 
 def test_negated_answers_and_lone_words_earn_no_full_credit() -> None:
     assert score_answer("osteochondritis dissecans", OCD).verdict == "correct"
-    for negated in ("not osteochondritis dissecans", "no osteochondritis dissecans", "ruled out OCD dissecans"):
+    for negated in ("not osteochondritis dissecans", "Not OCD: osteochondritis dissecans", "ruled out OCD dissecans"):
         score = score_answer(negated, OCD)
         assert score.credit == 0.0 and "negated" in score.reason, negated
     colloid = {"U_id": "X", "Case": {"Case Diagnosis": "Colloid cyst"}, "Topic": {}}
@@ -181,3 +181,33 @@ def test_a_state_folder_that_cannot_be_written_loses_the_progress_not_the_quiz(r
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("note: progress not kept") == 1 and "internal error" not in run.stderr
     assert "Score: " in run.stdout and "progress not kept (see the note above)" in run.stdout
+
+
+
+#: Diagnoses of the release where a tester found fair answers refused or unfair ones credited.
+def _case(diagnosis: str, keywords: str = "") -> dict:
+    return {"U_id": "X", "Case": {"Case Diagnosis": diagnosis, "Title": diagnosis},
+            "Topic": {"Title": "", "Keywords": keywords}}
+
+
+@pytest.mark.parametrize(("diagnosis", "answer", "credit"), [
+    ("Splenic laceration without coil embolization", "splenic laceration without coil embolization", 1.0),
+    ("Absence of IVC", "no IVC", 0.5),                           # "no" is no negation of the whole answer
+    ("Nonossifying fibroma", "non-ossifying fibroma", 1.0),      # the prefix as written either way
+    ("Non-Hodgkins Lymphoma proximal small bowel", "nonhodgkin lymphoma small bowel", 1.0),
+    ("Nonketotic Hyperglycemic Hemichorea/Hemiballismus", "non-ketotic hyperglycemia hemichorea", 1.0),
+    ("Right PCA territory infarction", "right PCA territory infarct", 1.0),  # one word in two forms
+    ("Non small cell lung cancer (NSCLC) of the right upper lobe", "NSCLC", 0.5),  # its own abbreviation
+    ("Bronchogenic carcinoma", "carcinoid", 0.0),                # a shared stem is not the same word
+])
+def test_fair_answers_in_other_forms_are_credited(diagnosis: str, answer: str, credit: float) -> None:
+    assert score_answer(answer, _case(diagnosis)).credit == credit, score_answer(answer, _case(diagnosis))
+
+
+@pytest.mark.parametrize(("diagnosis", "keywords", "answer"), [
+    ("Non-Hodgkin's lymphoma Pre B-cell", "Lymphoma", "hodgkin lymphoma"),   # a bare keyword gave it full credit
+    ("Nodular Sclerosing Hodgkin's Lymphoma", "", "non-hodgkin lymphoma"),
+])
+def test_hodgkin_and_non_hodgkin_never_credit_each_other(diagnosis: str, keywords: str, answer: str) -> None:
+    score = score_answer(answer, _case(diagnosis, keywords))
+    assert score.credit == 0.0 and "opposite" in score.reason, score

@@ -32,7 +32,8 @@ def quiz(ctx: click.Context, bundle_path: str | None, category: str | None, acr:
     hidden until you answer (or press Enter to reveal). Answers are scored against the
     diagnosis and its synonyms (case and topic titles, topic keywords): most of its words,
     and mostly its words, is full credit, a third of them half; an item of the differential
-    is a quarter, a negated answer ("not a fracture") nothing. Progress is kept per bundle
+    is a quarter; an answer that begins "not ..." or says the opposite ("Hodgkin" for
+    non-Hodgkin) nothing. Progress is kept per bundle
     and deck; cards you miss come back sooner, and a new card follows each repeated one.
 
     \b
