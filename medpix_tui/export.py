@@ -889,6 +889,7 @@ def sql_csv_row(row: Iterable[Any], formulas: str = "escape") -> list[Any]:
     ``{'a': 1}``; NaN and infinities as ``nan``, ``inf`` (as DuckDB and pandas read them), not
     empty like NULL; text starting like a spreadsheet formula defused (:func:`csv_cell`), numbers
     never (a DECIMAL -0.5 was written '-0.5). ``medpix-tui sql --format csv`` and saves share it."""
+    import datetime
     import decimal
 
     from .sql import jsonable
@@ -896,8 +897,8 @@ def sql_csv_row(row: Iterable[Any], formulas: str = "escape") -> list[Any]:
     def cell(v: Any) -> Any:
         if v is None:
             return ""
-        if isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
-            return str(v) if isinstance(v, float) and not math.isfinite(v) else jsonable(v)
+        if isinstance(v, (int, float, decimal.Decimal, datetime.timedelta)) and not isinstance(v, bool):
+            return str(v) if isinstance(v, float) and not math.isfinite(v) else jsonable(v)  # "-P1D" is no formula
         text = json.dumps(jsonable(v), ensure_ascii=False) if isinstance(v, (dict, list, tuple)) else jsonable(v)
         return csv_cell(text, formulas)
 

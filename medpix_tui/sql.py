@@ -522,6 +522,14 @@ def run_sql(con: SqlConnection, query: str, *, limit: int | None = None, timeout
     return con.run(query, limit=limit, timeout=timeout, max_rows=max_rows)
 
 
+def explain_text(columns: list[str], rows: list[tuple[Any, ...]]) -> str | None:
+    """The plan of an EXPLAIN answer (DuckDB's two columns, a plan per row), to show line by line
+    rather than as one cell; None for any other answer."""
+    if columns != ["explain_key", "explain_value"] or not rows:
+        return None
+    return "\n".join(str(row[1]) for row in rows)
+
+
 def arrow_types(types: Sequence[str]) -> list[Any]:
     """The Arrow type DuckDB gives each of its ``types`` (None where it gives none), so a saved
     Parquet keeps ``DECIMAL(4,2)``, a MAP or an INTERVAL as DuckDB has them rather than as

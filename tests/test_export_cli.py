@@ -460,3 +460,14 @@ def test_a_full_output_disk_is_the_outputs_fault_not_the_bundles(tiny: Path, tmp
     with pytest.raises(OSError) as caught:
         bundle.read_image("T1_b", full)
     assert caught.value.errno == errno.ENOSPC and "damaged" not in str(caught.value)
+
+
+def test_sql_prints_a_plan_whole_notes_dropped_statements_and_leaves_intervals_alone(tiny: Path) -> None:
+    """EXPLAIN's plan was a table cell cut at 1000 characters; 'select 1; select 2' showed only the
+    second with no word; an INTERVAL '-1 day' was written '-P1D in CSV (defused as a formula)."""
+    code, output = _run("sql", "--bundle", str(tiny), "EXPLAIN SELECT modality, count(*) FROM images GROUP BY 1")
+    assert code == 0 and "Seq Scan" in output and "…" not in output and "explain_value" not in output, output
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", "SELECT 1 AS x; SELECT 2 AS y")
+    assert code == 0 and "note: ran 2 statements; the result is the last one's" in output and "y\n2" in output
+    code, output = _run("sql", "--bundle", str(tiny), "--format", "csv", "SELECT INTERVAL '-1 day' AS s")
+    assert code == 0 and list(csv.reader(io.StringIO(output)))[1] == ["-P1D"], output

@@ -336,12 +336,17 @@ def sql(ctx: click.Context, statement: str, bundle_path: str | None, fmt: str, t
     Example:
       medpix-tui sql "SELECT location_category, modality, count(*) n FROM images GROUP BY ALL ORDER BY n DESC"
     """
-    from ..sql import check_sql, connect, jsonable, run_sql
+    from ..sql import check_sql, connect, explain_text, jsonable, run_sql
 
-    check_sql(statement)  # a refused statement fails before the bundle is opened
+    statements = check_sql(statement)  # a refused statement fails before the bundle is opened
     bundle = open_bundle_from(ctx, bundle_path)
     columns, rows = run_sql(connect(bundle.parquet_dir), statement, timeout=timeout, max_rows=max_rows)
-    if fmt == "csv":
+    if len(statements) > 1:
+        click.echo(f"note: ran {len(statements)} statements; the result is the last one's", err=True)
+    plan = explain_text(columns, rows)
+    if fmt == "table" and plan is not None:  # a plan line by line, not one cell cut at TABLE_CELL_CHARS
+        click.echo(plan)
+    elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(sql_csv_row(row, csv_formulas) for row in rows)

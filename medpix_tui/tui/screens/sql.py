@@ -38,7 +38,7 @@ from ...atomic import write_atomic
 from ...bundle import read_regular
 from ...errors import MedpixError
 from ...render import counted
-from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Cancelled, Preview, jsonable
+from ...sql import MAX_RESULT_ROWS, MAX_SQL_CHARS, Cancelled, Preview, explain_text, jsonable
 from ..app import NARROW, focus_now, medpix, takes_text
 from ..saving import SaveOption, document_options, save_interactively
 from ..widgets.footer import KeyFooter
@@ -199,7 +199,7 @@ class SqlScreen(Screen[None]):
         table = self.query_one("#sql-results", DataTable)
         table.clear(columns=True)
         table.remove_class("-stale")
-        plan = _plan(columns, rows)
+        plan = explain_text(columns, rows)
         if plan is not None:  # EXPLAIN: the plan's lines as rows, not one cell cut to a line
             table.add_column(" · ".join(str(row[0]) for row in rows))
             table.add_rows([(Text(line, no_wrap=True),) for line in plan.splitlines()[:MAX_ROWS]])
@@ -227,7 +227,7 @@ class SqlScreen(Screen[None]):
     def _read_cell(self, event: DataTable.CellSelected) -> None:
         """Enter (or a click) on a cell shows its value whole: a cell is cut to one line of CELL_WIDTH."""
         columns, rows = self._last_result.columns, self._last_result.rows
-        plan = _plan(columns, rows)
+        plan = explain_text(columns, rows)
         if plan is not None:
             self.app.push_screen(ValueDialog(" · ".join(str(row[0]) for row in rows), plan))
             return
@@ -349,13 +349,6 @@ def _whole(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(jsonable(value), ensure_ascii=False, indent=2)
     return str(value)
-
-
-def _plan(columns: list[str], rows: list[tuple[Any, ...]]) -> str | None:
-    """The text of an EXPLAIN answer (DuckDB's two columns, a plan per row); None for any other answer."""
-    if columns != ["explain_key", "explain_value"] or not rows:
-        return None
-    return "\n".join(str(row[1]) for row in rows)
 
 
 MAX_HISTORY = 100
