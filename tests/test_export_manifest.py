@@ -313,3 +313,29 @@ def test_an_sql_result_manifest_reruns_its_statement_or_says_why_not(real_bundle
     _one_line_error(real_bundle.path, ["--from-manifest", str(tmp_path / "mine.json"), "--out",
                                        str(tmp_path / "again" / "mine.json")], "mine")
     assert not (tmp_path / "again" / "mine.json").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_typed_name_of_another_format_is_refused_not_written(real_bundle, tmp_path: Path) -> None:
+    """'t1.parquet' typed with JSON chosen saved JSON under a Parquet name (pyarrow: magic bytes not found)."""
+    from textual.widgets import Input
+    from tui_support import SIZE, make_app, settle, type_text, wait_for
+
+    from medpix_tui.tui.screens.dialogs import SaveDialog
+
+    app = make_app(real_bundle, save_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await type_text(pilot, "glioma")
+        await wait_for(pilot, lambda: app.result is not None and bool(app.result.names))
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
+        dialog = app.screen
+        assert dialog.options[dialog._choice].default_name.endswith(".json")
+        box = dialog.query_one("#save-path", Input)
+        box.value = "t1.parquet"
+        box.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("The name ends .parquet" in n.message for n in app._notifications))
+        assert app.screen is dialog and not (tmp_path / "t1.parquet").exists()

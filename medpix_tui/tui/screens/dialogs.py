@@ -100,7 +100,16 @@ class SaveDialog(FormDialog[tuple[SaveOption, Path]]):
             self.notify("Type a file name", severity="warning")
             return
         path = Path(Path(text.strip()).name) if self.base is None else resolve_path(text, self.base)
-        self.dismiss((self.options[self._choice], path))
+        chosen = self.options[self._choice]
+        typed = path.suffix.lower()
+        other = next((o for o in self.options if o is not chosen and typed
+                      and Path(o.default_name).suffix.lower() == typed != Path(chosen.default_name).suffix.lower()),
+                     None)
+        if other is not None:  # "t1.parquet" with JSON chosen wrote JSON under a Parquet name
+            self.notify(f"The name ends {typed}, which is \"{other.label}\": choose that, or another name",
+                        severity="warning")
+            return
+        self.dismiss((chosen, path))
 
 
 class ConfirmDialog(ModalScreen[bool]):
