@@ -148,6 +148,9 @@ def parse_keywords(text: str) -> KeywordQuery:
     if not groups:
         if excluded:
             raise QueryError("keywords only exclude (-word): add a word to look for")
+        if any(c.isalnum() for word in text.split() if word != "OR" for c in word):  # "a", "x y": too short
+            raise QueryError("keyword search needs a word of 2 letters or more (one letter would match half the "
+                             "dataset), e.g. glioma")
         raise QueryError("keyword search needs at least one word: type letters or digits, e.g. glioma")
     count = sum(len(g) for g in groups) + len(excluded)
     if count > MAX_TERMS:
@@ -173,10 +176,10 @@ def not_yet_searchable(text: str) -> str | None:
         message = str(exc)
         if message.startswith("keywords only exclude"):
             return f"{typed} only excludes: add a word to look for"
+        if message.startswith("keyword search needs a word of 2 letters"):
+            return "keywords count from 2 letters"
         if message.startswith("keyword search needs"):
-            letters = any(c.isalnum() for word in typed.split() if word != "OR" for c in word)
-            return ("keywords count from 2 letters" if letters
-                    else f"{typed} alone is no keyword: type letters or digits")
+            return f"{typed} alone is no keyword: type letters or digits"
     return None
 
 

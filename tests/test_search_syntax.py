@@ -31,9 +31,16 @@ def test_the_syntax_parses_as_documented() -> None:
     assert [t.words for t in q.excluded] == [("metastasis",)]
 
 
-@pytest.mark.parametrize("text", ["([", '"', "-", "a b", "*", "OR"])
+@pytest.mark.parametrize("text", ["([", '"', "-", "*", "OR"])
 def test_no_word_is_one_clear_error(text: str) -> None:
     with pytest.raises(QueryError, match="at least one word"):
+        parse_keywords(text)
+
+
+@pytest.mark.parametrize("text", ["a", "a b", "-x y"])
+def test_one_letter_words_are_said_to_be_too_short(text: str) -> None:
+    """'query --keyword a' said "type letters or digits" to someone who had."""
+    with pytest.raises(QueryError, match="a word of 2 letters or more"):
         parse_keywords(text)
 
 

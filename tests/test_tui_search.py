@@ -156,6 +156,17 @@ async def test_narrow_terminal_hides_facets_until_asked(real_bundle: Bundle) -> 
         assert panel.display
 
 
+async def _choose_jsonl(pilot: Any, dialog: SaveDialog) -> None:
+    """Pick JSONL (the second choice) in the save dialog and save under its name (a .jsonl name with
+    JSON chosen is refused: it would be JSON under a JSONL name)."""
+    dialog.query_one("#save-what").focus()
+    await pilot.press("down", "enter")
+    box = dialog.query_one("#save-path", Input)
+    box.value = "medpix-images.jsonl"
+    box.focus()
+    await pilot.press("enter")
+
+
 async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bundle: Bundle, tmp_path: Path) -> None:
     app = make_app(real_bundle, save_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -181,8 +192,7 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
             (tmp_path / "medpix-images.jsonl").write_text("old\n")
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
-            app.screen.query_one("#save-path", Input).value = "medpix-images.jsonl"
-            await pilot.press("enter")
+            await _choose_jsonl(pilot, app.screen)
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
             await pilot.press(answer)
             await settle(pilot)
@@ -193,8 +203,7 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
         (tmp_path / "medpix-images.jsonl").unlink()
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
-        app.screen.query_one("#save-path", Input).value = "medpix-images.jsonl"
-        await pilot.press("enter")
+        await _choose_jsonl(pilot, app.screen)
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         question = app.screen.question
         assert question.startswith(f"{tmp_path / 'medpix-images.jsonl'} was saved here before"), question
@@ -205,16 +214,16 @@ async def test_save_results_as_jsonl_then_parquet_and_confirm_overwrite(real_bun
 
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
-        app.screen.query_one("#save-path", Input).value = "sub/../out.parquet"
+        app.screen.query_one("#save-path", Input).value = "sub/../out.json"
         await pilot.press("enter")
         # the "sub" folder is missing: offered to be created; "n" goes back to the dialog, Escape gives up
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog) and "does not exist" in app.screen.question)
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, SaveDialog))
-        assert app.screen.query_one("#save-path", Input).value.endswith("sub/../out.parquet")
+        assert app.screen.query_one("#save-path", Input).value.endswith("sub/../out.json")
         await pilot.press("escape")
         await settle(pilot)
-        assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "sub").exists()
+        assert not (tmp_path / "out.json").exists() and not (tmp_path / "sub").exists()
 
 
 async def test_save_result_images_to_a_folder_by_modality(real_bundle: Bundle, tmp_path: Path) -> None:
