@@ -20,13 +20,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import move_into_place, pid_alive, remove_left_by_dead
+from .atomic import pid_alive, remove_left_by_dead, umask_mode
 from .errors import InputError, Problem, ValidationError
 from .progress import Progress, silent
 from .source import (
@@ -44,6 +47,7 @@ from .source import (
     IMAGE_SUFFIX,
     IMAGES_FILE,
     LOCATION_CATEGORIES,
+    MAX_JSON_BYTES,
     SourceData,
     case_problems,
     cross_problems,
@@ -92,32 +96,48 @@ def _raise_signalled(signum: int, frame: object) -> None:
     raise Signalled(signum)
 
 
-@contextlib.contextmanager
-def _signals_roll_back() -> Iterator[None]:
-    """While the block runs, SIGHUP and SIGTERM raise :class:`Signalled` where their default would
-    kill the process; a handler already set (``nohup``'s SIG_IGN, the CLI's SIGTERM) is kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for signum in (signal.SIGHUP, signal.SIGTERM):
-        if signal.getsignal(signum) == signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, _raise_signalled)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
+_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+class _Stops:
+    """The stop signals of one add. While it runs, SIGHUP and SIGTERM raise :class:`Signalled` where
+    their default would kill the process (a handler already set, ``nohup``'s SIG_IGN or the CLI's
+    SIGTERM, is kept). Once the case is in place, :meth:`added` ignores all three for a caller that
+    ends right after (``ends_process``): a late Ctrl-C would make it exit as failed, with a traceback
+    in an exit handler, although the case was added."""
+
+    def __init__(self, ends_process: bool) -> None:
+        self.ends_process = ends_process
+        self.previous: dict[int, Any] = {}
+        self.main = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _Stops:
+        if self.main:
+            for signum in (signal.SIGHUP, signal.SIGTERM):
+                if signal.getsignal(signum) == signal.SIG_DFL:
+                    self.previous[signum] = signal.signal(signum, _raise_signalled)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
-
-_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    def added(self) -> None:
+        """The case is in place (call it with the signals held): ignore them from now on if the
+        caller ends; ignoring one also drops it if it is pending."""
+        if self.ends_process and self.main:
+            for signum in _STOPPING:
+                signal.signal(signum, signal.SIG_IGN)
+            self.previous.clear()
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold back Ctrl-C, SIGTERM and SIGHUP while an undo runs: a second one would stop it half done."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    """Hold back Ctrl-C, SIGTERM and SIGHUP while a rename and its record, or an undo, run: one
+    between the two would leave a file in place that nobody knows of."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is, so the finally restores it
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -199,6 +219,10 @@ def _title_problems(case: dict[str, Any], file: str) -> list[Problem]:
     return problems
 
 
+#: Why two ids may not differ only in letter case.
+_CASE_FOLD_WHY = "their PNG files would be one file on a case-insensitive file system, as on macOS and Windows"
+
+
 def _document_problems(case: Any, images: list[Any], label: str) -> list[Problem]:
     """What is wrong with the new documents alone: the ingest's checks, and what a new case must say."""
     problems = _finer(case_problems(case, 0, file=f"{label} case"),
@@ -221,9 +245,16 @@ def _document_problems(case: Any, images: list[Any], label: str) -> list[Problem
         return problems
     problems += _title_problems(case, f"{label} case")
     problems += _relabel(cross_problems([case], images), label)
+    folded: dict[str, str] = {}
     for i, doc in enumerate(images):
-        if doc["image"] == case["U_id"]:
-            problems.append(_id_clash(label, i, doc["image"]))
+        name = doc["image"]
+        if name == case["U_id"]:
+            problems.append(_id_clash(label, i, name))
+        other = folded.setdefault(name.casefold(), name)
+        if other != name:  # the same id twice is named by the ingest's check
+            problems.append(Problem(f"{label} images", f"#{i} ({name})", "image",
+                                    f"differs from the image {other} of this case only in letter case "
+                                    f"({_CASE_FOLD_WHY})"))
     return problems
 
 
@@ -242,10 +273,6 @@ def _picture_problems(images: list[dict[str, Any]], images_dir: Path, progress: 
             if why:
                 problems.append(Problem(f"{images_dir}/{path.name}", doc["image"], "", why))
     return problems
-
-
-#: Why two ids may not differ only in letter case.
-_CASE_FOLD_WHY = "their PNG files would be one file on a case-insensitive file system, as on macOS and Windows"
 
 
 def _source_problems(case: dict[str, Any], images: list[dict[str, Any]], label: str,
@@ -289,18 +316,51 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.adding-{os.getpid()}")
 
 
+#: A temporary is made new, never opened through a symbolic link or into a file already there.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _create(tmp: Path) -> int:
+    """``tmp``, made new and open for writing (mode 0666 less the umask, as ``open`` makes files)."""
+    try:
+        return os.open(tmp, _NEW_FILE, 0o666)
+    except FileExistsError:  # a killed add whose pid came round again left it, or somebody put a link there
+        tmp.unlink()  # the name itself, never what a link there points to
+        return os.open(tmp, _NEW_FILE, 0o666)
+
+
 def _write_new(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary beside ``path``, flushed to disk, to be renamed over ``path``."""
     tmp = _temp_name(path)
-    tmp.write_bytes(data)
+    with open(_create(tmp), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return tmp
+
+
+def _copy_new(src: Path, tmp: Path) -> None:
+    """Copy ``src`` to the new temporary ``tmp`` (see :func:`_create`), flushed to disk."""
+    with open(src, "rb") as inp, open(_create(tmp), "wb") as out:
+        shutil.copyfileobj(inp, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _place(tmp: Path, path: Path, then: Callable[[], None]) -> None:
+    """Rename ``tmp`` over ``path`` and run ``then`` (which records it) with the stop signals held:
+    one between the two would leave a file in place that the undo does not know of."""
+    with _signals_held():
+        os.replace(tmp, path)
+        then()
 
 
 def _replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` by a rename, so a reader (or a kill) never meets half of it."""
     tmp = _temp_name(path)
     try:
-        tmp.write_bytes(data)
-        move_into_place(tmp, path)
+        _write_new(path, data)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -312,10 +372,78 @@ def _digest(path: Path) -> str:
 
 
 def _holder(fd: int) -> str:
-    """`` (pid N)`` of the add holding the lock, as it wrote it in the lock file; empty when unknown."""
+    """`` (pid N)`` of the add holding the lock, as it wrote it in the lock file; empty when unknown
+    (or when that process is gone: another user's add holds a lock file it could not write)."""
     with contextlib.suppress(OSError, ValueError):
-        return f" (pid {int(os.pread(fd, 32, 0).decode().strip())})"
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+        if pid_alive(pid):
+            return f" (pid {pid})"
     return ""
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        return f"user {pwd.getpwuid(st.st_uid).pw_name}"
+    except (KeyError, OSError):
+        return f"user id {st.st_uid}"
+
+
+def _not_a_lock(path: Path, what: str) -> InputError:
+    return InputError(f"refusing to use {path}: it is {what}, so not the lock file add-case makes; remove it and "
+                      "run add-case again")
+
+
+def _check_lock(path: Path, st: os.stat_result) -> None:
+    """Refuse a lock file that is a symbolic link (its target would be written) or no regular file."""
+    if stat.S_ISLNK(st.st_mode):
+        raise _not_a_lock(path, "a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_a_lock(path, "not a regular file (a folder, FIFO, socket or device)")
+
+
+def _open_lock(path: Path, root: Path) -> tuple[int, bool] | None:
+    """The lock file open (made if missing), and whether it could be opened for writing; None when it
+    went meanwhile (its holder finished). Another user's lock file is locked read-only (``flock``
+    needs no more), so that a group's shared source is not refused to all but the one who made it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        pass
+    else:
+        with contextlib.suppress(OSError):  # readable by all who may write the folder, so they can lock it
+            os.fchmod(fd, 0o444 | umask_mode(0o666))
+        return fd, True
+    try:
+        _check_lock(path, path.lstat())
+    except FileNotFoundError:
+        return None
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO put there would block the open
+    writable = True
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | flags)
+        except PermissionError:
+            writable = False
+            fd = os.open(path, os.O_RDONLY | flags)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        try:
+            owner = f" (it belongs to {_owner(path.lstat())}, who alone may read it)"
+        except OSError:
+            owner = ""
+        raise InputError(f"cannot open the lock file {path}: {exc.strerror}{owner}; if no add-case is running "
+                         f"on {root}, remove it and run add-case again") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # made a link since the lstat
+            raise _not_a_lock(path, "a symbolic link") from None
+        raise
+    try:
+        _check_lock(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, writable
 
 
 @contextlib.contextmanager
@@ -328,8 +456,12 @@ def source_lock(root: Path, wait: float = LOCK_WAIT, notify: Notify | None = Non
     path = Path(root) / LOCK_FILE
     deadline = time.monotonic() + wait
     told = False
+    writable = False
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        opened = _open_lock(path, root)
+        if opened is None:
+            continue
+        fd, writable = opened
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -352,7 +484,7 @@ def source_lock(root: Path, wait: float = LOCK_WAIT, notify: Notify | None = Non
             fd = -1  # no locks here: the check that the JSON files did not change still guards
             break
         try:
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
+            same = os.path.samestat(os.fstat(fd), os.lstat(path))
         except FileNotFoundError:
             same = False
         if same:
@@ -362,8 +494,9 @@ def source_lock(root: Path, wait: float = LOCK_WAIT, notify: Notify | None = Non
         yield False
         return
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if writable:  # else it is another user's, and names a process that is gone
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield True
     finally:
         with contextlib.suppress(OSError):
@@ -391,8 +524,11 @@ def recover(root: Path, locked: bool = True) -> str | None:
     swept = remove_left_by_dead(root, _is_temp, _temp_pid) + remove_left_by_dead(root / IMAGE_DIR, _is_temp,
                                                                                   _temp_pid)
     journal = root / JOURNAL_FILE
-    if not journal.exists():
+    if not os.path.lexists(journal):
         return f"removed {len(swept)} temporary file(s) an interrupted add-case left in {root}" if swept else None
+    if journal.is_symlink():  # what it names is deleted: never read one somebody pointed elsewhere
+        raise InputError(f"{journal}: a symbolic link, not the record of an interrupted add-case; remove it, and "
+                         f"any images in {root / IMAGE_DIR} that no document lists")
     data, why = load_json(journal)
     names = data.get("images") if isinstance(data, dict) else None
     if why or not (isinstance(names, list) and all(is_plain_id(n) for n in names) and is_plain_id(data.get("case"))
@@ -407,18 +543,19 @@ def recover(root: Path, locked: bool = True) -> str | None:
     docs, _ = load_json(root / IMAGES_FILE)
     if not isinstance(cases, list) or not isinstance(docs, list):
         return None  # load_source names what is wrong with them; the journal waits for a readable source
-    if any(isinstance(c, dict) and c.get("U_id") == uid for c in cases):
-        journal.unlink()  # it finished all but this
-        return None
-    kept = [d for d in docs if not (isinstance(d, dict) and d.get("U_id") == uid and d.get("image") in names)]
-    if len(kept) != len(docs):
-        _replace_file(root / IMAGES_FILE, json.dumps(kept, indent=4).encode("utf-8"))
-    listed = {d.get("image") for d in kept if isinstance(d, dict)}
-    for name in names:
-        if name not in listed:
-            with contextlib.suppress(FileNotFoundError):
-                (root / IMAGE_DIR / f"{name}{IMAGE_SUFFIX}").unlink()
-    journal.unlink()
+    with _signals_held():  # stopped half way, the journal stays and the next add goes on
+        if any(isinstance(c, dict) and c.get("U_id") == uid for c in cases):
+            journal.unlink()  # it finished all but this
+            return None
+        kept = [d for d in docs if not (isinstance(d, dict) and d.get("U_id") == uid and d.get("image") in names)]
+        if len(kept) != len(docs):
+            _replace_file(root / IMAGES_FILE, json.dumps(kept, indent=4).encode("utf-8"))
+        listed = {d.get("image") for d in kept if isinstance(d, dict)}
+        for name in names:
+            if name not in listed:
+                with contextlib.suppress(FileNotFoundError):
+                    (root / IMAGE_DIR / f"{name}{IMAGE_SUFFIX}").unlink()
+        journal.unlink()
     return f"undid an interrupted add-case of {uid} (pid {pid}) in {root}"
 
 
@@ -434,13 +571,15 @@ def _finite_json(docs: list[Any], label: str) -> bytes:
 
 
 def add_case(case_json: Path, images_dir: Path, source: Path, *, progress: Progress = silent,
-             notify: Notify | None = None, lock_wait: float = LOCK_WAIT) -> AddCaseSummary:
+             notify: Notify | None = None, lock_wait: float = LOCK_WAIT, ends_process: bool = False) -> AddCaseSummary:
     """Add the case in ``case_json`` and its PNGs from ``images_dir`` to ``source``; on any error change nothing.
 
     ``progress`` shows the checking and the copying of the images; ``notify`` hears of a wait for
-    another add on ``source`` and of leftovers of a killed one that were undone.
+    another add on ``source`` and of leftovers of a killed one that were undone. A caller that
+    exits right after (the command) passes ``ends_process``: once the case is in place, Ctrl-C,
+    SIGTERM and SIGHUP are ignored, so that a late one does not make it exit as failed.
     """
-    with _signals_roll_back():
+    with _Stops(ends_process) as stops:
         root = resolve_root(Path(source))
         images_dir = Path(images_dir)
         if not images_dir.is_dir():
@@ -456,13 +595,21 @@ def add_case(case_json: Path, images_dir: Path, source: Path, *, progress: Progr
                 note = recover(root, locked)
                 if note and notify is not None:
                     notify(f"note: {note}")
-                return _add_locked(root, case, images, label, pictures, images_dir, progress)
+                return _add_locked(root, case, images, label, pictures, images_dir, progress, stops)
         except OSError as exc:
             raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from None
 
 
+def _too_large(root: Path, new_json: dict[str, bytes]) -> None:
+    """Refuse a JSON file that would outgrow what the ingest reads: every later add and build would refuse it."""
+    for name, data in new_json.items():
+        if len(data) > MAX_JSON_BYTES:
+            raise InputError(f"{root / name} would grow to {len(data)} bytes with this case, over the limit of "
+                             f"{MAX_JSON_BYTES} bytes that add-case and bundle build read; nothing was changed")
+
+
 def _add_locked(root: Path, case: dict[str, Any], images: list[dict[str, Any]], label: str,
-                pictures: list[Problem], images_dir: Path, progress: Progress) -> AddCaseSummary:
+                pictures: list[Problem], images_dir: Path, progress: Progress, stops: _Stops) -> AddCaseSummary:
     """Read the source, check the new ids against it and write, all under the lock."""
     existing = load_source(root, check_images=False)
     problems = _source_problems(case, images, label, existing) + pictures
@@ -472,11 +619,19 @@ def _add_locked(root: Path, case: dict[str, Any], images: list[dict[str, Any]], 
     originals = {name: (root / name).read_bytes() for name in (CASES_FILE, IMAGES_FILE)}
     new_json = {CASES_FILE: _finite_json(existing.cases + [case], CASES_FILE),
                 IMAGES_FILE: _finite_json(existing.images + images, IMAGES_FILE)}
+    _too_large(root, new_json)
     temps: list[Path] = []  # _undo ignores unlink errors: on a read-only disk even a file never made raises
     placed: list[Path] = []
     replaced: list[str] = []
     journal = root / JOURNAL_FILE
-    journaled = False
+    journaled: list[Path] = []
+
+    def finished() -> None:  # Case_topic.json is in place: the add is done, too late for a signal to undo it
+        replaced.append(CASES_FILE)
+        stops.added()
+        with contextlib.suppress(OSError):  # left, it only tells the next add that this one finished
+            journal.unlink()
+
     try:
         existing.image_dir.mkdir(exist_ok=True)
         staged = []
@@ -485,7 +640,7 @@ def _add_locked(root: Path, case: dict[str, Any], images: list[dict[str, Any]], 
                 final = existing.image_dir / f"{name}{IMAGE_SUFFIX}"
                 tmp = _temp_name(final)
                 temps.append(tmp)  # before the copy: a Ctrl-C inside it leaves part of one
-                shutil.copyfile(images_dir / f"{name}{IMAGE_SUFFIX}", tmp)
+                _copy_new(images_dir / f"{name}{IMAGE_SUFFIX}", tmp)
                 staged.append((tmp, final))
                 advance(1)
         json_temps = {}
@@ -495,22 +650,23 @@ def _add_locked(root: Path, case: dict[str, Any], images: list[dict[str, Any]], 
         for name in (CASES_FILE, IMAGES_FILE):  # another program wrote them since they were read: keep its
             if _digest(root / name) != existing.digests[name]:
                 raise _Changed(root / name)
-        _replace_file(journal, json.dumps({"pid": os.getpid(), "case": case["U_id"], "images": names}).encode())
-        journaled = True
+        temps.append(_temp_name(journal))
+        record = json.dumps({"pid": os.getpid(), "case": case["U_id"], "images": names}).encode()
+        _place(_write_new(journal, record), journal, lambda: journaled.append(journal))
         for tmp, final in staged:
-            move_into_place(tmp, final)
-            placed.append(final)
-        for name in (IMAGES_FILE, CASES_FILE):  # Case_topic.json last: the journal's sign that the add finished
-            move_into_place(json_temps[name], root / name)
-            replaced.append(name)
+            _place(tmp, final, functools.partial(placed.append, final))
+        _place(json_temps[IMAGES_FILE], root / IMAGES_FILE, lambda: replaced.append(IMAGES_FILE))
+        _place(json_temps[CASES_FILE], root / CASES_FILE, finished)  # last: the journal's sign that the add finished
     except BaseException as exc:  # a failed write, Ctrl-C or a hang-up between two renames: never half a case
-        _undo(root, originals, replaced, temps + placed, journal if journaled else None)
-        if isinstance(exc, _Changed):
-            raise InputError(f"{exc.path} changed while the case was being added (another program wrote it); "
-                             "nothing was changed: run add-case again") from None
-        raise
-    with contextlib.suppress(OSError):  # left, it only tells the next add that this one finished
-        journal.unlink()
+        if CASES_FILE in replaced:  # the stop signal came as the last rename was made: the case is added
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+        else:
+            _undo(root, originals, replaced, temps, placed, journal if journaled else None)
+            if isinstance(exc, _Changed):
+                raise InputError(f"{exc.path} changed while the case was being added (another program wrote it); "
+                                 "nothing was changed: run add-case again") from None
+            raise
     kinds = [d["Type"] for d in images]
     return AddCaseSummary(case["U_id"], tuple(names), kinds.count("CT"), kinds.count("MR"), root)
 
@@ -523,10 +679,11 @@ class _Changed(Exception):
         self.path = path
 
 
-def _undo(root: Path, originals: dict[str, bytes], replaced: list[str], created: list[Path],
+def _undo(root: Path, originals: dict[str, bytes], replaced: list[str], temps: list[Path], placed: list[Path],
           journal: Path | None) -> None:
-    """Put the JSON files back and remove what this add created, the journal last: should this fail
-    too, or the process be killed, the next add finds the journal and finishes the undo."""
+    """Put the JSON files back and remove what this add created, the journal last and only once all it
+    names is undone: should this fail too, or the process be killed, the next add finds the journal and
+    finishes the undo (temporaries it sweeps by their dead pid)."""
     with _signals_held():
         for name in (CASES_FILE, IMAGES_FILE):  # Case_topic.json first, as the journal's reader expects
             if name not in replaced:
@@ -538,9 +695,18 @@ def _undo(root: Path, originals: dict[str, bytes], replaced: list[str], created:
                         "and the next add-case on this folder undoes the rest")
                 raise InputError(f"cannot write to {root}: {exc.strerror or exc}; undoing the add failed too, "
                                  f"{then}") from None
-        for path in created:
+        for path in temps:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
+        failed = None
+        for path in placed:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise InputError(f"cannot write to {root}: {failed.strerror or failed}; undoing the add failed too, "
+                             "and the next add-case on this folder undoes the rest") from None
         if journal is not None:
             with contextlib.suppress(OSError):
                 journal.unlink()

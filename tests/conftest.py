@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,14 @@ def server_store(source_dir: Path):
     store = Store.from_client(mongomock.MongoClient())
     store.load(load_source(source_dir, check_images=False))
     return store
+
+
+@pytest.fixture(autouse=True)
+def _signals_restored() -> Iterator[None]:
+    """add-case ignores stop signals once its case is added (its process ends right after): run
+    in-process (CliRunner), that would outlive the test, and children would inherit the ignored SIGHUP."""
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {signum: signal.getsignal(signum) for signum in stops}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)

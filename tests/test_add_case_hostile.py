@@ -41,14 +41,14 @@ import medpix_tui.add_case as ac
 marker, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 if os.environ.get("IGNORE_SIGHUP"):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
-real = ac.move_into_place
-def paused(tmp, path):
+real = ac._place
+def paused(tmp, path, then):
     if path.name == "Case_topic.json":
         marker.write_text(str(os.getpid()))
         while not go.exists():
             time.sleep(0.01)
-    real(tmp, path)
-ac.move_into_place = paused
+    real(tmp, path, then)
+ac._place = paused
 from medpix_tui.cli import main
 main(sys.argv[3:], prog_name="medpix-tui")
 """
@@ -127,13 +127,13 @@ def test_an_add_that_waits_too_long_is_refused_in_one_line(source: Path, new_cas
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, b"4242\n")
+        os.write(fd, f"{os.getpid()}\n".encode())
         before = _snapshot(source)
         heard: list[str] = []
-        with pytest.raises(InputError, match=r"^another add-case \(pid 4242\) is still running on .* after 0.3 s; "
-                                             "run this one again when it has finished$"):
+        with pytest.raises(InputError, match=rf"^another add-case \(pid {os.getpid()}\) is still running on .* "
+                                             "after 0.3 s; run this one again when it has finished$"):
             add_case(path, images, source, lock_wait=0.3, notify=heard.append)
-        assert heard == [f"waiting for another add-case (pid 4242) on {source} to finish..."]
+        assert heard == [f"waiting for another add-case (pid {os.getpid()}) on {source} to finish..."]
         assert _snapshot(source) == before
     finally:
         os.close(fd)
@@ -144,13 +144,13 @@ def test_a_source_written_by_another_program_meanwhile_is_kept(source: Path, new
     """A program that takes no lock rewrote Case_topic.json during the copy: its version stays, the add is refused."""
     path, images, _ = new_case
     theirs = json.dumps(json.loads((source / "Case_topic.json").read_text()))  # the same cases, written otherwise
-    real_copy = add_case_module.shutil.copyfile
+    real_copy = add_case_module._copy_new
 
-    def copy_while_another_writes(src: Any, dst: Any) -> Any:
+    def copy_while_another_writes(src: Path, dst: Path) -> None:
         (source / "Case_topic.json").write_text(theirs)
-        return real_copy(src, dst)
+        real_copy(src, dst)
 
-    monkeypatch.setattr(add_case_module.shutil, "copyfile", copy_while_another_writes)
+    monkeypatch.setattr(add_case_module, "_copy_new", copy_while_another_writes)
     before = {**_snapshot(source), "Case_topic.json": theirs.encode()}
     with pytest.raises(InputError, match="Case_topic.json changed while the case was being added .*nothing was "
                                          "changed: run add-case again"):
@@ -247,15 +247,12 @@ def _read_only(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
         real_unlink(self, missing_ok=missing_ok)
 
     def open_(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(file).endswith(LOCK_FILE):
+        if str(file).endswith(LOCK_FILE if where == "lock" else f".adding-{os.getpid()}"):
             refuse()
         return real_open(file, flags, *args, **kwargs)
 
     monkeypatch.setattr(Path, "unlink", unlink)
-    if where == "lock":
-        monkeypatch.setattr(os, "open", open_)
-    else:
-        monkeypatch.setattr(add_case_module.shutil, "copyfile", refuse)
+    monkeypatch.setattr(os, "open", open_)
 
 
 @pytest.mark.parametrize("where", ["lock", "copy"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -49,14 +50,19 @@ def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
       medpix-tui bundle build --source ~/medpix-lab --force
     """
     try:
-        summary = add_case(case_json, images_dir, source, progress=rich_progress(), notify=_note)
+        # ends_process: once the case is in place a stop signal is ignored, not a failed exit with a traceback
+        summary = add_case(case_json, images_dir, source, progress=rich_progress(), notify=_note, ends_process=True)
     except Signalled as exc:  # rolled back; the terminal may be gone, so the note may reach nobody
         with contextlib.suppress(OSError):
             click.echo(f"{'hung up' if exc.signum == signal.SIGHUP else 'terminated'}; nothing was changed",
                        err=True)
         sys.exit(128 + exc.signum)
-    click.echo(f"added case {summary.uid} with {len(summary.images)} image(s) ({summary.ct} CT, {summary.mr} MR) "
-               f"to {summary.source}")
+    try:
+        click.echo(f"added case {summary.uid} with {len(summary.images)} image(s) ({summary.ct} CT, "
+                   f"{summary.mr} MR) to {summary.source}")
+    except OSError as exc:  # a terminal closed after the add (its SIGHUP ignored): the case is added all the same
+        if exc.errno != errno.EIO:
+            raise
 
 
 def _note(message: str) -> None:
