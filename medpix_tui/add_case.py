@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import pid_alive, remove_left_by_dead, umask_mode
+from .atomic import pid_alive, remove_left_by_dead, rename_flushed, umask_mode
 from .errors import InputError, Problem, ValidationError
 from .progress import Progress, silent
 from .source import (
@@ -351,7 +351,7 @@ def _place(tmp: Path, path: Path, then: Callable[[], None]) -> None:
     """Rename ``tmp`` over ``path`` and run ``then`` (which records it) with the stop signals held:
     one between the two would leave a file in place that the undo does not know of."""
     with _signals_held():
-        os.replace(tmp, path)
+        rename_flushed(tmp, path)
         then()
 
 
@@ -360,7 +360,7 @@ def _replace_file(path: Path, data: bytes) -> None:
     tmp = _temp_name(path)
     try:
         _write_new(path, data)
-        os.replace(tmp, path)
+        rename_flushed(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

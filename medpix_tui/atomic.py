@@ -203,6 +203,13 @@ def move_into_place(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def rename_flushed(tmp: Path, path: Path) -> None:
+    """Rename ``tmp``, already flushed through the descriptor that wrote it, to ``path`` (replacing a
+    file there): :func:`move_into_place` without its reopening by name (add-case writes its
+    temporaries with O_NOFOLLOW and never opens them by name again)."""
+    os.replace(tmp, path)
+
+
 def replace_dir(tmp: Path, path: Path, *, aside_prefix: str | None = None) -> None:
     """Rename the filled folder ``tmp`` to ``path``; an existing ``path`` is moved aside first, then removed.
 

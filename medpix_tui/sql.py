@@ -397,7 +397,7 @@ class SqlConnection:
         :data:`MAX_RSS_GROWTH`, or once :meth:`interrupt` was called from another thread."""
         start_rss = _rss()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.02):
+        while not _waited(done):
             if self._why is not None:
                 break
             rss = _rss()
@@ -412,7 +412,7 @@ class SqlConnection:
     def _until_stopped(self, done: threading.Event) -> None:
         """Interrupt DuckDB until the statement ends. One interrupt is lost when it comes before
         DuckDB has begun the statement (seen on a loaded host: a SIGINT the process never obeyed)."""
-        while not done.wait(0.02):
+        while not _waited(done):
             if self._why is not None:
                 self.raw.interrupt()
 
@@ -463,6 +463,16 @@ class SqlConnection:
         if isinstance(exc, MemoryError):
             return QueryError("SQL result too large for memory; select fewer rows or columns")
         return exc
+
+
+def _waited(done: threading.Event, step: float = 0.02) -> bool:
+    """Whether ``done`` is set, after a short sleep if it is not yet. Event.wait takes a lock: an
+    exception raised by a signal handler (Ctrl-C, the CLI's SIGTERM) in the middle of it left that
+    lock broken, and the next wait said "internal error (RuntimeError: release unlocked lock)"."""
+    if done.is_set():
+        return True
+    time.sleep(step)
+    return done.is_set()
 
 
 def _guarded(fn: str, size: str, call: str) -> str:
