@@ -83,52 +83,24 @@ class AddCaseSummary:
     source: Path
 
 
-class Signalled(KeyboardInterrupt):
-    """SIGHUP (a closed terminal) or an unhandled SIGTERM during an add, raised where the add is
-    so that it rolls back as for Ctrl-C instead of dying with half a case written."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_signalled(signum: int, frame: object) -> None:
-    raise Signalled(signum)
-
-
 _STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class _Stops:
-    """The stop signals of one add. While it runs, SIGHUP and SIGTERM raise :class:`Signalled` where
-    their default would kill the process (a handler already set, ``nohup``'s SIG_IGN or the CLI's
-    SIGTERM, is kept). Once the case is in place, :meth:`added` ignores all three for a caller that
-    ends right after (``ends_process``): a late Ctrl-C would make it exit as failed, with a traceback
-    in an exit handler, although the case was added."""
+    """The stop signals of one add. Ctrl-C, and SIGTERM and SIGHUP as the CLI turns them into an
+    exception (``cli.app.Terminated``), roll the add back wherever they land. Once the case is in
+    place, :meth:`added` ignores all three for a caller that ends right after (``ends_process``): a
+    late one would make it exit as failed, with a traceback in an exit handler, although the case was added."""
 
     def __init__(self, ends_process: bool) -> None:
-        self.ends_process = ends_process
-        self.previous: dict[int, Any] = {}
-        self.main = threading.current_thread() is threading.main_thread()
-
-    def __enter__(self) -> _Stops:
-        if self.main:
-            for signum in (signal.SIGHUP, signal.SIGTERM):
-                if signal.getsignal(signum) == signal.SIG_DFL:
-                    self.previous[signum] = signal.signal(signum, _raise_signalled)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+        self.ends_process = ends_process and threading.current_thread() is threading.main_thread()
 
     def added(self) -> None:
         """The case is in place (call it with the signals held): ignore them from now on if the
         caller ends; ignoring one also drops it if it is pending."""
-        if self.ends_process and self.main:
+        if self.ends_process:
             for signum in _STOPPING:
                 signal.signal(signum, signal.SIG_IGN)
-            self.previous.clear()
 
 
 @contextlib.contextmanager
@@ -579,25 +551,25 @@ def add_case(case_json: Path, images_dir: Path, source: Path, *, progress: Progr
     exits right after (the command) passes ``ends_process``: once the case is in place, Ctrl-C,
     SIGTERM and SIGHUP are ignored, so that a late one does not make it exit as failed.
     """
-    with _Stops(ends_process) as stops:
-        root = resolve_root(Path(source))
-        images_dir = Path(images_dir)
-        if not images_dir.is_dir():
-            raise InputError(f"image folder not found: {images_dir}")
-        label = Path(case_json).name
-        case, images = read_case_file(case_json)
-        problems = _document_problems(case, images, label)
-        if problems:
-            raise ValidationError(problems, what="new case")
-        pictures = _picture_problems(images, images_dir, progress)  # the slow part, before the lock
-        try:
-            with source_lock(root, lock_wait, notify) as locked:
-                note = recover(root, locked)
-                if note and notify is not None:
-                    notify(f"note: {note}")
-                return _add_locked(root, case, images, label, pictures, images_dir, progress, stops)
-        except OSError as exc:
-            raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from None
+    stops = _Stops(ends_process)
+    root = resolve_root(Path(source))
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise InputError(f"image folder not found: {images_dir}")
+    label = Path(case_json).name
+    case, images = read_case_file(case_json)
+    problems = _document_problems(case, images, label)
+    if problems:
+        raise ValidationError(problems, what="new case")
+    pictures = _picture_problems(images, images_dir, progress)  # the slow part, before the lock
+    try:
+        with source_lock(root, lock_wait, notify) as locked:
+            note = recover(root, locked)
+            if note and notify is not None:
+                notify(f"note: {note}")
+            return _add_locked(root, case, images, label, pictures, images_dir, progress, stops)
+    except OSError as exc:
+        raise InputError(f"cannot write to {root}: {exc.strerror or exc}; nothing was changed") from None
 
 
 def _too_large(root: Path, new_json: dict[str, bytes]) -> None:

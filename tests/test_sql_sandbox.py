@@ -232,7 +232,9 @@ def _thread_running(pid: int, name: str) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to see the statement start")
 @pytest.mark.parametrize(("sent_signal", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
-                                                           (signal.SIGTERM, 143, "terminated")], ids=["INT", "TERM"])
+                                                           (signal.SIGTERM, 143, "terminated"),
+                                                           (signal.SIGHUP, 129, "hung up")],
+                         ids=["INT", "TERM", "HUP"])  # HUP: a closed terminal, which killed the command mid-write
 def test_a_signal_interrupts_a_running_statement_at_once(tiny: Path, tmp_path: Path, sent_signal: int, code: int,
                                                          said: str) -> None:
     # SIGTERM ends a command as Ctrl-C does, clean-up included (an export's temporary folder stayed behind)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import click
 
-from ..add_case import Signalled, add_case
+from ..add_case import add_case
 from ..progress import rich_progress
+from .app import Terminated
 
 
 @click.command("add-case")
@@ -52,7 +53,7 @@ def add_case_cmd(case_json: Path, images_dir: Path, source: Path) -> None:
     try:
         # ends_process: once the case is in place a stop signal is ignored, not a failed exit with a traceback
         summary = add_case(case_json, images_dir, source, progress=rich_progress(), notify=_note, ends_process=True)
-    except Signalled as exc:  # rolled back; the terminal may be gone, so the note may reach nobody
+    except Terminated as exc:  # rolled back; the terminal may be gone, so the note may reach nobody
         with contextlib.suppress(OSError):
             click.echo(f"{'hung up' if exc.signum == signal.SIGHUP else 'terminated'}; nothing was changed",
                        err=True)

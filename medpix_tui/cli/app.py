@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import importlib
@@ -47,12 +48,17 @@ OUTPUT_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that its clean-up runs as for Ctrl-C (an export's
-    temporary folder was left behind by a plain SIGTERM)."""
+    """SIGTERM, or SIGHUP (the terminal closed), raised where the command is, so that its clean-up
+    runs as for Ctrl-C (an export's temporary folder, a build's or a pack's, half of an added case
+    were left behind)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    raise Terminated(signum)
 
 
 #: Commands that handle SIGTERM themselves (the terminal UI restores the terminal; serve stops its sessions);
@@ -83,6 +89,8 @@ class MedpixGroup(OneLineUsage, click.Group):
             raise OneLineUsageError(f"No such command {name!r}{suggestion}", ctx)
         if name not in OWN_SIGTERM:  # resolved just before the command runs
             signal.signal(signal.SIGTERM, _terminate)
+            if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:  # nohup's SIG_IGN is kept
+                signal.signal(signal.SIGHUP, _terminate)
         return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -91,9 +99,10 @@ class MedpixGroup(OneLineUsage, click.Group):
         except MedpixError as exc:
             click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(exc.exit_code)
-        except Terminated:
-            click.echo("terminated", err=True)
-            sys.exit(143)
+        except Terminated as exc:
+            with contextlib.suppress(OSError):  # a closed terminal takes no line
+                click.echo("hung up" if exc.signum == signal.SIGHUP else "terminated", err=True)
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
