@@ -21,6 +21,7 @@ letters and digits, so no input can form an FTS5 operator or a syntax error.
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import unicodedata
@@ -113,11 +114,22 @@ def _term(text: str, *, phrase: bool) -> Term | None:
     return Term(words, prefix) if words else None
 
 
+class NoKeyword(QueryError):
+    """Keywords that hold nothing to look for: ``why`` is ``excludes`` (only -word), ``short`` (one
+    letter) or ``signs`` (no letter or digit). A search run as the user types lists every image then."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+@functools.lru_cache(maxsize=64)
 def parse_keywords(text: str) -> KeywordQuery:
     """Parse what was typed (the syntax in this module's docstring); QueryError says what to change.
 
     Compatibility forms are folded first (NFKC): a word pasted from a PDF with a ligature
-    ("ﬁbrosis") or in full-width letters matches as typed plainly.
+    ("ﬁbrosis") or in full-width letters matches as typed plainly. Cached: a search as the user
+    types asks for the same text's parse several times per keystroke (request, hint, highlight).
     """
     text = unicodedata.normalize("NFKC", text)
     groups: list[list[Term]] = []
@@ -147,11 +159,11 @@ def parse_keywords(text: str) -> KeywordQuery:
             groups.append([term])
     if not groups:
         if excluded:
-            raise QueryError("keywords only exclude (-word): add a word to look for")
+            raise NoKeyword("keywords only exclude (-word): add a word to look for", "excludes")
         if any(c.isalnum() for word in text.split() if word != "OR" for c in word):  # "a", "x y": too short
-            raise QueryError("keyword search needs a word of 2 letters or more (one letter would match half the "
-                             "dataset), e.g. glioma")
-        raise QueryError("keyword search needs at least one word: type letters or digits, e.g. glioma")
+            raise NoKeyword("keyword search needs a word of 2 letters or more (one letter would match half the "
+                            "dataset), e.g. glioma", "short")
+        raise NoKeyword("keyword search needs at least one word: type letters or digits, e.g. glioma", "signs")
     count = sum(len(g) for g in groups) + len(excluded)
     if count > MAX_TERMS:
         raise QueryError(f"too many search words ({count}, at most {MAX_TERMS}): remove some")
@@ -172,14 +184,14 @@ def not_yet_searchable(text: str) -> str | None:
         return "keywords count from 2 letters"
     try:
         parse_keywords(typed)
-    except QueryError as exc:
-        message = str(exc)
-        if message.startswith("keywords only exclude"):
+    except NoKeyword as exc:
+        if exc.why == "excludes":
             return f"{typed} only excludes: add a word to look for"
-        if message.startswith("keyword search needs a word of 2 letters"):
+        if exc.why == "short":
             return "keywords count from 2 letters"
-        if message.startswith("keyword search needs"):
-            return f"{typed} alone is no keyword: type letters or digits"
+        return f"{typed} alone is no keyword: type letters or digits"
+    except QueryError:  # too many words: the search itself says so
+        pass
     return None
 
 
