@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,18 @@ def check_one_file_save(bundle: Any, path: Path, again: Path) -> dict[str, Any]:
     assert redone.exit_code == 0, redone.output
     assert again.read_bytes() == path.read_bytes(), f"--from-manifest did not reproduce {path.name}"
     return manifest
+
+
+def read_until_closed(fd: int) -> bytes:
+    """Everything a pseudo-terminal's leader gives until the child's end closes, read as it comes
+    (a full pty would block the child)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: closed, and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

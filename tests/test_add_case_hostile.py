@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,8 @@ import pytest
 import test_add_case
 from click.testing import CliRunner
 from scraper_support import png_bytes
+from serve_support import wait_for
+from support import read_until_closed
 from test_add_case import _case_doc, _image_doc, _snapshot
 
 from medpix_tui import add_case as add_case_module
@@ -34,9 +35,9 @@ source, new_case = test_add_case.source, test_add_case.new_case
 PATIENCE = 60.0
 
 #: Runs the CLI, but stops at the rename of Case_topic.json (the worst moment: images and
-#: Descriptions.json in place) until the file named by argv[2] exists, saying so in argv[1].
+#: Descriptions.json in place) until the FIFO named by argv[2] is written to, saying so in argv[1].
 PAUSED = r"""
-import os, pathlib, signal, sys, time
+import os, pathlib, signal, sys
 import medpix_tui.add_case as ac
 marker, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 if os.environ.get("IGNORE_SIGHUP"):
@@ -45,22 +46,12 @@ real = ac._place
 def paused(tmp, path, then):
     if path.name == "Case_topic.json":
         marker.write_text(str(os.getpid()))
-        while not go.exists():
-            time.sleep(0.01)
+        go.read_text()  # a FIFO: blocks until the test writes to it
     real(tmp, path, then)
 ac._place = paused
 from medpix_tui.cli import main
 main(sys.argv[3:], prog_name="medpix-tui")
 """
-
-
-def _wait_for(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + PATIENCE
-    while not (found := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return found
 
 
 def _args(case_json: Path, images: Path, source: Path) -> list[str]:
@@ -71,17 +62,36 @@ def _args(case_json: Path, images: Path, source: Path) -> list[str]:
 def _paused_add(tmp_path: Path, args: list[str], **env: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """An add-case process stopped just before its last rename; yields it and the file that resumes it."""
     marker, go = tmp_path / "paused", tmp_path / "go"
+    if not go.exists():  # a second pause in one test uses the same FIFO
+        os.mkfifo(go)
     proc = subprocess.Popen([sys.executable, "-c", PAUSED, str(marker), str(go), *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **env})
     try:
-        _wait_for(lambda: marker.exists() or proc.poll() is not None, "the add to reach its last rename")
+        wait_for(lambda: marker.exists() or proc.poll() is not None, PATIENCE, "the add to reach its last rename")
         assert proc.poll() is None, proc.communicate()
         yield proc, go
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=PATIENCE)
+
+
+def _resume(go: Path, proc: subprocess.Popen[str]) -> None:
+    """Let the paused add go on: write to its FIFO once it reads it (a blocking open would hang the
+    test if the add had died; then this fails instead)."""
+    def reader() -> int | None:
+        try:
+            return os.open(go, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: nobody reads it yet
+                raise
+            assert proc.poll() is None, "the paused add ended before it was resumed"
+            return None
+
+    fd = wait_for(reader, PATIENCE, "the paused add to read its FIFO")
+    os.write(fd, b"go")
+    os.close(fd)
 
 
 def _second_case(tmp_path: Path) -> tuple[Path, Path]:
@@ -109,10 +119,10 @@ def test_two_adds_at_once_both_land(source: Path, new_case: tuple[Path, Path, di
             second = subprocess.Popen([sys.executable, "-m", "medpix_tui", *_args(path2, images2, source)],
                                       stdout=subprocess.PIPE, stderr=err, text=True,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-        _wait_for(lambda: "waiting for another add-case" in errors.read_text() or second.poll() is not None,
-                  "the second add to wait")
+        wait_for(lambda: "waiting for another add-case" in errors.read_text() or second.poll() is not None,
+                 PATIENCE, "the second add to wait")
         assert f"waiting for another add-case (pid {first.pid}) on {source} to finish" in errors.read_text()
-        go.touch()
+        _resume(go, first)
         assert first.wait(timeout=PATIENCE) == 0
         out, _ = second.communicate(timeout=PATIENCE)
         assert second.returncode == 0, errors.read_text()
@@ -173,7 +183,7 @@ def test_a_closed_terminal_rolls_back_and_nohup_is_kept(source: Path, new_case: 
     (tmp_path / "paused").unlink()
     with _paused_add(tmp_path, _args(path, images, source), IGNORE_SIGHUP="1") as (proc, go):
         proc.send_signal(signal.SIGHUP)
-        go.touch()
+        _resume(go, proc)
         out, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == 0, err
     assert out.startswith("added case LAB0001")
@@ -306,14 +316,7 @@ def test_progress_shows_on_a_terminal_only(source: Path, new_case: tuple[Path, P
         proc = subprocess.Popen([sys.executable, "-m", "medpix_tui", *_args(path, images, source)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, env=env)
         os.close(follower)
-        while True:  # read as it comes (a full pty would block the child), until the child's end closes
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: closed, and everything was read
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        chunks.append(read_until_closed(leader))
         out, _ = proc.communicate(timeout=PATIENCE)
     finally:
         os.close(leader)

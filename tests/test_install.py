@@ -30,7 +30,7 @@ from medpix_tui import locations
 from medpix_tui.bundle import build_bundle, open_bundle, resolve_bundle
 from medpix_tui.cli import main
 from medpix_tui.errors import BundleError
-from tests.support import write_source
+from tests.support import read_until_closed, write_source
 from tests.test_model_cli import pictures_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,14 +359,7 @@ def test_doctor_in_a_terminal_asks_it_through_textual_image(tmp_path: Path) -> N
         proc = subprocess.Popen([sys.executable, "-m", "medpix_tui", "doctor"], stdin=follower, stdout=follower,
                                 stderr=subprocess.PIPE, env=env, cwd=tmp_path)
         os.close(follower)
-        while True:  # read as it comes (a full pty would block the child), until the child's end closes
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: closed, and everything was read
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        chunks.append(read_until_closed(leader))
         proc.wait(timeout=120)
         stderr = proc.stderr.read() if proc.stderr else b""
     finally:
