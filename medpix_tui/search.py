@@ -12,7 +12,9 @@ What people type (:func:`parse_keywords`), the one syntax of the TUI and ``query
   its case or topic text: an image and its case are read as one document);
 - ``"ring enhancing"``: the words side by side, in that order;
 - ``glioma OR astrocytoma``: either;
-- ``-metastasis``: images whose text holds the word are left out;
+- ``-metastasis`` (or ``NOT metastasis``): images whose text holds the word are left out;
+- ``AND`` between words says what the space already does; ``OR``, ``AND`` and ``NOT`` are
+  operators in capitals only (``and`` and ``not`` are searched as words);
 - ``enhanc*``: any word that starts so (without ``*`` a word matches whole words only).
 
 The user's text never reaches FTS5 as typed: each word becomes a quoted FTS5 string of
@@ -103,6 +105,8 @@ class KeywordQuery:
 
 
 _TOKEN = re.compile(r'(-?)"([^"]*)("?)|(\S+)')
+#: Boolean words, in capitals as search engines write them (``or`` in lower case is a word)
+_OPERATORS = frozenset({"OR", "AND", "NOT"})
 
 
 def _term(text: str, *, phrase: bool) -> Term | None:
@@ -135,12 +139,15 @@ def parse_keywords(text: str) -> KeywordQuery:
     groups: list[list[Term]] = []
     excluded: list[Term] = []
     ignored: list[str] = []
-    join_next = False
+    join_next = negate_next = False
     for match in _TOKEN.finditer(text):
         negate, phrase, _closed, word = match.groups()
-        if word == "OR":
-            join_next = bool(groups)
-            continue
+        if word in _OPERATORS:
+            if word == "OR":
+                join_next = bool(groups)
+            elif word == "NOT":
+                negate_next = True
+            continue  # AND is what the space already means
         if phrase is not None:
             term = _term(phrase + ("*" if match.end() < len(text) and text[match.end()] == "*" else ""), phrase=True)
         else:
@@ -149,6 +156,8 @@ def parse_keywords(text: str) -> KeywordQuery:
         if term is None:
             ignored.append(match.group(0))
             continue
+        if negate_next:
+            negate, negate_next = "-", False
         if negate:
             excluded.append(term)
             join_next = False
@@ -160,7 +169,7 @@ def parse_keywords(text: str) -> KeywordQuery:
     if not groups:
         if excluded:
             raise NoKeyword("keywords only exclude (-word): add a word to look for", "excludes")
-        if any(c.isalnum() for word in text.split() if word != "OR" for c in word):  # "a", "x y": too short
+        if any(c.isalnum() for word in text.split() if word not in _OPERATORS for c in word):  # "a", "x y": too short
             raise NoKeyword("keyword search needs a word of 2 letters or more (one letter would match half the "
                             "dataset), e.g. glioma", "short")
         raise NoKeyword("keyword search needs at least one word: type letters or digits, e.g. glioma", "signs")

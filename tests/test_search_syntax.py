@@ -31,7 +31,18 @@ def test_the_syntax_parses_as_documented() -> None:
     assert [t.words for t in q.excluded] == [("metastasis",)]
 
 
-@pytest.mark.parametrize("text", ["([", '"', "-", "*", "OR"])
+def test_and_and_not_in_capitals_are_operators_as_or_is() -> None:
+    """'glioma AND astrocytoma' required the word "and"; 'glioma NOT metastasis' required "not" and metastasis."""
+    assert parse_keywords("glioma AND astrocytoma") == parse_keywords("glioma astrocytoma")
+    assert parse_keywords("glioma NOT metastasis") == parse_keywords("glioma -metastasis")
+    assert parse_keywords('glioma NOT "ring enhancing"') == parse_keywords('glioma -"ring enhancing"')
+    lower = parse_keywords("and not")  # lower case: words like any other
+    assert [t.words for t in lower.terms] == [("and",), ("not",)] and not lower.excluded
+    with pytest.raises(QueryError, match="only exclude"):
+        parse_keywords("NOT glioma")
+
+
+@pytest.mark.parametrize("text", ["([", '"', "-", "*", "OR", "AND", "NOT", "OR AND NOT"])
 def test_no_word_is_one_clear_error(text: str) -> None:
     with pytest.raises(QueryError, match="at least one word"):
         parse_keywords(text)
@@ -120,6 +131,7 @@ def test_a_regex_of_huge_repeats_is_refused_before_it_compiles(pattern: str, mes
 @pytest.mark.parametrize(("text", "hint"), [
     ("g", "keywords count from 2 letters"), ("x y", "keywords count from 2 letters"),
     ("-*", "-* alone is no keyword: type letters or digits"), ("OR", "OR alone is no keyword: type letters or digits"),
+    ("AND", "AND alone is no keyword: type letters or digits"),
     ("-metastasis", "-metastasis only excludes: add a word to look for"),
     ("glioma 🧠 a", "not searched: 🧠 a"), ("glioma", ""), ("", "")])
 def test_the_keyword_hint_says_what_searches_nothing(text: str, hint: str) -> None:

@@ -346,6 +346,27 @@ async def test_sql_run_on_a_blank_editor_says_nothing_to_run(real_bundle: Bundle
             assert any("Nothing to run" in n.message for n in app._notifications)
 
 
+async def test_sql_editor_keys_are_the_ones_its_help_names(real_bundle: Bundle) -> None:
+    """Tab indents in the editor (SQL is indented); Esc leaves it and ctrl+e comes back, as help says."""
+    app = make_app(real_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = await open_screen(pilot, "f3", SqlScreen)
+        editor = screen.query_one("#editor", TextArea)
+        editor.load_text("SELECT 1")
+        editor.move_cursor((0, 0))
+        await pilot.press("tab")
+        assert editor.text.startswith("    SELECT") and editor.has_focus
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not editor.has_focus)
+        await pilot.press("ctrl+e")
+        await wait_for(pilot, lambda: editor.has_focus)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        text = app.screen.query_one("Markdown").source
+        assert "`tab` indents" in text and "`esc` leaves it" in text
+
+
 async def test_sql_sidebar_hides_below_100_columns_until_asked(real_bundle: Bundle) -> None:
     app = make_app(real_bundle)
     async with app.run_test(size=(80, 24)) as pilot:

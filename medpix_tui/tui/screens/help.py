@@ -16,7 +16,7 @@ GUIDES = {
     "SearchScreen": (
         "Type **keywords** to rank images by caption, diagnosis, findings and topic text: every "
         "word must occur (`ring enhancing lesion`), `\"quoted words\"` side by side, `glioma OR "
-        "astrocytoma` either, `-metastasis` leaves out, `enhanc*` any word starting so. The "
+        "astrocytoma` either, `-metastasis` (or `NOT metastasis`) leaves out, `enhanc*` any word starting so. The "
         "*Match* column shows where the words hit. "
         "The **field query** is the MedPix 2.0 authors' query: choose a collection, a field "
         "(e.g. `Description.Caption`, `Case.Title`) and a regex, matched case-insensitively "
@@ -42,7 +42,8 @@ GUIDES = {
         "DuckDB SQL over the bundle's Parquet tables `images`, `cases` and `image_reports` "
         "(pick a column in the sidebar to insert it). Enter on a result cell shows its value whole; EXPLAIN shows "
         "its plan line by line. Past queries are listed under History. SQL here only "
-        "reads: statements that create, drop, alter or write (CREATE, DROP, INSERT, CHECKPOINT...) are refused."
+        "reads: statements that create, drop, alter or write (CREATE, DROP, INSERT, CHECKPOINT...) are refused. "
+        "In the editor `tab` indents; `esc` leaves it for the results (when nothing runs) and `ctrl+e` comes back."
     ),
     "StatsScreen": (
         "Distributions of modality, location category, plane, age and sex, "
