@@ -229,6 +229,32 @@ def test_id_works_where_open_i_cannot_find_the_case(site: FixtureSite, release: 
     assert site.count("/cdn/medpix/img/full/") == len(case.images)
 
 
+def test_an_open_i_image_that_is_gone_comes_from_medpix_s_own_image_url(site: FixtureSite, release: list[LiveCase],
+                                                                       tmp_path: Path) -> None:
+    """Open-i's imgLarge answered 404, or an HTML error page (an Open-i client's report), and the image was lost;
+    MedPix's imageURL (radbench's image.json), moved to a CDN behind a redirect, still serves it."""
+    case = next(c for c in release if len(c.images) >= 3)
+    gone, html = case.images[0], case.images[-1]
+    del site.files[site.live_image_path(case, gone)]
+    site.files[site.live_image_path(case, html)] = b"<html><body>Service unavailable</body></html>"
+    report = run(tmp_path / "out", _fetcher(tmp_path), ids=[case.uid], base=site.url, medpix_base=site.url,
+                 curator=_keep_all(release))
+    assert not report.failed and report.images == len(case.images)
+    for img in (gone, html):
+        assert (tmp_path / "out" / "images" / f"{img.name}.png").read_bytes() == img.png
+    overview = (tmp_path / "out" / "images_overview.csv").read_text()
+    synpic = gone.name.split("_", 1)[1]
+    assert f"{site.url}/images/full/{synpic}.png" in overview  # the URL that gave the image
+
+    del site.files[f"/cdn/medpix/img/full/{synpic}.png"]  # gone from both: one line naming both
+    report = run(tmp_path / "out2", _fetcher(tmp_path, "cache2"), ids=[case.uid], base=site.url,
+                 medpix_base=site.url, curator=_keep_all(release))
+    first = f"image {site.url}{site.live_image_path(case, gone)}: HTTP 404 (not retried)"
+    second = f"MedPix's own image {site.url}/images/full/{synpic}.png: HTTP 404 (not retried)"
+    assert report.failed == [(gone.name, f"{first}; {second}")]
+    assert report.images == len(case.images) - 1
+
+
 def test_a_rest_case_without_a_title_reads_it_from_its_pages(site: FixtureSite, release: list[LiveCase],
                                                              tmp_path: Path, chromium: render.ChromiumRenderer) -> None:
     # ClavyMedPixImport's encounter fields have no title; Open-i cannot find the case: the pages must be read

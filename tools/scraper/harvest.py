@@ -131,6 +131,7 @@ class _Rest:
     topic: dict[str, str] = field(default_factory=dict)
     patient: dict[str, str] = field(default_factory=dict)
     images: dict[str, dict[str, str]] = field(default_factory=dict)  # synpic or figure id -> fields
+    urls: dict[str, str] = field(default_factory=dict)  # synpic or figure id -> imageURL (as served)
     errors: list[str] = field(default_factory=list)
     image_json_failed: bool = False  # once image.json fails for a case, its other images are not asked
 
@@ -201,6 +202,8 @@ class Harvester:
                 for key in (image.synpic, (image.image_id or "").lower()):
                     if key:
                         found.images.setdefault(key, image.fields)
+                        if image.url:
+                            found.urls.setdefault(key, image.url)
             topic_id = encounter.topic_id or topic_id
         for ref in refs:
             if self._rest_image(found, ref) is None and ref.figure_id and ref.figure_id.lower() not in found.images:
@@ -229,6 +232,8 @@ class Harvester:
             found.image_json_failed = True
             return None
         found.images[(ref.figure_id or "").lower()] = image.fields
+        if image.url:
+            found.urls[(ref.figure_id or "").lower()] = image.url
         return image
 
     @staticmethod
@@ -291,7 +296,7 @@ class Harvester:
                 doc = self.image(ref, rest, pages, errors, patient, topic)
                 if doc is None:
                     continue
-                png = self.download(ref)
+                png, url = self.download(ref, rest)
             except _Failed as exc:
                 self.report.fail(ref.image, str(exc))
                 failures += 1
@@ -299,7 +304,7 @@ class Harvester:
             docs.append(doc)
             files[ref.image] = png
             overview.append({"Type": "TAC" if doc["Type"] == "CT" else "MRI", "U_id": uid, "ID_Image": ref.image,
-                             "Img_Large": ref.image_url, "URL_Article_image": ref.page_url or ""})
+                             "Img_Large": url, "URL_Article_image": ref.page_url or ""})
         if not docs:
             if failures:
                 self.report.fail(uid, "no usable image (see the image failures)")
@@ -357,17 +362,51 @@ class Harvester:
         return {"Type": kind, "U_id": ref.uid, "image": ref.image, "Description": description,
                 "Location": location, "Location Category": category}
 
-    def download(self, ref: ImageRef) -> bytes:
-        """The image as PNG bytes; raises _Failed when it cannot be fetched or decoded."""
+    def download(self, ref: ImageRef, rest: _Rest) -> tuple[bytes, str]:
+        """The image as PNG bytes and the URL that gave it; raises _Failed when it cannot be had.
+
+        Open-i's ``imgLarge`` first; when that fails (a 404, an HTML error page where the image
+        should be), MedPix's own ``imageURL`` for the image (from the encounter, else asked of
+        ``image.json``, as radbench loads MedPix images), whose redirect to the CDN is followed.
+        """
         try:
-            fetched = self.fetcher.get(ref.image_url)
+            return self._png(ref.image_url), ref.image_url
+        except _Failed as first:
+            if "rest" not in self.sources:
+                raise
+            url = self._rest_url(rest, ref)
+            if url is None or self.sites.url(url) == ref.image_url:
+                raise
+            url = self.sites.url(url)
+            try:
+                png = self._png(url)
+            except _Failed as second:
+                raise _Failed(f"{first}; MedPix's own {second}") from second
+            log.warning("%s: %s; took MedPix's own %s", ref.image, first, url)
+            return png, url
+
+    def _rest_url(self, rest: _Rest, ref: ImageRef) -> str | None:
+        """MedPix's ``imageURL`` for the image: as the case's REST answers gave it, else from image.json."""
+        for key in (image_key(ref.image), (ref.figure_id or "").lower()):
+            if key and key in rest.urls:
+                return rest.urls[key]
+        if not ref.figure_id or rest.image_json_failed:
+            return None
+        try:
+            return self.image_json(ref.figure_id).url
+        except (FetchError, RestError):
+            return None
+
+    def _png(self, url: str) -> bytes:
+        try:
+            fetched = self.fetcher.get(url)
         except FetchError as exc:
-            raise _Failed(f"image {ref.image_url}: {exc.reason}") from exc
+            raise _Failed(f"image {url}: {exc.reason}") from exc
         try:
             return to_png(fetched.content)
         except ValueError as exc:
-            self.fetcher.forget(ref.image_url)
-            raise _Failed(f"image {ref.image_url}: {exc}") from exc
+            self.fetcher.forget(url)
+            raise _Failed(f"image {url}: {exc}") from exc
 
 
 def refs_from_rest(harvester: Harvester, uid: str) -> list[ImageRef]:
