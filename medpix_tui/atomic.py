@@ -80,6 +80,7 @@ def no_folder_message(folder: Path) -> str:
 def check_destination(path: Path, force: bool) -> None:
     """Refuse a destination that exists (without ``force``), is no file or folder, or whose folder is missing."""
     path = Path(path)
+    check_not_read_only(path)  # an open bundle is never written into (a file there fails its verify)
     try:
         mode = path.lstat().st_mode
     except OSError:
@@ -112,13 +113,14 @@ def check_owned(path: Path, ours: Replaceable | None) -> None:
         raise InputError(f"refusing to replace {path}: {why}; remove it yourself or choose another place")
 
 
-def check_file_destination(path: Path, force: bool, ours: Replaceable | None = None) -> None:
+def check_file_destination(path: Path, force: bool, ours: Replaceable | None = None, *, suffix: str = "") -> None:
     """:func:`check_destination` for a file: a folder in its place is refused even with ``force``,
     before any "replace it?" question (a file never replaces a folder), and so is a file
-    ``ours`` disowns."""
+    ``ours`` disowns. ``suffix`` is the file's kind, for the example name a folder gets."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        raise InputError(f"{path} is a folder: name a file to write, e.g. {path / ('results' + path.suffix)}")
+        example = path / ("results" + (suffix or path.suffix))
+        raise InputError(f"{path} is a folder: name a file to write, e.g. {example}")
     check_owned(path, ours)
     check_destination(path, force)
 

@@ -864,12 +864,27 @@ class Bundle:
         return info
 
 
+def _check_manifest_sum(root: Path, raw: bytes) -> None:
+    """Refuse a manifest that its ``manifest.json.sha256`` does not name: every check of the bundle's
+    files trusts the manifest, so an edited one (counts, digests) would be believed whole."""
+    try:
+        written = read_regular(root / MANIFEST_SUM, 1024).decode("ascii", errors="replace").split()
+    except FileNotFoundError:
+        raise damaged(root, MANIFEST_SUM, "is missing") from None
+    except OSError as exc:
+        why = "is not a regular file" if exc.errno == errno.EINVAL else f"is unreadable ({exc.strerror or exc})"
+        raise damaged(root, MANIFEST_SUM, why) from None
+    if not written or written[0] != hashlib.sha256(raw).hexdigest():
+        raise damaged(root, MANIFEST, f"does not match its digest in {MANIFEST_SUM}")
+
+
 def open_bundle(path: Path | str) -> Bundle:
     """Open a bundle folder, or an archive made by :func:`pack_bundle` (unpacked once, verified)."""
     given = Path(path)
     folder = _unpack_cached(given) if given.is_file() else given
     root, lock, raw = _hold(folder)
     try:
+        _check_manifest_sum(root, raw)
         return Bundle(root, _parse_manifest(raw, root / MANIFEST), path=given, lock=lock)
     except BaseException:
         if lock is not None:
@@ -939,7 +954,7 @@ def _pack_held(real_root: Path, root: Path, archive: Path, force: bool, progress
     if not report.ok:
         raise BundleError(f"{root} does not verify; refusing to pack it ({'; '.join(report.lines()[:5])})")
     # a folder, a missing folder, and a device, FIFO or socket (--force replaced /dev/full with a file)
-    check_file_destination(archive, force)
+    check_file_destination(archive, force, _replaceable_archive, suffix=".tar")
     remove_stale_temporaries(archive.parent)
     files = [MANIFEST, MANIFEST_SUM, *sorted(read_manifest(real_root)["files"])]
     tmp = temp_file_beside(archive, prefix=f"{_TMP_PREFIX}{os.getpid()}-pack-")
@@ -949,6 +964,19 @@ def _pack_held(real_root: Path, root: Path, archive: Path, force: bool, progress
             tar.add(real_root / rel, arcname=f"{DEFAULT_NAME}/{rel}", recursive=False)
             advance(1)
     return archive
+
+
+def _replaceable_archive(path: Path) -> str | None:
+    """Why ``path`` is no earlier pack that ``--force`` may replace (None: it is a tar whose first member
+    is a bundle's manifest, as :func:`pack_bundle` writes them): somebody's file is never overwritten."""
+    try:
+        with open_regular(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            first = tar.next()
+    except (OSError, tarfile.TarError):
+        return "it is no bundle archive of this tool"
+    if first is None or first.name != f"{DEFAULT_NAME}/{MANIFEST}":
+        return "it is no bundle archive of this tool"
+    return None
 
 
 def cache_dir() -> Path:

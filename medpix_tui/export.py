@@ -22,6 +22,7 @@ result (:func:`save_sql_result`); from it :func:`reproduce` writes the same byte
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import shutil
@@ -1080,7 +1081,14 @@ def verify_export(path: Path) -> list[str]:
     for rel, entry in sorted(listed.items()):
         if rel not in present:
             problems.append(f"missing: {rel}")
-        elif not isinstance(entry, dict) or sha256_regular(root / rel) != entry.get("sha256"):
+            continue
+        try:
+            digest = sha256_regular(root / rel)
+        except OSError as exc:  # a link or FIFO in the file's place (never followed), or no permission
+            why = "not a regular file" if exc.errno in (errno.ELOOP, errno.EINVAL) else exc.strerror or str(exc)
+            problems.append(f"unreadable: {rel} ({why})")
+            continue
+        if not isinstance(entry, dict) or digest != entry.get("sha256"):
             problems.append(f"changed: {rel}")
     problems += [f"added: {rel}" for rel in sorted(set(present) - set(listed))]
     return problems

@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BundleError
@@ -296,22 +297,27 @@ def quality_report(bundle: Bundle, progress: Progress = silent) -> dict[str, Any
     }
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """What the report found, in a few lines (the command's plain output)."""
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summary_lines(report: dict[str, Any], *, timed: bool = True) -> list[str]:
+    """What the report found, in a few lines (the command's plain output; ``timed``: with the time it took)."""
     counts = report["conflict_counts"]
     dupes, leak = report["duplicates"], report["leakage"]
     vocab = report["vocabulary"]
     return [
-        f"{report['bundle']['images']} images, {report['bundle']['cases']} cases "
-        f"({report['seconds']:.1f} s)",
+        f"{report['bundle']['images']} images, {report['bundle']['cases']} cases"
+        + (f" ({report['seconds']:.1f} s)" if timed else ""),
         "vocabulary: " + ", ".join(f"{path} {len(rows)} raw values" for path, rows in vocab.items()),
         "label conflicts: " + ", ".join(f"{kind.replace('_', ' ')} {n}" for kind, n in counts.items()),
-        f"duplicates: {len(dupes['exact'])} groups of identical pixels, {len(dupes['near'])} near-duplicate pairs "
+        f"duplicates: {_n(len(dupes['exact']), 'group')} of identical pixels, "
+        f"{_n(len(dupes['near']), 'near-duplicate pair')} "
         f"({dupes['near_cross_case']} across cases)"
         + ("" if dupes["rule"]["embeddings"]
            else f"; perceptual hash only (the cosine threshold belongs to {dupes['rule']['model']}'s embeddings, "
                 "which this bundle lacks)"),
-        f"leakage: {len(leak['pairs'])} pairs across splits, touching {len(leak['cases'])} cases"
+        f"leakage: {_n(len(leak['pairs']), 'pair')} across splits, touching {_n(len(leak['cases']), 'case')}"
         + (f" ({', '.join(leak['cases'][:12])}{' ...' if len(leak['cases']) > 12 else ''})" if leak["cases"] else ""),
     ]
 
@@ -329,6 +335,20 @@ def _thumbnail(bundle: Bundle, name: str, side: int = 96) -> str:
     except OSError:
         return ""
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+#: What a page of ours holds near its start, so ``--force`` replaces a report and nobody's other file.
+REPORT_MARK = '<meta name="generator" content="medpix-tui report quality">'
+
+
+def replaceable_report(path: Path) -> str | None:
+    """Why ``path`` is not an earlier quality report that ``--force`` may replace (None: it is one)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    return None if REPORT_MARK.encode() in head else "it is no quality report of this tool"
 
 
 def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) -> str:
@@ -350,7 +370,8 @@ def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) 
                "lists them all.</p>" if total > max_rows else "")
         return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{cut}'
 
-    parts = [f"<h1>MedPix 2.0 quality report</h1><p>{'<br>'.join(esc(line) for line in summary_lines(report))}</p>"]
+    summary = "<br>".join(esc(line) for line in summary_lines(report, timed=False))
+    parts = [f"<h1>MedPix 2.0 quality report</h1><p>{summary}</p>"]
     parts.append('<h2 id="leakage">Leakage: near-duplicates across splits</h2>')
     parts.append(table(["a", "", "b", "", "splits", "hash bits", "cosine"], (
         [img(p["a"]), esc(p["a"]), img(p["b"]), esc(p["b"]), esc(" / ".join(map(str, p["splits"]))),
@@ -384,5 +405,5 @@ def render_html(report: dict[str, Any], bundle: Bundle, *, max_rows: int = 300) 
     style = ("body{font:14px system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
              "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:middle}"
              "th{background:#eee}.thumb{width:64px;height:64px;object-fit:contain;background:#000}")
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>MedPix 2.0 quality report</title>'
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8">{REPORT_MARK}<title>MedPix 2.0 quality report</title>'
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")

@@ -96,6 +96,10 @@ def test_verify_names_each_changed_missing_and_added_file(real_bundle_path: Path
     result = runner.invoke(main, ["export", "verify", str(out)])
     assert result.exit_code == 1
     assert result.output.splitlines() == ["missing: cases.csv", "changed: images.csv", "added: extra.txt"]
+    (out / "images.csv").unlink()
+    (out / "images.csv").symlink_to(out / "extra.txt")  # said "internal error (OSError: ... symbolic links)"
+    result = runner.invoke(main, ["export", "verify", str(out)])
+    assert result.exit_code == 1 and "unreadable: images.csv (not a regular file)" in result.output.splitlines()
     single = tmp_path / "one.json"
     _export(real_bundle_path, "--format", "json", "--split", "test", "--out", str(single))
     assert runner.invoke(main, ["export", "verify", str(single)]).exit_code == 0

@@ -467,6 +467,22 @@ async def test_the_ui_starts_past_a_crafted_page_with_a_notice(tiny: Path, tmp_p
         assert any("Ignored the kept first page" in str(n.message) for n in app._notifications)
 
 
+def test_an_edited_manifest_is_refused_on_open_not_believed(tiny: Path, tmp_path: Path) -> None:
+    """A manifest whose counts were edited ("Clinical_Reports": 672) was shown by `bundle info`, and query
+    answered, while `bundle verify` named it: the manifest is what every other check trusts."""
+    copy = Path(shutil.copytree(tiny, tmp_path / "b"))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["counts"]["images_ct"] += 1
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    for args in (("bundle", "info", str(copy)), ("--bundle", str(copy), "query", "--limit", "1")):
+        code, lines = run(*args)
+        assert code == 2 and lines == [f"error: damaged bundle: {copy / MANIFEST} does not match its digest in "
+                                       f"{MANIFEST_SUM}; check it with: medpix-tui bundle verify {copy}"], lines
+    (copy / MANIFEST_SUM).unlink()
+    code, lines = run("--bundle", str(copy), "query", "--limit", "1")
+    assert code == 2 and f"{copy / MANIFEST_SUM} is missing" in lines[0], lines
+
+
 def test_a_fifo_named_like_a_bundle_file_does_not_block_the_open(tiny: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(tiny, tmp_path / "b"))
     for name in (MANIFEST_SUM, "store/medpix.Image_Descriptions/$.data"):
@@ -477,17 +493,16 @@ def test_a_fifo_named_like_a_bundle_file_does_not_block_the_open(tiny: Path, tmp
                           stdin=subprocess.DEVNULL, check=False)
     assert (proc.returncode == 2 and "is not a regular file" in proc.stderr
             and "bundle verify" in proc.stderr), proc.stderr
-    from medpix_tui.tui.first_page import page_path
-
-    assert page_path(tmp_path, open_bundle(copy)) is None  # the digest is a FIFO: no page, no wait
+    with pytest.raises(BundleError, match="manifest.json.sha256 is not a regular file"):
+        open_bundle(copy)  # the digest is a FIFO: refused at once, never read (a read would wait)
     report = verify_bundle(copy)
     assert "store/medpix.Image_Descriptions/$.data" in report.changed and MANIFEST in report.changed
 
 
 @pytest.mark.asyncio
-async def test_the_ui_names_a_damaged_store_and_a_fifo_digest_without_blocking(tiny: Path, tmp_path: Path) -> None:
-    """The terminal UI starts on a bundle whose digest file is a FIFO and whose store is garbage:
-    drawn at once, then one line naming the store file in the status bar (no crash, no hang)."""
+async def test_the_ui_names_a_damaged_store_without_blocking(tiny: Path, tmp_path: Path) -> None:
+    """The terminal UI starts on a bundle whose store is garbage: drawn at once, then one line naming
+    the store file in the status bar (no crash, no hang). A FIFO digest is refused at open (above)."""
     import asyncio
 
     from tui_support import settle
@@ -495,8 +510,6 @@ async def test_the_ui_names_a_damaged_store_and_a_fifo_digest_without_blocking(t
     from medpix_tui.tui.app import MedpixApp
 
     copy = Path(shutil.copytree(tiny, tmp_path / "b"))
-    (copy / MANIFEST_SUM).unlink()
-    os.mkfifo(copy / MANIFEST_SUM)
     data = copy / "store" / "medpix.Image_Descriptions" / "$.data"
     data.write_bytes(os.urandom(data.stat().st_size))
     app = MedpixApp(open_bundle(copy), first_page_dir=tmp_path / "pages")
@@ -784,3 +797,18 @@ def test_a_crafted_sql_history_is_no_history(kind: str, tmp_path: Path) -> None:
     reader.join(30)
     assert answer, "reading the history blocked"
     assert answer[0][0] == (["SELECT 1"] if kind == "long-entry" else [])
+
+
+def test_pack_force_replaces_an_earlier_archive_never_another_file(tiny: Path, tmp_path: Path) -> None:
+    """``bundle pack B notes.txt --force`` turned a person's notes into a tar."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my precious notes")
+    code, lines = run("bundle", "pack", "--force", str(tiny), str(notes))
+    assert code == 2 and lines == [f"error: refusing to replace {notes}: it is no bundle archive of this tool; "
+                                   "remove it yourself or choose another place"], lines
+    assert notes.read_text() == "my precious notes"
+    archive = tmp_path / "b.tar"
+    assert run("bundle", "pack", str(tiny), str(archive))[0] == 0
+    assert run("bundle", "pack", "--force", str(tiny), str(archive))[0] == 0 and verify_bundle(archive).ok
+    code, lines = run("bundle", "pack", str(tiny), str(tmp_path))
+    assert code == 2 and f"e.g. {tmp_path / 'results.tar'}" in lines[-1], lines

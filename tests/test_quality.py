@@ -154,3 +154,37 @@ def test_a_damaged_image_is_one_line_naming_verify(tmp_path: Path) -> None:
     assert result.output.count("\n") == 1 and result.output.startswith("error: damaged bundle: the image "), \
         result.output
     assert "medpix-tui bundle verify" in result.output and "internal error" not in result.output
+
+
+def test_html_force_replaces_a_report_never_another_file_nor_into_the_bundle(tmp_path: Path) -> None:
+    """``--html notes.txt --force`` overwrote a person's notes, and ``--html BUNDLE/x.html`` wrote into the
+    bundle (its verify then failed); a second report is the same bytes (no run time on the page)."""
+    from click.testing import CliRunner
+
+    from medpix_tui.bundle import verify_bundle
+    from medpix_tui.cli import main
+
+    bundle = build_bundle(write_source(tmp_path / "src"), tmp_path / "b", with_model=False)
+
+    def report(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["report", "quality", "--bundle", str(bundle), *args])
+        assert "Traceback" not in result.output and "internal error" not in result.output, result.output
+        return result.exit_code, result.output
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    code, out = report("--html", str(notes), "--force")
+    assert code == 2 and "refusing to replace" in out and "no quality report of this tool" in out, out
+    assert notes.read_text() == "my notes"
+    code, out = report("--html", str(bundle / "x.html"))
+    assert code == 2 and "overlaps the bundle" in out and not (bundle / "x.html").exists(), out
+    assert verify_bundle(bundle).ok
+    code, out = report("--html", str(tmp_path))
+    assert code == 2 and f"e.g. {tmp_path / 'results.html'}" in out, out
+
+    page = tmp_path / "q.html"
+    assert report("--html", str(page))[0] == 0
+    first = page.read_bytes()
+    code, out = report("--html", str(page), "--force")
+    assert code == 0 and page.read_bytes() == first, out
+    assert "leakage: 0 pairs across splits, touching 0 cases" in out, out

@@ -166,7 +166,7 @@ def _predictions_line(model: dict) -> str:
 @bundle.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.argument("archive", type=OutputPath(path_type=Path))
-@click.option("--force", is_flag=True, help="Replace an existing archive.")
+@click.option("--force", is_flag=True, help="Replace an earlier archive of this tool (never another file).")
 def pack(path: Path, archive: Path, force: bool) -> None:
     """Write a verified bundle as one archive that --bundle opens like the folder.
 

@@ -27,7 +27,7 @@ def report() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The whole report as JSON on stdout (keys in README.md).")
 @click.option("--html", "html_path", type=OutputPath(path_type=Path), default=None,
               help="Write one self-contained HTML page with thumbnails to this file.")
-@click.option("--force", is_flag=True, help="Replace an existing --html file.")
+@click.option("--force", is_flag=True, help="Replace an earlier report at --html (never another file).")
 @click.pass_context
 def quality(ctx: click.Context, bundle_path: str | None, as_json: bool, html_path: Path | None, force: bool) -> None:
     """Vocabulary, label conflicts, duplicates and leakage across the authors' splits.
@@ -40,16 +40,16 @@ def quality(ctx: click.Context, bundle_path: str | None, as_json: bool, html_pat
     """
     from ..atomic import atomic_file
     from ..progress import rich_progress
-    from ..quality import quality_report, render_html, summary_lines
+    from ..quality import quality_report, render_html, replaceable_report, summary_lines
 
     bundle = open_bundle_from(ctx, bundle_path)
     if html_path is not None:
         from ..atomic import check_file_destination
 
-        check_file_destination(html_path, force)  # before the work, not after it
+        check_file_destination(html_path, force, replaceable_report, suffix=".html")  # before the work
     result = quality_report(bundle, rich_progress())
     if html_path is not None:
-        with atomic_file(html_path, force=force) as tmp:
+        with atomic_file(html_path, force=force, ours=replaceable_report) as tmp:
             tmp.write_text(render_html(result, bundle), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False, indent=1))
