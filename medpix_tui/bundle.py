@@ -884,8 +884,9 @@ def open_bundle(path: Path | str) -> Bundle:
     folder = _unpack_cached(given) if given.is_file() else given
     root, lock, raw = _hold(folder)
     try:
+        manifest = _parse_manifest(raw, root / MANIFEST)  # its own faults first (format 99, not JSON): precise
         _check_manifest_sum(root, raw)
-        return Bundle(root, _parse_manifest(raw, root / MANIFEST), path=given, lock=lock)
+        return Bundle(root, manifest, path=given, lock=lock)
     except BaseException:
         if lock is not None:
             lock.close()

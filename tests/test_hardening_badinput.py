@@ -625,7 +625,7 @@ def archive_extra_member(c: Ctx) -> list[str]:
     return _archive_with(c, tarfile.TarInfo("medpix-2.0/images/extra.png"), png_header(1, 1))
 
 
-@bad("bundle", "already exists (use --force to overwrite)")
+@bad("bundle", "medpix.tar: it is no bundle archive of this tool")  # somebody's file: not even --force replaces it
 def pack_over_existing_file(c: Ctx) -> list[str]:
     c.tmp.mkdir(parents=True)
     (c.tmp / "medpix.tar").write_text("mine")
