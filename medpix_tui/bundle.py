@@ -149,6 +149,13 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
+def unreadable_why(exc: OSError) -> str:
+    """What :func:`open_regular`'s refusal or a read's failure says of a file, after its name."""
+    if exc.errno in (errno.ELOOP, errno.EINVAL):  # a link (never followed), a FIFO or a device
+        return "is not a regular file"
+    return f"is unreadable ({exc.strerror or exc})"
+
+
 def sha256_regular(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a regular file (OSError for anything else)."""
     h = hashlib.sha256()
@@ -749,13 +756,7 @@ class Bundle:
         """The bundle's identity, the sha256 of its manifest: what names its kept first page,
         remembered search, quiz progress and the exports made from it. Read from
         ``manifest.json.sha256`` (a regular file); without one the bundle is named damaged."""
-        try:
-            field0 = read_regular(self.root / MANIFEST_SUM, 1024).decode("ascii").split()
-        except (OSError, UnicodeDecodeError):
-            field0 = []
-        if not field0 or not _HEX64.fullmatch(field0[0]):
-            raise damaged(self.root, MANIFEST_SUM, "is missing or unreadable")
-        return field0[0]
+        return written_digest(self.root)
 
     @cached_property
     def content_digest(self) -> str:
@@ -864,18 +865,17 @@ class Bundle:
         return info
 
 
-def _check_manifest_sum(root: Path, raw: bytes) -> None:
-    """Refuse a manifest that its ``manifest.json.sha256`` does not name: every check of the bundle's
-    files trusts the manifest, so an edited one (counts, digests) would be believed whole."""
+def written_digest(root: Path) -> str:
+    """The manifest's sha256 as ``manifest.json.sha256`` names it; the bundle is damaged without one."""
     try:
-        written = read_regular(root / MANIFEST_SUM, 1024).decode("ascii", errors="replace").split()
+        words = read_regular(Path(root) / MANIFEST_SUM, 1024).decode("ascii", errors="replace").split()
     except FileNotFoundError:
         raise damaged(root, MANIFEST_SUM, "is missing") from None
     except OSError as exc:
-        why = "is not a regular file" if exc.errno == errno.EINVAL else f"is unreadable ({exc.strerror or exc})"
-        raise damaged(root, MANIFEST_SUM, why) from None
-    if not written or written[0] != hashlib.sha256(raw).hexdigest():
-        raise damaged(root, MANIFEST, f"does not match its digest in {MANIFEST_SUM}")
+        raise damaged(root, MANIFEST_SUM, unreadable_why(exc)) from None
+    if not words or not _HEX64.fullmatch(words[0]):
+        raise damaged(root, MANIFEST_SUM, "names no sha256")
+    return words[0]
 
 
 def open_bundle(path: Path | str) -> Bundle:
@@ -885,7 +885,9 @@ def open_bundle(path: Path | str) -> Bundle:
     root, lock, raw = _hold(folder)
     try:
         manifest = _parse_manifest(raw, root / MANIFEST)  # its own faults first (format 99, not JSON): precise
-        _check_manifest_sum(root, raw)
+        # every check of the bundle's files trusts the manifest: an edited one (counts, digests) is refused here
+        if written_digest(root) != hashlib.sha256(raw).hexdigest():
+            raise damaged(root, MANIFEST, f"does not match its digest in {MANIFEST_SUM}")
         return Bundle(root, manifest, path=given, lock=lock)
     except BaseException:
         if lock is not None:

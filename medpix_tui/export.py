@@ -22,7 +22,6 @@ result (:func:`save_sql_result`); from it :func:`reproduce` writes the same byte
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import math
 import shutil
@@ -709,10 +708,10 @@ def run_export(store: Store, out: Path, fmt: str, *, query: ExportQuery | None =
         query = (ExportQuery(IMAGES, filter={"image": {"$in": [d["image"] for d in selection.images]}})
                  if selection is not None else ExportQuery())
     out = Path(out)
-    check_not_read_only(out)
     mpath = out / EXPORT_MANIFEST if spec.folder else out.with_name(out.name + MANIFEST_SUFFIX)
-    if not spec.folder:
-        check_not_read_only(mpath)
+    if spec.folder:
+        check_not_read_only(out)  # before the selection's work; atomic_dir checks it again
+    else:
         check_file_destination(out, force, _replaceable_file(_suffix(spec)))
         check_file_destination(mpath, force, _replaceable_manifest)
     sel = query.selection(store)
@@ -777,8 +776,6 @@ def _one_file_export(out: Path, manifest: dict[str, Any], write: Callable[[Path]
     """
     out = Path(out)
     mpath = out.with_name(out.name + MANIFEST_SUFFIX)
-    check_not_read_only(out)
-    check_not_read_only(mpath)
     # atomic_file checks each destination on entry, so both are checked before anything is written;
     # both are written before either is renamed into place (a full disk fails before either
     # lands); the file is renamed first, its manifest after it
@@ -1064,7 +1061,7 @@ def library_differences(manifest: dict[str, Any]) -> list[str]:
 
 def verify_export(path: Path) -> list[str]:
     """Check an export (folder or file) against its manifest: one line per missing, changed or added file."""
-    from .bundle import sha256_regular
+    from .bundle import sha256_regular, unreadable_why
 
     path = Path(path)
     if path.name.endswith(MANIFEST_SUFFIX):
@@ -1085,8 +1082,7 @@ def verify_export(path: Path) -> list[str]:
         try:
             digest = sha256_regular(root / rel)
         except OSError as exc:  # a link or FIFO in the file's place (never followed), or no permission
-            why = "not a regular file" if exc.errno in (errno.ELOOP, errno.EINVAL) else exc.strerror or str(exc)
-            problems.append(f"unreadable: {rel} ({why})")
+            problems.append(f"unreadable: {rel} ({unreadable_why(exc).removeprefix('is ')})")
             continue
         if not isinstance(entry, dict) or digest != entry.get("sha256"):
             problems.append(f"changed: {rel}")
@@ -1104,7 +1100,6 @@ def write_documents(data: dict[str, Any] | list[dict[str, Any]], path: Path, *, 
     spec = _format(fmt, [f.name for f in document_formats()])
     assert spec.documents is not None
     path = Path(path)
-    check_not_read_only(path)
     with atomic_file(path, force=force, ours=_replaceable_file(_suffix(spec))) as tmp:
         spec.documents(data, tmp)
     return path

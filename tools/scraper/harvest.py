@@ -374,10 +374,10 @@ class Harvester:
         except _Failed as first:
             if "rest" not in self.sources:
                 raise
-            url = self._rest_url(rest, ref)
-            if url is None or self.sites.url(url) == ref.image_url:
+            served = self._rest_url(rest, ref)
+            url = self.sites.url(served) if served else None
+            if url is None or url == ref.image_url:
                 raise
-            url = self.sites.url(url)
             try:
                 png = self._png(url)
             except _Failed as second:
